@@ -1,0 +1,104 @@
+"""Bulk load of the 20 Synthea bundles (validated and indexed) against bare inserts of the same JSON.
+
+Targets (issue 2): at least 0.5x a bare ``sqlite3`` executemany of the same rows on SQLite,
+at least 0.25x a bare ``COPY`` into a jsonb table on PostgreSQL.
+
+    python -m bench.bench_load [--rounds 3] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from bench.common import PG_URL, SHARED, postgres_url, sqlite_url, table
+from yilian.db import open_database
+from yilian.db.uow import transact
+from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.migrations import upgrade
+
+
+def bundles() -> list[dict[str, Any]]:
+    return [orjson.loads(p.read_bytes()) for p in sorted((SHARED / "synthea-fhir-r4").glob("*.json"))]
+
+
+def rows_of(bs: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+    out = []
+    for b in bs:
+        for e in b["entry"]:
+            r = e["resource"]
+            out.append((r["resourceType"], str(len(out)), orjson.dumps(r)))
+    return out
+
+
+def yilian_load(url: str, bs: list[dict[str, Any]]) -> float:
+    db = open_database(url)
+    upgrade(db)
+    ctx = FhirContext()
+    start = time.perf_counter()
+    for b in bs:
+        transact(db, lambda uow, body=b: dispatch(uow, ctx, FhirRequest("POST", "", headers={"prefer": "return=minimal"}, body=body)))
+    elapsed = time.perf_counter() - start
+    db.dispose()
+    return elapsed
+
+
+def sqlite_bare(rows: list[tuple[str, str, bytes]]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE resource (res_type TEXT, res_id TEXT, content BLOB, PRIMARY KEY (res_type, res_id))")
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO resource VALUES (?, ?, ?)", rows)
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+    return elapsed
+
+
+def postgres_copy(rows: list[tuple[str, str, bytes]]) -> float:
+    with psycopg.connect(PG_URL) as conn:
+        conn.execute("CREATE TEMP TABLE bench_copy (res_type text, res_id text, content jsonb, PRIMARY KEY (res_type, res_id))")
+        conn.commit()
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_copy (res_type, res_id, content) FROM STDIN") as copy:
+            for t, i, c in rows:
+                copy.write_row((t, i, c.decode()))
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    args = ap.parse_args()
+    bs = bundles()
+    rows = rows_of(bs)
+    n = len(rows)
+    out: list[list[object]] = []
+    for backend in args.backends.split(","):
+        ours, bare = [], []
+        for _ in range(args.rounds):
+            ctx = sqlite_url() if backend == "sqlite" else postgres_url()
+            with ctx as url:
+                ours.append(yilian_load(url, bs))
+            bare.append(sqlite_bare(rows) if backend == "sqlite" else postgres_copy(rows))
+        o, b = min(ours), min(bare)
+        label = "sqlite3 executemany" if backend == "sqlite" else "COPY into jsonb"
+        out.append([f"{backend}: bare {label}", n / b, 1.0])
+        out.append([f"{backend}: Yilian transactions (validated, indexed)", n / o, b / o])
+    table(f"bulk load of {n} Synthea resources: resources/s (best of {args.rounds}), ratio vs bare", ["load", "resources/s", "ratio"], out)
+
+
+if __name__ == "__main__":
+    main()

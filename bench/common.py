@@ -1,0 +1,139 @@
+"""Shared plumbing for the benchmarks: databases, server processes, wrk, result tables.
+
+Every benchmark measures Yilian and a baseline in the same run on the same machine and
+reports the ratio, because absolute numbers drift on a shared machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+PG_URL = os.environ.get("YILIAN_BENCH_POSTGRES", os.environ.get("YILIAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def sqlite_url() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="yl-bench-") as tmp:
+        yield f"sqlite:///{tmp}/bench.db"
+
+
+@contextmanager
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the benchmark PostgreSQL, dropped afterwards."""
+    schema = f"yl_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+class Server:
+    """A process serving HTTP on a free port until stopped."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.base + "/health", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.argv} did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def yilian_server(db_url: str) -> Server:
+    return Server([sys.executable, "-m", "yilian.cli.main", "serve", "--database", db_url, "--port", "{port}", "--no-upgrade"])
+
+
+WRK_SCRIPT = """
+local paths = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i], {["Accept"] = "application/fhir+json"})
+end
+"""
+
+
+def wrk(base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "paths.lua"
+        script.write_text(WRK_SCRIPT)
+        plist = Path(tmp) / "paths.txt"
+        plist.write_text("\n".join(paths) + "\n")
+        out = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), base, "--", str(plist)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    result = {"rps": rps}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if m:
+            value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+            result[f"p{pct}_ms"] = value
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c, justify="right" if c not in (columns[0],) else "left")
+    for r in rows:
+        t.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in r))
+    console.print(t)

@@ -1,0 +1,67 @@
+"""Assembling the ASGI application: FHIR at /fhir, health checks, the front page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from yilian import __version__
+from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path
+from yilian.api.pages import front_page
+from yilian.db import Database
+from yilian.fhir.interactions.context import FhirSettings
+
+
+class YilianApp:
+    """The whole platform as one ASGI app: FHIR requests go straight to their endpoint (the hot
+    path skips the router), everything else through Starlette's routes."""
+
+    def __init__(self, fhir: FhirEndpoint, rest: Starlette) -> None:
+        self.fhir = fhir
+        self.rest = rest
+        self.state = rest.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_fhir_path(scope):
+            await self.fhir(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
+def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None) -> YilianApp:
+    fhir = FhirEndpoint(db, settings)
+
+    async def home(request: Request) -> Response:
+        return HTMLResponse(front_page(db, str(request.base_url).rstrip("/"), extra or {}))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def ready(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        def ping() -> None:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:  # the database is down: say so, don't crash
+            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ready", "database": db.dialect})
+
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route("/health", health),
+            Route("/health/ready", ready),
+        ]
+    )
+    app.state.db = db
+    return YilianApp(fhir, app)

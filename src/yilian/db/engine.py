@@ -1,0 +1,120 @@
+"""Opening a database: URL handling and the per-dialect connection settings.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (an acknowledged commit survives a power
+cut) and foreign keys on. Write transactions start with ``BEGIN IMMEDIATE`` so that two
+writers never deadlock upgrading a shared lock; readers use deferred ``BEGIN`` and see a
+consistent snapshot while writers work. PostgreSQL runs through psycopg 3 at READ COMMITTED;
+correctness under concurrency comes from row locks and unique constraints, not isolation level.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool, QueuePool
+
+from yilian.kernel.errors import Category, YilianError
+
+DEFAULT_SQLITE_PATH = "yilian.db"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> URL:
+    """Accept the forms people type (``sqlite:///x.db``, ``postgresql://…``) and pick our drivers."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with an unhelpful text
+        raise YilianError(
+            Category.INVALID,
+            f"not a database URL: {url!r} (expected sqlite:///path/to/file.db or postgresql://user@host/db)",
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise YilianError(
+        Category.INVALID, f"unsupported database {backend!r}: Yilian runs on SQLite or PostgreSQL"
+    )
+
+
+@dataclass
+class Database:
+    """An open database: the engine plus what code needs to know about its dialect."""
+
+    engine: Engine
+    url: URL
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for logs and the front page."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def _sqlite_engine(url: URL, pool_size: int) -> Engine:
+    database = url.database or DEFAULT_SQLITE_PATH
+    memory = database in ("", ":memory:")
+    if not memory:
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        poolclass=NullPool if memory else QueuePool,
+        **({} if memory else {"pool_size": pool_size, "max_overflow": pool_size * 2, "pool_timeout": 60}),
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control from the driver: we emit BEGIN ourselves (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("yilian_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: URL, pool_size: int) -> Engine:
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_timeout=60,
+        pool_pre_ping=True,
+    )
+
+
+def open_database(url: str | None = None, *, pool_size: int | None = None, **settings: Any) -> Database:
+    """Open the database at ``url`` (default: ``$YILIAN_DATABASE_URL``, else ``sqlite:///yilian.db``)."""
+    raw = url or os.environ.get("YILIAN_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    parsed = normalize_url(raw)
+    size = pool_size or int(os.environ.get("YILIAN_DB_POOL_SIZE", "8"))
+    engine = _sqlite_engine(parsed, size) if parsed.get_backend_name() == "sqlite" else _postgres_engine(parsed, size)
+    return Database(engine=engine, url=parsed, settings=dict(settings))

@@ -1,0 +1,100 @@
+"""The CapabilityStatement: exactly what this server does, built from the same registry it runs on."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from yilian import __version__
+from yilian.fhir.interactions.context import FhirContext
+from yilian.fhir.interactions.search import compartment_params
+from yilian.fhir.model import FHIR_VERSION, model
+from yilian.fhir.search.registry import params_for
+
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+
+
+@cache
+def _resources() -> list[dict[str, Any]]:
+    out = []
+    for rtype in sorted(model().resource_types):
+        params = params_for(rtype)
+        search_params = [
+            {"name": code, "definition": p.url, "type": "special" if p.type == "text" else p.type}
+            for code, p in sorted(params.items())
+        ]
+        ref_params = sorted(code for code, p in params.items() if p.type == "reference")
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "enforced", "local"],
+            "searchInclude": ["*"] + [f"{rtype}:{c}" for c in ref_params],
+            "searchRevInclude": ["*"],
+            "searchParam": search_params,
+        }
+        ops = [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
+        if rtype == "Patient":
+            ops.append({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+        entry["operation"] = ops
+        out.append(entry)
+    return out
+
+
+def capability_statement(ctx: FhirContext) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-12-03",
+        "publisher": "Yilian (医联)",
+        "kind": "instance",
+        "software": {"name": "Yilian", "version": __version__},
+        "implementation": {"description": "Yilian regional health information platform — shared health record", "url": ctx.base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Shared health record of the region (电子健康档案 and 电子病历).",
+                "resource": _resources(),
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "search-system"},
+                    {"code": "history-system"},
+                ],
+                "searchParam": [
+                    {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+                    {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+                    {"name": "_tag", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-tag"},
+                    {"name": "_profile", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/Resource-profile"},
+                    {"name": "_security", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-security"},
+                    {"name": "_source", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/Resource-source"},
+                    {"name": "_content", "type": "special", "definition": "http://hl7.org/fhir/SearchParameter/Resource-content"},
+                ],
+                "compartment": [
+                    f"http://hl7.org/fhir/CompartmentDefinition/{name.lower()}"
+                    for name in ("Patient", "Encounter", "Practitioner", "RelatedPerson", "Device")
+                    if compartment_params(name)
+                ],
+            }
+        ],
+    }

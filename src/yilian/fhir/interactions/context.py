@@ -1,0 +1,31 @@
+"""What an interaction needs to know about the server it runs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FhirSettings:
+    """Per-deployment behaviour of the FHIR server."""
+
+    # Refuse a write whose references name a local resource that does not exist.
+    enforce_referential_integrity: bool = True
+    # Refuse to delete a resource that other current resources still reference (409).
+    enforce_delete_integrity: bool = True
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    # Reject unknown elements (the spec's strict parsing); lenient mode is not offered.
+    max_bundle_entries: int = 10_000
+
+
+@dataclass(frozen=True)
+class FhirContext:
+    """One request's view of the server: its absolute base URL and the deployment's settings."""
+
+    base_url: str = "http://localhost:8080/fhir"
+    settings: FhirSettings = FhirSettings()
+
+    def url_for(self, res_type: str, res_id: str, version: int | None = None) -> str:
+        tail = f"/_history/{version}" if version is not None else ""
+        return f"{self.base_url}/{res_type}/{res_id}{tail}"

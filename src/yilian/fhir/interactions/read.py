@@ -1,0 +1,50 @@
+"""read and vread."""
+
+from __future__ import annotations
+
+from yilian.db import UnitOfWork
+from yilian.fhir.interactions.outcome import Resource
+from yilian.fhir.model import model
+from yilian.fhir.store import repository as repo
+from yilian.kernel.errors import Category, YilianError
+
+
+def check_type(res_type: str) -> None:
+    if not model().is_resource_type(res_type):
+        raise YilianError(Category.NOT_FOUND, f"unknown resource type {res_type!r}")
+
+
+def read(uow: UnitOfWork, res_type: str, res_id: str) -> Resource:
+    """The current version; NOT_FOUND if it never existed, GONE if deleted."""
+    check_type(res_type)
+    return _found(repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
+
+
+def read_fast(reader: repo.FastReader, res_type: str, res_id: str) -> Resource:
+    """:func:`read` on the short path for reads by id (see ``FastReader``)."""
+    check_type(res_type)
+    return _found(reader.current(res_type, res_id), res_type, res_id)
+
+
+def _found(current: repo.StoredVersion | None, res_type: str, res_id: str) -> Resource:
+    if current is None:
+        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+    if current.deleted:
+        raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted (version {current.version})")
+    return Resource.of(current)
+
+
+def vread(uow: UnitOfWork, res_type: str, res_id: str, version: str) -> Resource:
+    check_type(res_type)
+    try:
+        number = int(version)
+    except ValueError:
+        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version!r}") from None
+    found = repo.get_version(uow.conn, res_type, res_id, number)
+    if found is None:
+        if repo.get_current(uow.conn, res_type, res_id) is None:
+            raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version}")
+    if found.deleted:
+        raise YilianError(Category.GONE, f"version {version} of {res_type}/{res_id} is a deletion")
+    return Resource.of(found)

@@ -1,0 +1,325 @@
+"""Search: type-level, system-level and compartment searches with paging, sorting and includes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, case, func, or_, select
+
+from yilian.db import UnitOfWork
+from yilian.fhir.interactions.context import FhirContext
+from yilian.fhir.interactions.outcome import Resource
+from yilian.fhir.model import load_definition, model
+from yilian.fhir.search import params as sp
+from yilian.fhir.search.compiler import Compiler, base_select, sort_expression
+from yilian.fhir.search.registry import param as lookup_param
+from yilian.fhir.search.registry import params_for
+from yilian.fhir.store import repository as repo
+from yilian.fhir.store.tables import idx_reference, resource
+from yilian.kernel.errors import Category, Issue, YilianError
+
+MAX_INCLUDED = 2000
+MAX_ITERATE_DEPTH = 3
+
+
+@dataclass
+class SearchResult:
+    matches: list[Resource]
+    included: list[Resource]
+    total: int | None
+    next_cursor: str | None
+    request: sp.SearchRequest
+    warnings: list[str] = field(default_factory=list)
+
+
+@cache
+def _cursor_key() -> bytes:
+    # Paging cursors are signed so a client cannot forge one to reach rows its query would not
+    # return. The key lives for the process unless configured (then links survive restarts).
+    configured = os.environ.get("YILIAN_CURSOR_KEY")
+    return configured.encode() if configured else os.urandom(32)
+
+
+def encode_cursor(values: list[Any], query_sig: str) -> str:
+    payload = orjson.dumps({"v": values, "q": query_sig})
+    mac = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+
+def decode_cursor(token: str, query_sig: str) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        mac, payload = raw[:12], raw[12:]
+        if not hmac.compare_digest(mac, hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:12]):
+            raise ValueError("bad signature")
+        data = orjson.loads(payload)
+        if data.get("q") != query_sig:
+            raise ValueError("cursor belongs to another query")
+        values: list[Any] = data["v"]
+        return values
+    except (ValueError, KeyError, orjson.JSONDecodeError):
+        raise YilianError(
+            Category.INVALID,
+            "the paging cursor is invalid or expired; start the search again from its first page",
+            issues=[Issue("invalid _cursor", code="processing")],
+        ) from None
+
+
+def _query_signature(req: sp.SearchRequest, compartment: tuple[str, str] | None) -> str:
+    material = orjson.dumps([req.resource_types, sorted(req.used), compartment])
+    return hashlib.sha256(material).hexdigest()[:16]
+
+
+@cache
+def compartment_params(compartment_type: str) -> dict[str, tuple[str, ...]]:
+    raw: dict[str, dict[str, list[str]]] = load_definition("compartments")
+    return {rt: tuple(ps) for rt, ps in raw.get(compartment_type, {}).items() if ps}
+
+
+def compartment_condition(r: Any, res_type: str, compartment: tuple[str, str]) -> Any:
+    ctype, cid = compartment
+    params = compartment_params(ctype).get(res_type)
+    conds = []
+    if res_type == ctype:
+        conds.append(r.c.res_id == cid)
+    if params:
+        conds.append(
+            r.c.pk.in_(
+                select(idx_reference.c.resource_pk).where(
+                    idx_reference.c.res_type == res_type,
+                    idx_reference.c.param.in_(params),
+                    idx_reference.c.target_type == ctype,
+                    idx_reference.c.target_id == cid,
+                )
+            )
+        )
+    if not conds:
+        return None
+    return or_(*conds)
+
+
+def search(
+    uow: UnitOfWork,
+    ctx: FhirContext,
+    resource_type: str | None,
+    pairs: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+    compartment: tuple[str, str] | None = None,
+) -> SearchResult:
+    if resource_type is not None and not model().is_resource_type(resource_type):
+        raise YilianError(Category.NOT_FOUND, f"unknown resource type {resource_type!r}")
+    req = sp.parse(resource_type, pairs, strict=strict)
+    return run(uow, ctx, req, compartment=compartment)
+
+
+def _types_of(req: sp.SearchRequest, compartment: tuple[str, str] | None) -> list[str] | None:
+    types = req.resource_types
+    if compartment is not None:
+        allowed = set(compartment_params(compartment[0])) | {compartment[0]}
+        types = sorted(allowed if types is None else set(types) & allowed)
+    return types
+
+
+def run(
+    uow: UnitOfWork,
+    ctx: FhirContext,
+    req: sp.SearchRequest,
+    *,
+    compartment: tuple[str, str] | None = None,
+    everything: bool = False,
+) -> SearchResult:
+    conn = uow.conn
+    compiler = Compiler(base_url=ctx.base_url)
+    r = resource.alias("r")
+    types = _types_of(req, compartment) if not everything else req.resource_types
+    stmt = base_select(r, types)
+    for f in req.filters:
+        scope = types if types is not None else sorted(model().resource_types)
+        if f.param is not None and f.param.code in ("_id", "_lastUpdated") and not f.chain:
+            # Columns of the resource table: the same condition for every type.
+            stmt = stmt.where(compiler.condition(r, f.param.resource_type, f))
+        elif len(scope) == 1:
+            stmt = stmt.where(compiler.condition(r, scope[0], f))
+        else:
+            per_type = []
+            for t in scope:
+                tf = sp.resolve_filter(t, f.name, f.values)
+                if tf is not None:
+                    per_type.append(and_(r.c.res_type == t, compiler.condition(r, t, tf)))
+            stmt = stmt.where(or_(*per_type))
+    if compartment is not None and everything:
+        stmt = stmt.where(_everything_condition(r, compartment))
+    elif compartment is not None and types is not None:
+        comp_conds = [
+            and_(r.c.res_type == t, c) for t in types if (c := compartment_condition(r, t, compartment)) is not None
+        ]
+        stmt = stmt.where(or_(*comp_conds))
+
+    total: int | None = None
+    if req.total != "none" or req.summary == "count":
+        count_stmt = select(func.count()).select_from(stmt.subquery())
+        total = int(conn.execute(count_stmt).scalar_one())
+    if req.summary == "count" or req.count == 0:
+        return SearchResult([], [], total, None, req)
+
+    # Sort keys: (expression, descending). Each custom key sorts resources without a value last.
+    keys: list[tuple[Any, bool]] = []
+    for code, desc in req.sort:
+        if (types is None or len(types) != 1) and code not in ("_id", "_lastUpdated"):
+            raise YilianError(Category.INVALID, f"_sort by {code!r} needs a single resource type")
+        p = lookup_param(types[0], code) if types else None
+        if p is None:
+            if code == "_id":
+                keys.append((r.c.res_id, desc))
+                continue
+            if code == "_lastUpdated":
+                keys.append((r.c.last_updated, desc))
+                continue
+            raise YilianError(Category.INVALID, f"cannot sort by {code!r}")
+        expr = sort_expression(r, p, desc)
+        keys.append((case((expr.is_(None), 1), else_=0), False))
+        keys.append((expr, desc))
+    keys.append((r.c.pk, False))
+
+    labelled = [k.label(f"k{i}") for i, (k, _) in enumerate(keys)]
+    page = stmt.add_columns(*labelled[:-1]) if len(labelled) > 1 else stmt
+    sig = _query_signature(req, compartment)
+    if req.cursor:
+        values = decode_cursor(req.cursor, sig)
+        if len(values) != len(keys):
+            raise YilianError(Category.INVALID, "the paging cursor does not fit this search")
+        page = page.where(_after(keys, values))
+    order = [k.desc() if desc else k.asc() for k, desc in keys]
+    page = page.order_by(*order).limit(req.count + 1)
+    rows = conn.execute(page).all()
+    more = len(rows) > req.count
+    rows = rows[: req.count]
+    pks = [int(row[0]) for row in rows]
+    loaded = repo.current_by_pks(conn, pks)
+    matches = [Resource.of(loaded[pk]) for pk in pks if pk in loaded]
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        values = [last[i + 1] for i in range(len(keys) - 1)] + [last[0]]
+        next_cursor = encode_cursor(values, sig)
+    included = _includes(uow, req.includes, matches) if req.includes else []
+    warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
+    return SearchResult(matches, included, total, next_cursor, req, warnings)
+
+
+def _everything_condition(r: Any, compartment: tuple[str, str]) -> Any:
+    """In the compartment, or referred to by something in it (its organizations, practitioners…)."""
+    members = resource.alias("members")
+    comp_types = sorted(set(compartment_params(compartment[0])) | {compartment[0]})
+    member_conds = [
+        and_(members.c.res_type == t, c)
+        for t in comp_types
+        if (c := compartment_condition(members, t, compartment)) is not None
+    ]
+    member_pks = select(members.c.pk).where(members.c.deleted.is_(False), or_(*member_conds))
+    referred = resource.alias("referred")
+    referred_pks = (
+        select(referred.c.pk)
+        .join(idx_reference, and_(idx_reference.c.target_type == referred.c.res_type, idx_reference.c.target_id == referred.c.res_id))
+        .where(idx_reference.c.resource_pk.in_(member_pks))
+    )
+    return or_(r.c.pk.in_(member_pks), r.c.pk.in_(referred_pks))
+
+
+def _after(keys: list[tuple[Any, bool]], values: list[Any]) -> Any:
+    """Keyset condition: rows strictly after ``values`` in the order ``keys`` (nulls handled)."""
+    disjuncts = []
+    for i, (expr, desc) in enumerate(keys):
+        val = values[i]
+        prefix = [(k.is_(None) if v is None else k == v) for (k, _), v in zip(keys[:i], values[:i], strict=True)]
+        if val is None:
+            continue  # nothing sorts after a null within the null group except by later keys
+        step = expr < val if desc else expr > val
+        disjuncts.append(and_(*prefix, step) if prefix else step)
+    return or_(*disjuncts)
+
+
+def _includes(uow: UnitOfWork, includes: list[sp.Include], matches: list[Resource]) -> list[Resource]:
+    conn = uow.conn
+    seen: set[tuple[str, str]] = {(m.res_type, m.res_id) for m in matches}
+    out: list[Resource] = []
+    frontier = matches
+    first = True
+    for _depth in range(MAX_ITERATE_DEPTH + 1):
+        active = [inc for inc in includes if first or inc.iterate]
+        if not active or not frontier:
+            break
+        found: list[Resource] = []
+        for inc in active:
+            found.extend(_one_include(conn, inc, frontier))
+        new = []
+        for res in found:
+            key = (res.res_type, res.res_id)
+            if key not in seen:
+                seen.add(key)
+                new.append(res)
+        out.extend(new)
+        if len(out) >= MAX_INCLUDED:
+            break
+        frontier = new
+        first = False
+    return out[:MAX_INCLUDED]
+
+
+def _one_include(conn: Any, inc: sp.Include, frontier: list[Resource]) -> list[Resource]:
+    ir = idx_reference
+    if not inc.reverse:
+        pks = [m.pk for m in frontier if inc.source_type in ("*", m.res_type)]
+        if not pks:
+            return []
+        stmt = select(ir.c.target_type, ir.c.target_id).where(ir.c.resource_pk.in_(pks), ir.c.target_id.is_not(None))
+        if inc.param != "*":
+            stmt = stmt.where(ir.c.param == inc.param)
+        if inc.target_type:
+            stmt = stmt.where(ir.c.target_type == inc.target_type)
+        keys = {(row.target_type, row.target_id) for row in conn.execute(stmt.distinct())}
+        return [Resource.of(sv) for sv in repo.current_by_keys(conn, keys)]
+    targets = [(m.res_type, m.res_id) for m in frontier]
+    if inc.target_type:
+        targets = [t for t in targets if t[0] == inc.target_type]
+    if not targets:
+        return []
+    stmt = select(ir.c.resource_pk).where(
+        or_(*(and_(ir.c.target_type == t, ir.c.target_id == i) for t, i in targets))
+    )
+    if inc.source_type != "*":
+        stmt = stmt.where(ir.c.res_type == inc.source_type)
+    if inc.param != "*":
+        stmt = stmt.where(ir.c.param == inc.param)
+    pks = [int(row.resource_pk) for row in conn.execute(stmt.distinct().limit(MAX_INCLUDED))]
+    loaded = repo.current_by_pks(conn, pks)
+    return [Resource.of(loaded[pk]) for pk in pks if pk in loaded and not loaded[pk].deleted]
+
+
+def find(uow: UnitOfWork, ctx: FhirContext, resource_type: str, criteria: str, *, limit: int = 2) -> list[Resource]:
+    """Resources matching conditional-interaction criteria (``identifier=…``); at most ``limit``."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(criteria, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise YilianError(Category.INVALID, f"malformed search criteria {criteria!r}") from None
+    if not pairs:
+        raise YilianError(Category.INVALID, "conditional interaction without search criteria")
+    req = sp.parse(resource_type, pairs, strict=True)
+    req.count = limit
+    req.total = "none"
+    req.includes = []
+    return run(uow, ctx, req).matches
+
+
+def known_search_params(resource_type: str) -> list[str]:
+    return sorted(params_for(resource_type))

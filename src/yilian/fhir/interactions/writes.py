@@ -1,0 +1,345 @@
+"""The write pipeline every interaction shares: validate, stamp, index, store, check references.
+
+Reference checks are deferred to :func:`finish`, run once before the unit of work commits, so
+that a transaction bundle may create resources that refer to each other in any order, and may
+delete a resource together with everything that refers to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import orjson
+
+from yilian.db import UnitOfWork
+from yilian.fhir import validation
+from yilian.fhir.interactions.context import FhirContext
+from yilian.fhir.interactions.outcome import Resource
+from yilian.fhir.model import load_definition, model
+from yilian.fhir.search.indexer import IndexRows, extract, parse_reference
+from yilian.fhir.search.values import instant_to_us, us_to_instant
+from yilian.fhir.store import repository as repo
+from yilian.fhir.store.repository import StoredVersion
+from yilian.kernel import clock
+from yilian.kernel.errors import Category, Issue, YilianError
+from yilian.kernel.ids import is_valid_fhir_id
+
+_REFS = "yilian.fhir.pending_refs"
+_DELETED = "yilian.fhir.deleted"
+_DEFER = "yilian.fhir.defer_checks"
+
+
+def now_us(after: int | None = None) -> int:
+    """Now, strictly after ``after`` so that versions of one resource have increasing times."""
+    t = instant_to_us(clock.now())
+    return t if after is None or t > after else after + 1
+
+
+@cache
+def _patient_compartment_params() -> dict[str, frozenset[str]]:
+    raw: dict[str, dict[str, list[str]]] = load_definition("compartments")
+    return {rtype: frozenset(params) for rtype, params in raw["Patient"].items() if params}
+
+
+def patient_key(res_type: str, res_id: str, rows: IndexRows) -> str | None:
+    """The Patient whose compartment holds this resource (the distribution key when sharded)."""
+    if res_type == "Patient":
+        return res_id
+    params = _patient_compartment_params().get(res_type)
+    if not params:
+        return None
+    for row in rows.get("reference", ()):
+        if row["param"] in params and row["target_type"] == "Patient":
+            return str(row["target_id"])
+    return None
+
+
+def check_body(resource: Any, res_type: str | None = None) -> dict[str, Any]:
+    """The resource is a JSON object of ``res_type`` that passes validation."""
+    if not isinstance(resource, dict):
+        raise YilianError(Category.INVALID, "the request body must be a FHIR resource (a JSON object)")
+    rt = resource.get("resourceType")
+    if not isinstance(rt, str) or not rt:
+        raise YilianError(
+            Category.INVALID,
+            "the resource has no resourceType",
+            issues=[Issue("the resource has no resourceType", ("resourceType",), code="required")],
+        )
+    if res_type is not None and rt != res_type:
+        raise YilianError(
+            Category.INVALID,
+            f"the body is a {rt} but the URL is for {res_type}",
+            issues=[Issue(f"resourceType {rt} does not match the URL's {res_type}", ("resourceType",))],
+        )
+    if not model().is_resource_type(rt):
+        raise YilianError(
+            Category.NOT_FOUND if res_type is None else Category.INVALID,
+            f"unknown resource type {rt!r}",
+            issues=[Issue(f"unknown resource type {rt!r}", ("resourceType",), code="not-supported")],
+        )
+    drop_empty_strings(resource)
+    issues = validation.validate(resource)
+    if any(i.severity in ("error", "fatal") for i in issues):
+        # Lenient reading, as mature FHIR parsers do: a single value where the element repeats
+        # is taken as a one-item list. Only tried when the strict check fails.
+        if coerce_arrays(resource, rt):
+            issues = validation.validate(resource)
+        errors = [i for i in issues if i.severity in ("error", "fatal") and not _nested_required(i)]
+        if errors:
+            first = errors[0]
+            raise YilianError(
+                Category.UNPROCESSABLE,
+                f"the {rt} is not valid FHIR R4: {first.message}"
+                + (f" ({', '.join(first.expression)})" if first.expression else ""),
+                issues=errors,
+            )
+    return resource
+
+
+def _nested_required(issue: Issue) -> bool:
+    """A required element missing below the top level of a resource.
+
+    Feeds in the field often omit these (an ImagingStudy series without modality) while the
+    rest stays interpretable, so they are accepted; a resource missing a required top-level
+    element (an Observation without code) is refused.
+    """
+    if issue.code != "required" or not issue.expression:
+        return False
+    path = issue.expression[0]
+    for marker in (".resource.", ".contained["):
+        if marker in path:
+            path = path.rsplit(marker, 1)[1]
+            path = path.split("].", 1)[1] if marker == ".contained[" and "]." in path else path
+    return path.count(".") > 1
+
+
+def coerce_arrays(node: Any, type_name: str) -> bool:
+    """Wrap single values of repeating elements in lists; returns whether anything changed."""
+    changed = False
+    if isinstance(node, list):
+        for item in node:
+            changed |= coerce_arrays(item, type_name)
+        return changed
+    if not isinstance(node, dict):
+        return False
+    if type_name in ("Resource", "DomainResource") and isinstance(node.get("resourceType"), str):
+        type_name = node["resourceType"]
+    struct = model().structure(type_name)
+    if struct is None:
+        return False
+    for key, value in list(node.items()):
+        prop = struct.properties.get(key[1:] if key.startswith("_") else key)
+        if prop is None:
+            continue
+        spec, element_type = prop
+        if spec.repeating and not isinstance(value, list):
+            node[key] = [value]
+            changed = True
+        if isinstance(value, (dict, list)) and not model().is_primitive(element_type):
+            changed |= coerce_arrays(node[key], element_type)
+    return changed
+
+
+def drop_empty_strings(node: Any) -> bool:
+    """Remove ``""`` values (and the objects left empty by that), as lenient FHIR parsers do.
+
+    FHIR forbids empty strings; several systems in the field send them for "no value"
+    (``"system": ""``). Treating them as absent keeps such data loadable without storing
+    invalid FHIR. Returns whether ``node`` itself became empty.
+    """
+    if isinstance(node, dict):
+        for key in [k for k, v in node.items() if v == "" or (isinstance(v, (dict, list)) and drop_empty_strings(v))]:
+            del node[key]
+        return not node
+    if isinstance(node, list):
+        if any(isinstance(item, (dict, list)) for item in node):
+            for item in node:
+                drop_empty_strings(item)
+        return False
+    return False
+
+
+def local_references(node: Any, path: str) -> Iterator[tuple[str, str, str, str]]:
+    """(type, id, raw reference, element path) for every reference to a resource on this server."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref and not ref.startswith("#"):
+            parsed = parse_reference(ref)
+            if parsed.type and parsed.id:
+                yield parsed.type, parsed.id, ref, path
+        for key, val in node.items():
+            if key != "contained" and isinstance(val, (dict, list)):
+                yield from local_references(val, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from local_references(item, f"{path}[{i}]")
+
+
+def _stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: int) -> bytes:
+    resource["id"] = res_id
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = us_to_instant(last_updated)
+    # resourceType, id and meta first, as FHIR servers conventionally serialize them.
+    ordered = {"resourceType": resource["resourceType"], "id": res_id, "meta": meta}
+    for key, val in resource.items():
+        if key not in ordered:
+            ordered[key] = val
+    resource.clear()
+    resource.update(ordered)
+    return orjson.dumps(resource)
+
+
+def _remember_refs(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, resource: dict[str, Any]) -> None:
+    if not ctx.settings.enforce_referential_integrity:
+        return
+    pending: dict[tuple[str, str], str] = uow.state.setdefault(_REFS, {})
+    for rtype, rid, raw, path in local_references(resource, res_type):
+        if (rtype, rid) != (res_type, res_id):
+            pending.setdefault((rtype, rid), f"{path} ({raw})")
+
+
+def store_new(
+    uow: UnitOfWork,
+    ctx: FhirContext,
+    resource: dict[str, Any],
+    *,
+    res_id: str,
+    method: str,
+) -> Resource:
+    """Write version 1 of a new resource (validated by the caller)."""
+    res_type = resource["resourceType"]
+    if not is_valid_fhir_id(res_id):
+        raise YilianError(Category.INVALID, f"{res_id!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)")
+    last_updated = now_us()
+    content = _stamp(resource, res_id, 1, last_updated)
+    rows = extract(resource, res_type, base_url=ctx.base_url)
+    pk = repo.insert_resource(
+        uow.conn,
+        res_type=res_type,
+        res_id=res_id,
+        last_updated=last_updated,
+        content=content,
+        patient_key=patient_key(res_type, res_id, rows),
+        method=method,
+    )
+    repo.replace_index(uow.conn, pk, rows, fresh=True)
+    _remember_refs(uow, ctx, res_type, res_id, resource)
+    return Resource(res_type, res_id, 1, last_updated, content, False, method, pk)
+
+
+def store_next(
+    uow: UnitOfWork,
+    ctx: FhirContext,
+    current: StoredVersion,
+    resource: dict[str, Any] | None,
+    *,
+    method: str,
+) -> Resource:
+    """Write the next version of ``current`` (``resource=None`` deletes). 412 if someone got there first."""
+    version = current.version + 1
+    last_updated = now_us(current.last_updated)
+    if resource is None:
+        content: bytes | None = None
+        rows: IndexRows = {}
+        pkey = None
+    else:
+        content = _stamp(resource, current.res_id, version, last_updated)
+        rows = extract(resource, current.res_type, base_url=ctx.base_url)
+        pkey = patient_key(current.res_type, current.res_id, rows)
+    ok = repo.write_version(
+        uow.conn,
+        pk=current.pk,
+        res_type=current.res_type,
+        res_id=current.res_id,
+        expected_version=current.version,
+        last_updated=last_updated,
+        content=content,
+        patient_key=pkey,
+        method=method,
+    )
+    if not ok:
+        raise YilianError(
+            Category.CONFLICT,
+            f"{current.res_type}/{current.res_id} was changed by another request; retry with its new version",
+        )
+    repo.replace_index(uow.conn, current.pk, rows, fresh=False)
+    if resource is None:
+        if ctx.settings.enforce_delete_integrity:
+            uow.state.setdefault(_DELETED, set()).add((current.res_type, current.res_id))
+    else:
+        _remember_refs(uow, ctx, current.res_type, current.res_id, resource)
+    return Resource(current.res_type, current.res_id, version, last_updated, content, resource is None, method, current.pk)
+
+
+@contextmanager
+def savepoint(uow: UnitOfWork) -> Iterator[Callable[[], None]]:
+    """A nested transaction; call the yielded function to roll it (and its pending checks) back."""
+    saved = {k: (dict(v) if isinstance(v, dict) else set(v)) for k, v in uow.state.items() if k in (_REFS, _DELETED)}
+    nested = uow.conn.begin_nested()
+    done = False
+
+    def rollback() -> None:
+        nonlocal done
+        nested.rollback()
+        done = True
+        uow.state.pop(_REFS, None)
+        uow.state.pop(_DELETED, None)
+        uow.state.update(saved)
+
+    try:
+        yield rollback
+    except BaseException:
+        if not done:
+            rollback()
+        raise
+    if not done:
+        nested.commit()
+
+
+@contextmanager
+def deferred_checks(uow: UnitOfWork) -> Iterator[None]:
+    """Within a transaction bundle, check references once at the end rather than per entry."""
+    uow.state[_DEFER] = True
+    try:
+        yield
+    finally:
+        uow.state.pop(_DEFER, None)
+
+
+def finish(uow: UnitOfWork, ctx: FhirContext) -> None:
+    """Check deferred referential integrity before the unit of work commits."""
+    if uow.state.get(_DEFER):
+        return
+    pending: dict[tuple[str, str], str] = uow.state.pop(_REFS, {})
+    deleted: set[tuple[str, str]] = uow.state.pop(_DELETED, set())
+    if pending:
+        found = repo.existing(uow.conn, pending.keys())
+        missing = [(k, where) for k, where in pending.items() if k not in found]
+        if missing:
+            issues = [
+                Issue(
+                    f"{t}/{i} does not exist (referenced from {where})",
+                    (where.split(" ", 1)[0],),
+                    code="not-found",
+                )
+                for (t, i), where in sorted(missing)
+            ]
+            raise YilianError(
+                Category.UNPROCESSABLE,
+                f"reference to a resource that does not exist: {missing[0][0][0]}/{missing[0][0][1]}",
+                issues=issues,
+            )
+    for res_type, res_id in sorted(deleted):
+        refs = repo.referrers(uow.conn, res_type, res_id)
+        if refs:
+            names = ", ".join(f"{t}/{i}" for t, i in refs)
+            raise YilianError(
+                Category.CONFLICT,
+                f"{res_type}/{res_id} is still referenced by {names}; delete or update those first",
+                issues=[Issue(f"{res_type}/{res_id} is referenced by {names}", code="conflict")],
+            )

@@ -1,0 +1,411 @@
+"""Compiling parsed search filters to SQL (SQLAlchemy Core, portable to SQLite and PostgreSQL).
+
+Every filter becomes a condition on the ``pk`` (or ``res_id``) of a ``resource`` alias:
+``pk IN (SELECT resource_pk FROM idx_… WHERE …)``. Index lookups drive the query, so a
+selective parameter touches only its index rows on both databases. Chains and ``_has`` nest
+the same construction for the target or source type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, literal, not_, or_, select, true
+from sqlalchemy.sql.expression import FromClause
+
+from yilian.fhir.model import model
+from yilian.fhir.search.params import Filter, resolve_filter, split_prefix, split_unescaped, unescape
+from yilian.fhir.search.registry import SearchParam, params_for
+from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold, instant_to_us, parse_number
+from yilian.fhir.store.tables import (
+    INDEX_TABLES,
+    idx_composite,
+    idx_date,
+    idx_number,
+    idx_quantity,
+    idx_reference,
+    idx_string,
+    idx_text,
+    idx_token,
+    idx_uri,
+    resource,
+)
+from yilian.kernel import clock
+from yilian.kernel.errors import Category, Issue, YilianError
+
+MAX_CHAIN_DEPTH = 4
+
+
+def _bad(message: str) -> YilianError:
+    return YilianError(Category.INVALID, message, issues=[Issue(message, code="processing")])
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Compiler:
+    """Builds conditions for one search; ``base_url`` lets absolute references to this server match."""
+
+    def __init__(self, *, base_url: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+
+    # --- entry -------------------------------------------------------------------------------
+
+    def condition(self, r: FromClause, resource_type: str, f: Filter, depth: int = 0) -> ColumnElement[bool]:
+        if depth > MAX_CHAIN_DEPTH:
+            raise _bad(f"chain too deep in {f.name!r} (at most {MAX_CHAIN_DEPTH} levels)")
+        if f.has is not None:
+            return self._has(r, resource_type, f, depth)
+        p = f.param
+        assert p is not None
+        if f.chain:
+            return self._chain(r, resource_type, f, depth)
+        if f.modifier == "missing":
+            return self._missing(r, resource_type, p, f.values[0] == "true")
+        if p.code == "_id":
+            ids = [unescape(v) for v in f.values if v]
+            cond: ColumnElement[bool] = r.c.res_id.in_(ids)
+            return not_(cond) if f.modifier == "not" else cond
+        if p.code == "_lastUpdated":
+            return or_(*(self._date_cond(r.c.last_updated, r.c.last_updated, v) for v in f.values))
+        table = INDEX_TABLES[p.type]
+        value_conds = [self._value_cond(p, f, v) for v in f.values]
+        sub = select(table.c.resource_pk).where(
+            table.c.res_type == resource_type, table.c.param == p.code, or_(*value_conds)
+        )
+        if f.modifier == "not":
+            return r.c.pk.not_in(sub)
+        return r.c.pk.in_(sub)
+
+    def _missing(self, r: FromClause, resource_type: str, p: SearchParam, missing: bool) -> ColumnElement[bool]:
+        if p.code in ("_id", "_lastUpdated"):
+            return false() if missing else true()
+        table = INDEX_TABLES[p.type]
+        sub = select(table.c.resource_pk).where(table.c.res_type == resource_type, table.c.param == p.code)
+        return r.c.pk.not_in(sub) if missing else r.c.pk.in_(sub)
+
+    # --- per type ------------------------------------------------------------------------------
+
+    def _value_cond(self, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
+        kind = p.type
+        if kind == "string":
+            return self._string(idx_string, f.modifier, unescape(raw))
+        if kind == "token":
+            return self._token(f.modifier, raw, p)
+        if kind == "reference":
+            return self._reference(p, f, raw)
+        if kind == "date":
+            return self._date_cond(idx_date.c.low, idx_date.c.high, raw)
+        if kind == "number":
+            return self._number(idx_number.c.value, raw)
+        if kind == "quantity":
+            return self._quantity(raw)
+        if kind == "uri":
+            return self._uri(f.modifier, unescape(raw))
+        if kind == "composite":
+            return self._composite(p, raw)
+        if kind == "text":
+            return self._text(raw)
+        raise YilianError(Category.UNSUPPORTED, f"search parameter type {kind} is not supported")
+
+    def _string(self, t: FromClause, modifier: str | None, value: str) -> ColumnElement[bool]:
+        if modifier == "exact":
+            return t.c.value_exact == value  # type: ignore[no-any-return]
+        norm = fold(value)
+        if modifier == "contains":
+            return t.c.value_norm.like(f"%{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
+        return t.c.value_norm.like(f"{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
+
+    def _token(self, modifier: str | None, raw: str, p: SearchParam) -> ColumnElement[bool]:
+        t = idx_token
+        if modifier == "text":
+            norm = fold(unescape(raw))
+            return t.c.text_norm.like(f"{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
+        if modifier in ("in", "not-in", "above", "below"):
+            raise YilianError(
+                Category.UNSUPPORTED,
+                f":{modifier} on token parameter {p.code!r} needs terminology services, which this server does not provide",
+                issues=[Issue(f":{modifier} is not supported on token parameters", code="not-supported")],
+            )
+        if modifier == "of-type":
+            parts = split_unescaped(raw, "|")
+            if len(parts) != 3 or not all(parts):
+                raise _bad(f"{p.code}:of-type needs system|code|value, not {raw!r}")
+            ts, tc, value = (unescape(x) for x in parts)
+            return and_(t.c.type_system == ts, t.c.type_code == tc, t.c.code == value)
+        parts = split_unescaped(raw, "|")
+        if len(parts) == 1:
+            return t.c.code == unescape(parts[0])  # type: ignore[no-any-return]
+        if len(parts) != 2:
+            raise _bad(f"token {raw!r} has more than one '|'")
+        system, code = unescape(parts[0]), unescape(parts[1])
+        if system == "":
+            return and_(t.c.system.is_(None), t.c.code == code)
+        if code == "":
+            return t.c.system == system  # type: ignore[no-any-return]
+        return and_(t.c.system == system, t.c.code == code)
+
+    def _reference_target(self, raw: str, p: SearchParam, f: Filter) -> tuple[str | None, str | None, str | None]:
+        """(type, id, url) a reference search value names."""
+        value = unescape(raw)
+        if self.base_url and value.startswith(self.base_url + "/"):
+            value = value[len(self.base_url) + 1 :]
+        if "/" in value and not value.startswith(("http://", "https://", "urn:")):
+            parts = value.split("/")
+            if len(parts) >= 2 and model().is_resource_type(parts[0]):
+                rtype, rid = parts[0], parts[1]
+                if f.target_type and f.target_type != rtype:
+                    raise _bad(f"{f.name}={raw}: the type modifier says {f.target_type} but the value names {rtype}")
+                return rtype, rid, None
+        if value.startswith(("http://", "https://", "urn:")):
+            return None, None, value
+        return f.target_type, value, None
+
+    def _reference(self, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
+        t = idx_reference
+        if f.modifier == "identifier":
+            parts = split_unescaped(raw, "|")
+            if len(parts) == 1:
+                return t.c.identifier_value == unescape(parts[0])  # type: ignore[no-any-return]
+            system, value = unescape(parts[0]), unescape(parts[1])
+            conds = [t.c.identifier_value == value] if value else []
+            if system:
+                conds.append(t.c.identifier_system == system)
+            return and_(*conds) if conds else true()
+        rtype, rid, url = self._reference_target(raw, p, f)
+        if url is not None:
+            base, _, version = url.partition("|")
+            cond = t.c.url == base
+            return and_(cond, t.c.target_version == version) if version else cond  # type: ignore[no-any-return]
+        conds2: list[ColumnElement[bool]] = [t.c.target_id == rid]
+        if rtype:
+            conds2.append(t.c.target_type == rtype)
+        return and_(*conds2)
+
+    def _date_cond(self, low_col: Any, high_col: Any, raw: str) -> ColumnElement[bool]:
+        prefix, text = split_prefix(raw)
+        r = date_range(text)
+        if r is None:
+            raise _bad(f"{text!r} is not a valid date/time (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm))")
+        ps, pe = r
+        lo, hi = low_col, high_col
+        if prefix == "eq":
+            return and_(lo >= ps, hi <= pe)
+        if prefix == "ne":
+            return or_(lo < ps, hi > pe)
+        if prefix == "gt":
+            return hi > pe  # type: ignore[no-any-return]
+        if prefix == "lt":
+            return lo < ps  # type: ignore[no-any-return]
+        if prefix == "ge":
+            return or_(hi > pe, and_(lo >= ps, hi <= pe))
+        if prefix == "le":
+            return or_(lo < ps, and_(lo >= ps, hi <= pe))
+        if prefix == "sa":
+            return lo > pe  # type: ignore[no-any-return]
+        if prefix == "eb":
+            return hi < ps  # type: ignore[no-any-return]
+        # ap: overlaps the value widened by 10% of its distance from now (at least a day).
+        now = instant_to_us(clock.now())
+        slack = max(abs(now - ps) // 10, 86_400 * 1_000_000)
+        return and_(lo <= min(pe + slack, MAX_US), hi >= max(ps - slack, MIN_US))
+
+    def _number(self, col: Any, raw: str) -> ColumnElement[bool]:
+        prefix, text = split_prefix(raw)
+        value, low, high = parse_number(text)
+        # Values are stored as binary floats, so the range is closed: a value whose decimal
+        # lies just inside the upper bound may round to the bound itself.
+        if prefix == "eq":
+            return and_(col >= low, col <= high)
+        if prefix == "ne":
+            return or_(col < low, col > high)
+        if prefix in ("gt", "sa"):
+            return col > value  # type: ignore[no-any-return]
+        if prefix in ("lt", "eb"):
+            return col < value  # type: ignore[no-any-return]
+        if prefix == "ge":
+            return col >= value  # type: ignore[no-any-return]
+        if prefix == "le":
+            return col <= value  # type: ignore[no-any-return]
+        slack = abs(value) * 0.1
+        return and_(col >= value - slack, col <= value + slack)
+
+    def _quantity(self, raw: str) -> ColumnElement[bool]:
+        parts = split_unescaped(raw, "|")
+        if len(parts) not in (1, 3):
+            raise _bad(f"quantity {raw!r} must be [prefix]number or [prefix]number|system|code")
+        t = idx_quantity
+        cond = self._number(t.c.value, parts[0])
+        if len(parts) == 3:
+            system, code = unescape(parts[1]), unescape(parts[2])
+            if system:
+                cond = and_(cond, t.c.system == system, t.c.code == code)
+            elif code:
+                cond = and_(cond, or_(t.c.code == code, t.c.unit == code))
+        return cond
+
+    def _uri(self, modifier: str | None, value: str) -> ColumnElement[bool]:
+        t = idx_uri
+        if modifier == "below":
+            return t.c.uri.like(f"{_like_escape(value)}%", escape="\\")  # type: ignore[no-any-return]
+        if modifier == "above":
+            # Every stored URI that is a prefix of the value (path-wise).
+            return literal(value).like(t.c.uri + "%")
+        return t.c.uri == value  # type: ignore[no-any-return]
+
+    def _text(self, raw: str) -> ColumnElement[bool]:
+        words = fold(unescape(raw)).split()
+        if not words:
+            raise _bad("text search needs at least one word")
+        return and_(*(idx_text.c.content_norm.like(f"%{_like_escape(w)}%", escape="\\") for w in words))
+
+    def _composite(self, p: SearchParam, raw: str) -> ColumnElement[bool]:
+        parts = split_unescaped(raw, "$")
+        if len(parts) != len(p.components):
+            raise _bad(f"{p.code} takes {len(p.components)} components separated by '$', got {raw!r}")
+        t = idx_composite
+        conds: list[ColumnElement[bool]] = []
+        first = p.components[0].param_type
+        conds.extend(self._key_component(first, parts[0], t.c.c1_system, t.c.c1_code))
+        for idx, (comp, value) in enumerate(zip(p.components[1:], parts[1:], strict=True), start=2):
+            if comp.param_type in ("token", "reference", "string", "uri"):
+                conds.extend(self._key_component(comp.param_type, value, t.c.c2_system, t.c.c2_code))
+            elif comp.param_type == "quantity":
+                q = split_unescaped(value, "|")
+                conds.append(self._number(t.c.c2_num, q[0]))
+                if len(q) == 3:
+                    if q[1]:
+                        conds.append(t.c.c2_system == unescape(q[1]))
+                    if q[2]:
+                        conds.append(t.c.c2_unit == unescape(q[2]))
+            elif comp.param_type == "number":
+                conds.append(self._number(t.c.c2_num if idx == 2 else t.c.c3_num, value))
+            elif comp.param_type == "date":
+                conds.append(self._date_cond(t.c.c2_dlow, t.c.c2_dhigh, value))
+        return and_(*conds)
+
+    def _key_component(self, kind: str, value: str, system_col: Any, code_col: Any) -> list[ColumnElement[bool]]:
+        """A composite component stored as (system, code): token, reference (Type/id), string, uri."""
+        if kind == "token":
+            tk = split_unescaped(value, "|")
+            if len(tk) == 1:
+                return [code_col == unescape(tk[0])]
+            out: list[ColumnElement[bool]] = []
+            if tk[0]:
+                out.append(system_col == unescape(tk[0]))
+            if tk[1]:
+                out.append(code_col == unescape(tk[1]))
+            return out
+        if kind == "string":
+            return [code_col.like(f"{_like_escape(fold(unescape(value)))}%", escape="\\")]
+        if kind == "reference":
+            ref = unescape(value)
+            if self.base_url and ref.startswith(self.base_url + "/"):
+                ref = ref[len(self.base_url) + 1 :]
+            if "/" in ref:
+                return [code_col == ref]
+            return [code_col.like(f"%/{_like_escape(ref)}", escape="\\")]
+        return [code_col == unescape(value)]
+
+    # --- chains and reverse chains -------------------------------------------------------------
+
+    def _chain(self, r: FromClause, resource_type: str, f: Filter, depth: int) -> ColumnElement[bool]:
+        p = f.param
+        assert p is not None
+        rest = f.chain[0][0]
+        chained_code = rest.split(".", 1)[0].split(":", 1)[0]
+        targets = [f.target_type] if f.target_type else list(p.targets)
+        if not targets:
+            targets = sorted(model().resource_types)
+        usable = [t for t in targets if chained_code in params_for(t)]
+        if not usable:
+            raise _bad(
+                f"cannot chain {f.name!r}: none of the types {p.code!r} refers to "
+                f"({', '.join(targets)}) has a search parameter {chained_code!r}"
+            )
+        if len(usable) > 1 and not f.target_type and len(usable) < len(targets):
+            pass  # only types that define the parameter can match
+        per_target: list[ColumnElement[bool]] = []
+        for target in usable:
+            inner_filter = resolve_filter(target, rest, f.values)
+            if inner_filter is None:
+                continue
+            r2 = resource.alias()
+            inner = select(r2.c.res_id).where(
+                r2.c.res_type == target,
+                r2.c.deleted.is_(False),
+                self.condition(r2, target, inner_filter, depth + 1),
+            )
+            per_target.append(and_(idx_reference.c.target_type == target, idx_reference.c.target_id.in_(inner)))
+        sub = select(idx_reference.c.resource_pk).where(
+            idx_reference.c.res_type == resource_type,
+            idx_reference.c.param == p.code,
+            or_(*per_target),
+        )
+        return r.c.pk.in_(sub)
+
+    def _has(self, r: FromClause, resource_type: str, f: Filter, depth: int) -> ColumnElement[bool]:
+        assert f.has is not None
+        has_type, ref_param, rest = f.has
+        inner_filter = resolve_filter(has_type, rest, f.values)
+        if inner_filter is None:
+            raise _bad(f"_has: {has_type} has no search parameter {rest.split(':')[0]!r}")
+        r2 = resource.alias()
+        sources = select(r2.c.pk).where(
+            r2.c.res_type == has_type, r2.c.deleted.is_(False), self.condition(r2, has_type, inner_filter, depth + 1)
+        )
+        sub = select(idx_reference.c.target_id).where(
+            idx_reference.c.res_type == has_type,
+            idx_reference.c.param == ref_param,
+            idx_reference.c.target_type == resource_type,
+            idx_reference.c.resource_pk.in_(sources),
+        )
+        return r.c.res_id.in_(sub)
+
+
+# --- sorting ------------------------------------------------------------------------------------
+
+SORT_COLUMNS: dict[str, tuple[str, str]] = {
+    # kind -> (column for ascending, column for descending)
+    "string": ("value_norm", "value_norm"),
+    "token": ("code", "code"),
+    "reference": ("target_id", "target_id"),
+    "date": ("low", "high"),
+    "number": ("value", "value"),
+    "quantity": ("value", "value"),
+    "uri": ("uri", "uri"),
+}
+
+
+def sort_expression(r: FromClause, p: SearchParam, descending: bool) -> Any:
+    """The value a resource sorts by for ``p``: the smallest value ascending, the largest descending."""
+    from sqlalchemy import func
+
+    if p.code == "_id":
+        return r.c.res_id
+    if p.code == "_lastUpdated":
+        return r.c.last_updated
+    if p.type not in SORT_COLUMNS:
+        raise _bad(f"cannot sort by {p.code!r} ({p.type} parameter)")
+    table = INDEX_TABLES[p.type]
+    col = table.c[SORT_COLUMNS[p.type][1 if descending else 0]]
+    agg = func.max(col) if descending else func.min(col)
+    return (
+        select(agg)
+        .where(table.c.resource_pk == r.c.pk, table.c.param == p.code)
+        .scalar_subquery()
+    )
+
+
+def base_select(r: FromClause, resource_types: list[str] | None) -> Select[Any]:
+    stmt = select(r.c.pk).where(r.c.deleted.is_(False))
+    if resource_types is not None:
+        if len(resource_types) == 1:
+            stmt = stmt.where(r.c.res_type == resource_types[0])
+        else:
+            stmt = stmt.where(r.c.res_type.in_(resource_types))
+    return stmt
+
+
+__all__ = ["Compiler", "base_select", "sort_expression"]

@@ -1,0 +1,1 @@
+"""Kernel: ids, clock, money and error categories shared by every part of Yilian."""

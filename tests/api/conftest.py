@@ -1,0 +1,17 @@
+"""Fixtures for tests against a real server process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.server import RunningServer, database_url
+from yilian.db import Database
+
+
+@pytest.fixture(scope="module")
+def server(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with RunningServer(database_url(db), log=log) as srv:
+        yield srv
