@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT.parent / "shared" / "data" / "fhir-r4-examples"
+EXAMPLES = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data") / "fhir-r4-examples"
 
 # (expression, example file): what the indexer runs on a write
 CASES: list[tuple[str, str]] = [

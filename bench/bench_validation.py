@@ -18,6 +18,7 @@ Usage:  python bench/bench_validation.py [--rounds N] [--top N]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data")
 sys.path.insert(0, str(ROOT / "src"))
 
 from yilian.fhir.validation import validate  # noqa: E402

@@ -25,7 +25,7 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data")
 PG_URL = os.environ.get("YILIAN_BENCH_POSTGRES", os.environ.get("YILIAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
 console = Console()
 

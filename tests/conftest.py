@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.databases import BACKENDS, drop_database, new_database
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.db import Database, UnitOfWork
 from yilian.fhir import FhirContext, FhirSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 @pytest.fixture(scope="session")

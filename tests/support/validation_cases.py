@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.fhir.model import ElementSpec, model, required_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 EXAMPLES = DATA / "fhir-r4-examples"
 SYNTHEA = DATA / "synthea-fhir-r4"
 MICROSOFT = DATA / "fhir-server-peer-tests" / "microsoft-fhir-server"

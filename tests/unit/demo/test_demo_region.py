@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.demo import DEMO_AS_OF, DemoRegion, build_demo_region, check_digits, reference
 from yilian.demo.names import pinyin_word
 from yilian.kernel import naming, prc_id
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 DATA = ROOT / "src" / "yilian" / "demo" / "data"
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 PINYIN = re.compile(r"^[A-Z][a-zü']*$")

@@ -29,11 +29,12 @@ import pytest
 from fhirpathpy import compile as reference_compile
 from fhirpathpy.models import models
 
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.fhir.fhirpath import compile_path
 from yilian.fhir.model import load_definition
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ROOT.parent / "shared" / "data" / "fhir-r4-examples"
+EXAMPLES = SHARED_DATA / "fhir-r4-examples"
 
 SEARCH_PARAMETERS: list[dict[str, Any]] = [
     p for p in load_definition("search-parameters") if p.get("expression")

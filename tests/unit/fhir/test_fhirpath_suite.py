@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from tests.support.fhir_xml import load_resource
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.fhir.fhirpath import UNSUPPORTED_FUNCTIONS, FHIRPathError, TypedValue, compile_path
 
 ROOT = Path(__file__).resolve().parents[3]
-SUITE_DIR = ROOT.parent / "shared" / "data" / "fhirpath-tests"
+SUITE_DIR = SHARED_DATA / "fhirpath-tests"
 SUITE_FILE = SUITE_DIR / "tests-fhir-r4.shared.xml"
 
 # The suite names System types by their FHIR counterparts.

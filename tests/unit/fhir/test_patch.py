@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from tests.support.fhir_xml import FHIR_NS, resource_from_element
+from tests.support.paths import SHARED as SHARED_DATA
 from yilian.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from yilian.kernel.errors import Category, YilianError
 
 ROOT = Path(__file__).resolve().parents[3]
-PATCH_TESTS = ROOT.parent / "shared" / "data" / "fhir-patch-tests"
+PATCH_TESTS = SHARED_DATA / "fhir-patch-tests"
 IGNORED = ("meta", "text")  # SOURCE.md: compare ignoring meta; the narrative's XHTML
 # differs only in serialisation between the XML case and the JSON string it is patched to
 
