@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "fhir-r4-definitions"
+DEFAULT_SOURCE = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data") / "fhir-r4-definitions"
 DEFAULT_OUT = ROOT / "src" / "yilian" / "fhir" / "definitions"
 
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"

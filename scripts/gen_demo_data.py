@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import openpyxl  # type: ignore[import-untyped]  # dev-time dependency
 import xlrd  # type: ignore[import-untyped]  # dev-time dependency
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data"
+DEFAULT_SOURCE = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data")
 DEFAULT_OUT = ROOT / "src" / "yilian" / "demo" / "data"
 
 # ---------------------------------------------------------------- administrative divisions

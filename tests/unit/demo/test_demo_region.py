@@ -695,7 +695,7 @@ def test_demo_city_is_real() -> None:
 
 def test_reference_data_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--source", str(SHARED), "--out", str(tmp_path)],
         check=True,
         capture_output=True,
     )
