@@ -42,6 +42,8 @@ def yilian_load(url: str, bs: list[dict[str, Any]]) -> float:
     db = open_database(url)
     upgrade(db)
     ctx = FhirContext()
+    # A request owns its body (ids and references are written into it): fresh copies each run.
+    bs = [orjson.loads(orjson.dumps(b)) for b in bs]
     start = time.perf_counter()
     for b in bs:
         transact(db, lambda uow, body=b: dispatch(uow, ctx, FhirRequest("POST", "", headers={"prefer": "return=minimal"}, body=body)))

@@ -9,6 +9,7 @@ import orjson
 
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, dispatch, outcomes
+from yilian.fhir.interactions.writes import flush, savepoint
 from yilian.kernel.errors import YilianError
 
 
@@ -35,6 +36,7 @@ def call(
     content_type: str = "application/fhir+json",
 ) -> Call:
     parts = urlsplit(url)
+    body = orjson.loads(orjson.dumps(body)) if body is not None else None  # the request owns its body
     req = FhirRequest(
         method,
         parts.path.strip("/"),
@@ -43,12 +45,16 @@ def call(
         body,
         content_type,
     )
+    # Each call is all-or-nothing inside the test's transaction, as a request is in its own.
     try:
-        with_savepoint = uow.conn.begin_nested()
-        resp: FhirResponse = dispatch(uow, ctx, req)
-        with_savepoint.commit()
+        with savepoint(uow) as rollback:
+            try:
+                resp: FhirResponse = dispatch(uow, ctx, req)
+                flush(uow)
+            except YilianError:
+                rollback()
+                raise
     except YilianError as err:
-        with_savepoint.rollback()
         return Call(outcomes.status_of(err.category), {}, outcomes.outcome(err))
     return Call(resp.status, resp.headers, orjson.loads(resp.body) if resp.body else None)
 

@@ -31,7 +31,9 @@ class UnitOfWork:
         self._external = connection is not None
         self._conn: Connection | None = connection
         self._committed = False
-        # Work to run after a successful commit (notifications, cache invalidation).
+        # Work to run just before the commit (flushing buffered writes), and after a successful
+        # commit (notifications, cache invalidation).
+        self.before_commit: list[Callable[[], None]] = []
         self.after_commit: list[Callable[[], None]] = []
         # Per-transaction scratch space for use cases that cooperate (e.g. deferred reference checks).
         self.state: dict[str, Any] = {}
@@ -59,6 +61,9 @@ class UnitOfWork:
         return self
 
     def commit(self) -> None:
+        hooks, self.before_commit = self.before_commit, []
+        for hook in hooks:
+            hook()
         if self._external:
             self._committed = True
             return

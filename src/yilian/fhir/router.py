@@ -36,6 +36,9 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 @dataclass
 class FhirRequest:
+    """One FHIR request. The ``body`` belongs to the request: interactions stamp ids and meta
+    into it and rewrite references in place, so callers pass a fresh object."""
+
     method: str
     path: str  # relative to the FHIR base, without a leading slash: "Patient/1/_history/2"
     query: list[tuple[str, str]] = field(default_factory=list)

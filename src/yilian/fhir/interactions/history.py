@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yilian.db import UnitOfWork
+from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.interactions.read import check_type
 from yilian.fhir.interactions.search import decode_cursor, encode_cursor
@@ -40,6 +41,7 @@ def history(
 ) -> HistoryPage:
     if res_type is not None:
         check_type(res_type)
+    writes.flush(uow)
     since = at = None
     count = default_count
     cursor = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from yilian.db import UnitOfWork
+from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.model import model
 from yilian.fhir.store import repository as repo
@@ -36,6 +37,7 @@ def _found(current: repo.StoredVersion | None, res_type: str, res_id: str) -> Re
 
 def vread(uow: UnitOfWork, res_type: str, res_id: str, version: str) -> Resource:
     check_type(res_type)
+    writes.flush(uow)
     try:
         number = int(version)
     except ValueError:

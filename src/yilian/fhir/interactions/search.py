@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import and_, case, func, or_, select
 
 from yilian.db import UnitOfWork
+from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.model import load_definition, model
@@ -136,6 +137,7 @@ def run(
     compartment: tuple[str, str] | None = None,
     everything: bool = False,
 ) -> SearchResult:
+    writes.flush(uow)  # this unit of work's own writes must be searchable
     conn = uow.conn
     compiler = Compiler(base_url=ctx.base_url)
     r = resource.alias("r")

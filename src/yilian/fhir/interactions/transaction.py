@@ -10,7 +10,6 @@ own savepoint: one entry's failure is reported in its response and does not affe
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -196,7 +195,8 @@ def _conditional_refs(node: Any, out: set[str]) -> None:
 def _transaction(uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]], dispatcher: Dispatcher) -> list[bytes]:
     n = len(entries)
     order = sorted(range(n), key=lambda i: (METHOD_ORDER[entries[i]["request"]["method"]], i))
-    bodies: list[Any] = [copy.deepcopy(e.get("resource")) for e in entries]
+    # The Bundle belongs to this request (parsed from its body): entries are rewritten in place.
+    bodies: list[Any] = [e.get("resource") for e in entries]
     results: list[bytes | None] = [None] * n
     mapping: dict[str, str] = {}
     assigned: dict[int, str] = {}  # entry -> id to write (POST, conditional PUT)

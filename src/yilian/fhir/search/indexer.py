@@ -9,6 +9,7 @@ values compare like with like.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -190,6 +191,34 @@ class CompiledParam:
     path: CompiledPath | None
     components: tuple[CompiledPath, ...]
     implied_system: str | None = None  # for plain codes bound to one code system
+    # Top-level JSON keys the expression starts from; a resource without any of them has no
+    # value for the parameter, so it is not evaluated. None: always evaluate.
+    keys: frozenset[str] | None = None
+    # For a composite rooted at the resource itself (Observation code-value-quantity): each
+    # component's keys; all must be present for the composite to have a value.
+    component_keys: tuple[frozenset[str], ...] = ()
+
+
+_ROOT_ELEMENT = re.compile(r"^\(*\s*([A-Z][A-Za-z]+)\.([a-z][A-Za-z]*)")
+
+
+def root_keys(resource_type: str, expression: str | None) -> frozenset[str] | None:
+    """JSON keys (choice types expanded) that every union member of ``expression`` starts at."""
+    if not expression:
+        return None
+    keys: set[str] = set()
+    for part in split_union(expression):
+        m = _ROOT_ELEMENT.match(part)
+        if m is None or m.group(1) != resource_type:
+            return None
+        spec = model().element(resource_type, m.group(2))
+        if spec is None:
+            return None
+        if spec.choice:
+            keys.update(spec.choice_key(t) for t in spec.types)
+        else:
+            keys.add(spec.name)
+    return frozenset(keys)
 
 
 _SIMPLE_PATH = re.compile(r"^[A-Z][A-Za-z]+(\.[a-z][A-Za-z]*)+$")
@@ -228,7 +257,13 @@ def compiled_params(resource_type: str) -> tuple[CompiledParam, ...]:
         path = compile_path(p.expression) if p.expression else None
         comps = tuple(compile_path(c.expression) for c in p.components)
         implied = implied_system(resource_type, p.expression) if p.type == "token" else None
-        out.append(CompiledParam(p, path, comps, implied))
+        keys = frozenset({"text"}) if p.code == "_text" else root_keys(resource_type, p.expression)
+        component_keys: tuple[frozenset[str], ...] = ()
+        if p.type == "composite" and p.expression == resource_type:
+            found = [root_keys(resource_type, f"{resource_type}.{c.expression}") for c in p.components]
+            if all(k is not None for k in found):
+                component_keys = tuple(k for k in found if k is not None)
+        out.append(CompiledParam(p, path, comps, implied, keys, component_keys))
     return tuple(out)
 
 
@@ -273,7 +308,12 @@ def extract(resource: dict[str, Any], resource_type: str, *, base_url: str | Non
     def add(kind: str, row: Row) -> None:
         rows.setdefault(kind, []).append(row)
 
+    present = resource.keys()
     for cp in compiled_params(resource_type):
+        if cp.keys is not None and cp.keys.isdisjoint(present):
+            continue
+        if cp.component_keys and any(k.isdisjoint(present) for k in cp.component_keys):
+            continue
         p = cp.param
         code = p.code
         if p.type == "text":
@@ -448,8 +488,8 @@ def _all_strings(node: Any) -> Iterable[str]:
 
 def fold_long(text: str) -> str:
     """Like ``fold`` but without the length cap, for narrative and content search."""
-    import unicodedata
-
+    if text.isascii():
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
     return " ".join(folded.split())

@@ -83,8 +83,12 @@ def insert_resource(
     content: bytes,
     patient_key: str | None,
     method: str,
+    write_version: bool = True,
 ) -> int:
-    """Insert version 1 of a new resource; raises IntegrityError if the id is taken."""
+    """Insert version 1 of a new resource; raises IntegrityError if the id is taken.
+
+    With ``write_version=False`` the caller writes the version row itself (buffered).
+    """
     pk = conn.execute(
         insert(resource).returning(resource.c.pk),
         {
@@ -97,6 +101,8 @@ def insert_resource(
             "content": content,
         },
     ).scalar_one()
+    if not write_version:
+        return int(pk)
     conn.execute(
         insert(resource_version),
         {
@@ -176,6 +182,7 @@ def write_version(
     content: bytes | None,
     patient_key: str | None,
     method: str,
+    buffer: list[dict[str, Any]] | None = None,
 ) -> bool:
     """Write the next version if the current one is still ``expected_version`` (compare-and-set)."""
     new_version = expected_version + 1
@@ -193,20 +200,48 @@ def write_version(
     )
     if result.rowcount != 1:
         return False
-    conn.execute(
-        insert(resource_version),
-        {
-            "resource_pk": pk,
-            "version": new_version,
-            "res_type": res_type,
-            "res_id": res_id,
-            "last_updated": last_updated,
-            "deleted": content is None,
-            "method": method,
-            "content": content,
-        },
-    )
+    row = {
+        "resource_pk": pk,
+        "version": new_version,
+        "res_type": res_type,
+        "res_id": res_id,
+        "last_updated": last_updated,
+        "deleted": content is None,
+        "method": method,
+        "content": content,
+    }
+    if buffer is not None:
+        buffer.append(row)
+    else:
+        conn.execute(insert(resource_version), row)
     return True
+
+
+def version_row(pk: int, res_type: str, res_id: str, version: int, last_updated: int, content: bytes | None, method: str) -> dict[str, Any]:
+    return {
+        "resource_pk": pk,
+        "version": version,
+        "res_type": res_type,
+        "res_id": res_id,
+        "last_updated": last_updated,
+        "deleted": content is None,
+        "method": method,
+        "content": content,
+    }
+
+
+def delete_index(conn: Connection, pk: int) -> None:
+    for table in INDEX_TABLES.values():
+        conn.execute(delete(table).where(table.c.resource_pk == pk))
+
+
+def write_rows(conn: Connection, versions: list[dict[str, Any]], index_rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Insert buffered version rows and index rows, one executemany per table."""
+    if versions:
+        conn.execute(insert(resource_version), versions)
+    for kind, kind_rows in index_rows.items():
+        if kind_rows:
+            conn.execute(insert(INDEX_TABLES[kind]), kind_rows)
 
 
 def replace_index(conn: Connection, pk: int, rows: dict[str, list[dict[str, Any]]], *, fresh: bool) -> None:
