@@ -147,7 +147,7 @@ def fast_read(reader: FastReader, ctx: FhirContext, req: FhirRequest) -> FhirRes
     if any(k not in ("_format", "_pretty") for k, _ in req.query) or any(h in req.headers for h in _CONDITIONAL_HEADERS):
         return None
     rtype, _, rid = req.path.partition("/")
-    r = read_i.read_fast(reader, rtype, rid)
+    r = read_i.read_fast(reader, ctx, rtype, rid)
     return FhirResponse(200, r.content, resource_headers(r, ctx), r)
 
 
@@ -225,7 +225,7 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
         if len(segs) == 3:
             return _history(uow, ctx, req, rtype, rid)
         if len(segs) == 4 and method in READ_METHODS:
-            r = read_i.vread(uow, rtype, rid, segs[3])
+            r = read_i.vread(uow, ctx, rtype, rid, segs[3])
             return FhirResponse(200, r.content, resource_headers(r, ctx), r)
         raise _not_allowed(req)
     if third.startswith("$") and len(segs) == 3:
@@ -245,7 +245,7 @@ def _is_json_patch(req: FhirRequest) -> bool:
 
 def _instance(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, rtype: str, rid: str) -> FhirResponse:
     if method in READ_METHODS:
-        r = read_i.read(uow, rtype, rid)
+        r = read_i.read(uow, ctx, rtype, rid)
         inm = req.header("if-none-match")
         if inm is not None and inm.strip() != "*" and _version_header(inm, "If-None-Match") == r.version:
             return FhirResponse(304, None, resource_headers(r, ctx), r)
@@ -263,7 +263,7 @@ def _instance(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, 
         return _write_response(req, ctx, result)
     if method == "DELETE":
         if req.header("if-match"):
-            current = read_i.read(uow, rtype, rid)
+            current = read_i.read(uow, ctx, rtype, rid)
             expected = _version_header(req.header("if-match"), "If-Match")
             if current.version != expected:
                 raise YilianError(
@@ -324,7 +324,9 @@ def _search(
 def _history(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | None, rid: str | None) -> FhirResponse:
     if req.method.upper() not in READ_METHODS:
         raise _not_allowed(req)
-    page = history_i.history(uow, res_type=rtype, res_id=rid, pairs=req.query, default_count=ctx.settings.default_page_size)
+    page = history_i.history(
+        uow, res_type=rtype, res_id=rid, pairs=req.query, default_count=ctx.settings.default_page_size, policy=ctx.policy
+    )
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     body = bundles.history_bundle(ctx, path=path, used=page.used, entries=page.entries, total=page.total, next_cursor=page.next_cursor)
     return FhirResponse(200, body)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from yilian.fhir.access import ALLOW_ALL, AccessPolicy
+
 
 @dataclass(frozen=True)
 class FhirSettings:
@@ -25,6 +27,8 @@ class FhirContext:
 
     base_url: str = "http://localhost:8080/fhir"
     settings: FhirSettings = FhirSettings()
+    # Who is asking and what they may see (yilian.fhir.access); trusted callers allow all.
+    policy: AccessPolicy = ALLOW_ALL
 
     def url_for(self, res_type: str, res_id: str, version: int | None = None) -> str:
         tail = f"/_history/{version}" if version is not None else ""

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import CREATE, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import WriteResult
@@ -36,6 +37,7 @@ def create(
     res_id: str | None = None,
 ) -> WriteResult:
     check_type(res_type)
+    require(ctx.policy, CREATE, res_type)
     resource = writes.check_body(body, res_type)
     if if_none_exist is None:
         stored = writes.store_new(uow, ctx, resource, res_id=res_id or new_id(), method="POST")

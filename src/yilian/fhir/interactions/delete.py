@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import DELETE, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
@@ -15,8 +16,9 @@ from yilian.kernel.errors import Category, YilianError
 def delete(uow: UnitOfWork, ctx: FhirContext, *, res_type: str, res_id: str) -> Resource | None:
     """Delete the resource; deleting what does not exist (or is already deleted) is a success with nothing done."""
     check_type(res_type)
+    require(ctx.policy, DELETE, res_type)
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
-    if current is None or current.deleted:
+    if current is None or current.deleted or not ctx.policy.can_see(res_type, current.patient_key):
         return None
     return writes.store_next(uow, ctx, current, None, method="DELETE")
 

@@ -24,7 +24,7 @@ class EverythingPage:
 
 
 def everything(uow: UnitOfWork, ctx: FhirContext, patient_id: str, pairs: list[tuple[str, str]]) -> EverythingPage:
-    read(uow, "Patient", patient_id)  # 404 / 410 before anything else
+    read(uow, ctx, "Patient", patient_id)  # 404 / 410 before anything else
     types: list[str] | None = None
     req = sp.SearchRequest(resource_types=None, count=ctx.settings.default_page_size)
     for name, value in pairs:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import ALLOW_ALL, READ, AccessPolicy, not_visible, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.interactions.read import check_type
 from yilian.fhir.interactions.search import decode_cursor, encode_cursor
+from yilian.fhir.model import model
 from yilian.fhir.search.values import date_range
 from yilian.fhir.store import repository as repo
+from yilian.fhir.store.tables import resource_version
 from yilian.kernel.errors import Category, YilianError
 
 MAX_COUNT = 1000
@@ -38,9 +41,11 @@ def history(
     res_id: str | None,
     pairs: list[tuple[str, str]],
     default_count: int = 50,
+    policy: AccessPolicy = ALLOW_ALL,
 ) -> HistoryPage:
     if res_type is not None:
         check_type(res_type)
+        require(policy, READ, res_type)
     writes.flush(uow)
     since = at = None
     count = default_count
@@ -65,16 +70,35 @@ def history(
             continue
         else:
             raise YilianError(Category.INVALID, f"history does not take the parameter {name!r}")
-    if res_id is not None and res_type is not None and repo.get_current(uow.conn, res_type, res_id) is None:
-        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+    if res_id is not None and res_type is not None:
+        current = repo.get_current(uow.conn, res_type, res_id)
+        if current is None or not policy.can_see(res_type, current.patient_key):
+            raise not_visible(res_type, res_id)
+    # History is filtered like reads: by compartment (each version's own) and by type scopes.
+    visible = policy.row_filter(resource_version)
+    allowed_types = None
+    if res_type is None:
+        every = sorted(model().resource_types)
+        permitted = [t for t in every if policy.allows(READ, t)]
+        allowed_types = None if len(permitted) == len(every) else permitted
     sig = f"h:{res_type}:{res_id}:{sorted(used)}"
     before = None
     if cursor:
         vals = decode_cursor(cursor, sig)
         before = (int(vals[0]), int(vals[1]), int(vals[2]))
-    total = repo.history_count(uow.conn, res_type=res_type, res_id=res_id, since=since, at=at)
+    total = repo.history_count(
+        uow.conn, res_type=res_type, res_id=res_id, since=since, at=at, visible=visible, types=allowed_types
+    )
     rows = repo.history(
-        uow.conn, res_type=res_type, res_id=res_id, since=since, at=at, before=before, limit=count + 1
+        uow.conn,
+        res_type=res_type,
+        res_id=res_id,
+        since=since,
+        at=at,
+        before=before,
+        limit=count + 1,
+        visible=visible,
+        types=allowed_types,
     )
     more = len(rows) > count
     rows = rows[:count]

@@ -23,10 +23,11 @@ class Resource:
     deleted: bool = False
     method: str = ""
     pk: int = 0
+    patient_key: str | None = None
 
     @classmethod
     def of(cls, sv: StoredVersion) -> Resource:
-        return cls(sv.res_type, sv.res_id, sv.version, sv.last_updated, sv.content, sv.deleted, sv.method, sv.pk)
+        return cls(sv.res_type, sv.res_id, sv.version, sv.last_updated, sv.content, sv.deleted, sv.method, sv.pk, sv.patient_key)
 
     @property
     def etag(self) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from yilian.db import UnitOfWork
 from yilian.fhir import patch as patching
+from yilian.fhir.access import UPDATE, not_visible, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import WriteResult
@@ -41,9 +42,10 @@ def patch(
     if_match: int | None = None,
 ) -> WriteResult:
     check_type(res_type)
+    require(ctx.policy, UPDATE, res_type)
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
-    if current is None:
-        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+    if current is None or not ctx.policy.can_see(res_type, current.patient_key):
+        raise not_visible(res_type, res_id)
     if current.deleted:
         raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted")
     if if_match is not None and if_match != current.version:

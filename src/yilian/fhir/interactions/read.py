@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import READ, not_visible, require
 from yilian.fhir.interactions import writes
+from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.model import model
 from yilian.fhir.store import repository as repo
@@ -15,34 +17,39 @@ def check_type(res_type: str) -> None:
         raise YilianError(Category.NOT_FOUND, f"unknown resource type {res_type!r}")
 
 
-def read(uow: UnitOfWork, res_type: str, res_id: str) -> Resource:
-    """The current version; NOT_FOUND if it never existed, GONE if deleted."""
+def read(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str) -> Resource:
+    """The current version; NOT_FOUND if it never existed (or the caller may not see it), GONE if deleted."""
     check_type(res_type)
-    return _found(repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
+    require(ctx.policy, READ, res_type)
+    return _found(ctx, repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
 
 
-def read_fast(reader: repo.FastReader, res_type: str, res_id: str) -> Resource:
+def read_fast(reader: repo.FastReader, ctx: FhirContext, res_type: str, res_id: str) -> Resource:
     """:func:`read` on the short path for reads by id (see ``FastReader``)."""
     check_type(res_type)
-    return _found(reader.current(res_type, res_id), res_type, res_id)
+    require(ctx.policy, READ, res_type)
+    return _found(ctx, reader.current(res_type, res_id), res_type, res_id)
 
 
-def _found(current: repo.StoredVersion | None, res_type: str, res_id: str) -> Resource:
-    if current is None:
-        raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+def _found(ctx: FhirContext, current: repo.StoredVersion | None, res_type: str, res_id: str) -> Resource:
+    if current is None or not ctx.policy.can_see(res_type, current.patient_key):
+        raise not_visible(res_type, res_id)
     if current.deleted:
         raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted (version {current.version})")
     return Resource.of(current)
 
 
-def vread(uow: UnitOfWork, res_type: str, res_id: str, version: str) -> Resource:
+def vread(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, version: str) -> Resource:
     check_type(res_type)
+    require(ctx.policy, READ, res_type)
     writes.flush(uow)
     try:
         number = int(version)
     except ValueError:
         raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version!r}") from None
     found = repo.get_version(uow.conn, res_type, res_id, number)
+    if found is not None and not ctx.policy.can_see(res_type, found.patient_key):
+        raise not_visible(res_type, res_id)
     if found is None:
         if repo.get_current(uow.conn, res_type, res_id) is None:
             raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")

@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import and_, case, func, or_, select
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import READ, SEARCH, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
@@ -73,8 +74,9 @@ def decode_cursor(token: str, query_sig: str) -> list[Any]:
         ) from None
 
 
-def _query_signature(req: sp.SearchRequest, compartment: tuple[str, str] | None) -> str:
-    material = orjson.dumps([req.resource_types, sorted(req.used), compartment])
+def _query_signature(req: sp.SearchRequest, compartment: tuple[str, str] | None, who: str = "") -> str:
+    # The caller is part of the signature: a cursor handed to someone else does not work.
+    material = orjson.dumps([req.resource_types, sorted(req.used), compartment, who])
     return hashlib.sha256(material).hexdigest()[:16]
 
 
@@ -139,10 +141,22 @@ def run(
 ) -> SearchResult:
     writes.flush(uow)  # this unit of work's own writes must be searchable
     conn = uow.conn
-    compiler = Compiler(base_url=ctx.base_url)
+    policy = ctx.policy
+    compiler = Compiler(base_url=ctx.base_url, policy=policy)
     r = resource.alias("r")
     types = _types_of(req, compartment) if not everything else req.resource_types
+    if types is None:
+        # A search over every type covers the types the caller may search.
+        all_types = sorted(model().resource_types)
+        allowed = [t for t in all_types if policy.allows(SEARCH, t)]
+        types = None if len(allowed) == len(all_types) else allowed
+    else:
+        for t in types:
+            require(policy, SEARCH, t)
     stmt = base_select(r, types)
+    visible = policy.row_filter(r)
+    if visible is not None:
+        stmt = stmt.where(visible)
     for f in req.filters:
         scope = types if types is not None else sorted(model().resource_types)
         if f.param is not None and f.param.code in ("_id", "_lastUpdated") and not f.chain:
@@ -193,7 +207,7 @@ def run(
 
     labelled = [k.label(f"k{i}") for i, (k, _) in enumerate(keys)]
     page = stmt.add_columns(*labelled[:-1]) if len(labelled) > 1 else stmt
-    sig = _query_signature(req, compartment)
+    sig = _query_signature(req, compartment, getattr(policy, "identity", ""))
     if req.cursor:
         values = decode_cursor(req.cursor, sig)
         if len(values) != len(keys):
@@ -213,6 +227,9 @@ def run(
         values = [last[i + 1] for i in range(len(keys) - 1)] + [last[0]]
         next_cursor = encode_cursor(values, sig)
     included = _includes(uow, req.includes, matches) if req.includes else []
+    included = [
+        inc for inc in included if policy.allows(READ, inc.res_type) and policy.can_see(inc.res_type, inc.patient_key)
+    ]
     warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
     return SearchResult(matches, included, total, next_cursor, req, warnings)
 

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
+from yilian.fhir.access import CREATE, UPDATE, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import WriteResult
@@ -66,6 +67,13 @@ def _write(
 ) -> WriteResult:
     label = f"{res_type}/{res_id}"
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
+    if current is not None and not ctx.policy.can_see(res_type, current.patient_key):
+        # Another institution's record: as if it did not exist — and it cannot be overwritten.
+        raise YilianError(Category.FORBIDDEN, f"{label} is not in a record this caller may change")
+    if current is None or current.deleted:
+        require(ctx.policy, CREATE, res_type)
+    else:
+        require(ctx.policy, UPDATE, res_type)
     if current is None:
         _check_if_match(if_match, None, label)
         try:

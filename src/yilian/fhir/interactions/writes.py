@@ -257,21 +257,23 @@ def store_new(
     last_updated = now_us()
     content = _stamp(resource, res_id, 1, last_updated)
     rows = extract(resource, res_type, base_url=ctx.base_url)
+    pkey = patient_key(res_type, res_id, rows)
     pk = repo.insert_resource(
         uow.conn,
         res_type=res_type,
         res_id=res_id,
         last_updated=last_updated,
         content=content,
-        patient_key=patient_key(res_type, res_id, rows),
+        patient_key=pkey,
         method=method,
         write_version=False,
     )
     buf = _buffer(uow)
-    buf.versions.append(repo.version_row(pk, res_type, res_id, 1, last_updated, content, method))
+    buf.versions.append(repo.version_row(pk, res_type, res_id, 1, last_updated, content, method, pkey))
     _buffer_index(buf, pk, rows)
+    ctx.policy.on_write(uow, res_type, res_id, resource, pkey)
     _remember_refs(uow, ctx, res_type, res_id, resource)
-    return Resource(res_type, res_id, 1, last_updated, content, False, method, pk)
+    return Resource(res_type, res_id, 1, last_updated, content, False, method, pk, pkey)
 
 
 def store_next(
@@ -320,7 +322,11 @@ def store_next(
             uow.state.setdefault(_DELETED, set()).add((current.res_type, current.res_id))
     else:
         _remember_refs(uow, ctx, current.res_type, current.res_id, resource)
-    return Resource(current.res_type, current.res_id, version, last_updated, content, resource is None, method, current.pk)
+    ctx.policy.on_write(uow, current.res_type, current.res_id, resource, pkey if resource is not None else current.patient_key)
+    return Resource(
+        current.res_type, current.res_id, version, last_updated, content, resource is None, method, current.pk,
+        pkey if resource is not None else current.patient_key,
+    )
 
 
 @contextmanager

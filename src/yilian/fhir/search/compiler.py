@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, literal, not_, or_, select, true
 from sqlalchemy.sql.expression import FromClause
 
+from yilian.fhir.access import ALLOW_ALL, AccessPolicy
 from yilian.fhir.model import model
 from yilian.fhir.search.params import Filter, resolve_filter, split_prefix, split_unescaped, unescape
 from yilian.fhir.search.registry import SearchParam, params_for
@@ -47,8 +48,15 @@ def _like_escape(text: str) -> str:
 class Compiler:
     """Builds conditions for one search; ``base_url`` lets absolute references to this server match."""
 
-    def __init__(self, *, base_url: str | None = None) -> None:
+    def __init__(self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        # Applied to every resource a chain or _has looks into, not only to the results: what
+        # the caller may not see must not decide what it gets either.
+        self.policy = policy
+
+    def _visible(self, alias: FromClause) -> ColumnElement[bool]:
+        cond = self.policy.row_filter(alias)
+        return cond if cond is not None else true()
 
     # --- entry -------------------------------------------------------------------------------
 
@@ -335,6 +343,7 @@ class Compiler:
             inner = select(r2.c.res_id).where(
                 r2.c.res_type == target,
                 r2.c.deleted.is_(False),
+                self._visible(r2),
                 self.condition(r2, target, inner_filter, depth + 1),
             )
             per_target.append(and_(idx_reference.c.target_type == target, idx_reference.c.target_id.in_(inner)))
@@ -353,7 +362,10 @@ class Compiler:
             raise _bad(f"_has: {has_type} has no search parameter {rest.split(':')[0]!r}")
         r2 = resource.alias()
         sources = select(r2.c.pk).where(
-            r2.c.res_type == has_type, r2.c.deleted.is_(False), self.condition(r2, has_type, inner_filter, depth + 1)
+            r2.c.res_type == has_type,
+            r2.c.deleted.is_(False),
+            self._visible(r2),
+            self.condition(r2, has_type, inner_filter, depth + 1),
         )
         sub = select(idx_reference.c.target_id).where(
             idx_reference.c.res_type == has_type,

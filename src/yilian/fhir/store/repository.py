@@ -30,6 +30,7 @@ class StoredVersion:
     deleted: bool
     content: bytes | None
     method: str = ""
+    patient_key: str | None = None  # whose compartment it is in (what access decisions look at)
 
 
 _CURRENT = (
@@ -39,6 +40,7 @@ _CURRENT = (
         resource.c.last_updated,
         resource.c.deleted,
         resource.c.content,
+        resource.c.patient_key,
     )
     .where(resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
 )
@@ -50,7 +52,7 @@ def get_current(conn: Connection, res_type: str, res_id: str, *, for_update: boo
     row = conn.execute(stmt, {"t": res_type, "i": res_id}).first()
     if row is None:
         return None
-    return StoredVersion(row.pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content)
+    return StoredVersion(row.pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content, "", row.patient_key)
 
 
 _VERSION = select(
@@ -60,6 +62,7 @@ _VERSION = select(
     resource_version.c.deleted,
     resource_version.c.content,
     resource_version.c.method,
+    resource_version.c.patient_key,
 ).where(
     resource_version.c.res_type == bindparam("t"),
     resource_version.c.res_id == bindparam("i"),
@@ -71,7 +74,9 @@ def get_version(conn: Connection, res_type: str, res_id: str, version: int) -> S
     row = conn.execute(_VERSION, {"t": res_type, "i": res_id, "v": version}).first()
     if row is None:
         return None
-    return StoredVersion(row.resource_pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content, row.method)
+    return StoredVersion(
+        row.resource_pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content, row.method, row.patient_key
+    )
 
 
 def insert_resource(
@@ -114,6 +119,7 @@ def insert_resource(
             "deleted": False,
             "method": method,
             "content": content,
+            "patient_key": patient_key,
         },
     )
     return int(pk)
@@ -151,6 +157,7 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
                 "deleted": False,
                 "method": r.get("method", "POST"),
                 "content": r["content"],
+                "patient_key": r["patient_key"],
             }
             for pk, r in zip(pks, rows, strict=True)
         ],
@@ -201,6 +208,7 @@ def write_version(
     if result.rowcount != 1:
         return False
     row = {
+        "patient_key": patient_key,
         "resource_pk": pk,
         "version": new_version,
         "res_type": res_type,
@@ -217,8 +225,18 @@ def write_version(
     return True
 
 
-def version_row(pk: int, res_type: str, res_id: str, version: int, last_updated: int, content: bytes | None, method: str) -> dict[str, Any]:
+def version_row(
+    pk: int,
+    res_type: str,
+    res_id: str,
+    version: int,
+    last_updated: int,
+    content: bytes | None,
+    method: str,
+    patient_key: str | None,
+) -> dict[str, Any]:
     return {
+        "patient_key": patient_key,
         "resource_pk": pk,
         "version": version,
         "res_type": res_type,
@@ -344,13 +362,27 @@ def history(
     at: int | None,
     before: tuple[int, int, int] | None,
     limit: int,
+    visible: Any = None,
+    types: list[str] | None = None,
 ) -> list[StoredVersion]:
     """Versions newest first; ``before`` is the keyset cursor (last_updated, resource_pk, version)."""
     rv = resource_version
     stmt = select(
-        rv.c.resource_pk, rv.c.res_type, rv.c.res_id, rv.c.version, rv.c.last_updated, rv.c.deleted, rv.c.content, rv.c.method
+        rv.c.resource_pk,
+        rv.c.res_type,
+        rv.c.res_id,
+        rv.c.version,
+        rv.c.last_updated,
+        rv.c.deleted,
+        rv.c.content,
+        rv.c.method,
+        rv.c.patient_key,
     )
     conds: list[Any] = []
+    if visible is not None:
+        conds.append(visible)
+    if types is not None:
+        conds.append(rv.c.res_type.in_(types))
     if res_type is not None:
         conds.append(rv.c.res_type == res_type)
     if res_id is not None:
@@ -372,14 +404,27 @@ def history(
         stmt = stmt.where(*conds)
     stmt = stmt.order_by(rv.c.last_updated.desc(), rv.c.resource_pk.desc(), rv.c.version.desc()).limit(limit)
     return [
-        StoredVersion(r.resource_pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, r.method)
+        StoredVersion(r.resource_pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, r.method, r.patient_key)
         for r in conn.execute(stmt)
     ]
 
 
-def history_count(conn: Connection, *, res_type: str | None, res_id: str | None, since: int | None, at: int | None) -> int:
+def history_count(
+    conn: Connection,
+    *,
+    res_type: str | None,
+    res_id: str | None,
+    since: int | None,
+    at: int | None,
+    visible: Any = None,
+    types: list[str] | None = None,
+) -> int:
     rv = resource_version
     stmt = select(func.count()).select_from(rv)
+    if visible is not None:
+        stmt = stmt.where(visible)
+    if types is not None:
+        stmt = stmt.where(rv.c.res_type.in_(types))
     if res_type is not None:
         stmt = stmt.where(rv.c.res_type == res_type)
     if res_id is not None:
@@ -398,11 +443,11 @@ def current_by_pks(conn: Connection, pks: Sequence[int]) -> dict[int, StoredVers
         rows = conn.execute(
             select(
                 resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.version,
-                resource.c.last_updated, resource.c.deleted, resource.c.content,
+                resource.c.last_updated, resource.c.deleted, resource.c.content, resource.c.patient_key,
             ).where(resource.c.pk.in_(chunk))
         )
         for r in rows:
-            out[r.pk] = StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content)
+            out[r.pk] = StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "", r.patient_key)
     return out
 
 
@@ -414,11 +459,12 @@ def current_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[S
         rows = conn.execute(
             select(
                 resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.version,
-                resource.c.last_updated, resource.c.deleted, resource.c.content,
+                resource.c.last_updated, resource.c.deleted, resource.c.content, resource.c.patient_key,
             ).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.deleted.is_(False))
         )
         out.extend(
-            StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content) for r in rows
+            StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "", r.patient_key)
+            for r in rows
         )
     return out
 
@@ -436,7 +482,7 @@ class FastReader:
     """
 
     _PG_NAME = b"yilian_read_current"
-    _SQL = "SELECT version, last_updated, deleted, content, pk FROM resource WHERE res_type = {0} AND res_id = {1}"
+    _SQL = "SELECT version, last_updated, deleted, content, pk, patient_key FROM resource WHERE res_type = {0} AND res_id = {1}"
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -467,18 +513,18 @@ class FastReader:
                     raise
         if row is None:
             return None
-        version, last_updated, deleted, content, pk = row
-        return StoredVersion(pk, res_type, res_id, version, last_updated, deleted, content)
+        version, last_updated, deleted, content, pk, pkey = row
+        return StoredVersion(pk, res_type, res_id, version, last_updated, deleted, content, "", pkey)
 
-    def _sqlite_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int] | None:
+    def _sqlite_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
         cur = self._conn.driver_connection.execute(self._SQL.format("?", "?"), (res_type, res_id))
         row = cur.fetchone()
         cur.close()
         if row is None:
             return None
-        return int(row[0]), int(row[1]), bool(row[2]), bytes(row[3]) if row[3] is not None else None, int(row[4])
+        return int(row[0]), int(row[1]), bool(row[2]), bytes(row[3]) if row[3] is not None else None, int(row[4]), row[5]
 
-    def _pg_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int] | None:
+    def _pg_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
         from psycopg import pq
 
         pgconn = self._conn.driver_connection.pgconn
@@ -492,7 +538,9 @@ class FastReader:
         deleted = res.get_value(0, 2) == b"\x01"
         content = res.get_value(0, 3)
         pk = int.from_bytes(res.get_value(0, 4) or b"", "big", signed=True)
-        return version, last_updated, deleted, bytes(content) if content is not None else None, pk
+        pkey_raw = res.get_value(0, 5)
+        pkey = bytes(pkey_raw).decode() if pkey_raw is not None else None
+        return version, last_updated, deleted, bytes(content) if content is not None else None, pk, pkey
 
     def close(self) -> None:
         if self._conn is not None:

@@ -57,6 +57,8 @@ resource_version = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     # POST, PUT, PATCH or DELETE: what produced this version (Bundle.entry.request.method in history).
     Column("method", String(8), nullable=False),
+    # The compartment this version was in: history is filtered by it like current reads are.
+    Column("patient_key", String(64), nullable=True),
     Column("content", Document, nullable=True),
     Index("ix_resource_version_updated", "last_updated"),
     Index("ix_resource_version_type_updated", "res_type", "last_updated"),

@@ -163,6 +163,7 @@ def upgrade() -> None:
     sa.Column('last_updated', sa.BigInteger(), nullable=False),
     sa.Column('deleted', sa.Boolean(), nullable=False),
     sa.Column('method', sa.String(length=8), nullable=False),
+    sa.Column('patient_key', sa.String(length=64), nullable=True),
     sa.Column('content', sa.LargeBinary().with_variant(postgresql.BYTEA(), 'postgresql').with_variant(sa.BLOB(), 'sqlite'), nullable=True),
     sa.ForeignKeyConstraint(['resource_pk'], ['resource.pk'], name=op.f('fk_resource_version_resource_pk_resource')),
     sa.PrimaryKeyConstraint('resource_pk', 'version', name=op.f('pk_resource_version'))

@@ -1,0 +1,75 @@
+"""The access-decision interface the FHIR core applies on every path that returns or changes data.
+
+The core does not know who is asking or why they may see a record; the security system does.
+It hands the core an :class:`AccessPolicy` with each request (in the :class:`FhirContext`), and
+the core consults it at the few places where data leaves or enters storage: search (as a SQL
+condition on every resource alias, so chains, ``_has``, counts and paging see only what the
+caller may see), includes, reads, history, ``$everything``, and writes. One decision, made
+in one place, applied everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.sql.expression import FromClause
+
+from yilian.kernel.errors import Category, YilianError
+
+# Interactions as SMART scopes see them: c(reate) r(ead) u(pdate) d(elete) s(earch).
+CREATE, READ, UPDATE, DELETE, SEARCH = "c", "r", "u", "d", "s"
+
+
+class AccessPolicy(Protocol):
+    """What the caller of one request may do. Implementations must be cheap to consult."""
+
+    def allows(self, permission: str, resource_type: str) -> bool:
+        """Scope check: may the caller ``permission`` (c r u d s) resources of this type at all?"""
+        ...
+
+    def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
+        """A condition on a ``resource`` alias keeping only rows the caller may see (None: all)."""
+        ...
+
+    def can_see(self, resource_type: str, patient_key: str | None) -> bool:
+        """Whether one stored resource (of this type, in this patient's compartment) is visible."""
+        ...
+
+    def on_write(self, uow: Any, resource_type: str, resource_id: str, resource: dict[str, Any] | None, patient_key: str | None) -> None:
+        """Called for every resource written in ``uow`` (``resource`` None for a deletion)."""
+        ...
+
+
+class AllowAll:
+    """The policy of trusted in-process callers (migrations, the CLI's own loaders, unit tests)."""
+
+    def allows(self, permission: str, resource_type: str) -> bool:
+        return True
+
+    def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
+        return None
+
+    def can_see(self, resource_type: str, patient_key: str | None) -> bool:
+        return True
+
+    def on_write(self, uow: Any, resource_type: str, resource_id: str, resource: dict[str, Any] | None, patient_key: str | None) -> None:
+        return None
+
+
+ALLOW_ALL = AllowAll()
+
+
+def require(policy: AccessPolicy, permission: str, resource_type: str) -> None:
+    """Refuse outright when the caller's scopes do not cover the interaction."""
+    if not policy.allows(permission, resource_type):
+        names = {CREATE: "create", READ: "read", UPDATE: "update", DELETE: "delete", SEARCH: "search"}
+        raise YilianError(
+            Category.FORBIDDEN,
+            f"the access token does not allow {names.get(permission, permission)} of {resource_type}",
+        )
+
+
+def not_visible(resource_type: str, resource_id: str) -> YilianError:
+    """What a caller without a reason is told: the same as if the resource did not exist."""
+    return YilianError(Category.NOT_FOUND, f"{resource_type}/{resource_id} does not exist")
