@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +18,16 @@ from sqlalchemy import text
 
 from tests.support.databases import BACKENDS, drop_database, new_database
 from tests.support.paths import SHARED as SHARED_DATA
+from yilian.api.wiring import install_keys
 from yilian.db import Database, UnitOfWork
 from yilian.fhir import FhirContext, FhirSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Encryption keys for every server and command the tests start (they inherit the environment):
+# fixed test keys, so that processes started at different times read each other's data.
+os.environ.setdefault("YILIAN_DATA_KEYS", "t1:" + base64.b64encode(b"yilian-test-data-key-32-bytes!!!").decode())
+os.environ.setdefault("YILIAN_INDEX_KEY", base64.b64encode(b"yilian-test-index-key-32-bytes!!").decode())
 SHARED = SHARED_DATA
 
 
@@ -33,6 +41,7 @@ def shared_data() -> Path:
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     backend: str = request.param
     database, token = new_database(backend, tmp_path_factory.mktemp(backend))
+    install_keys(database)  # sealed at rest, as the server and the CLI do
     yield database
     drop_database(backend, database, token)
 

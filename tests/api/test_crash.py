@@ -40,7 +40,7 @@ def _bundle(tag: str, n: int) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_kill_9_loses_nothing_acknowledged(db: Database, tmp_path: Path) -> None:
+def test_kill_9_loses_nothing_acknowledged(db: Database, tmp_path: Path, auth: dict[str, str]) -> None:
     url = database_url(db)
     acked: list[str] = []
     sent: list[str] = []
@@ -48,7 +48,7 @@ def test_kill_9_loses_nothing_acknowledged(db: Database, tmp_path: Path) -> None
     server = RunningServer(url, log=tmp_path / "crash.log").start()
 
     def load() -> None:
-        with httpx.Client(timeout=30) as c:
+        with httpx.Client(timeout=30, headers=auth) as c:
             while not stop.is_set():
                 tag = uuid.uuid4().hex[:10]
                 sent.append(tag)
@@ -75,8 +75,8 @@ def test_kill_9_loses_nothing_acknowledged(db: Database, tmp_path: Path) -> None
     with RunningServer(url, log=tmp_path / "crash.log") as again:
         base = f"{again.base}/fhir"
         for tag in sent:
-            obs = httpx.get(f"{base}/Observation?code:text={tag}&_summary=count", timeout=30).json()["total"]
-            pats = httpx.get(f"{base}/Patient?identifier=urn:crash|{tag}-0&_summary=count", timeout=30).json()["total"]
+            obs = httpx.get(f"{base}/Observation?code:text={tag}&_summary=count", timeout=30, headers=auth).json()["total"]
+            pats = httpx.get(f"{base}/Patient?identifier=urn:crash|{tag}-0&_summary=count", timeout=30, headers=auth).json()["total"]
             if tag in acked:
                 assert (obs, pats) == (5, 1), tag
             else:

@@ -11,8 +11,8 @@ FHIR_JSON = "application/fhir+json"
 
 
 @pytest.fixture
-def http(server: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=f"{server.base}/fhir", timeout=30.0)
+def http(server: RunningServer, auth: dict[str, str]) -> httpx.Client:
+    return httpx.Client(base_url=f"{server.base}/fhir", timeout=30.0, headers=auth)
 
 
 def test_metadata_is_a_capability_statement(http: httpx.Client) -> None:
@@ -82,7 +82,7 @@ def test_post_search_and_paging_links(http: httpx.Client) -> None:
     assert bundle["total"] == 7
     nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
     while nxt:
-        page = httpx.get(nxt[0], timeout=30).json()
+        page = http.get(nxt[0]).json()
         seen += [e["resource"]["id"] for e in page.get("entry", [])]
         nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
     assert len(seen) == 7 and len(set(seen)) == 7

@@ -9,8 +9,8 @@ from tests.support.server import RunningServer
 
 
 @pytest.fixture
-def fhirpy_client(server: RunningServer) -> SyncFHIRClient:
-    return SyncFHIRClient(f"{server.base}/fhir")
+def fhirpy_client(server: RunningServer, operator_token: str) -> SyncFHIRClient:
+    return SyncFHIRClient(f"{server.base}/fhir", authorization=f"Bearer {operator_token}")
 
 
 def test_fhirpy_crud(fhirpy_client: SyncFHIRClient) -> None:
@@ -55,14 +55,18 @@ def test_fhirpy_paging_include_and_chain(fhirpy_client: SyncFHIRClient) -> None:
     assert len([o for o in hot if o["subject"]["reference"].startswith("Patient/")]) >= 6
 
 
-def test_fhirclient_reads_metadata_and_patients(server: RunningServer) -> None:
+def test_fhirclient_reads_metadata_and_patients(server: RunningServer, operator_token: str) -> None:
     from fhirclient import client
     from fhirclient.models.patient import Patient
 
     smart = client.FHIRClient(settings={"app_id": "yilian-test", "api_base": f"{server.base}/fhir"})
     assert smart.server is not None
     smart.prepare()
-    assert smart.ready
+    # The CapabilityStatement points SMART clients at our OAuth endpoints.
+    assert smart.server.auth is not None and smart.server.auth.auth_type == "oauth2"
+    assert smart.server.auth._token_uri == f"{server.base}/auth/token"
+    # A backend-services token obtained elsewhere is presented on every request.
+    smart.server.session.headers["Authorization"] = f"Bearer {operator_token}"
     caps = smart.server.capabilityStatement
     assert caps.fhirVersion == "4.0.1"
     made = Patient({"resourceType": "Patient", "name": [{"family": "Fhirclienttest", "given": ["Li"]}]})

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, text
 
+from yilian.api.wiring import install_keys
 from yilian.db import Database, open_database
 from yilian.migrations import upgrade
 
@@ -31,6 +32,7 @@ def new_database(backend: str, tmp_dir: Path, **settings: object) -> tuple[Datab
         path = tmp_dir / f"yl-{uuid.uuid4().hex[:8]}.db"
         db = open_database(f"sqlite:///{path}", **settings)
         upgrade(db)
+        install_keys(db)
         return db, str(path)
     if backend == "postgresql":
         schema = f"yl_{uuid.uuid4().hex[:12]}"
@@ -41,6 +43,7 @@ def new_database(backend: str, tmp_dir: Path, **settings: object) -> tuple[Datab
         sep = "&" if "?" in PG_URL else "?"
         db = open_database(f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}", pool_size=4, **settings)
         upgrade(db)
+        install_keys(db)
         return db, schema
     raise ValueError(backend)
 

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+import yilian.portal as portal_static
 from yilian import __version__
+from yilian.api.auth import Authenticator
+from yilian.api.auth_routes import smart_config, token_endpoint
 from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path
 from yilian.api.pages import front_page
 from yilian.db import Database
 from yilian.fhir.interactions.context import FhirSettings
+from yilian.portal.login import routes as login_routes
+from yilian.security.audit import AuditWriter, Sealer
 
 
 class YilianApp:
@@ -35,7 +44,21 @@ class YilianApp:
 
 
 def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None) -> YilianApp:
-    fhir = FhirEndpoint(db, settings)
+    authenticator = Authenticator(db)
+    # The audit writer and the sealer live as long as the server: started here, closed (after
+    # writing everything queued) when the server stops.
+    writer = AuditWriter(db)
+    sealer = Sealer(db)
+    fhir = FhirEndpoint(db, settings, authenticator, writer)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sealer.start()
+        try:
+            yield
+        finally:
+            sealer.stop()
+            writer.close()
 
     async def home(request: Request) -> Response:
         return HTMLResponse(front_page(db, str(request.base_url).rstrip("/"), extra or {}))
@@ -61,7 +84,12 @@ def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dic
             Route("/", home),
             Route("/health", health),
             Route("/health/ready", ready),
-        ]
+            Route("/auth/token", token_endpoint(db, writer), methods=["POST"]),
+            Route("/.well-known/smart-configuration", smart_config),
+            *login_routes(db, writer),
+            Mount("/static", StaticFiles(directory=str(Path(portal_static.__file__).parent / "static")), name="static"),
+        ],
+        lifespan=lifespan,
     )
     app.state.db = db
     return YilianApp(fhir, app)

@@ -16,13 +16,21 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from yilian.db import Database
+from yilian.api.auditing import record_for, writes_data
+from yilian.api.auth import Authenticator
+from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import outcomes
+from yilian.fhir.access import ALLOW_ALL
 from yilian.fhir.interactions.context import FhirContext, FhirSettings
+from yilian.fhir.interactions.writes import TOUCHED
 from yilian.fhir.router import FhirRequest, FhirResponse, dispatch, fast_read, is_write
 from yilian.fhir.store.repository import FastReader
 from yilian.kernel.errors import Category, YilianError
+from yilian.security.audit import AuditRecord, AuditWriter
+from yilian.security.audit import record as audit_record
+from yilian.security.policy import policy_for
+from yilian.security.principal import Principal
 
 log = logging.getLogger("yilian.api.fhir")
 
@@ -61,9 +69,20 @@ def _error_response(err: YilianError) -> tuple[int, bytes]:
 class FhirEndpoint:
     """ASGI app serving the FHIR API for one database."""
 
-    def __init__(self, db: Database, settings: FhirSettings | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: FhirSettings | None = None,
+        authenticator: Authenticator | None = None,
+        audit_writer: AuditWriter | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings or FhirSettings()
+        self.auth = authenticator or Authenticator(db)
+        # Reads and refusals are recorded through the group-commit writer (a read changes
+        # nothing, so its record cannot ride on a transaction of its own); writes record in
+        # the very transaction that makes the change.
+        self.audit = audit_writer
         # Reads by id run on the event loop's thread (no worker-thread hop): its own connection.
         self.reader = FastReader(db.engine)
 
@@ -100,19 +119,38 @@ class FhirEndpoint:
                 return b"".join(chunks)
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes | None, dict[str, str]]:
+        req: FhirRequest | None = None
+        principal: Principal | None = None
         try:
             req = await self._request(scope, receive)
-            ctx = FhirContext(base_url=self._base_url(scope), settings=self.settings)
-            resp = fast_read(self.reader, ctx, req)
-            if resp is None:
-                resp = await run_in_threadpool(self._execute, ctx, req)
+            base = self._base_url(scope)
+            if req.path == ".well-known/smart-configuration" and req.method in ("GET", "HEAD"):
+                return 200, orjson.dumps(smart_configuration(base)), {}
+            if req.path == "metadata":
+                ctx = FhirContext(base_url=base, settings=self.settings, policy=ALLOW_ALL)
+                resp = await run_in_threadpool(self._execute, ctx, req, None, None)
+                return resp.status, resp.body, resp.headers
+            principal = self.auth.principal(req.headers)
+            ctx = FhirContext(base_url=base, settings=self.settings, policy=policy_for(principal, self.db))
+            ip = _client_ip(scope)
+            quick = fast_read(self.reader, ctx, req)
+            resp = quick if quick is not None else await run_in_threadpool(self._execute, ctx, req, principal, ip)
+            if not writes_data(req):
+                await self._record(record_for(req, principal, status=resp.status, patients=resp.touched(), source_ip=ip))
             body = resp.body
             if body is not None and any(k == "_pretty" and v == "true" for k, v in req.query):
                 body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
             return resp.status, body, resp.headers
         except YilianError as err:
             status, body = _error_response(err)
-            return status, body, {}
+            extra = {"WWW-Authenticate": 'Bearer realm="yilian"'} if err.category is Category.UNAUTHENTICATED else {}
+            if req is not None and req.path != "metadata":
+                # The refused and the failed are accesses too (a write's own record went with its rollback).
+                try:
+                    await self._record(record_for(req, principal, status=status, error=err, source_ip=_client_ip(scope)))
+                except Exception:  # the refusal stands even if the log is down; say so loudly
+                    log.exception("could not record a refused request in the audit log")
+            return status, body, extra
         except Exception:
             incident = uuid.uuid4().hex[:12]
             log.exception("unhandled error in FHIR request (incident %s)", incident)
@@ -120,8 +158,21 @@ class FhirEndpoint:
             status, body = _error_response(internal)
             return status, body, {}
 
-    def _execute(self, ctx: FhirContext, req: FhirRequest) -> FhirResponse:
-        return transact(self.db, lambda uow: dispatch(uow, ctx, req), write=is_write(req.method, req.path))
+    async def _record(self, rec: AuditRecord) -> None:
+        if self.audit is not None:
+            await self.audit.record(rec)
+
+    def _execute(self, ctx: FhirContext, req: FhirRequest, principal: Principal | None, ip: str | None) -> FhirResponse:
+        writing = is_write(req.method, req.path)
+
+        def work(uow: UnitOfWork) -> FhirResponse:
+            resp = dispatch(uow, ctx, req)
+            if writing and principal is not None:
+                touched = set(uow.state.get(TOUCHED, ())) | resp.touched()
+                audit_record(uow, record_for(req, principal, status=resp.status, patients=touched, source_ip=ip))
+            return resp
+
+        return transact(self.db, work, write=writing)
 
     async def _request(self, scope: Scope, receive: Receive) -> FhirRequest:
         method = scope["method"].upper()
@@ -167,3 +218,39 @@ def _accepts_json(accept: str) -> bool:
 
 def response_for(resp: FhirResponse) -> dict[str, Any]:
     return {"status": resp.status, "headers": resp.headers}
+
+
+def smart_configuration(fhir_base: str) -> dict[str, Any]:
+    """``/.well-known/smart-configuration``: how clients get tokens here (SMART App Launch 2.0)."""
+    root = fhir_base[: -len(PREFIX)] if fhir_base.endswith(PREFIX) else fhir_base
+    return {
+        "issuer": root,
+        "token_endpoint": f"{root}/auth/token",
+        "authorization_endpoint": f"{root}/auth/authorize",
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384", "RS256", "ES256"],
+        "grant_types_supported": ["client_credentials", "authorization_code"],
+        "scopes_supported": ["system/*.cruds", "user/*.cruds", "patient/*.rs", "openid", "fhirUser", "launch/patient"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": [
+            "client-confidential-asymmetric",
+            "client-confidential-symmetric",
+            "client-public",
+            "launch-standalone",
+            "context-standalone-patient",
+            "permission-v1",
+            "permission-v2",
+            "permission-patient",
+            "permission-user",
+        ],
+    }
+
+
+def _client_ip(scope: Scope) -> str | None:
+    headers = dict(scope["headers"])
+    forwarded = headers.get(b"x-forwarded-for")
+    if forwarded:
+        return str(forwarded.decode("latin-1").split(",")[0].strip()[:64])
+    client = scope.get("client")
+    return str(client[0])[:64] if client else None

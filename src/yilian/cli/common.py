@@ -1,22 +1,27 @@
-"""What every command shares: opening the database, printing errors people can read."""
+"""What every command shares: opening the database, the two consoles, errors people can read.
+
+Standard output carries what a command produces (summaries, exported NDJSON); standard error
+carries progress bars and errors, so ``yilian export -o - > all.ndjson`` stays clean data and a
+log of a nightly import keeps its summary apart from its noise.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from yilian.db import Database, open_database
-from yilian.kernel.errors import YilianError
+from yilian.kernel.errors import Category, YilianError
 
 console = Console()
 err_console = Console(stderr=True)
-T = TypeVar("T")
 
 DatabaseOption = typer.Option(
     None,
@@ -26,61 +31,121 @@ DatabaseOption = typer.Option(
     show_default=False,
 )
 
+# Exit statuses, the same for every command (documented in `yilian --help`).
+EXIT_PARTIAL = 1  # the command ran, but some of the data it was given failed
+EXIT_UNUSABLE = 2  # bad arguments or input, or the database cannot be used: nothing was done
+EXIT_INTERRUPTED = 130
+
 
 def settings_from_env() -> Any:
-    from yilian.fhir import FhirSettings
+    from yilian.api.wiring import platform_settings
 
-    def flag(name: str, default: bool) -> bool:
-        value = os.environ.get(name)
-        return default if value is None else value.strip().lower() not in ("0", "false", "off", "no")
+    return platform_settings()
 
-    return FhirSettings(
-        enforce_referential_integrity=flag("YILIAN_REFERENTIAL_INTEGRITY", True),
-        enforce_delete_integrity=flag("YILIAN_DELETE_INTEGRITY", True),
-    )
+
+def print_error(message: str) -> None:
+    # soft_wrap: one line however narrow the terminal, and a log file (80 columns by default
+    # when stderr is not a terminal) gets the whole message on one line it can be grepped for.
+    # escape(): messages quote user data (file names, ids) that may contain Rich markup.
+    err_console.print(f"[bold red]错误 error:[/] {escape(message)}", soft_wrap=True)
 
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn failures into one readable line and a non-zero exit, never a traceback."""
+    """Turn failures into one readable line and a non-zero exit, never a traceback.
+
+    ``YILIAN_DEBUG=1`` lets unexpected exceptions through with their traceback, for bug reports.
+    """
     try:
         yield
+    except (typer.Exit, typer.Abort):
+        raise
     except YilianError as err:
-        err_console.print(f"[bold red]错误 error:[/] {err.message}")
+        print_error(err.message)
         for issue in err.issues[1:6]:
             where = f" ({', '.join(issue.expression)})" if issue.expression else ""
-            err_console.print(f"  - {issue.message}{where}")
-        raise typer.Exit(2) from None
+            err_console.print(f"  - {escape(issue.message)}{escape(where)}", soft_wrap=True)
+        raise typer.Exit(EXIT_UNUSABLE) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:
+        # A file that cannot be read or written: say which and why.
+        where = f": {exc.filename}" if exc.filename else ""
+        print_error(f"{exc.strerror or type(exc).__name__}{where}")
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    except Exception as exc:
+        if os.environ.get("YILIAN_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print_error(f"unexpected {type(exc).__name__}: {first} (run again with YILIAN_DEBUG=1 for the details)")
+        raise typer.Exit(EXIT_PARTIAL) from None
+
+
+def describe(db: Database) -> str:
+    """The URL as people write it (no driver name), password hidden."""
+    return db.url.set(drivername=db.url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def effective_url(url: str | None) -> str:
+    """The URL ``open_database`` will use: the option, else $YILIAN_DATABASE_URL, else the default file."""
+    from yilian.db.engine import DEFAULT_SQLITE_PATH
+
+    return url or os.environ.get("YILIAN_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def sqlite_file(url: str | None) -> Path | None:
+    """The file behind a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    from yilian.db.engine import DEFAULT_SQLITE_PATH, normalize_url
+
+    parsed = normalize_url(effective_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or DEFAULT_SQLITE_PATH).expanduser()
+
+
+def unavailable(db: Database, exc: BaseException) -> YilianError:
+    """The first line of what the driver said (``connection refused``, ``database … does not exist``)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return YilianError(Category.UNAVAILABLE, f"cannot open the database {describe(db)}: {reason}")
+
+
+def upgrade_schema(db: Database) -> None:
+    """Apply pending migrations; a database that cannot be reached or written says so in one line."""
+    from yilian.migrations import upgrade
+
+    try:
+        upgrade(db)
+    except YilianError:
+        raise
+    except Exception as exc:  # connection refused, permission denied, a read-only file…
+        raise unavailable(db, exc) from None
 
 
 def open_db(url: str | None, *, upgrade: bool = True) -> Database:
-    db = open_database(url)
+    """Open the database; with ``upgrade``, bring its schema to the newest revision first.
+
+    Without ``upgrade`` the database is still asked a question, so that an unreachable server
+    or a wrong password fails here with one line rather than on the first request served.
+    """
+    try:
+        db = open_database(url)
+    except OSError as exc:  # the folder of a SQLite file cannot be made
+        raise YilianError(
+            Category.UNAVAILABLE, f"cannot open the database {effective_url(url)}: {exc.strerror}: {exc.filename}"
+        ) from None
     if upgrade:
-        from yilian.migrations import upgrade as run_upgrade
+        upgrade_schema(db)
+    else:
+        from sqlalchemy import text
 
         try:
-            run_upgrade(db)
-        except YilianError:
-            raise
-        except Exception as exc:  # connection refused, permission denied…
-            raise YilianError_unavailable(db, exc) from None
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise unavailable(db, exc) from None
+    from yilian.api.wiring import install_keys
+
+    install_keys(db)
     return db
-
-
-def YilianError_unavailable(db: Database, exc: Exception) -> YilianError:
-    from yilian.kernel.errors import Category
-
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-    return YilianError(Category.UNAVAILABLE, f"cannot open the database {db.describe()}: {reason}")
-
-
-def run_guarded(fn: Callable[[], T]) -> T:
-    with friendly_errors():
-        return fn()
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from sqlalchemy import func, select
 
-from yilian.cli.common import console, err_console, settings_from_env
+from yilian.cli.common import console, describe, err_console, settings_from_env
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, dispatch
@@ -24,10 +25,13 @@ def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], 
 
 
 def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
+    """Load the demo region unless the database already holds data; what to show on the front page."""
     with db.engine.connect() as conn:
         existing = conn.execute(select(func.count()).select_from(resource)).scalar_one()
     if existing:
-        console.print(f"demo database already holds {existing} resources; serving it as it is")
+        # Any data at all means someone's database: never mix the demo region into it, and
+        # never load it twice (the second run of `yilian demo` just serves).
+        console.print(f"{describe(db)} already holds {existing} resources; the demo region is not loaded again")
         return {"demo": f"{existing} resources"}
     from yilian.demo import build_demo_region
 
@@ -45,5 +49,11 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
                 raise YilianError(Category.INTERNAL, "the demo region failed to load")
             progress.advance(task, len(bundle.get("entry", [])))
     summary = region.summary()
-    console.print("示范区域 demo region: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items())))
+    table = Table(title=f"示范区域 Demo region in {describe(db)}")
+    table.add_column("resource type")
+    table.add_column("resources", justify="right")
+    for rtype, n in sorted(summary.items()):
+        table.add_row(rtype, str(n))
+    table.add_row("[bold]total", str(sum(summary.values())))
+    console.print(table)
     return {"demo": ", ".join(f"{k} {v}" for k, v in sorted(summary.items()))}

@@ -8,23 +8,46 @@ import typer
 
 from yilian import __version__
 from yilian.cli.common import (
+    EXIT_PARTIAL,
+    EXIT_UNUSABLE,
     DatabaseOption,
     console,
+    describe,
     err_console,
     friendly_errors,
     open_db,
     settings_from_env,
+    sqlite_file,
+    unavailable,
+    upgrade_schema,
 )
 
 app = typer.Typer(
     name="yilian",
-    help="医联 Yilian — regional health information platform (区域卫生信息平台).",
+    help=(
+        "医联 Yilian — regional health information platform (区域卫生信息平台).\n\n"
+        "Exit status: 0 done; 1 some of the data given failed (the rest was loaded); "
+        "2 bad arguments or input, or the database cannot be used."
+    ),
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    # Errors are handled by friendly_errors; should one slip through, its locals (database
+    # URLs with passwords) must not be printed.
+    pretty_exceptions_show_locals=False,
 )
+# Flags take no value: without an empty metavar, --help would show them as `--serve <bool>`.
+FLAG = ""
+
 db_app = typer.Typer(help="Database schema: upgrade to the newest version, show the current one.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+client_app = typer.Typer(help="System clients (a hospital's HIS, LIS, a district node): register, list, revoke.", no_args_is_help=True)
+app.add_typer(client_app, name="client")
+from yilian.cli.audit import audit_app  # noqa: E402  (registered beside the other groups)
+
+app.add_typer(audit_app, name="audit")
+user_app = typer.Typer(help="People who sign in: staff (password + one-time code) and residents.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 
 def _version(value: bool) -> None:
@@ -35,7 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, metavar=FLAG, help="Print the version and exit."
+    ),
 ) -> None:
     """医联 Yilian — regional health information platform (区域卫生信息平台)."""
 
@@ -45,14 +70,14 @@ def serve(
     database: str | None = DatabaseOption,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
-    upgrade: bool = typer.Option(True, help="Bring the database schema up to date before serving."),
+    upgrade: bool = typer.Option(True, metavar=FLAG, help="Bring the database schema up to date before serving."),
 ) -> None:
     """Serve the platform: FHIR API at /fhir, front page at /."""
     from yilian.cli.serve import serve as run
 
     with friendly_errors():
         db = open_db(database, upgrade=upgrade)
-    run(db, host=host, port=port)
+        run(db, host=host, port=port)
 
 
 @app.command()
@@ -63,18 +88,76 @@ def demo(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     residents: int = typer.Option(300, min=10, max=100_000, help="How many residents the demo region has."),
-    serve: bool = typer.Option(True, help="Serve the platform after loading (--no-serve only loads)."),
+    serve: bool = typer.Option(True, metavar=FLAG, help="Serve the platform after loading (--no-serve only loads)."),
 ) -> None:
-    """Create a demo region (consortium, practitioners, residents, clinical data) if absent, and serve it."""
+    """Create a demo region (consortium, practitioners, residents, clinical data) if the database is empty, and serve it."""
+    from yilian.cli.access import ensure_demo_logins, print_demo_logins
     from yilian.cli.demo import load_demo
 
     with friendly_errors():
         db = open_db(database)
         summary = load_demo(db, residents=residents)
-    if serve:
-        from yilian.cli.serve import serve as run
+        logins = ensure_demo_logins(db)
+        print_demo_logins(logins, f"http://{host}:{port}")
+        if serve:
+            from yilian.cli.serve import serve as run
 
-        run(db, host=host, port=port, extra=summary)
+            run(db, host=host, port=port, extra=summary)
+
+
+@client_app.command("add")
+def client_add(
+    name: str = typer.Argument(..., help="What the client is, e.g. '市第一人民医院 HIS'."),
+    org: str | None = typer.Option(None, "--org", help="Id of the institution's FHIR Organization; omit for the platform operator (region-wide)."),
+    scope: str = typer.Option("system/*.rs", "--scope", help="SMART scopes, space-separated, e.g. 'system/Patient.rs system/Observation.cruds'."),
+    jwks: Path | None = typer.Option(None, "--jwks", help="Public key (JWKS, JWK or PEM) for private_key_jwt; then no secret is issued."),
+    redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="For apps that sign people in (authorization code + PKCE); repeatable."),
+    public: bool = typer.Option(False, "--public", metavar=FLAG, help="An app without a secret (PKCE only)."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Register a system client and print its client_id (and client_secret, shown once) as JSON."""
+    from yilian.cli.access import add_client, clients_json
+
+    with friendly_errors():
+        db = open_db(database)
+        console.print_json(clients_json(add_client(db, name=name, org=org, scopes=scope, jwks_file=jwks, redirect_uris=redirect_uri, public=public)))
+
+
+@client_app.command("list")
+def client_list(database: str | None = DatabaseOption) -> None:
+    """List registered clients with their institution, scopes and state."""
+    from yilian.cli.access import print_clients
+
+    with friendly_errors():
+        print_clients(open_db(database))
+
+
+@client_app.command("revoke")
+def client_revoke(client_id: str = typer.Argument(..., help="The client to revoke."), database: str | None = DatabaseOption) -> None:
+    """Revoke a client: no new tokens, and its tokens stop working (within seconds)."""
+    from yilian.cli.access import revoke
+
+    with friendly_errors():
+        revoke(open_db(database), client_id)
+        console.print(f"client {client_id} revoked")
+
+
+@user_app.command("add")
+def user_add(
+    username: str = typer.Argument(..., help="The sign-in name."),
+    kind: str = typer.Option("staff", "--kind", help="staff or resident."),
+    org: str | None = typer.Option(None, "--org", help="Staff: id of their institution's FHIR Organization (omit for platform operator staff)."),
+    patient: str | None = typer.Option(None, "--patient", help="Residents: id of their FHIR Patient."),
+    name: str | None = typer.Option(None, "--name", help="Display name."),
+    password: str = typer.Option(..., "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 10 characters."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Add a person who signs in. Staff get a TOTP secret for their authenticator app (printed once)."""
+    from yilian.cli.access import add_person, clients_json
+
+    with friendly_errors():
+        db = open_db(database)
+        console.print_json(clients_json(add_person(db, username=username, kind=kind, password=password, org=org, patient=patient, name=name)))
 
 
 @db_app.command("upgrade")
@@ -83,8 +166,17 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
     from yilian.migrations import current_revision
 
     with friendly_errors():
-        db = open_db(database)
-        console.print(f"database {db.describe()} is at revision [bold]{current_revision(db)}[/] (newest)")
+        db = open_db(database, upgrade=False)
+        try:
+            before = current_revision(db)
+        except Exception as exc:
+            raise unavailable(db, exc) from None
+        upgrade_schema(db)
+        after = current_revision(db)
+        if before == after:
+            console.print(f"{describe(db)} is at revision [bold]{after}[/] (newest); nothing to do")
+        else:
+            console.print(f"{describe(db)} upgraded from {before or '(empty)'} to revision [bold]{after}[/] (newest)")
 
 
 @db_app.command("current")
@@ -93,13 +185,17 @@ def db_current(database: str | None = DatabaseOption) -> None:
     from yilian.migrations import current_revision, head_revision
 
     with friendly_errors():
+        path = sqlite_file(database)
+        if path is not None and not path.exists():
+            # Opening it would create an empty file: a typo in the path must not leave one behind.
+            from yilian.kernel.errors import Category, YilianError
+
+            raise YilianError(Category.NOT_FOUND, f"there is no database file {path} (`yilian db upgrade` creates it)")
         db = open_db(database, upgrade=False)
         try:
             cur = current_revision(db)
         except Exception as exc:
-            from yilian.cli.common import YilianError_unavailable
-
-            raise YilianError_unavailable(db, exc) from None
+            raise unavailable(db, exc) from None
         head = head_revision(db)
         state = "up to date" if cur == head else "needs `yilian db upgrade`"
         console.print(f"current: {cur or '(empty database)'}   newest: {head}   — {state}")
@@ -110,14 +206,17 @@ def import_(
     paths: list[Path] = typer.Argument(..., help="FHIR JSON files (resources or Bundles), NDJSON files, or folders of them."),
     database: str | None = DatabaseOption,
 ) -> None:
-    """Load FHIR resources: transaction/batch Bundles as such, other resources with their own ids."""
+    """Load FHIR resources: transaction/batch Bundles as such, other resources with their own ids (importing again adds no resources).
+
+    Files may come in any order: a resource referring to one loaded later is retried once that is in. A resource that fails is reported with its file, line and reason, and the rest still loads (exit status 1).
+    """  # one line per paragraph: Rich keeps a docstring's line breaks in --help
     from yilian.cli.transfer import run_import
 
     with friendly_errors():
         db = open_db(database)
         failed = run_import(db, settings_from_env(), paths)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -127,15 +226,15 @@ def export(
     since: str | None = typer.Option(None, help="Only resources changed at or after this instant (FHIR date/instant)."),
     database: str | None = DatabaseOption,
 ) -> None:
-    """Write every current resource as NDJSON, one file per resource type."""
+    """Write every current resource as NDJSON, one file per resource type (`yilian import` reads them back)."""
     from yilian.cli.transfer import run_export
 
     with friendly_errors():
         db = open_db(database)
-        run_export(db, out, [t.strip() for t in types.split(",")] if types else None, since)
+        run_export(db, out, [t.strip() for t in types.split(",") if t.strip()] if types else None, since)
 
 
 if __name__ == "__main__":  # pragma: no cover
     app()
 
-__all__ = ["app", "err_console"]
+__all__ = ["EXIT_UNUSABLE", "app", "err_console"]

@@ -32,12 +32,16 @@ class AccessPolicy(Protocol):
         """A condition on a ``resource`` alias keeping only rows the caller may see (None: all)."""
         ...
 
-    def can_see(self, resource_type: str, patient_key: str | None) -> bool:
-        """Whether one stored resource (of this type, in this patient's compartment) is visible."""
+    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
+        """Whether one stored resource (of this type, in this patient's compartment) is visible.
+
+        Consulted inside the request's unit of work, so what the request itself wrote counts.
+        """
         ...
 
-    def on_write(self, uow: Any, resource_type: str, resource_id: str, resource: dict[str, Any] | None, patient_key: str | None) -> None:
-        """Called for every resource written in ``uow`` (``resource`` None for a deletion)."""
+    @property
+    def identity(self) -> str:
+        """Who the policy is for (binds paging cursors to their caller)."""
         ...
 
 
@@ -50,14 +54,44 @@ class AllowAll:
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         return None
 
-    def can_see(self, resource_type: str, patient_key: str | None) -> bool:
+    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
         return True
 
-    def on_write(self, uow: Any, resource_type: str, resource_id: str, resource: dict[str, Any] | None, patient_key: str | None) -> None:
-        return None
+    @property
+    def identity(self) -> str:
+        return "trusted"
 
 
 ALLOW_ALL = AllowAll()
+
+
+class WriteObserver(Protocol):
+    """Something that must know about every write as it happens, in the same transaction:
+    access grants derived from data, the patient index, subscriptions, forwarding."""
+
+    def on_write(
+        self,
+        uow: Any,
+        ctx: Any,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        patient_key: str | None,
+    ) -> None:
+        """``resource`` is the stored JSON (None for a deletion)."""
+        ...
+
+
+class VirtualType(Protocol):
+    """A resource type another system keeps in storage of its own and serves read-only."""
+
+    def search(self, uow: Any, ctx: Any, pairs: list[tuple[str, str]], *, path: str) -> Any:
+        """A searchset response (``FhirResponse``)."""
+        ...
+
+    def read(self, uow: Any, ctx: Any, resource_id: str) -> Any:
+        """One resource's response (``FhirResponse``)."""
+        ...
 
 
 def require(policy: AccessPolicy, permission: str, resource_type: str) -> None:

@@ -25,6 +25,7 @@ from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.router import FhirRequest, dispatch
 from yilian.fhir.search.values import date_range
+from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import resource
 from yilian.kernel.errors import Category, YilianError
 
@@ -151,7 +152,7 @@ def count_units(path: Path) -> int:
         if path.suffix == ".ndjson":
             with path.open("rb") as fh:
                 return sum(1 for line in fh if line.strip())
-        doc = orjson.loads(path.read_bytes())
+        doc = orjson.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
         if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
             return len(doc.get("entry") or [])
     except (OSError, orjson.JSONDecodeError):
@@ -186,5 +187,7 @@ def export(
         if not rows:
             return
         for row in rows:
-            yield row.res_type, bytes(row.content)
+            content = open_content(db.engine, bytes(row.content))
+            assert content is not None
+            yield row.res_type, content
         last = rows[-1].pk

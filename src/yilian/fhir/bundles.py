@@ -87,11 +87,13 @@ def _element_name(struct: Any, json_key: str) -> str:
 def _links(ctx: FhirContext, path: str, used: Sequence[tuple[str, str]], next_cursor: str | None) -> list[dict[str, str]]:
     base = f"{ctx.base_url}/{path}" if path else ctx.base_url
     query = urlencode(list(used))
+    # self is this page (with its cursor); first and next are the same query without it.
     links = [{"relation": "self", "url": f"{base}?{query}" if query else base}]
-    first_query = urlencode([(k, v) for k, v in used if k != "_cursor"])
+    unpaged = [(k, v) for k, v in used if k != "_cursor"]
+    first_query = urlencode(unpaged)
     links.append({"relation": "first", "url": f"{base}?{first_query}" if first_query else base})
     if next_cursor:
-        nq = urlencode([*used, ("_cursor", next_cursor)])
+        nq = urlencode([*unpaged, ("_cursor", next_cursor)])
         links.append({"relation": "next", "url": f"{base}?{nq}"})
     return links
 

@@ -60,6 +60,13 @@ class FhirResponse:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     resource: Resource | None = None
+    # The patients whose records the response shows (what the audit log says was accessed).
+    patients: frozenset[str] = frozenset()
+
+    def touched(self) -> frozenset[str]:
+        if self.resource is not None and self.resource.patient_key:
+            return self.patients | {self.resource.patient_key}
+        return self.patients
 
 
 def is_write(method: str, path: str) -> bool:
@@ -180,6 +187,17 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
         return _search(uow, ctx, req, None, req.query, strict)
     if head.startswith("$"):
         raise YilianError(Category.UNSUPPORTED, f"system operation {head} is not supported")
+    virtual = ctx.settings.virtual_types.get(head)
+    if virtual is not None:
+        if method not in READ_METHODS and not (method == "POST" and segs[-1] == "_search"):
+            raise YilianError(Category.NOT_ALLOWED, f"{head} is written by the platform itself; it can only be read and searched")
+        if len(segs) == 1 or (len(segs) == 2 and segs[1] == "_search"):
+            found: FhirResponse = virtual.search(uow, ctx, req.query, path=head)
+            return found
+        if len(segs) == 2:
+            one: FhirResponse = virtual.read(uow, ctx, segs[1])
+            return one
+        raise YilianError(Category.NOT_FOUND, f"no route for {method} /{req.path}")
     rtype = _type(head)
     if len(segs) == 1:
         if method in READ_METHODS:
@@ -318,7 +336,11 @@ def _search(
         elements=result.request.elements,
         outcome=outcomes.warnings(result.warnings) if result.warnings else None,
     )
-    return FhirResponse(200, body)
+    return FhirResponse(200, body, patients=_patients_of(result.matches, result.included))
+
+
+def _patients_of(*groups: list[Resource]) -> frozenset[str]:
+    return frozenset(r.patient_key for g in groups for r in g if r.patient_key)
 
 
 def _history(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | None, rid: str | None) -> FhirResponse:
@@ -329,7 +351,7 @@ def _history(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | N
     )
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     body = bundles.history_bundle(ctx, path=path, used=page.used, entries=page.entries, total=page.total, next_cursor=page.next_cursor)
-    return FhirResponse(200, body)
+    return FhirResponse(200, body, patients=_patients_of(page.entries))
 
 
 def _type_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str, op: str) -> FhirResponse:
@@ -354,7 +376,7 @@ def _instance_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rty
             total=page.total,
             next_cursor=page.next_cursor,
         )
-        return FhirResponse(200, body)
+        return FhirResponse(200, body, patients=_patients_of(page.matches, page.included))
     if op == "$validate":
         if req.method.upper() != "POST":
             raise _not_allowed(req)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import yilian.fhir.store.tables  # noqa: F401  (registers the tables on the metadata)
+import yilian.fhir.store.tables
+import yilian.security.audit.tables
+import yilian.security.tables  # noqa: F401
 from yilian.db import metadata
 
 config = context.config

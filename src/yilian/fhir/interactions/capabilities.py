@@ -25,7 +25,7 @@ TYPE_INTERACTIONS = (
 
 
 @cache
-def _resources() -> list[dict[str, Any]]:
+def _resources(enforced: bool) -> list[dict[str, Any]]:
     out = []
     for rtype in sorted(model().resource_types):
         params = params_for(rtype)
@@ -45,7 +45,7 @@ def _resources() -> list[dict[str, Any]]:
             "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
-            "referencePolicy": ["literal", "enforced", "local"],
+            "referencePolicy": ["literal", "enforced", "local"] if enforced else ["literal", "local"],
             "searchInclude": ["*"] + [f"{rtype}:{c}" for c in ref_params],
             "searchRevInclude": ["*"],
             "searchParam": search_params,
@@ -56,6 +56,28 @@ def _resources() -> list[dict[str, Any]]:
         entry["operation"] = ops
         out.append(entry)
     return out
+
+
+def _security(ctx: FhirContext) -> dict[str, Any]:
+    root = ctx.base_url[: -len("/fhir")] if ctx.base_url.endswith("/fhir") else ctx.base_url
+    return {
+        "cors": False,
+        "service": [
+            {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+                "text": "OAuth 2.0 (SMART Backend Services and SMART App Launch); see .well-known/smart-configuration",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "token", "valueUri": f"{root}/auth/token"},
+                    {"url": "authorize", "valueUri": f"{root}/auth/authorize"},
+                ],
+            }
+        ],
+    }
 
 
 def capability_statement(ctx: FhirContext) -> dict[str, Any]:
@@ -74,7 +96,8 @@ def capability_statement(ctx: FhirContext) -> dict[str, Any]:
             {
                 "mode": "server",
                 "documentation": "Shared health record of the region (电子健康档案 and 电子病历).",
-                "resource": _resources(),
+                "security": _security(ctx),
+                "resource": _resources(ctx.settings.enforce_referential_integrity),
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},

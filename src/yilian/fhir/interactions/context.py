@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from yilian.fhir.access import ALLOW_ALL, AccessPolicy
+from yilian.fhir.access import ALLOW_ALL, AccessPolicy, VirtualType, WriteObserver
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class FhirSettings:
     max_page_size: int = 1000
     # Reject unknown elements (the spec's strict parsing); lenient mode is not offered.
     max_bundle_entries: int = 10_000
+    # Told of every write in its transaction (access grants, patient index, subscriptions…).
+    observers: tuple[WriteObserver, ...] = ()
+    # Resource types a system serves from storage of its own (AuditEvent from the audit log).
+    virtual_types: Mapping[str, VirtualType] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from yilian.fhir.interactions.outcome import WriteResult
 from yilian.fhir.interactions.read import check_type
 from yilian.fhir.interactions.search import find
 from yilian.fhir.store import repository as repo
+from yilian.fhir.store import sealing
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.ids import new_id
 
@@ -65,10 +66,15 @@ def conditional_create(
         )
     if matches:
         return WriteResult(matches[0], created=False, noop=True)
-    digest = hashlib.sha256(norm.encode()).hexdigest()
+    # Criteria often hold an ID number: with a keyring the claim keeps only a keyed hash of them.
+    keyring = sealing.keyring_for(uow.conn.engine)
+    if keyring is not None:
+        digest, kept = keyring.blind(norm, kind="exact"), "(sealed)"
+    else:
+        digest, kept = hashlib.sha256(norm.encode()).hexdigest(), norm
     with writes.savepoint(uow) as rollback:
         stored = writes.store_new(uow, ctx, resource, res_id=res_id or new_id(), method="POST")
-        if repo.claim(uow.conn, res_type, digest, norm, stored.pk):
+        if repo.claim(uow.conn, res_type, digest, kept, stored.pk):
             return WriteResult(stored, created=True)
         # Another request holds the claim. Wait for it (row lock), then look again: if its
         # resource still matches, it won and ours goes; if not, the claim is stale and ours takes it.

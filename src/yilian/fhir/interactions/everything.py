@@ -26,7 +26,11 @@ class EverythingPage:
 def everything(uow: UnitOfWork, ctx: FhirContext, patient_id: str, pairs: list[tuple[str, str]]) -> EverythingPage:
     read(uow, ctx, "Patient", patient_id)  # 404 / 410 before anything else
     types: list[str] | None = None
-    req = sp.SearchRequest(resource_types=None, count=ctx.settings.default_page_size)
+    req = sp.SearchRequest(
+        resource_types=None,
+        count=min(ctx.settings.default_page_size, ctx.settings.max_page_size),
+        max_count=ctx.settings.max_page_size,
+    )
     for name, value in pairs:
         if name == "_type":
             wanted = [t.strip() for t in value.split(",") if t.strip()]
@@ -43,12 +47,13 @@ def everything(uow: UnitOfWork, ctx: FhirContext, patient_id: str, pairs: list[t
             req.used.append((name, value))
         elif name == "_count":
             try:
-                req.count = max(1, min(int(value), sp.MAX_COUNT))
+                req.count = max(1, min(int(value), ctx.settings.max_page_size))
             except ValueError:
                 raise YilianError(Category.INVALID, f"_count must be a whole number, not {value!r}") from None
             req.used.append((name, str(req.count)))
         elif name == "_cursor":
             req.cursor = value
+            req.used.append((name, value))
         elif name in ("_format", "_pretty", "start", "end"):
             continue
         else:

@@ -21,18 +21,21 @@ def read(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str) -> Resou
     """The current version; NOT_FOUND if it never existed (or the caller may not see it), GONE if deleted."""
     check_type(res_type)
     require(ctx.policy, READ, res_type)
-    return _found(ctx, repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
+    return _found(ctx, uow, repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
 
 
 def read_fast(reader: repo.FastReader, ctx: FhirContext, res_type: str, res_id: str) -> Resource:
     """:func:`read` on the short path for reads by id (see ``FastReader``)."""
     check_type(res_type)
     require(ctx.policy, READ, res_type)
-    return _found(ctx, reader.current(res_type, res_id), res_type, res_id)
+    # No unit of work on the short path: the policy looks up what it needs on its own.
+    return _found(ctx, None, reader.current(res_type, res_id), res_type, res_id)
 
 
-def _found(ctx: FhirContext, current: repo.StoredVersion | None, res_type: str, res_id: str) -> Resource:
-    if current is None or not ctx.policy.can_see(res_type, current.patient_key):
+def _found(
+    ctx: FhirContext, uow: UnitOfWork | None, current: repo.StoredVersion | None, res_type: str, res_id: str
+) -> Resource:
+    if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key):
         raise not_visible(res_type, res_id)
     if current.deleted:
         raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted (version {current.version})")
@@ -48,7 +51,7 @@ def vread(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, version
     except ValueError:
         raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version!r}") from None
     found = repo.get_version(uow.conn, res_type, res_id, number)
-    if found is not None and not ctx.policy.can_see(res_type, found.patient_key):
+    if found is not None and not ctx.policy.can_see(uow, res_type, found.patient_key):
         raise not_visible(res_type, res_id)
     if found is None:
         if repo.get_current(uow.conn, res_type, res_id) is None:

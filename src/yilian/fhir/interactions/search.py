@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, false, func, or_, select
 
 from yilian.db import UnitOfWork
 from yilian.fhir.access import READ, SEARCH, require
@@ -24,6 +24,7 @@ from yilian.fhir.search.compiler import Compiler, base_select, sort_expression
 from yilian.fhir.search.registry import param as lookup_param
 from yilian.fhir.search.registry import params_for
 from yilian.fhir.store import repository as repo
+from yilian.fhir.store import sealing
 from yilian.fhir.store.tables import idx_reference, resource
 from yilian.kernel.errors import Category, Issue, YilianError
 
@@ -75,8 +76,10 @@ def decode_cursor(token: str, query_sig: str) -> list[Any]:
 
 
 def _query_signature(req: sp.SearchRequest, compartment: tuple[str, str] | None, who: str = "") -> str:
-    # The caller is part of the signature: a cursor handed to someone else does not work.
-    material = orjson.dumps([req.resource_types, sorted(req.used), compartment, who])
+    # The caller is part of the signature: a cursor handed to someone else does not work. The
+    # cursor itself is not: every page of one query has the same signature.
+    query = sorted(pair for pair in req.used if pair[0] != "_cursor")
+    material = orjson.dumps([req.resource_types, query, compartment, who])
     return hashlib.sha256(material).hexdigest()[:16]
 
 
@@ -119,7 +122,10 @@ def search(
 ) -> SearchResult:
     if resource_type is not None and not model().is_resource_type(resource_type):
         raise YilianError(Category.NOT_FOUND, f"unknown resource type {resource_type!r}")
-    req = sp.parse(resource_type, pairs, strict=strict)
+    settings = ctx.settings
+    req = sp.parse(
+        resource_type, pairs, strict=strict, default_count=settings.default_page_size, max_count=settings.max_page_size
+    )
     return run(uow, ctx, req, compartment=compartment)
 
 
@@ -142,7 +148,7 @@ def run(
     writes.flush(uow)  # this unit of work's own writes must be searchable
     conn = uow.conn
     policy = ctx.policy
-    compiler = Compiler(base_url=ctx.base_url, policy=policy)
+    compiler = Compiler(base_url=ctx.base_url, policy=policy, keyring=sealing.keyring_for(conn.engine))
     r = resource.alias("r")
     types = _types_of(req, compartment) if not everything else req.resource_types
     if types is None:
@@ -170,40 +176,24 @@ def run(
                 tf = sp.resolve_filter(t, f.name, f.values)
                 if tf is not None:
                     per_type.append(and_(r.c.res_type == t, compiler.condition(r, t, tf)))
-            stmt = stmt.where(or_(*per_type))
+            stmt = stmt.where(or_(false(), *per_type))
     if compartment is not None and everything:
         stmt = stmt.where(_everything_condition(r, compartment))
     elif compartment is not None and types is not None:
         comp_conds = [
             and_(r.c.res_type == t, c) for t in types if (c := compartment_condition(r, t, compartment)) is not None
         ]
-        stmt = stmt.where(or_(*comp_conds))
+        stmt = stmt.where(or_(false(), *comp_conds))
 
     total: int | None = None
     if req.total != "none" or req.summary == "count":
         count_stmt = select(func.count()).select_from(stmt.subquery())
         total = int(conn.execute(count_stmt).scalar_one())
+    warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
     if req.summary == "count" or req.count == 0:
-        return SearchResult([], [], total, None, req)
+        return SearchResult([], [], total, None, req, warnings)
 
-    # Sort keys: (expression, descending). Each custom key sorts resources without a value last.
-    keys: list[tuple[Any, bool]] = []
-    for code, desc in req.sort:
-        if (types is None or len(types) != 1) and code not in ("_id", "_lastUpdated"):
-            raise YilianError(Category.INVALID, f"_sort by {code!r} needs a single resource type")
-        p = lookup_param(types[0], code) if types else None
-        if p is None:
-            if code == "_id":
-                keys.append((r.c.res_id, desc))
-                continue
-            if code == "_lastUpdated":
-                keys.append((r.c.last_updated, desc))
-                continue
-            raise YilianError(Category.INVALID, f"cannot sort by {code!r}")
-        expr = sort_expression(r, p, desc)
-        keys.append((case((expr.is_(None), 1), else_=0), False))
-        keys.append((expr, desc))
-    keys.append((r.c.pk, False))
+    keys = _sort_keys(r, req, types, bytewise=conn.dialect.name == "postgresql")
 
     labelled = [k.label(f"k{i}") for i, (k, _) in enumerate(keys)]
     page = stmt.add_columns(*labelled[:-1]) if len(labelled) > 1 else stmt
@@ -228,10 +218,31 @@ def run(
         next_cursor = encode_cursor(values, sig)
     included = _includes(uow, req.includes, matches) if req.includes else []
     included = [
-        inc for inc in included if policy.allows(READ, inc.res_type) and policy.can_see(inc.res_type, inc.patient_key)
+        inc for inc in included if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key)
     ]
-    warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
     return SearchResult(matches, included, total, next_cursor, req, warnings)
+
+
+def _sort_keys(r: Any, req: sp.SearchRequest, types: list[str] | None, *, bytewise: bool) -> list[tuple[Any, bool]]:
+    """(expression, descending) per key, ending with ``pk`` so that the order is total (keyset paging)."""
+    keys: list[tuple[Any, bool]] = []
+    for code, desc in req.sort:
+        if code in ("_id", "_lastUpdated"):
+            # Columns of every resource: also in system searches; never missing.
+            column = r.c.last_updated if code == "_lastUpdated" else (r.c.res_id.collate("C") if bytewise else r.c.res_id)
+            keys.append((column, desc))
+            continue
+        if types is None or len(types) != 1:
+            raise YilianError(Category.INVALID, f"_sort by {code!r} needs a single resource type")
+        p = lookup_param(types[0], code)
+        if p is None:
+            raise YilianError(Category.INVALID, f"cannot sort by {code!r}")
+        expr = sort_expression(r, p, desc, bytewise=bytewise)
+        # Resources without a value sort last, ascending or descending.
+        keys.append((case((expr.is_(None), 1), else_=0), False))
+        keys.append((expr, desc))
+    keys.append((r.c.pk, False))
+    return keys
 
 
 def _everything_condition(r: Any, compartment: tuple[str, str]) -> Any:
@@ -243,7 +254,7 @@ def _everything_condition(r: Any, compartment: tuple[str, str]) -> Any:
         for t in comp_types
         if (c := compartment_condition(members, t, compartment)) is not None
     ]
-    member_pks = select(members.c.pk).where(members.c.deleted.is_(False), or_(*member_conds))
+    member_pks = select(members.c.pk).where(members.c.deleted.is_(False), or_(false(), *member_conds))
     referred = resource.alias("referred")
     referred_pks = (
         select(referred.c.pk)

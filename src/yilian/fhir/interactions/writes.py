@@ -23,6 +23,7 @@ from yilian.fhir.model import load_definition, model
 from yilian.fhir.search.indexer import IndexRows, extract, parse_reference
 from yilian.fhir.search.values import instant_to_us, us_to_instant
 from yilian.fhir.store import repository as repo
+from yilian.fhir.store import sealing
 from yilian.fhir.store.repository import StoredVersion
 from yilian.kernel import clock
 from yilian.kernel.errors import Category, Issue, YilianError
@@ -32,6 +33,8 @@ _REFS = "yilian.fhir.pending_refs"
 _DELETED = "yilian.fhir.deleted"
 _DEFER = "yilian.fhir.defer_checks"
 _BUFFER = "yilian.fhir.write_buffer"
+# The patients whose records this unit of work wrote (for the audit log).
+TOUCHED = "yilian.fhir.touched_patients"
 
 
 @dataclass
@@ -83,16 +86,33 @@ def _patient_compartment_params() -> dict[str, frozenset[str]]:
     return {rtype: frozenset(params) for rtype, params in raw["Patient"].items() if params}
 
 
-def patient_key(res_type: str, res_id: str, rows: IndexRows) -> str | None:
-    """The Patient whose compartment holds this resource (the distribution key when sharded)."""
+def patient_key(res_type: str, res_id: str, rows: IndexRows, uow: UnitOfWork | None = None) -> str | None:
+    """The Patient whose compartment holds this resource (the distribution key when sharded,
+    and what access decisions look at).
+
+    A resource of a compartment type that names no Patient itself — a Provenance of an
+    Observation, a DiagnosticReport about a Specimen — belongs to the compartment of what it
+    refers to, or it would be visible to every institution as if it were registry data.
+    """
     if res_type == "Patient":
         return res_id
     params = _patient_compartment_params().get(res_type)
     if not params:
         return None
-    for row in rows.get("reference", ()):
+    refs = rows.get("reference", ())
+    for row in refs:
         if row["param"] in params and row["target_type"] == "Patient":
             return str(row["target_id"])
+    if uow is None:
+        return None
+    targets = {(r["target_type"], r["target_id"]) for r in refs if r["target_type"] and r["target_id"]}
+    targets.discard((res_type, res_id))
+    if not targets:
+        return None
+    flush(uow)
+    for found in repo.current_by_keys(uow.conn, targets):
+        if found.patient_key:
+            return found.patient_key
     return None
 
 
@@ -233,6 +253,30 @@ def _stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: in
     return orjson.dumps(resource)
 
 
+def _for_storage(uow: UnitOfWork, resource: dict[str, Any], content: bytes, rows: IndexRows) -> bytes:
+    """The bytes to store: sensitive values sealed (when the database has a keyring), and the
+    index rows made to hold their blind stand-ins instead of the plain values."""
+    keyring = sealing.keyring_for(uow.conn.engine)
+    if keyring is None:
+        return content
+    result = sealing.seal(resource, keyring)
+    if not result.sealed:
+        return content
+    for row in rows.get("token", ()):
+        if row["code"] and (blind := sealing.blind_token(row["system"] or "", row["code"], keyring)):
+            row["code"] = blind
+    for row in rows.get("reference", ()):
+        if row["identifier_value"] and (blind := sealing.blind_token(row["identifier_system"] or "", row["identifier_value"], keyring)):
+            row["identifier_value"] = blind
+    plaintexts = result.plaintexts
+    for kind in ("text", "string"):
+        for row in rows.get(kind, ()):
+            for col in ("content_norm", "value_norm", "value_exact"):
+                if row.get(col):
+                    row[col] = sealing.scrub_text(row[col], plaintexts)
+    return orjson.dumps(result.resource)
+
+
 def _remember_refs(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, resource: dict[str, Any]) -> None:
     if not ctx.settings.enforce_referential_integrity:
         return
@@ -257,21 +301,25 @@ def store_new(
     last_updated = now_us()
     content = _stamp(resource, res_id, 1, last_updated)
     rows = extract(resource, res_type, base_url=ctx.base_url)
-    pkey = patient_key(res_type, res_id, rows)
+    pkey = patient_key(res_type, res_id, rows, uow)
+    stored = _for_storage(uow, resource, content, rows)
     pk = repo.insert_resource(
         uow.conn,
         res_type=res_type,
         res_id=res_id,
         last_updated=last_updated,
-        content=content,
+        content=stored,
         patient_key=pkey,
         method=method,
         write_version=False,
     )
     buf = _buffer(uow)
-    buf.versions.append(repo.version_row(pk, res_type, res_id, 1, last_updated, content, method, pkey))
+    buf.versions.append(repo.version_row(pk, res_type, res_id, 1, last_updated, stored, method, pkey))
     _buffer_index(buf, pk, rows)
-    ctx.policy.on_write(uow, res_type, res_id, resource, pkey)
+    if pkey:
+        uow.state.setdefault(TOUCHED, set()).add(pkey)
+    for observer in ctx.settings.observers:
+        observer.on_write(uow, ctx, res_type, res_id, resource, pkey)
     _remember_refs(uow, ctx, res_type, res_id, resource)
     return Resource(res_type, res_id, 1, last_updated, content, False, method, pk, pkey)
 
@@ -290,6 +338,7 @@ def store_next(
     buf = _buffer(uow)
     version = current.version + 1
     last_updated = now_us(current.last_updated)
+    stored: bytes | None = None
     if resource is None:
         content: bytes | None = None
         rows: IndexRows = {}
@@ -297,7 +346,8 @@ def store_next(
     else:
         content = _stamp(resource, current.res_id, version, last_updated)
         rows = extract(resource, current.res_type, base_url=ctx.base_url)
-        pkey = patient_key(current.res_type, current.res_id, rows)
+        pkey = patient_key(current.res_type, current.res_id, rows, uow)
+        stored = _for_storage(uow, resource, content, rows)
     ok = repo.write_version(
         uow.conn,
         pk=current.pk,
@@ -305,7 +355,7 @@ def store_next(
         res_id=current.res_id,
         expected_version=current.version,
         last_updated=last_updated,
-        content=content,
+        content=stored,
         patient_key=pkey,
         method=method,
         buffer=buf.versions,
@@ -322,7 +372,13 @@ def store_next(
             uow.state.setdefault(_DELETED, set()).add((current.res_type, current.res_id))
     else:
         _remember_refs(uow, ctx, current.res_type, current.res_id, resource)
-    ctx.policy.on_write(uow, current.res_type, current.res_id, resource, pkey if resource is not None else current.patient_key)
+    touched = pkey if resource is not None else current.patient_key
+    if touched:
+        uow.state.setdefault(TOUCHED, set()).add(touched)
+    for observer in ctx.settings.observers:
+        observer.on_write(
+            uow, ctx, current.res_type, current.res_id, resource, pkey if resource is not None else current.patient_key
+        )
     return Resource(
         current.res_type, current.res_id, version, last_updated, content, resource is None, method, current.pk,
         pkey if resource is not None else current.patient_key,

@@ -2,15 +2,17 @@
 
 Every filter becomes a condition on the ``pk`` (or ``res_id``) of a ``resource`` alias:
 ``pk IN (SELECT resource_pk FROM idx_… WHERE …)``. Index lookups drive the query, so a
-selective parameter touches only its index rows on both databases. Chains and ``_has`` nest
-the same construction for the target or source type.
+selective parameter touches only its index rows on both databases. Chains and ``_has`` add
+one subquery per hop: the next hop's index rows joined to the resources they belong to
+(``SELECT r2.res_id FROM idx_… JOIN resource r2 ON r2.pk = resource_pk WHERE …``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
 from sqlalchemy.sql.expression import FromClause
 
 from yilian.fhir.access import ALLOW_ALL, AccessPolicy
@@ -18,6 +20,7 @@ from yilian.fhir.model import model
 from yilian.fhir.search.params import Filter, resolve_filter, split_prefix, split_unescaped, unescape
 from yilian.fhir.search.registry import SearchParam, params_for
 from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold, instant_to_us, parse_number
+from yilian.fhir.store import sealing
 from yilian.fhir.store.tables import (
     INDEX_TABLES,
     idx_composite,
@@ -32,9 +35,12 @@ from yilian.fhir.store.tables import (
     resource,
 )
 from yilian.kernel import clock
+from yilian.kernel.crypto import Keyring
 from yilian.kernel.errors import Category, Issue, YilianError
 
 MAX_CHAIN_DEPTH = 4
+# "…T08:30:00+08:00" written into a URL without encoding the '+' arrives as "…T08:30:00 08:00".
+_SPACED_OFFSET = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
 
 
 def _bad(message: str) -> YilianError:
@@ -48,8 +54,11 @@ def _like_escape(text: str) -> str:
 class Compiler:
     """Builds conditions for one search; ``base_url`` lets absolute references to this server match."""
 
-    def __init__(self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL) -> None:
+    def __init__(self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL, keyring: Keyring | None = None) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        # Sensitive identifiers and phone numbers are indexed as keyed blind tokens: searched
+        # values are blinded the same way (sealing.blind_token).
+        self.keyring = keyring
         # Applied to every resource a chain or _has looks into, not only to the results: what
         # the caller may not see must not decide what it gets either.
         self.policy = policy
@@ -67,8 +76,10 @@ class Compiler:
             return self._has(r, resource_type, f, depth)
         p = f.param
         assert p is not None
-        if f.chain:
-            return self._chain(r, resource_type, f, depth)
+        rows = self._rows(resource_type, f, depth)
+        if rows is not None:
+            source, pk, conds = rows
+            return r.c.pk.in_(select(pk).select_from(source).where(*conds))
         if f.modifier == "missing":
             return self._missing(r, resource_type, p, f.values[0] == "true")
         if p.code == "_id":
@@ -77,14 +88,32 @@ class Compiler:
             return not_(cond) if f.modifier == "not" else cond
         if p.code == "_lastUpdated":
             return or_(*(self._date_cond(r.c.last_updated, r.c.last_updated, v) for v in f.values))
+        # :not — the resources without a matching index row, including those without the element.
+        table, pk, conds = self._index_rows(resource_type, p, f)
+        return r.c.pk.not_in(select(pk).select_from(table).where(*conds))
+
+    def _index_rows(self, resource_type: str, p: SearchParam, f: Filter) -> tuple[FromClause, Any, list[Any]]:
         table = INDEX_TABLES[p.type]
         value_conds = [self._value_cond(p, f, v) for v in f.values]
-        sub = select(table.c.resource_pk).where(
-            table.c.res_type == resource_type, table.c.param == p.code, or_(*value_conds)
-        )
-        if f.modifier == "not":
-            return r.c.pk.not_in(sub)
-        return r.c.pk.in_(sub)
+        return table, table.c.resource_pk, [table.c.res_type == resource_type, table.c.param == p.code, or_(*value_conds)]
+
+    def _rows(self, resource_type: str, f: Filter, depth: int) -> tuple[FromClause, Any, list[Any]] | None:
+        """``f`` as "resources with index rows like these": (from clause, its resource_pk, conditions).
+
+        For a plain index lookup or a chain; None for what is not a positive index lookup
+        (``_has``, ``:missing``, ``:not``, ``_id``, ``_lastUpdated``). Chains and ``_has`` join
+        these rows to the resources they belong to instead of nesting another ``IN``: one
+        subquery per hop keeps a four-level chain within SQLite's parser limits, and the rows,
+        being the most constrained table of each subquery, drive the plan on both databases.
+        """
+        if depth > MAX_CHAIN_DEPTH:
+            raise _bad(f"chain too deep in {f.name!r} (at most {MAX_CHAIN_DEPTH} levels)")
+        p = f.param
+        if f.has is not None or p is None or f.modifier in ("missing", "not") or p.code in ("_id", "_lastUpdated"):
+            return None
+        if f.chain:
+            return self._chain_rows(resource_type, f, depth)
+        return self._index_rows(resource_type, p, f)
 
     def _missing(self, r: FromClause, resource_type: str, p: SearchParam, missing: bool) -> ColumnElement[bool]:
         if p.code in ("_id", "_lastUpdated"):
@@ -141,10 +170,10 @@ class Compiler:
             if len(parts) != 3 or not all(parts):
                 raise _bad(f"{p.code}:of-type needs system|code|value, not {raw!r}")
             ts, tc, value = (unescape(x) for x in parts)
-            return and_(t.c.type_system == ts, t.c.type_code == tc, t.c.code == value)
+            return and_(t.c.type_system == ts, t.c.type_code == tc, t.c.code.in_(self._any_form(value)))
         parts = split_unescaped(raw, "|")
         if len(parts) == 1:
-            return t.c.code == unescape(parts[0])  # type: ignore[no-any-return]
+            return t.c.code.in_(self._any_form(unescape(parts[0])))  # type: ignore[no-any-return]
         if len(parts) != 2:
             raise _bad(f"token {raw!r} has more than one '|'")
         system, code = unescape(parts[0]), unescape(parts[1])
@@ -152,7 +181,19 @@ class Compiler:
             return and_(t.c.system.is_(None), t.c.code == code)
         if code == "":
             return t.c.system == system  # type: ignore[no-any-return]
-        return and_(t.c.system == system, t.c.code == code)
+        return and_(t.c.system == system, t.c.code == self._stored_form(system, code))
+
+    def _stored_form(self, system: str, value: str) -> str:
+        """How the index holds a value of this system: its blind token if the value is sensitive."""
+        if self.keyring is None:
+            return value
+        return sealing.blind_token(system, value, self.keyring) or value
+
+    def _any_form(self, value: str) -> list[str]:
+        """A value searched without a system may be stored plain or blinded (any sensitive kind)."""
+        if self.keyring is None:
+            return [value]
+        return [value, *sealing.blind_candidates(value, self.keyring)]
 
     def _reference_target(self, raw: str, p: SearchParam, f: Filter) -> tuple[str | None, str | None, str | None]:
         """(type, id, url) a reference search value names."""
@@ -175,9 +216,9 @@ class Compiler:
         if f.modifier == "identifier":
             parts = split_unescaped(raw, "|")
             if len(parts) == 1:
-                return t.c.identifier_value == unescape(parts[0])  # type: ignore[no-any-return]
+                return t.c.identifier_value.in_(self._any_form(unescape(parts[0])))  # type: ignore[no-any-return]
             system, value = unescape(parts[0]), unescape(parts[1])
-            conds = [t.c.identifier_value == value] if value else []
+            conds = [t.c.identifier_value == self._stored_form(system, value)] if value else []
             if system:
                 conds.append(t.c.identifier_system == system)
             return and_(*conds) if conds else true()
@@ -193,7 +234,7 @@ class Compiler:
 
     def _date_cond(self, low_col: Any, high_col: Any, raw: str) -> ColumnElement[bool]:
         prefix, text = split_prefix(raw)
-        r = date_range(text)
+        r = date_range(_SPACED_OFFSET.sub(r"\1+\2", text))
         if r is None:
             raise _bad(f"{text!r} is not a valid date/time (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm))")
         ps, pe = r
@@ -246,20 +287,20 @@ class Compiler:
         t = idx_quantity
         cond = self._number(t.c.value, parts[0])
         if len(parts) == 3:
-            system, code = unescape(parts[1]), unescape(parts[2])
-            if system:
-                cond = and_(cond, t.c.system == system, t.c.code == code)
-            elif code:
-                cond = and_(cond, or_(t.c.code == code, t.c.unit == code))
+            cond = and_(cond, *_unit_conds(unescape(parts[1]), unescape(parts[2]), t.c.system, t.c.code, t.c.unit))
         return cond
 
     def _uri(self, modifier: str | None, value: str) -> ColumnElement[bool]:
         t = idx_uri
         if modifier == "below":
-            return t.c.uri.like(f"{_like_escape(value)}%", escape="\\")  # type: ignore[no-any-return]
+            # Below on path segments: http://hl7.org/fhir is above http://hl7.org/fhir/ValueSet/x
+            # but not above http://hl7.org/fhirx.
+            stem = value.rstrip("/")
+            return or_(t.c.uri == value, t.c.uri == stem, t.c.uri.like(f"{_like_escape(stem)}/%", escape="\\"))
         if modifier == "above":
-            # Every stored URI that is a prefix of the value (path-wise).
-            return literal(value).like(t.c.uri + "%")
+            # The stored URIs that are path prefixes of the value: a short IN list the index serves,
+            # where "value LIKE uri || '%'" would scan every row and treat '_' in URIs as a wildcard.
+            return t.c.uri.in_(_path_prefixes(value))
         return t.c.uri == value  # type: ignore[no-any-return]
 
     def _text(self, raw: str) -> ColumnElement[bool]:
@@ -281,12 +322,12 @@ class Compiler:
                 conds.extend(self._key_component(comp.param_type, value, t.c.c2_system, t.c.c2_code))
             elif comp.param_type == "quantity":
                 q = split_unescaped(value, "|")
+                if len(q) not in (1, 3):
+                    raise _bad(f"{p.code}: quantity component {value!r} must be [prefix]number or [prefix]number|system|code")
                 conds.append(self._number(t.c.c2_num, q[0]))
                 if len(q) == 3:
-                    if q[1]:
-                        conds.append(t.c.c2_system == unescape(q[1]))
-                    if q[2]:
-                        conds.append(t.c.c2_unit == unescape(q[2]))
+                    # c2_code holds the unit code (or the unit text when there is no code).
+                    conds.extend(_unit_conds(unescape(q[1]), unescape(q[2]), t.c.c2_system, t.c.c2_code, t.c.c2_unit))
             elif comp.param_type == "number":
                 conds.append(self._number(t.c.c2_num if idx == 2 else t.c.c3_num, value))
             elif comp.param_type == "date":
@@ -318,7 +359,7 @@ class Compiler:
 
     # --- chains and reverse chains -------------------------------------------------------------
 
-    def _chain(self, r: FromClause, resource_type: str, f: Filter, depth: int) -> ColumnElement[bool]:
+    def _chain_rows(self, resource_type: str, f: Filter, depth: int) -> tuple[FromClause, Any, list[Any]]:
         p = f.param
         assert p is not None
         rest = f.chain[0][0]
@@ -332,48 +373,94 @@ class Compiler:
                 f"cannot chain {f.name!r}: none of the types {p.code!r} refers to "
                 f"({', '.join(targets)}) has a search parameter {chained_code!r}"
             )
-        if len(usable) > 1 and not f.target_type and len(usable) < len(targets):
-            pass  # only types that define the parameter can match
+        kinds = {params_for(t)[chained_code].type for t in usable}
+        if len(kinds) > 1:
+            # The same code means different things on the candidate types (a token here, a uri
+            # there): the spec asks servers to refuse rather than guess which was meant.
+            raise _bad(
+                f"ambiguous chain {f.name!r}: {chained_code!r} is a {' / '.join(sorted(kinds))} parameter "
+                f"depending on the type {p.code!r} refers to; name the type, e.g. {p.code}:{usable[0]}.{rest}"
+            )
+        ir = idx_reference.alias()
         per_target: list[ColumnElement[bool]] = []
         for target in usable:
-            inner_filter = resolve_filter(target, rest, f.values)
-            if inner_filter is None:
-                continue
-            r2 = resource.alias()
-            inner = select(r2.c.res_id).where(
-                r2.c.res_type == target,
-                r2.c.deleted.is_(False),
-                self._visible(r2),
-                self.condition(r2, target, inner_filter, depth + 1),
-            )
-            per_target.append(and_(idx_reference.c.target_type == target, idx_reference.c.target_id.in_(inner)))
-        sub = select(idx_reference.c.resource_pk).where(
-            idx_reference.c.res_type == resource_type,
-            idx_reference.c.param == p.code,
-            or_(*per_target),
-        )
-        return r.c.pk.in_(sub)
+            inner = resolve_filter(target, rest, f.values)
+            if inner is not None:
+                ids = self._ids_matching(target, inner, depth + 1)
+                per_target.append(and_(ir.c.target_type == target, ir.c.target_id.in_(ids)))
+        return ir, ir.c.resource_pk, [ir.c.res_type == resource_type, ir.c.param == p.code, or_(false(), *per_target)]
+
+    def _ids_matching(self, resource_type: str, f: Filter, depth: int) -> Select[Any]:
+        """The ids of the current, visible resources of ``resource_type`` that ``f`` matches."""
+        r2 = resource.alias()
+        own = [r2.c.res_type == resource_type, r2.c.deleted.is_(False), self._visible(r2)]
+        rows = self._rows(resource_type, f, depth)
+        if rows is None:
+            return select(r2.c.res_id).where(*own, self.condition(r2, resource_type, f, depth))
+        source, pk, conds = rows
+        return select(r2.c.res_id).select_from(source).join(r2, r2.c.pk == pk).where(*conds, *own)
 
     def _has(self, r: FromClause, resource_type: str, f: Filter, depth: int) -> ColumnElement[bool]:
         assert f.has is not None
         has_type, ref_param, rest = f.has
-        inner_filter = resolve_filter(has_type, rest, f.values)
-        if inner_filter is None:
+        inner = resolve_filter(has_type, rest, f.values)
+        if inner is None:
             raise _bad(f"_has: {has_type} has no search parameter {rest.split(':')[0]!r}")
+        ir = idx_reference.alias()
         r2 = resource.alias()
-        sources = select(r2.c.pk).where(
-            r2.c.res_type == has_type,
+        own = [
+            ir.c.res_type == has_type,
+            ir.c.param == ref_param,
+            ir.c.target_type == resource_type,
             r2.c.deleted.is_(False),
             self._visible(r2),
-            self.condition(r2, has_type, inner_filter, depth + 1),
-        )
-        sub = select(idx_reference.c.target_id).where(
-            idx_reference.c.res_type == has_type,
-            idx_reference.c.param == ref_param,
-            idx_reference.c.target_type == resource_type,
-            idx_reference.c.resource_pk.in_(sources),
-        )
+        ]
+        rows = self._rows(has_type, inner, depth + 1)
+        if rows is None:
+            sub = (
+                select(ir.c.target_id)
+                .select_from(ir)
+                .join(r2, r2.c.pk == ir.c.resource_pk)
+                .where(*own, self.condition(r2, has_type, inner, depth + 1))
+            )
+        else:
+            # The referring resources' own index rows drive: rows -> resource -> its references.
+            source, pk, conds = rows
+            sub = (
+                select(ir.c.target_id)
+                .select_from(source)
+                .join(r2, r2.c.pk == pk)
+                .join(ir, ir.c.resource_pk == r2.c.pk)
+                .where(*conds, *own)
+            )
         return r.c.res_id.in_(sub)
+
+
+def _unit_conds(system: str, code: str, system_col: Any, code_col: Any, unit_col: Any) -> list[ColumnElement[bool]]:
+    """``value|system|code``: with a system the code is a coded unit; ``value||unit`` matches code or unit text."""
+    conds: list[ColumnElement[bool]] = []
+    if system:
+        conds.append(system_col == system)
+        if code:
+            conds.append(code_col == code)
+    elif code:
+        conds.append(or_(code_col == code, unit_col == code))
+    return conds
+
+
+def _path_prefixes(uri: str) -> list[str]:
+    """``http://a.org/fhir/ValueSet/x`` -> itself and ``http://a.org/fhir/ValueSet``, ``…/fhir``, ``http://a.org``
+    (each also with a trailing slash). Only the path is cut: never the scheme or the host."""
+    start = uri.find("://")
+    first_cut = uri.find("/", start + 3) if start >= 0 else -1
+    out = {uri}
+    if first_cut < 0:
+        return sorted(out)
+    cut = first_cut
+    while cut >= 0:
+        out.update((uri[:cut], uri[: cut + 1]))
+        cut = uri.find("/", cut + 1)
+    return sorted(out)
 
 
 # --- sorting ------------------------------------------------------------------------------------
@@ -390,24 +477,32 @@ SORT_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def sort_expression(r: FromClause, p: SearchParam, descending: bool) -> Any:
-    """The value a resource sorts by for ``p``: the smallest value ascending, the largest descending."""
+TEXT_SORTS = frozenset({"string", "token", "reference", "uri"})
+
+
+def sort_expression(r: FromClause, p: SearchParam, descending: bool, *, bytewise: bool = False) -> Any:
+    """The value a resource sorts by for ``p``: the smallest value ascending, the largest descending.
+
+    ``bytewise`` (PostgreSQL) compares text in code-point order, as SQLite always does: with the
+    database's locale collation (en_US, zh_CN…) "de la cruz" and "dean" would swap places and the
+    two backends would page through the same data in different orders.
+    """
     from sqlalchemy import func
 
     if p.code == "_id":
-        return r.c.res_id
+        return r.c.res_id.collate("C") if bytewise else r.c.res_id
     if p.code == "_lastUpdated":
         return r.c.last_updated
     if p.type not in SORT_COLUMNS:
         raise _bad(f"cannot sort by {p.code!r} ({p.type} parameter)")
     table = INDEX_TABLES[p.type]
-    col = table.c[SORT_COLUMNS[p.type][1 if descending else 0]]
+    col: Any = table.c[SORT_COLUMNS[p.type][1 if descending else 0]]
+    text = bytewise and p.type in TEXT_SORTS
+    if text:
+        col = col.collate("C")
     agg = func.max(col) if descending else func.min(col)
-    return (
-        select(agg)
-        .where(table.c.resource_pk == r.c.pk, table.c.param == p.code)
-        .scalar_subquery()
-    )
+    expr = select(agg).where(table.c.resource_pk == r.c.pk, table.c.param == p.code).scalar_subquery()
+    return expr.collate("C") if text else expr
 
 
 def base_select(r: FromClause, resource_types: list[str] | None) -> Select[Any]:

@@ -199,6 +199,31 @@ class CompiledParam:
     component_keys: tuple[frozenset[str], ...] = ()
 
 
+# FHIRPath that yields a value even when the element is absent: such a parameter is always evaluated.
+_COMPUTES = ("exists(", "empty(", "not(", "count(", "iif(", "all(", "hasValue(", "=", " and ", " or ", " implies ", "|")
+_FILTERS = ("where(", "extension(", "ofType(", "as(")
+
+
+def _without_filters(part: str) -> str:
+    """The expression with the arguments of navigation filters (``where(system='phone')``) cut
+    out: a filter on an absent element still yields nothing."""
+    out: list[str] = []
+    i = 0
+    while i < len(part):
+        hit = next((f for f in _FILTERS if part.startswith(f, i)), None)
+        if hit is None:
+            out.append(part[i])
+            i += 1
+            continue
+        depth, j = 1, i + len(hit)
+        while j < len(part) and depth:
+            depth += {"(": 1, ")": -1}.get(part[j], 0)
+            j += 1
+        out.append(hit + ")")
+        i = j
+    return "".join(out)
+
+
 _ROOT_ELEMENT = re.compile(r"^\(*\s*([A-Z][A-Za-z]+)\.([a-z][A-Za-z]*)")
 
 
@@ -208,6 +233,8 @@ def root_keys(resource_type: str, expression: str | None) -> frozenset[str] | No
         return None
     keys: set[str] = set()
     for part in split_union(expression):
+        if any(op in _without_filters(part) for op in _COMPUTES):
+            return None  # e.g. Patient.deceased.exists() and … is false for a Patient without it
         m = _ROOT_ELEMENT.match(part)
         if m is None or m.group(1) != resource_type:
             return None
@@ -474,16 +501,19 @@ def content_text(resource: dict[str, Any]) -> str:
     return fold_long(" ".join(_all_strings(resource)))
 
 
-def _all_strings(node: Any) -> Iterable[str]:
+def _all_strings(node: Any, top: bool = True) -> Iterable[str]:
+    """Every string of a resource but its narrative, meta and id (top level only: a
+    CodeableConcept's or a HumanName's ``text`` is content)."""
     if isinstance(node, str):
         yield node
     elif isinstance(node, dict):
+        skip = ("text", "meta", "id", "resourceType") if top else ()
         for key, val in node.items():
-            if key not in ("text", "meta", "id", "resourceType"):
-                yield from _all_strings(val)
+            if key not in skip:
+                yield from _all_strings(val, False)
     elif isinstance(node, list):
         for item in node:
-            yield from _all_strings(item)
+            yield from _all_strings(item, False)
 
 
 def fold_long(text: str) -> str:

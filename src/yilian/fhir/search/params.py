@@ -50,6 +50,7 @@ class SearchRequest:
     filters: list[Filter] = field(default_factory=list)
     sort: list[tuple[str, bool]] = field(default_factory=list)  # (param code, descending)
     count: int = DEFAULT_COUNT
+    max_count: int = MAX_COUNT  # a larger _count is capped to this
     total: str = "accurate"  # none | estimate | accurate
     summary: str | None = None  # true | text | data | count | false
     elements: list[str] | None = None
@@ -149,6 +150,8 @@ def resolve_filter(resource_type: str, name: str, values: list[str]) -> Filter |
     if dot:
         if p.type != "reference":
             raise _bad(f"cannot chain through {code!r}: it is a {p.type} parameter, not a reference")
+        if f.modifier:
+            raise _bad(f"{name!r}: a chained reference takes a resource type modifier only, not :{f.modifier}")
         f.chain = [(chain_rest, None)]
     return f
 
@@ -158,9 +161,12 @@ def parse(
     pairs: list[tuple[str, str]],
     *,
     strict: bool = False,
+    default_count: int = DEFAULT_COUNT,
+    max_count: int = MAX_COUNT,
 ) -> SearchRequest:
+    """``default_count`` and ``max_count`` are the deployment's page sizes (FhirSettings)."""
     types: list[str] | None = [resource_type] if resource_type else None
-    req = SearchRequest(resource_types=types)
+    req = SearchRequest(resource_types=types, count=min(default_count, max_count), max_count=max_count)
     # _type first: it scopes every other parameter in a system-level search.
     if resource_type is None:
         for name, value in pairs:
@@ -212,7 +218,7 @@ def _result_param(req: SearchRequest, name: str, value: str) -> None:
             raise _bad(f"_count must be a whole number, not {value!r}") from None
         if n < 0:
             raise _bad("_count must not be negative")
-        req.count = min(n, MAX_COUNT)
+        req.count = min(n, req.max_count)
         req.used.append((name, str(req.count)))
     elif name == "_sort":
         for key in value.split(","):
@@ -264,6 +270,7 @@ def _result_param(req: SearchRequest, name: str, value: str) -> None:
         req.used.append((name, value))
     elif name == "_cursor":
         req.cursor = value
+        req.used.append((name, value))  # the page's self link names the page
     elif name in ("_format", "_pretty", "_type"):
         pass
     elif name in ("_contained", "_containedType"):

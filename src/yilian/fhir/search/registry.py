@@ -30,7 +30,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "quantity": frozenset({"missing", "not"}),
     "uri": frozenset({"missing", "below", "above", "not"}),
     "composite": frozenset({"missing"}),
-    "text": frozenset(),
+    "text": frozenset({"missing"}),
 }
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 

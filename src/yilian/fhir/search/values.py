@@ -46,7 +46,17 @@ def _tz_offset_us(tz: str | None) -> int:
         return 0
     sign = -1 if tz[0] == "-" else 1
     digits = tz[1:].replace(":", "")
-    return sign * (int(digits[:2]) * 3600 + int(digits[2:4]) * 60) * US
+    hours, minutes = int(digits[:2]), int(digits[2:4])
+    if hours > 14 or minutes > 59:
+        raise ValueError(f"time-zone offset {tz} out of range")
+    return sign * (hours * 3600 + minutes * 60) * US
+
+
+def _check_clock(hh: int, mi: int, ss: int = 0) -> None:
+    # The arithmetic below would silently roll 25:00 over into the next day; FHIR's time
+    # grammar stops at 23:59:60 (60 for a leap second), so anything past it is not a time.
+    if hh > 23 or mi > 59 or ss > 60:
+        raise ValueError("time of day out of range")
 
 
 def date_range(text: str) -> tuple[int, int] | None:
@@ -75,6 +85,7 @@ def date_range(text: str) -> tuple[int, int] | None:
             return low, low + 86400 * US - 1
         hh = int(m["H"])
         mi = int(m["M"] or 0)
+        _check_clock(hh, mi, int(m["S"] or 0))
         offset = _tz_offset_us(m["tz"])
         if m["M"] is None:
             low = _epoch_us(y, mo, d, hh) - offset

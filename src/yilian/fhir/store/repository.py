@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import (
     INDEX_TABLES,
     conditional_claim,
@@ -52,7 +53,10 @@ def get_current(conn: Connection, res_type: str, res_id: str, *, for_update: boo
     row = conn.execute(stmt, {"t": res_type, "i": res_id}).first()
     if row is None:
         return None
-    return StoredVersion(row.pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content, "", row.patient_key)
+    return StoredVersion(
+        row.pk, res_type, res_id, row.version, row.last_updated, row.deleted, open_content(conn.engine, row.content), "",
+        row.patient_key,
+    )
 
 
 _VERSION = select(
@@ -75,7 +79,8 @@ def get_version(conn: Connection, res_type: str, res_id: str, version: int) -> S
     if row is None:
         return None
     return StoredVersion(
-        row.resource_pk, res_type, res_id, row.version, row.last_updated, row.deleted, row.content, row.method, row.patient_key
+        row.resource_pk, res_type, res_id, row.version, row.last_updated, row.deleted, open_content(conn.engine, row.content),
+        row.method, row.patient_key,
     )
 
 
@@ -404,7 +409,10 @@ def history(
         stmt = stmt.where(*conds)
     stmt = stmt.order_by(rv.c.last_updated.desc(), rv.c.resource_pk.desc(), rv.c.version.desc()).limit(limit)
     return [
-        StoredVersion(r.resource_pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, r.method, r.patient_key)
+        StoredVersion(
+            r.resource_pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content),
+            r.method, r.patient_key,
+        )
         for r in conn.execute(stmt)
     ]
 
@@ -447,7 +455,10 @@ def current_by_pks(conn: Connection, pks: Sequence[int]) -> dict[int, StoredVers
             ).where(resource.c.pk.in_(chunk))
         )
         for r in rows:
-            out[r.pk] = StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "", r.patient_key)
+            out[r.pk] = StoredVersion(
+                r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content), "",
+                r.patient_key,
+            )
     return out
 
 
@@ -463,7 +474,10 @@ def current_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[S
             ).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.deleted.is_(False))
         )
         out.extend(
-            StoredVersion(r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "", r.patient_key)
+            StoredVersion(
+                r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content), "",
+                r.patient_key,
+            )
             for r in rows
         )
     return out
@@ -514,7 +528,7 @@ class FastReader:
         if row is None:
             return None
         version, last_updated, deleted, content, pk, pkey = row
-        return StoredVersion(pk, res_type, res_id, version, last_updated, deleted, content, "", pkey)
+        return StoredVersion(pk, res_type, res_id, version, last_updated, deleted, open_content(self.engine, content), "", pkey)
 
     def _sqlite_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
         cur = self._conn.driver_connection.execute(self._SQL.format("?", "?"), (res_type, res_id))

@@ -1,0 +1,48 @@
+"""Assembling the platform: the FHIR settings every entry point (server, CLI loaders) runs with.
+
+The systems that must see every write as it happens (access grants now; the patient index,
+subscriptions and forwarding as they land) are plugged in here, once, for every entry point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from yilian.db import Database
+from yilian.fhir.interactions.context import FhirSettings
+from yilian.fhir.store import sealing
+from yilian.kernel.crypto import Keyring
+from yilian.security.audit_view import virtual_types
+from yilian.security.grants import GrantDeriver
+
+
+def install_keys(db: Database, env: Mapping[str, str] | None = None) -> Keyring:
+    """Give the database its keyring: sensitive fields are sealed at rest with it.
+
+    Keys come from ``YILIAN_DATA_KEYS``/``YILIAN_INDEX_KEY`` or ``YILIAN_KEY_FILE``; the embedded
+    SQLite default keeps a key file beside the database file (``<file>.keys``, created once).
+    """
+    env = os.environ if env is None else env
+    key_file = None
+    if db.is_sqlite and db.url.database not in (None, "", ":memory:"):
+        key_file = Path(str(db.url.database) + ".keys")
+    keyring = Keyring.from_config(env, key_file=key_file)
+    sealing.install(db.engine, keyring)
+    return keyring
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    return default if value is None else value.strip().lower() not in ("0", "false", "off", "no")
+
+
+def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
+    env = os.environ if env is None else env
+    return FhirSettings(
+        enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
+        enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),
+        observers=(GrantDeriver(),),
+        virtual_types=virtual_types(),
+    )

@@ -1,0 +1,36 @@
+"""Chinese first, English available: the portal's words in both languages."""
+
+from __future__ import annotations
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "app": {"zh": "医联 区域卫生信息平台", "en": "Yilian regional health platform"},
+    "sign_in": {"zh": "登录", "en": "Sign in"},
+    "username": {"zh": "用户名", "en": "User name"},
+    "password": {"zh": "密码", "en": "Password"},
+    "otp": {"zh": "动态验证码（医护人员）", "en": "One-time code (staff)"},
+    "sign_out": {"zh": "退出登录", "en": "Sign out"},
+    "signed_in_as": {"zh": "已登录", "en": "Signed in as"},
+    "authorize_intro": {"zh": "应用“{app}”请求访问您的数据：", "en": "The app “{app}” asks to use your data:"},
+    "failed": {"zh": "用户名、密码或验证码错误", "en": "Wrong user name, password or one-time code"},
+    "locked": {"zh": "账户已因多次失败暂时锁定，请稍后再试", "en": "The account is locked after repeated failures; try again later"},
+    "language": {"zh": "English", "en": "中文"},
+    "institution": {"zh": "机构", "en": "Institution"},
+    "operator": {"zh": "平台运营（卫健委）", "en": "Platform operator (health commission)"},
+    "resident": {"zh": "居民", "en": "Resident"},
+}
+
+
+def language(accept_language: str | None, cookie: str | None) -> str:
+    if cookie in ("zh", "en"):
+        return cookie
+    if accept_language and accept_language.lower().startswith("en"):
+        return "en"
+    return "zh"
+
+
+def translator(lang: str):  # type: ignore[no-untyped-def]
+    def t(key: str, **kw: str) -> str:
+        text = MESSAGES.get(key, {}).get(lang) or MESSAGES.get(key, {}).get("zh") or key
+        return text.format(**kw) if kw else text
+
+    return t

@@ -1,0 +1,182 @@
+"""The hash chain: sealing committed rows in id order, and the thread that does it every second.
+
+Each sealed row carries ``seq`` (its place in the chain), ``prev_hash`` (the chain hash of the
+row before it; zeros for the first) and ``chain_hash`` = SHA-256 over ``prev_hash`` and a
+canonical, length-prefixed encoding of every other column. Editing, removing or reordering a
+sealed row therefore breaks the chain from that row on (``verify``).
+
+Rows are inserted unsealed by many concurrent transactions and sealed afterwards, in id order,
+by whoever holds the lock on the one ``audit_chain_head`` row (``SELECT … FOR UPDATE`` on
+PostgreSQL; SQLite's single write lock), so several sealers can run at once.
+
+**Gaps.** On SQLite the sealer holds the only write lock: no other transaction is in flight,
+so every id below the largest committed one is final. On PostgreSQL ids come from a sequence
+and become visible in commit order, not id order: a missing id may belong to a transaction
+still running, or to one that rolled back. The sealer stops at the first missing id and waits
+for it; once the gap has been seen for ``GAP_GRACE_S`` seconds (five) it is taken as rolled
+back and sealing goes on. Audit rows are inserted moments before their transaction commits
+(``recorder``, ``writer``), so a real in-flight gap lasts milliseconds; five seconds costs
+nothing but a late seal after a rollback. Should a row with such an id commit after all, it is
+sealed at the end of the chain (its seq then out of id order): no committed row ever stays
+outside the chain, and ``verify`` reports any row still unsealed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+
+from sqlalchemy import Connection, bindparam, func, select, update
+
+from yilian.db import Database, UnitOfWork
+from yilian.db.uow import transact
+from yilian.security.audit.tables import GENESIS_HASH, HEAD_ID, audit_chain_head, audit_event
+
+log = logging.getLogger("yilian.security.audit")
+
+GAP_GRACE_S = 5.0
+SEAL_BATCH = 1000
+# Every column but prev_hash and chain_hash, in a fixed order: what a chain hash covers.
+SEALED_COLUMNS = (
+    "id", "seq", "recorded", "action", "subtype", "outcome", "agent_kind", "agent_id", "org_id",
+    "patient_keys", "entity", "purpose", "flagged", "source_ip", "content",
+)  # fmt: skip
+DATA_COLUMNS = SEALED_COLUMNS[2:]  # what the event says, without its place in the log
+_DOMAIN = b"yilian.audit.chain.v1\x00"
+_INTS = frozenset({"id", "seq", "recorded", "outcome"})
+
+
+def _field(name: str, value: Any) -> bytes:
+    # Drivers differ (SQLite gives 1 for a boolean, psycopg memoryview for bytes): normalise by
+    # column first, so a hash depends only on the values.
+    if value is None:
+        tag, data = b"n", b""
+    elif name == "flagged":
+        tag, data = b"b", b"1" if value else b"0"
+    elif name in _INTS:
+        tag, data = b"i", str(int(value)).encode()
+    elif name == "content":
+        tag, data = b"x", bytes(value)
+    else:
+        tag, data = b"s", str(value).encode()
+    return name.encode() + b"=" + tag + len(data).to_bytes(8, "big") + data
+
+
+def chain_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    """The chain hash of ``row`` (a mapping with every sealed column) following ``prev_hash``."""
+    h = hashlib.sha256(_DOMAIN)
+    h.update(_field("prev_hash", prev_hash))
+    for name in SEALED_COLUMNS:
+        h.update(_field(name, row[name]))
+    return h.hexdigest()
+
+
+def lock_head(conn: Connection, *, share: bool = False) -> dict[str, Any]:
+    """The chain head, locked for this transaction (shared: for readers that need it to stay put)."""
+    stmt = select(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).with_for_update(read=share)
+    row = conn.execute(stmt).mappings().first()
+    if row is not None:
+        return dict(row)
+    # Someone removed the head: rebuild it from the chain itself rather than restart at seq 1.
+    tail = conn.execute(
+        select(audit_event.c.seq, audit_event.c.chain_hash).order_by(audit_event.c.seq.desc()).limit(1)
+    ).first()
+    last_id = conn.execute(select(func.max(audit_event.c.id)).where(audit_event.c.seq.is_not(None))).scalar()
+    head = {
+        "id": HEAD_ID,
+        "seq": int(tail.seq) if tail and tail.seq is not None else 0,
+        "chain_hash": tail.chain_hash if tail and tail.seq is not None else GENESIS_HASH,
+        "last_id": int(last_id or 0),
+        "gap_id": None,
+        "gap_since": None,
+    }
+    if not share:
+        conn.execute(audit_chain_head.insert().values(**head))
+    return head
+
+
+def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]:
+    conn = uow.conn
+    head = lock_head(conn)
+    rows = conn.execute(
+        select(audit_event).where(audit_event.c.seq.is_(None)).order_by(audit_event.c.id).limit(limit)
+    ).mappings().all()
+    seq, last_hash, last_id = int(head["seq"]), str(head["chain_hash"]), int(head["last_id"])
+    gap_id, gap_since = head["gap_id"], head["gap_since"]
+    now_us = time.time_ns() // 1000
+    sealed: list[dict[str, Any]] = []
+    waiting = False
+    for row in rows:
+        row_id = int(row["id"])
+        if row_id > last_id + 1 and not uow.db.is_sqlite:
+            if gap_id != last_id + 1:
+                gap_id, gap_since = last_id + 1, now_us
+            if now_us - int(gap_since) < grace_s * 1_000_000:
+                waiting = True
+                break
+        seq += 1
+        digest = chain_hash(last_hash, {**row, "seq": seq})
+        sealed.append({"b_id": row_id, "b_seq": seq, "b_prev": last_hash, "b_hash": digest})
+        last_hash = digest
+        last_id = max(last_id, row_id)
+        if gap_id is not None and last_id >= int(gap_id):
+            gap_id = gap_since = None
+    if sealed:
+        stmt = (
+            update(audit_event)
+            .where(audit_event.c.id == bindparam("b_id"), audit_event.c.seq.is_(None))
+            .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), chain_hash=bindparam("b_hash"))
+        )
+        conn.execute(stmt, sealed)
+    changed = {"seq": seq, "chain_hash": last_hash, "last_id": last_id, "gap_id": gap_id, "gap_since": gap_since}
+    if any(head[k] != v for k, v in changed.items()):
+        conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).values(**changed))
+    return len(sealed), len(rows) == limit and not waiting
+
+
+def seal(db: Database, *, batch: int = SEAL_BATCH, grace_s: float = GAP_GRACE_S) -> int:
+    """Chain every committed unsealed row that can be chained now; how many were sealed."""
+    total = 0
+    while True:
+        count, more = transact(db, lambda uow: _seal_batch(uow, batch, grace_s))
+        total += count
+        if not more:
+            return total
+
+
+class Sealer:
+    """A thread running :func:`seal` every ``interval`` seconds until stopped (the server runs one)."""
+
+    def __init__(self, db: Database, *, interval: float = 1.0, grace_s: float = GAP_GRACE_S) -> None:
+        self.db = db
+        self.interval = interval
+        self.grace_s = grace_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                seal(self.db, grace_s=self.grace_s)
+            except Exception as exc:  # the database may be down for a while; the next round tries again
+                log.warning("audit sealer: sealing failed: %s", str(getattr(exc, "orig", exc)).strip()[:200])
+            self._stop.wait(self.interval)
