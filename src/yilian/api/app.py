@@ -21,6 +21,8 @@ from yilian.api.auth import Authenticator
 from yilian.api.auth_routes import smart_config, token_endpoint
 from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path
 from yilian.api.pages import front_page
+from yilian.api.rest import ApiRoutes
+from yilian.api.systems import system_routes
 from yilian.db import Database
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.portal.login import routes as login_routes
@@ -87,6 +89,7 @@ def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dic
             Route("/auth/token", token_endpoint(db, writer), methods=["POST"]),
             Route("/.well-known/smart-configuration", smart_config),
             *login_routes(db, writer),
+            *system_routes(ApiRoutes(db, authenticator, writer)),
             Mount("/static", StaticFiles(directory=str(Path(portal_static.__file__).parent / "static")), name="static"),
         ],
         lifespan=lifespan,

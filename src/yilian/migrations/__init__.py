@@ -26,14 +26,20 @@ def config(db: Database) -> Config:
     return cfg
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "heads") -> None:
     command.upgrade(config(db), revision)
+
+
+def _joined(revisions: tuple[str, ...] | list[str]) -> str | None:
+    # History is kept in one line (a test checks it); while systems are built side by side a
+    # branch may exist for a moment, and the tools must still say where a database stands.
+    return "+".join(sorted(revisions)) or None
 
 
 def current_revision(db: Database) -> str | None:
     with db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _joined(MigrationContext.configure(conn).get_current_heads())
 
 
 def head_revision(db: Database) -> str | None:
-    return ScriptDirectory.from_config(config(db)).get_current_head()
+    return _joined(ScriptDirectory.from_config(config(db)).get_heads())

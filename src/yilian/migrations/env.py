@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import yilian.fhir.store.tables
+import yilian.mpi.tables
 import yilian.security.audit.tables
 import yilian.security.tables  # noqa: F401
 from yilian.db import metadata

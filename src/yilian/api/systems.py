@@ -1,0 +1,15 @@
+"""Every system's JSON API under ``/api``, each built on the one adapter in :mod:`yilian.api.rest`.
+
+A system adds its routes module here (one line) and nowhere else.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from yilian.api.rest import ApiRoutes
+
+
+def system_routes(api: ApiRoutes) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    return routes

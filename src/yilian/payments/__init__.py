@@ -1,0 +1,1 @@
+"""Card payments and settlement (一卡通 结算): the double-entry ledger, charges, reimbursement, daily clearing."""
