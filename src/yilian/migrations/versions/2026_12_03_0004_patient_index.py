@@ -10,9 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import yilian.db.schema
-
-
 revision = '0004'
 down_revision = '0003'
 branch_labels = None
