@@ -23,6 +23,9 @@ def problem(err: YilianError, *, instance: str | None = None, headers: dict[str,
     }
     if instance:
         body["instance"] = instance
+    reason = getattr(err, "reason", None)  # a system's machine-readable refusal (payments: "insufficient-balance")
+    if isinstance(reason, str):
+        body["reason"] = reason
     if len(err.issues) > 1 or err.issues[0].expression:
         body["errors"] = [{"detail": i.message, "pointer": list(i.expression)} for i in err.issues]
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

@@ -69,6 +69,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     patients: Sequence[str] = ()  # the patients (FHIR Patient ids) the call touched
     entity: str | None = None  # what was accessed, e.g. "Person/…" or "Card/…"
+    # The response body as bytes, sent as they are instead of ``body`` (a replayed idempotent reply
+    # must be the first reply byte for byte, not a re-serialization of it).
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class ApiRoutes:
             if not writes and self.writer is not None:
                 await self.writer.record(_finished(_with_principal(base, principal), reply))
             return Response(
-                orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS),
+                reply.raw if reply.raw is not None else orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS),
                 status_code=reply.status,
                 media_type="application/json",
                 headers=reply.headers,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from yilian.api import mpi_routes
 from yilian.api.rest import ApiRoutes
 
 
 def system_routes(api: ApiRoutes) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
+    routes += mpi_routes.routes(api)
     return routes

@@ -14,6 +14,9 @@ from yilian.db import Database
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
 from yilian.kernel.crypto import Keyring
+from yilian.mpi import PatientIndexObserver
+from yilian.mpi import operations as mpi_operations
+from yilian.mpi import virtual_types as mpi_virtual_types
 from yilian.security.audit_view import virtual_types
 from yilian.security.grants import GrantDeriver
 
@@ -43,6 +46,8 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
     return FhirSettings(
         enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
         enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),
-        observers=(GrantDeriver(),),
-        virtual_types=virtual_types(),
+        # The index first: a Patient it refuses (an invalid ID number) derives no grants.
+        observers=(PatientIndexObserver(), GrantDeriver()),
+        virtual_types={**virtual_types(), **mpi_virtual_types()},
+        operations=mpi_operations(),
     )

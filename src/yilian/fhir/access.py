@@ -94,6 +94,24 @@ class VirtualType(Protocol):
         ...
 
 
+class Operation(Protocol):
+    """A FHIR operation another system provides (``Patient/$match`` from the patient index).
+
+    ``name`` without the ``$``; ``resource_type`` None for a system-level operation; ``instance``
+    True when it runs on ``Type/{id}/$name``. ``affects_state`` False means a POST only reads.
+    """
+
+    name: str
+    resource_type: str | None
+    instance: bool
+    affects_state: bool
+    definition: str  # canonical URL of its OperationDefinition, for the CapabilityStatement
+
+    def run(self, uow: Any, ctx: Any, req: Any, resource_id: str | None) -> Any:
+        """The response (``FhirResponse``)."""
+        ...
+
+
 def require(policy: AccessPolicy, permission: str, resource_type: str) -> None:
     """Refuse outright when the caller's scopes do not cover the interaction."""
     if not policy.allows(permission, resource_type):

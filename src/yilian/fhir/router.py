@@ -186,7 +186,11 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
             raise _not_allowed(req)
         return _search(uow, ctx, req, None, req.query, strict)
     if head.startswith("$"):
-        raise YilianError(Category.UNSUPPORTED, f"system operation {head} is not supported")
+        sys_op = ctx.settings.operation(None, head[1:], instance=False)
+        if sys_op is None or len(segs) != 1:
+            raise YilianError(Category.UNSUPPORTED, f"system operation {head} is not supported")
+        done: FhirResponse = sys_op.run(uow, ctx, req, None)
+        return done
     virtual = ctx.settings.virtual_types.get(head)
     if virtual is not None:
         if method not in READ_METHODS and not (method == "POST" and segs[-1] == "_search"):
@@ -355,6 +359,10 @@ def _history(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | N
 
 
 def _type_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str, op: str) -> FhirResponse:
+    provided = ctx.settings.operation(rtype, op[1:], instance=False)
+    if provided is not None:
+        done: FhirResponse = provided.run(uow, ctx, req, None)
+        return done
     if op == "$validate":
         if req.method.upper() != "POST":
             raise _not_allowed(req)
@@ -363,6 +371,10 @@ def _type_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: 
 
 
 def _instance_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, op: str) -> FhirResponse:
+    provided = ctx.settings.operation(rtype, op[1:], instance=True)
+    if provided is not None:
+        done: FhirResponse = provided.run(uow, ctx, req, rid)
+        return done
     if op == "$everything" and rtype == "Patient":
         if req.method.upper() not in ("GET", "POST"):
             raise _not_allowed(req)

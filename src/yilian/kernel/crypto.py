@@ -423,6 +423,14 @@ class Keyring:
         digest = hmac.new(self._index_key, message, hashlib.sha256).digest()
         return BLIND_PREFIX + _b64url(digest[:BLIND_BYTES])
 
+    def keyed_hash64(self, purpose: str, value: str) -> int:
+        """A signed 64-bit keyed hash of ``value`` (for lookup keys such as the patient index's
+        blocking keys): equal values give equal numbers, and without the index key nobody can
+        tell which ID number or phone a number stands for by hashing guesses."""
+        message = b"h64\x1f" + purpose.encode("ascii") + b"\x1f" + value.encode("utf-8")
+        digest = hmac.new(self._index_key, message, hashlib.sha256).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
 
 def _aad(key_id: str, context: str) -> bytes:
     # The key id is bound too, so a token relabelled with another key id fails like any tampering.

@@ -1,6 +1,65 @@
 """Master patient index (MPI): every resident once, across every member institution.
 
-``yilian.mpi.matching`` is the matching engine (normalisation, Fellegi–Sunter scoring,
-the real-time index, bulk de-duplication); it works on plain records and knows nothing
-of FHIR or storage, so the services that wire it to the store live beside it.
+``yilian.mpi.matching`` is the matching engine (normalisation, Fellegi–Sunter scoring, the
+in-memory index for benchmarks and bulk runs); it knows nothing of FHIR or storage. The rest
+wires it to the platform:
+
+- :class:`PatientIndexObserver` registers every Patient write (REST, transaction, import, HL7,
+  CSV) in the write's own transaction: certain match → linked, probable → a review task,
+  otherwise a new person;
+- ``Patient/$match``, ``Patient/$ihe-pix`` and the read-only ``Person`` type (:func:`operations`,
+  :func:`virtual_types`);
+- the steward's use cases: :func:`link_record`, :func:`unlink_record`, :func:`merge_persons`,
+  :func:`unmerge`, the review queue, :func:`history`, :func:`train_and_store`.
 """
+
+from yilian.mpi.fhir_ops import PatientIndexObserver, cross_reference, operations, virtual_types
+from yilian.mpi.service import (
+    Candidate,
+    IndexCounts,
+    PersonView,
+    Registered,
+    Review,
+    accept_review,
+    counts,
+    find_candidates,
+    history,
+    link_record,
+    list_reviews,
+    merge_persons,
+    person_of,
+    person_view,
+    records_of,
+    register,
+    reject_review,
+    train_and_store,
+    unlink_record,
+    unmerge,
+)
+
+__all__ = [
+    "Candidate",
+    "IndexCounts",
+    "PatientIndexObserver",
+    "PersonView",
+    "Registered",
+    "Review",
+    "accept_review",
+    "counts",
+    "cross_reference",
+    "find_candidates",
+    "history",
+    "link_record",
+    "list_reviews",
+    "merge_persons",
+    "operations",
+    "person_of",
+    "person_view",
+    "records_of",
+    "register",
+    "reject_review",
+    "train_and_store",
+    "unlink_record",
+    "unmerge",
+    "virtual_types",
+]

@@ -50,9 +50,16 @@ def _resources(enforced: bool) -> list[dict[str, Any]]:
             "searchRevInclude": ["*"],
             "searchParam": search_params,
         }
-        ops = [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
+        ops = [
+            {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+        ]
         if rtype == "Patient":
-            ops.append({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+            ops.append(
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            )
         entry["operation"] = ops
         out.append(entry)
     return out
@@ -64,7 +71,12 @@ def _security(ctx: FhirContext) -> dict[str, Any]:
         "cors": False,
         "service": [
             {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
                 "text": "OAuth 2.0 (SMART Backend Services and SMART App Launch); see .well-known/smart-configuration",
             }
         ],
@@ -80,6 +92,32 @@ def _security(ctx: FhirContext) -> dict[str, Any]:
     }
 
 
+def _with_systems(ctx: FhirContext, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The core's resources, adjusted for what other systems plug in: types they serve read-only
+    (AuditEvent, Person) lose every write interaction, and their operations are listed."""
+    virtual = ctx.settings.virtual_types
+    ops = ctx.settings.operations
+    if not virtual and not ops:
+        return resources
+    out = []
+    for entry in resources:
+        rtype = entry["type"]
+        e = dict(entry)
+        if rtype in virtual:
+            e["interaction"] = [{"code": "read"}, {"code": "search-type"}]
+            e["versioning"] = "no-version"
+            e["readHistory"] = False
+            for flag in ("updateCreate", "conditionalCreate", "conditionalUpdate"):
+                e[flag] = False
+            e["conditionalDelete"] = "not-supported"
+            e["operation"] = []
+        extra = [{"name": op.name, "definition": op.definition} for op in ops if op.resource_type == rtype]
+        if extra:
+            e["operation"] = [*e.get("operation", []), *extra]
+        out.append(e)
+    return out
+
+
 def capability_statement(ctx: FhirContext) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
@@ -88,7 +126,10 @@ def capability_statement(ctx: FhirContext) -> dict[str, Any]:
         "publisher": "Yilian (医联)",
         "kind": "instance",
         "software": {"name": "Yilian", "version": __version__},
-        "implementation": {"description": "Yilian regional health information platform — shared health record", "url": ctx.base_url},
+        "implementation": {
+            "description": "Yilian regional health information platform — shared health record",
+            "url": ctx.base_url,
+        },
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
@@ -97,7 +138,18 @@ def capability_statement(ctx: FhirContext) -> dict[str, Any]:
                 "mode": "server",
                 "documentation": "Shared health record of the region (电子健康档案 and 电子病历).",
                 "security": _security(ctx),
-                "resource": _resources(ctx.settings.enforce_referential_integrity),
+                "resource": _with_systems(ctx, _resources(ctx.settings.enforce_referential_integrity)),
+                **(
+                    {
+                        "operation": [
+                            {"name": op.name, "definition": op.definition}
+                            for op in ctx.settings.operations
+                            if op.resource_type is None
+                        ]
+                    }
+                    if any(op.resource_type is None for op in ctx.settings.operations)
+                    else {}
+                ),
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
@@ -105,13 +157,41 @@ def capability_statement(ctx: FhirContext) -> dict[str, Any]:
                     {"code": "history-system"},
                 ],
                 "searchParam": [
-                    {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
-                    {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
-                    {"name": "_tag", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-tag"},
-                    {"name": "_profile", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/Resource-profile"},
-                    {"name": "_security", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-security"},
-                    {"name": "_source", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/Resource-source"},
-                    {"name": "_content", "type": "special", "definition": "http://hl7.org/fhir/SearchParameter/Resource-content"},
+                    {
+                        "name": "_id",
+                        "type": "token",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+                    },
+                    {
+                        "name": "_lastUpdated",
+                        "type": "date",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+                    },
+                    {
+                        "name": "_tag",
+                        "type": "token",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-tag",
+                    },
+                    {
+                        "name": "_profile",
+                        "type": "uri",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-profile",
+                    },
+                    {
+                        "name": "_security",
+                        "type": "token",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-security",
+                    },
+                    {
+                        "name": "_source",
+                        "type": "uri",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-source",
+                    },
+                    {
+                        "name": "_content",
+                        "type": "special",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-content",
+                    },
                 ],
                 "compartment": [
                     f"http://hl7.org/fhir/CompartmentDefinition/{name.lower()}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from yilian.fhir.access import ALLOW_ALL, AccessPolicy, VirtualType, WriteObserver
+from yilian.fhir.access import ALLOW_ALL, AccessPolicy, Operation, VirtualType, WriteObserver
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,14 @@ class FhirSettings:
     observers: tuple[WriteObserver, ...] = ()
     # Resource types a system serves from storage of its own (AuditEvent from the audit log).
     virtual_types: Mapping[str, VirtualType] = field(default_factory=dict)
+    # Operations other systems provide ($match, $ihe-pix…), found by (type or None, name, instance).
+    operations: tuple[Operation, ...] = ()
+
+    def operation(self, resource_type: str | None, name: str, *, instance: bool) -> Operation | None:
+        for op in self.operations:
+            if op.resource_type == resource_type and op.name == name and op.instance == instance:
+                return op
+        return None
 
 
 @dataclass(frozen=True)

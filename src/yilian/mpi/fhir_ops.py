@@ -1,0 +1,327 @@
+"""The patient index in FHIR: ``Patient/$match`` (PDQ-like), ``Patient/$ihe-pix`` (PIX-like
+cross-reference), the read-only ``Person`` type (one per person, linking every record), and the
+write observer that registers every Patient as it is written.
+
+Access: these adapters show Patient data only where the caller's access policy lets it see that
+Patient. A cross-reference (PIX, Person) is shown to a caller who may see at least one record of
+the person: it names the person's other records and identifiers — so that a treating institution
+can ask for them — but reading those records still needs a reason of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from yilian.db import UnitOfWork
+from yilian.fhir import FhirContext, FhirRequest, FhirResponse, bundles, dispatch
+from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, require
+from yilian.fhir.interactions.outcome import Resource
+from yilian.fhir.router import resource_headers
+from yilian.fhir.store.repository import current_by_keys
+from yilian.kernel.errors import Category, YilianError
+from yilian.mpi import service
+from yilian.mpi.fhir_map import check_identifiers, record_from_patient
+
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+_ASSURANCE = {
+    service.MANUAL: "level4",
+    service.REVIEWED: "level4",
+    service.MERGED: "level4",
+    service.AUTO: "level3",
+    service.NEW: "level2",
+}
+
+
+class PatientIndexObserver:
+    """Registers every Patient write with the index, in the write's own transaction; refuses a
+    Patient whose resident ID number is invalid or contradicts its birth date or sex."""
+
+    def on_write(
+        self,
+        uow: UnitOfWork,
+        ctx: Any,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        patient_key: str | None,
+    ) -> None:
+        if resource_type != "Patient":
+            return
+        if resource is not None:
+            check_identifiers(resource)
+        policy = getattr(ctx, "policy", ALLOW_ALL)
+        service.register(uow, patient_id=resource_id, resource=resource, actor=policy.identity)
+
+
+def _visible(uow: UnitOfWork, ctx: FhirContext, patient_id: str) -> bool:
+    return bool(ctx.policy.can_see(uow, "Patient", patient_id))
+
+
+def _param(body: Any, name: str) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise YilianError(Category.INVALID, "the body must be a Parameters resource")
+    return [p for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == name]
+
+
+@dataclass(frozen=True)
+class MatchOperation:
+    """``POST Patient/$match``: the persons a Patient may be, graded and scored."""
+
+    name: str = "match"
+    resource_type: str | None = "Patient"
+    instance: bool = False
+    affects_state: bool = False
+    definition: str = "http://hl7.org/fhir/OperationDefinition/Patient-match"
+
+    def run(
+        self, uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, resource_id: str | None
+    ) -> FhirResponse:
+        if req.method.upper() != "POST":
+            raise YilianError(Category.NOT_ALLOWED, "Patient/$match takes a POST with a Parameters body")
+        require(ctx.policy, SEARCH, "Patient")
+        resources = _param(req.body, "resource")
+        if (
+            len(resources) != 1
+            or not isinstance(resources[0].get("resource"), dict)
+            or resources[0]["resource"].get("resourceType") != "Patient"
+        ):
+            raise YilianError(
+                Category.INVALID, "Patient/$match needs exactly one 'resource' parameter holding a Patient"
+            )
+        patient = resources[0]["resource"]
+        check_identifiers(patient)
+        only_certain = any(p.get("valueBoolean") is True for p in _param(req.body, "onlyCertainMatches"))
+        count_p = _param(req.body, "count")
+        count = count_p[0].get("valueInteger") if count_p else 10
+        if not isinstance(count, int) or not 1 <= count <= 100:
+            raise YilianError(Category.INVALID, "count must be an integer between 1 and 100")
+        query_id = str(patient.get("id") or "$match")
+        record = record_from_patient(query_id, patient)
+        candidates = service.find_candidates(
+            uow, record, limit=count, min_grade="certain" if only_certain else "possible"
+        )
+        entries: list[dict[str, Any]] = []
+        shown: set[str] = set()
+        for c in candidates:
+            # The best-matching record first, then the person's other records the caller may see.
+            for pid in [
+                c.patient_id,
+                *[p for p in service.records_of(uow, c.person_id) if p != c.patient_id],
+            ]:
+                if pid == query_id or pid in shown or not _visible(uow, ctx, pid):
+                    continue
+                stored = current_by_keys(uow.conn, [("Patient", pid)])
+                if not stored or stored[0].content is None:
+                    continue
+                shown.add(pid)
+                entries.append(
+                    {
+                        "fullUrl": ctx.url_for("Patient", pid),
+                        "resource": orjson.loads(stored[0].content),
+                        "search": {
+                            "extension": [{"url": MATCH_GRADE, "valueCode": c.grade}],
+                            "mode": "match",
+                            "score": round(c.probability, 4),
+                        },
+                    }
+                )
+        body = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+        return FhirResponse(200, orjson.dumps(body), patients=frozenset(shown))
+
+
+def _patients_with_identifier(uow: UnitOfWork, ctx: FhirContext, token: str) -> list[str]:
+    # The FHIR search does the work (sensitive identifiers are blind-indexed there); run trusted,
+    # since who may see the answer is decided on the person below.
+    trusted = FhirContext(base_url=ctx.base_url, settings=ctx.settings, policy=ALLOW_ALL)
+    found = dispatch(
+        uow,
+        trusted,
+        FhirRequest("GET", "Patient", query=[("identifier", token), ("_elements", "id"), ("_count", "100")]),
+    )
+    bundle = orjson.loads(found.body or b"{}")
+    return [
+        e["resource"]["id"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"
+    ]
+
+
+def _split_token(token: str) -> tuple[str, str]:
+    system, bar, value = token.partition("|")
+    if not bar or not system or not value:
+        raise YilianError(Category.INVALID, "sourceIdentifier must be <system>|<value> (both parts)")
+    return system, value
+
+
+@dataclass(frozen=True)
+class CrossReference:
+    person_id: str
+    records: list[tuple[str, list[dict[str, Any]]]]  # (patient id, its identifiers)
+
+
+def cross_reference(uow: UnitOfWork, ctx: FhirContext, token: str) -> CrossReference:
+    """The person known by an identifier, with every record and identifier of theirs."""
+    _split_token(token)
+    persons = {p for pid in _patients_with_identifier(uow, ctx, token) if (p := service.person_of(uow, pid))}
+    nothing = YilianError(Category.NOT_FOUND, "no person is known by that identifier")
+    if len(persons) > 1:
+        raise YilianError(
+            Category.CONFLICT,
+            "the identifier belongs to records of more than one person: a data steward must review it",
+        )
+    if not persons:
+        raise nothing
+    person_id = persons.pop()
+    records = service.records_of(uow, person_id)
+    if not any(_visible(uow, ctx, pid) for pid in records):
+        raise nothing  # the same answer as "unknown": no hint that the person exists
+    out = []
+    for stored in sorted(
+        current_by_keys(uow.conn, [("Patient", p) for p in records]), key=lambda s: s.res_id
+    ):
+        content = orjson.loads(stored.content or b"{}")
+        out.append((stored.res_id, [i for i in content.get("identifier") or [] if isinstance(i, dict)]))
+    return CrossReference(person_id, out)
+
+
+@dataclass(frozen=True)
+class PixOperation:
+    """``GET Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=…]`` (IHE PIXm)."""
+
+    name: str = "ihe-pix"
+    resource_type: str | None = "Patient"
+    instance: bool = False
+    affects_state: bool = False
+    definition: str = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"
+
+    def run(
+        self, uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, resource_id: str | None
+    ) -> FhirResponse:
+        if req.method.upper() not in ("GET", "HEAD"):
+            raise YilianError(Category.NOT_ALLOWED, "Patient/$ihe-pix is a GET")
+        require(ctx.policy, READ, "Patient")
+        sources = [v for k, v in req.query if k == "sourceIdentifier"]
+        if len(sources) != 1:
+            raise YilianError(Category.INVALID, "give exactly one sourceIdentifier=<system>|<value>")
+        targets = {v for k, v in req.query if k == "targetSystem"}
+        xref = cross_reference(uow, ctx, sources[0])
+        params: list[dict[str, Any]] = []
+        for pid, idents in xref.records:
+            for ident in idents:
+                if not targets or ident.get("system") in targets:
+                    params.append({"name": "targetIdentifier", "valueIdentifier": ident})
+            params.append({"name": "targetId", "valueReference": {"reference": f"Patient/{pid}"}})
+        params.append({"name": "targetId", "valueReference": {"reference": f"Person/{xref.person_id}"}})
+        body = {"resourceType": "Parameters", "parameter": params}
+        return FhirResponse(200, orjson.dumps(body), patients=frozenset(pid for pid, _ in xref.records))
+
+
+def _person_resource(uow: UnitOfWork, view: service.PersonView) -> dict[str, Any]:
+    stored = {
+        s.res_id: orjson.loads(s.content or b"{}")
+        for s in current_by_keys(uow.conn, [("Patient", p) for p, _, _ in view.records])
+    }
+    identifiers: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    names: list[dict[str, Any]] = []
+    for pid, _, _ in view.records:
+        content = stored.get(pid) or {}
+        for ident in content.get("identifier") or []:
+            key = (str(ident.get("system")), str(ident.get("value")))
+            if key not in seen:
+                seen.add(key)
+                identifiers.append(ident)
+        if not names and content.get("name"):
+            names = content["name"]
+    out: dict[str, Any] = {"resourceType": "Person", "id": view.person_id, "active": view.status == "active"}
+    if identifiers:
+        out["identifier"] = identifiers
+    if names:
+        out["name"] = names
+    links = [
+        {"target": {"reference": f"Patient/{pid}"}, "assurance": _ASSURANCE.get(how, "level2")}
+        for pid, how, _ in view.records
+    ]
+    if view.merged_into:
+        links.append({"target": {"reference": f"Person/{view.merged_into}"}, "assurance": "level4"})
+    if links:
+        out["link"] = links
+    return out
+
+
+class PersonView:
+    """``/fhir/Person``: one Person per resident, linking every institution's record of them."""
+
+    def _resource(self, uow: UnitOfWork, ctx: FhirContext, person_id: str) -> Resource | None:
+        try:
+            view = service.person_view(uow, person_id)
+        except YilianError:
+            return None
+        if not any(_visible(uow, ctx, pid) for pid, _, _ in view.records) and not (
+            view.merged_into and any(_visible(uow, ctx, p) for p in service.records_of(uow, view.merged_into))
+        ):
+            return None
+        body = _person_resource(uow, view)
+        return Resource(
+            "Person", person_id, 1, int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000), orjson.dumps(body)
+        )
+
+    def read(self, uow: UnitOfWork, ctx: FhirContext, resource_id: str) -> FhirResponse:
+        require(ctx.policy, READ, "Person")
+        r = self._resource(uow, ctx, resource_id)
+        if r is None:
+            raise YilianError(Category.NOT_FOUND, f"Person/{resource_id} does not exist")
+        return FhirResponse(
+            200,
+            r.content,
+            resource_headers(r, ctx),
+            r,
+            patients=frozenset(service.records_of(uow, resource_id)),
+        )
+
+    def search(
+        self, uow: UnitOfWork, ctx: FhirContext, pairs: list[tuple[str, str]], *, path: str
+    ) -> FhirResponse:
+        require(ctx.policy, SEARCH, "Person")
+        wanted = [(k, v) for k, v in pairs if k not in ("_format", "_pretty")]
+        persons: set[str] | None = None
+        for k, v in wanted:
+            if k == "identifier":
+                try:
+                    found = {cross_reference(uow, ctx, v).person_id}
+                except YilianError as err:
+                    if err.category is not Category.NOT_FOUND:
+                        raise
+                    found = set()
+            elif k in ("link", "patient"):
+                pid = v.split("/")[-1]
+                p = service.person_of(uow, pid)
+                found = {p} if p else set()
+            elif k == "_id":
+                found = set(v.split(","))
+            else:
+                raise YilianError(
+                    Category.INVALID,
+                    f"Person is searched by identifier, link (or patient) and _id; {k!r} is not supported",
+                )
+            persons = found if persons is None else persons & found
+        if persons is None:
+            raise YilianError(
+                Category.INVALID, "search Person by identifier=<system>|<value>, link=Patient/<id> or _id"
+            )
+        matches = [r for p in sorted(persons) if (r := self._resource(uow, ctx, p)) is not None]
+        body = bundles.searchset(
+            ctx, path=path, used=wanted, matches=matches, included=[], total=len(matches), next_cursor=None
+        )
+        touched = frozenset(pid for r in matches for pid in service.records_of(uow, r.res_id))
+        return FhirResponse(200, body, patients=touched)
+
+
+def operations() -> tuple[Any, ...]:
+    return (MatchOperation(), PixOperation())
+
+
+def virtual_types() -> dict[str, Any]:
+    return {"Person": PersonView()}
