@@ -1,1 +1,25 @@
-"""The exchange platform (数据交换平台): HL7 v2 over MLLP, legacy CSV migration, bulk data, subscriptions, forwarding."""
+"""The exchange platform (数据交换平台): HL7 v2 over MLLP, legacy CSV migration, bulk data, subscriptions, forwarding.
+
+HL7 v2 intake (docs/exchange.md):
+
+- :func:`receive` one message (bytes) and get its :class:`Outcome` (the ACK);
+- :class:`MllpServer` listens for framed messages over TCP or TLS;
+- :func:`dead_letters` lists what failed, :func:`replay` processes it again.
+"""
+
+from __future__ import annotations
+
+from yilian.exchange.intake import IntakeSettings, Outcome, receive
+from yilian.exchange.mllp import MllpServer, tls_context
+from yilian.exchange.service import DeadLetter, dead_letters, replay
+
+__all__ = [
+    "DeadLetter",
+    "IntakeSettings",
+    "MllpServer",
+    "Outcome",
+    "dead_letters",
+    "receive",
+    "replay",
+    "tls_context",
+]

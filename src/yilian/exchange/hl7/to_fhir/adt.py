@@ -1,0 +1,103 @@
+"""ADT: admissions, transfers, discharges, registrations, person updates and merges.
+
+| event | what changes |
+|---|---|
+| A01 admit, A04 register, A05 pre-admit, A08 update, A28 add person, A31 update person | Patient (and the visit, when PV1 has one) |
+| A02 transfer | the visit, at its new location |
+| A03 discharge | the visit is finished (PV1-45 or EVN-2 as its end) |
+| A11 cancel admit/visit | the visit is cancelled |
+| A13 cancel discharge | the visit is in progress again, without an end |
+| A40 merge | each MRG record is kept, inactive, ``replaced-by`` the PID record (see ``intake``) |
+"""
+
+from __future__ import annotations
+
+from yilian.exchange.hl7 import datatypes as t
+from yilian.exchange.hl7.errors import Hl7Error
+from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
+
+EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"})
+_PERSON_ONLY = frozenset({"A28", "A31"})
+
+
+def map_adt(m: Mapping_) -> None:
+    event = m.msg.trigger_event
+    if event == "A40":
+        _merge(m)
+        return
+    pid = m.msg.first("PID")
+    if pid is None:
+        raise Hl7Error(f"ADT^{event} needs a PID segment", code="100", segment="PID")
+    patient, key = m.patient(pid)
+    if event in _PERSON_ONLY:
+        return
+    pv1 = m.msg.first("PV1")
+    encounter = None
+    if pv1 is not None:
+        status = {"A03": "finished", "A11": "cancelled", "A13": "in-progress", "A05": "planned"}.get(event)
+        if event in ("A01", "A02", "A04"):
+            status = "in-progress" if not t.date_time(pv1, 45) else "finished"
+        encounter = m.encounter(pv1, patient, status=status, pv2=m.msg.first("PV2"))
+        if encounter is not None and event == "A03" and not t.date_time(pv1, 45):
+            # The discharge time is PV1-45; senders that leave it empty mean "now", i.e. EVN-2.
+            evn = m.msg.first("EVN")
+            end = t.date_time(evn, 2) if evn is not None else None
+            if end:
+                m.entries[-1]["resource"].setdefault("period", {})["end"] = end
+    when = _event_time(m)
+    for obx in m.msg.all("OBX"):
+        m.observation(
+            obx,
+            patient,
+            scope=f"{key[1]}/{pv1.get(19) if pv1 else ''}",
+            encounter=encounter,
+            fallback_time=when,
+        )
+
+
+def _event_time(m: Mapping_) -> str | None:
+    evn = m.msg.first("EVN")
+    return t.date_time(evn, 2) if evn is not None else None
+
+
+def _merge(m: Mapping_) -> None:
+    """A40: one or more PID/MRG pairs; each PID is the surviving record, its MRG the one merged away."""
+    pairs = 0
+    segments = m.msg.segments
+    for i, seg in enumerate(segments):
+        if seg.id != "PID":
+            continue
+        mrg = next((s for s in segments[i + 1 :] if s.id in ("MRG", "PID")), None)
+        if mrg is None or mrg.id != "MRG":
+            raise Hl7Error(
+                "ADT^A40: every PID must be followed by the MRG of the record merged into it",
+                code="100",
+                segment="MRG",
+            )
+        _survivor_url, survivor_key = m.patient(seg)
+        old_ident = next((x for x in (m.identifier(r, patient_list=True) for r in mrg.reps(1)) if x), None)
+        if old_ident is None:
+            raise Hl7Error(
+                "MRG-1 (prior patient identifier list) is empty",
+                code="101",
+                segment="MRG",
+                sequence=mrg.sequence,
+                field=1,
+            )
+        m.merges.append(
+            ({"system": survivor_key[0], "value": survivor_key[1]}, old_ident, Origin("MRG", mrg.sequence, 1))
+        )
+        pairs += 1
+    if not pairs:
+        raise Hl7Error("ADT^A40 needs at least one PID/MRG pair", code="100", segment="PID")
+
+
+def map_demographics(m: Mapping_) -> None:
+    """The patient (and visit) of a message whose main content the platform does not store."""
+    pid = m.msg.first("PID")
+    if pid is None:
+        raise Hl7Error(f"{m.msg.message_code} needs a PID segment", code="100", segment="PID")
+    patient, _ = m.patient(pid)
+    pv1 = m.msg.first("PV1")
+    if pv1 is not None:
+        m.encounter(pv1, patient)

@@ -1,0 +1,209 @@
+"""The HL7 commands as people run them: ``yilian serve --mllp-port``, ``yilian mllp`` over TLS,
+``yilian exchange dead-letters`` and ``yilian exchange replay``, each in a child process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hl7.client
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import SHARED
+from tests.support.paths import ROOT
+from tests.support.server import database_url, free_port
+from yilian.api.wiring import platform_settings
+from yilian.db import Database
+from yilian.exchange import IntakeSettings, dead_letters, receive
+from yilian.exchange.hl7 import to_fhir
+
+MESSAGES = SHARED / "hl7v2" / "microsoft-fhir-converter" / "messages"
+
+
+def _env() -> dict[str, str]:
+    keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
+    return {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+
+
+def _yilian(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "yilian.cli.main", *args],
+        cwd=ROOT,
+        env={**_env(), "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _msa(reply: bytes) -> list[str]:
+    line = next(x for x in reply.strip(b"\x0b\x1c\r").decode().split("\r") if x.startswith("MSA"))
+    return line.split("|")
+
+
+def test_serve_with_mllp_port(db: Database) -> None:
+    http_port, mllp_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "yilian.cli.main",
+            "serve",
+            "--database",
+            database_url(db),
+            "--port",
+            str(http_port),
+            "--no-upgrade",
+            "--mllp-port",
+            str(mllp_port),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(mllp_port, proc)
+        raw = (MESSAGES / "VXU-V04-01.hl7").read_bytes()
+        with hl7.client.MLLPClient("127.0.0.1", mllp_port) as client:
+            assert _msa(client.send_message(raw))[1:3] == ["AA", "MSG00001"]
+        _wait_for_port(http_port, proc)
+        found = httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=10)
+        assert found.status_code == 200
+    finally:
+        _stop(proc)
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_mllp_command_over_tls(db: Database, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "yilian.cli.main",
+            "mllp",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--database",
+            database_url(db),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc)
+        context = ssl.create_default_context(cafile=str(cert))
+        raw = (MESSAGES / "ADT04-28.hl7").read_bytes()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as plain,
+            context.wrap_socket(plain, server_hostname="localhost") as s,
+        ):
+            s.sendall(b"\x0b" + raw + b"\x1c\x0d")
+            reply = b""
+            while not reply.endswith(b"\x1c\x0d"):
+                chunk = s.recv(4096)
+                assert chunk
+                reply += chunk
+        assert _msa(reply)[1:3] == ["AA", "1270326314"]
+    finally:
+        _stop(proc)
+
+
+def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = database_url(db)
+    settings = IntakeSettings(fhir=platform_settings())
+    raw = (MESSAGES / "SIU-S14-01.hl7").read_bytes().replace(b"|MSG00014|", b"|CLI-DL-1|")
+
+    def broken(_: Any) -> None:
+        raise RuntimeError("scheduling mapper not deployed")
+
+    events, _ = to_fhir.SUPPORTED["SIU"]
+    with monkeypatch.context() as patch:
+        patch.setitem(to_fhir.SUPPORTED, "SIU", (events, broken))
+        assert receive(db, raw, settings=settings).code == "AE"
+    bad = receive(
+        db,
+        b"MSH|^~\\&|LIS|L7|Y|C|20261203||ORU^R01|CLI-DL-2|P|2.5\rPID|1||Q1^^^L7^MR\rOBR|1|O7|F7|GLU^Glucose^L\rOBX|1|NM|GLU^Glucose^L||n/a\r",
+        settings=settings,
+    )
+    assert bad.code == "AE"
+    letters = {d.control_id: d for d in dead_letters(db)}
+    listed = _yilian("exchange", "dead-letters", "--database", url)
+    assert listed.returncode == 0
+    assert "CLI-DL-1" in listed.stdout and "CLI-DL-2" in listed.stdout and "OBX[1]-5" in listed.stdout
+    assert _yilian("exchange", "replay", "--database", url).returncode == 2  # neither ids nor --all
+    # The child process has the working mapper: the first replays; the second is still wrong.
+    fixed = _yilian("exchange", "replay", str(letters["CLI-DL-1"].dead_id), "--database", url)
+    assert fixed.returncode == 0 and "stored (AA)" in fixed.stdout
+    still = _yilian("exchange", "replay", "--all", "--database", url)
+    assert still.returncode == 1 and "still failing" in still.stdout
+    remaining = [d.control_id for d in dead_letters(db)]
+    assert "CLI-DL-1" not in remaining and "CLI-DL-2" in remaining

@@ -1,0 +1,477 @@
+"""HL7 v2 intake end to end: a real MLLP client (python-hl7's ``MLLPClient``) over loopback
+against the listener, on SQLite and PostgreSQL, checking the ACKs and what landed in FHIR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import hl7.client
+import orjson
+import pytest
+
+from tests.conftest import SHARED
+from yilian import mpi
+from yilian.api.wiring import platform_settings
+from yilian.db import Database, UnitOfWork
+from yilian.exchange import IntakeSettings, MllpServer, dead_letters, replay
+from yilian.exchange.hl7 import to_fhir
+from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.kernel import naming
+
+MESSAGES = SHARED / "hl7v2" / "microsoft-fhir-converter" / "messages"
+EXPECTED = SHARED / "hl7v2" / "microsoft-fhir-converter" / "expected-fhir"
+
+
+@pytest.fixture(scope="module")
+def settings() -> IntakeSettings:
+    return IntakeSettings(fhir=platform_settings())
+
+
+@pytest.fixture(scope="module")
+def port(db: Database, settings: IntakeSettings) -> Iterator[int]:
+    """The listener, on its own event loop in a thread, as ``yilian serve --mllp-port`` runs it."""
+    loop = asyncio.new_event_loop()
+    server = MllpServer(db, settings, host="127.0.0.1", port=0, workers=4)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server.bound_port
+    asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
+
+
+def send(port: int, message: bytes) -> bytes:
+    with hl7.client.MLLPClient("127.0.0.1", port) as client:
+        reply: bytes = client.send_message(message)
+    return reply.strip(b"\x0b\x1c\r")
+
+
+def ack_fields(ack: bytes, codec: str = "utf-8") -> dict[str, list[str]]:
+    return {line.split("|")[0]: line.split("|") for line in ack.decode(codec).split("\r") if line}
+
+
+def control_id(raw: bytes) -> str:
+    first = raw.removeprefix(b"\xef\xbb\xbf").replace(b"\n", b"\r").split(b"\r")[0].decode()
+    return first.split("|")[9]
+
+
+def search(db: Database, path: str, **params: str) -> list[dict[str, Any]]:
+    query = [(k.replace("_", "-") if not k.startswith("_") else k, v) for k, v in params.items()] + [
+        ("_count", "1000")
+    ]
+    with UnitOfWork(db) as uow:
+        resp = dispatch(uow, FhirContext(settings=platform_settings()), FhirRequest("GET", path, query=query))
+    body = orjson.loads(resp.body or b"{}")
+    return [
+        e["resource"] for e in body.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"
+    ]
+
+
+def patient(db: Database, system: str, value: str) -> dict[str, Any]:
+    found = search(db, "Patient", identifier=f"{system}|{value}")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_every_shared_message_is_accepted(db: Database, port: int) -> None:
+    files = sorted(MESSAGES.glob("*.hl7"))
+    assert len(files) >= 27
+    for path in files:
+        raw = path.read_bytes()
+        ack = ack_fields(send(port, raw))
+        assert ack["MSA"][1] == "AA", (path.name, ack)
+        assert ack["MSA"][2] == control_id(raw), path.name
+        assert "ERR" not in ack
+
+
+def test_patients_carry_pid_facts(db: Database, port: int) -> None:
+    send(port, (MESSAGES / "ADT-A01-01.hl7").read_bytes())
+    p = patient(db, naming.mrn_system("test1"), "PATID1234")
+    assert p["name"][0]["family"] == "EVERYMAN" and p["name"][0]["given"][0] == "ADAM"
+    assert p["birthDate"] == "1988-08-18" and p["gender"] == "male"
+    assert {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123456789"} in [
+        {k: i[k] for k in ("system", "value")} for i in p["identifier"]
+    ]
+    # A08 re-sends the person: the same Patient is updated, never duplicated.
+    send(port, (MESSAGES / "ADT-A08-01.hl7").read_bytes())
+    assert len(search(db, "Patient", identifier=f"{naming.mrn_system('test1')}|PATID1234")) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("ADT01-23.hl7", "ADT01-23-expected.json"),
+        ("ADT04-23.hl7", "ADT04-23-expected.json"),
+        ("LAB-ORU-1.hl7", "LAB-ORU-1-expected.json"),
+        ("VXU.hl7", "VXU-expected.json"),
+        ("SIU-S12-01.hl7", "SIU-S12-01-expected.json"),
+        ("REF-I12-01.hl7", "REF-I12-01-expected.json"),
+    ],
+)
+def test_key_facts_agree_with_the_peer_converter(
+    db: Database, port: int, message: str, expected: str
+) -> None:
+    raw = (MESSAGES / message).read_bytes()
+    ack = ack_fields(send(port, raw))
+    assert ack["MSA"][1] == "AA"
+    theirs = [e["resource"] for e in json.loads((EXPECTED / expected).read_text())["entry"]]
+    their_patient = (
+        next(r for r in theirs if r["resourceType"] == "Patient")
+        if any(r["resourceType"] == "Patient" for r in theirs)
+        else None
+    )
+    ours = _written(db, raw)
+    if their_patient is not None:
+        our_patient = next(r for r in ours if r["resourceType"] == "Patient")
+        assert our_patient.get("birthDate") == their_patient.get("birthDate")
+        assert our_patient.get("gender") == their_patient.get("gender")
+        assert our_patient["name"][0].get("family") == their_patient["name"][0].get("family")
+        their_ids = {i["value"] for i in their_patient.get("identifier", []) if i.get("value")}
+        assert {i["value"] for i in our_patient["identifier"]} <= their_ids | {"123456789"}
+    counts = Counter(r["resourceType"] for r in ours)
+    their_counts = Counter(r["resourceType"] for r in theirs)
+    for kind in ("Immunization", "Appointment", "DiagnosticReport"):
+        assert counts[kind] == their_counts[kind], kind
+    if message in ("LAB-ORU-1.hl7", "VXU.hl7"):
+        assert counts["Observation"] == their_counts["Observation"]
+        assert counts["ServiceRequest"] == their_counts["ServiceRequest"]
+    their_codes = _codes(theirs, "Observation") | _codes(theirs, "Immunization")
+    assert _codes(ours, "Observation") | _codes(ours, "Immunization") <= their_codes | _codes(
+        ours, "Observation"
+    )
+    assert _codes(theirs, "Immunization") == _codes(ours, "Immunization")
+
+
+def _written(db: Database, raw: bytes) -> list[dict[str, Any]]:
+    """The resources the message log says this message wrote."""
+    from sqlalchemy import select
+
+    from yilian.exchange import tables
+    from yilian.exchange.intake import digest
+
+    with UnitOfWork(db) as uow:
+        refs = orjson.loads(
+            uow.conn.execute(
+                select(tables.message.c.resources).where(tables.message.c.digest == digest(raw))
+            ).scalar_one()
+        )
+    out = []
+    for ref in refs:
+        rtype, rid = ref.split("/")
+        out += search(db, rtype, _id=rid)
+    return out
+
+
+def _codes(resources: list[dict[str, Any]], kind: str) -> set[str]:
+    field = "vaccineCode" if kind == "Immunization" else "code"
+    return {
+        c["code"] for r in resources if r["resourceType"] == kind for c in r.get(field, {}).get("coding", [])
+    }
+
+
+def test_vxu_doses(db: Database, port: int) -> None:
+    send(port, (MESSAGES / "VXU.hl7").read_bytes())
+    p = patient(db, naming.mrn_system("NIST-MPI-1"), "90012")
+    doses = sorted(
+        search(db, "Immunization", patient=f"Patient/{p['id']}"), key=lambda r: r["occurrenceDateTime"]
+    )
+    assert [d["occurrenceDateTime"] for d in doses] == ["2013-11-12", "2014-10-12", "2015-06-24"]
+    assert [d["primarySource"] for d in doses] == [False, False, True]
+    given = doses[-1]
+    assert given["vaccineCode"]["coding"][0] == {
+        "code": "49281-0215-88",
+        "system": "http://hl7.org/fhir/sid/ndc",
+        "display": "TENIVAC",
+    }
+    assert given["lotNumber"] == "315841" and given["status"] == "completed"
+    assert given["expirationDate"] == "2015-12-16"
+    maker = search(db, "Organization", _id=given["manufacturer"]["reference"].split("/")[1])[0]
+    assert maker["identifier"][0] == {"system": "http://terminology.hl7.org/CodeSystem/MVX", "value": "PMC"}
+    assert doses[0]["vaccineCode"]["coding"][0]["code"] == "88"
+
+
+def test_oru_observations_under_reports(db: Database, port: int) -> None:
+    send(port, (MESSAGES / "LAB-ORU-1.hl7").read_bytes())
+    p = patient(db, naming.mrn_system("1"), "10006579")
+    reports = search(db, "DiagnosticReport", subject=f"Patient/{p['id']}")
+    assert len(reports) == 2
+    results = [ref["reference"] for r in reports for ref in r.get("result", [])]
+    assert len(results) == 10
+    observations = [
+        o
+        for o in search(db, "Observation", subject=f"Patient/{p['id']}")
+        if f"Observation/{o['id']}" in results
+    ]
+    quantities = [o for o in observations if "valueQuantity" in o]
+    assert quantities and all(isinstance(o["valueQuantity"]["value"], int | float) for o in quantities)
+    assert any("interpretation" in o for o in observations)
+    assert {o["status"] for o in observations} == {"registered", "preliminary", "final"}  # OBX-11 I, P, F
+
+
+def test_reference_ranges_and_units(db: Database, port: int) -> None:
+    send(port, (MESSAGES / "LRI_2.0-NG_CBC_Typ_Message.hl7").read_bytes())
+    p = patient(db, naming.mrn_system("NIST-MPI"), "PATID1234")
+    observations = search(db, "Observation", subject=f"Patient/{p['id']}")
+    assert len(observations) == 28
+    hemoglobin = next(o for o in observations if o["code"]["coding"][0]["code"] == "718-7")
+    assert hemoglobin["valueQuantity"]["system"] == "http://unitsofmeasure.org"
+    assert "low" in hemoglobin["referenceRange"][0] and "high" in hemoglobin["referenceRange"][0]
+
+
+def test_resent_message_changes_nothing_and_gets_the_same_ack(db: Database, port: int) -> None:
+    raw = (MESSAGES / "ORU-R01-01.hl7").read_bytes()
+    first = send(port, raw)
+    before = {k: len(search(db, k)) for k in ("Observation", "DiagnosticReport", "Patient", "ServiceRequest")}
+    again = send(port, raw.replace(b"\n", b"\r"))  # another interface engine, other line ends
+    assert again == first
+    assert {k: len(search(db, k)) for k in before} == before
+
+
+def test_merge_keeps_the_old_record_linked(db: Database, port: int) -> None:
+    system = naming.mrn_system("BCBS")
+    # The shared A40 (sent again here if the first test has not): 56789 is kept, inactive, replaced by 12345.
+    assert ack_fields(send(port, (MESSAGES / "ADT-A40-01.hl7").read_bytes()))["MSA"][1] == "AA"
+    survivor, old = patient(db, system, "12345"), patient(db, system, "56789")
+    assert old["active"] is False
+    assert {"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"} in old["link"]
+    assert {"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"} in survivor["link"]
+
+
+def test_merge_of_several_groups_repoints_data(db: Database, port: int) -> None:
+    system = naming.mrn_system("MH")
+    for mrn in ("OLD1", "OLD2"):
+        registered = (
+            f"MSH|^~\\&|HIS|MH|Y|C|20261203||ADT^A04|REG-{mrn}|P|2.5\r"
+            f"PID|1||{mrn}^^^MH^MR||Zhao^Liu||19700101|F\r"
+            f"PV1|1|O|||||||||||||||||V-{mrn}^^^MH^VN\r"
+        ).encode()
+        assert ack_fields(send(port, registered))["MSA"][1] == "AA"
+    merge = (
+        b"MSH|^~\\&|HIS|MH|Y|C|20261203||ADT^A40^ADT_A39|MERGE-1|P|2.5\rEVN|A40|20261203\r"
+        b"PID|1||NEW1^^^MH^MR||Zhao^Liu||19700101|F\rMRG|OLD1^^^MH^MR\r"
+        b"PID|1||NEW2^^^MH^MR||Qian^Qi||19800101|M\rMRG|OLD2^^^MH^MR\r"
+    )
+    assert ack_fields(send(port, merge))["MSA"][1] == "AA"
+    for new, old_mrn in (("NEW1", "OLD1"), ("NEW2", "OLD2")):
+        survivor, old = patient(db, system, new), patient(db, system, old_mrn)
+        assert old["active"] is False and old["link"][0]["other"]["reference"] == f"Patient/{survivor['id']}"
+        (visit,) = search(db, "Encounter", identifier=f"{naming.visit_number_system('MH')}|V-{old_mrn}")
+        assert visit["subject"]["reference"] == f"Patient/{survivor['id']}"
+        assert search(db, "Patient", _id=old["id"])  # the old id still resolves
+        with UnitOfWork(db) as uow:  # the patient index now says both records are one person
+            assert mpi.person_of(uow, old["id"]) == mpi.person_of(uow, survivor["id"]) is not None
+    assert not search(db, "Patient", identifier=f"{system}|OLD1", active="true")
+    # A later update of the survivor keeps its merge link.
+    update = (
+        b"MSH|^~\\&|HIS|MH|Y|C|20261203||ADT^A08|UPD-1|P|2.5\rPID|1||NEW1^^^MH^MR||Zhao^Liuliu||19700101|F\r"
+    )
+    send(port, update)
+    assert patient(db, system, "NEW1")["link"][0]["type"] == "replaces"
+
+
+def test_gb18030_message(db: Database, port: int) -> None:
+    raw = (
+        "MSH|^~\\&|HIS|湖州市第一人民医院|YILIAN|CITY|20261203101500||ADT^A04^ADT_A01|GB-0001|P|2.5|||AL|NE||GB 18030-2000\r"
+        "EVN|A04|20261203101500\r"
+        "PID|1||ZY000123^^^HZ1Y^MR||张^三丰||19800101|M|||人民路\\T\\1号^^湖州市^浙江省^313000^CHN^H||13905720000^PRN^CP\r"
+        "PV1|1|O|内科门诊^101||||D001^李^医生||||||||||||MZ20261203001^^^HZ1Y^VN|||||||||||||||||||||||||20261203100000\r"
+        "ZPI|1|新农合^NCMS-330502-0001|社区\\F\\家庭医生\r"
+    ).encode("gb18030")
+    with hl7.client.MLLPClient("127.0.0.1", port, encoding="gb18030") as client:
+        reply = client.send_message(raw).strip(b"\x0b\x1c\r")
+    ack = ack_fields(reply, "gb18030")
+    assert ack["MSA"][1:3] == ["AA", "GB-0001"]
+    assert ack["MSH"][17] == "GB 18030-2000" and ack["MSH"][5] == "湖州市第一人民医院"
+    p = patient(db, naming.mrn_system("HZ1Y"), "ZY000123")
+    # Z-segments are kept on the Patient as sent (escapes included).
+    z = [e["valueString"] for e in p["extension"] if e["url"].endswith("/hl7v2-z-segment")]
+    assert z == ["ZPI|1|新农合^NCMS-330502-0001|社区\\F\\家庭医生"]
+    assert p["name"][0]["family"] == "张" and p["name"][0]["given"] == ["三丰"]
+    assert p["address"][0]["line"][0] == "人民路&1号" and p["address"][0]["city"] == "湖州市"
+    visit = search(db, "Encounter", identifier=f"{naming.visit_number_system('HZ1Y')}|MZ20261203001")
+    assert visit[0]["status"] == "in-progress" and visit[0]["period"]["start"] == "2026-12-03T10:00:00+08:00"
+
+
+def test_cancels_change_what_exists(db: Database, port: int) -> None:
+    base = "MSH|^~\\&|HIS|H9|YILIAN|CITY|20261203101500||ADT^{ev}|{cid}|P|2.5\rEVN|{ev}|20261203101500\rPID|1||P9^^^H9^MR||王^五||19700101|M\rPV1|1|I|||||||||||||||||V9^^^H9^VN|||||||||||||||||||||||||20261201080000|{end}\r"
+    assert ack_fields(send(port, base.format(ev="A01", cid="C9-1", end="").encode()))["MSA"][1] == "AA"
+    send(port, base.format(ev="A03", cid="C9-2", end="20261203090000").encode())
+    (visit,) = search(db, "Encounter", identifier=f"{naming.visit_number_system('H9')}|V9")
+    assert visit["status"] == "finished" and visit["period"]["end"] == "2026-12-03T09:00:00+08:00"
+    send(port, base.format(ev="A13", cid="C9-3", end="").encode())
+    (visit,) = search(db, "Encounter", identifier=f"{naming.visit_number_system('H9')}|V9")
+    assert visit["status"] == "in-progress" and "end" not in visit.get("period", {})
+    send(port, base.format(ev="A11", cid="C9-4", end="").encode())
+    (visit,) = search(db, "Encounter", identifier=f"{naming.visit_number_system('H9')}|V9")
+    assert visit["status"] == "cancelled"
+    # SIU: a booking, then its cancellation, is one Appointment (the shared ones under new ids).
+    for name in ("SIU-S12-01.hl7", "SIU-S15-01.hl7"):
+        send(port, (MESSAGES / name).read_bytes().replace(b"SCH|12345|36996|", b"SCH|A-77|B-77|"))
+    appointments = search(
+        db, "Appointment", identifier=f"{naming.PLATFORM_SID}v2/appointment/GHHSFacility|B-77"
+    )
+    assert len(appointments) == 1 and appointments[0]["status"] == "cancelled"
+    assert appointments[0]["start"] == "2021-09-24T09:30:00+02:15"
+
+
+def test_unsupported_and_broken_messages_are_refused_with_err(db: Database, port: int) -> None:
+    ack = ack_fields(send(port, b"MSH|^~\\&|X|Y|Z|W|20261203||QRY^Q01|Q-1|P|2.5\rQRD|1\r"))
+    assert ack["MSA"][1:3] == ["AR", "Q-1"]
+    assert ack["ERR"][3].startswith("200^") and ack["ERR"][2] == "MSH^1^9"
+    bad = b"MSH|^~\\&|LIS|L1|Y|C|20261203||ORU^R01|BAD-1|P|2.5\rPID|1||B1^^^L1^MR||X^Y\rOBR|1|O1|F1|GLU^Glucose^L\rOBX|1|NM|GLU^Glucose^L||high|mmol/L\r"
+    ack = ack_fields(send(port, bad))
+    assert ack["MSA"][1:3] == ["AE", "BAD-1"]
+    assert ack["ERR"][2] == "OBX^1^5" and ack["ERR"][3].startswith("102^")
+    assert any(d.control_id == "BAD-1" and d.location == "OBX[1]-5" for d in dead_letters(db))
+    assert not search(db, "Patient", identifier=f"{naming.mrn_system('L1')}|B1")  # all or nothing
+
+
+def test_garbage_partial_frames_and_disconnects(db: Database, port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\x0bMSH|^~\\&|half a message")  # the peer goes away mid-frame
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(30)
+        good = (MESSAGES / "ADT-A28-01.hl7").read_bytes()
+        s.sendall(b"noise\r\n" + b"\x0b" + good + b"\x1c\x0d")
+        reply = b""
+        while not reply.endswith(b"\x1c\x0d"):
+            chunk = s.recv(4096)
+            assert chunk
+            reply += chunk
+    assert ack_fields(reply.strip(b"\x0b\x1c\r"))["MSA"][1] == "AA"
+
+
+def test_connections_are_served_concurrently_and_in_order(db: Database, port: int) -> None:
+    def sender(n: int, out: list[str]) -> None:
+        with hl7.client.MLLPClient("127.0.0.1", port) as client:
+            for i in range(3):
+                raw = f"MSH|^~\\&|HIS|CC{n}|Y|C|20261203||ADT^A28|CC{n}-{i}|P|2.5\rPID|1||CC{n}^^^CC{n}^MR||Li^Si{i}||19900101|F\r"
+                out.append(ack_fields(client.send_message(raw).strip(b"\x0b\x1c\r"))["MSA"][2])
+
+    results: list[list[str]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=sender, args=(n, results[n])) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    for n in range(4):
+        assert results[n] == [f"CC{n}-{i}" for i in range(3)]
+        # Messages of one connection are applied in the order sent: the last name wins.
+        assert patient(db, naming.mrn_system(f"CC{n}"), f"CC{n}")["name"][0]["given"] == ["Si2"]
+
+
+def test_dead_letter_replay_after_a_fix(
+    db: Database, port: int, settings: IntakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = (
+        (MESSAGES / "ORU-R01-01.hl7")
+        .read_bytes()
+        .replace(b"|2.16.840.1.114222.4.3.3.5.1.2-20120314235954.325|", b"|REPLAY-1|")
+    )
+
+    def broken(_: Any) -> None:
+        raise RuntimeError("mapping bug")
+
+    events, mapper = to_fhir.SUPPORTED["ORU"]
+    monkeypatch.setitem(to_fhir.SUPPORTED, "ORU", (events, broken))
+    ack = ack_fields(send(port, raw))
+    assert ack["MSA"][1:3] == ["AE", "REPLAY-1"] and ack["ERR"][3].startswith("207^")
+    (letter,) = [d for d in dead_letters(db) if d.control_id == "REPLAY-1"]
+    assert "mapping bug" in letter.reason and letter.status == "open"
+    # Replaying before the fix fails again and says so.
+    ((_, outcome),) = replay(db, settings=settings, ids=[letter.dead_id])
+    assert outcome.code == "AE"
+    monkeypatch.setitem(to_fhir.SUPPORTED, "ORU", (events, mapper))  # the fix is deployed
+    ((_, outcome),) = replay(db, settings=settings, ids=[letter.dead_id])
+    assert outcome.code == "AA"
+    assert not [d for d in dead_letters(db) if d.control_id == "REPLAY-1"]
+    (resolved,) = [d for d in dead_letters(db, include_resolved=True) if d.control_id == "REPLAY-1"]
+    assert resolved.status == "resolved" and resolved.attempts == 2
+    # The sender retrying now gets the stored message's ACK.
+    assert ack_fields(send(port, raw))["MSA"][1] == "AA"
+
+
+def test_updates_keep_what_the_message_does_not_own(db: Database, port: int) -> None:
+    head = "MSH|^~\\&|HIS|KO|Y|C|20261203||ADT^{ev}|{cid}|P|2.5\r"
+    first = head.format(ev="A01", cid="KO-1") + (
+        "PID|1||KO1^^^KO^MR~11010519491231002X^^^CHN^NNCHN||Sun^Li||19491231|F\r"
+        + pv1({3: "W1^101^2", 19: "KV1^^^KO^VN", 44: "20261201080000"})
+    )
+    assert ack_fields(send(port, first.encode()))["MSA"][1] == "AA"
+    # The discharge names the person by MRN only and leaves the admission time and bed out.
+    discharge = head.format(ev="A03", cid="KO-2") + (
+        "PID|1||KO1^^^KO^MR||Sun^Li||19491231|F\r" + pv1({19: "KV1^^^KO^VN", 45: "20261203100000"})
+    )
+    assert ack_fields(send(port, discharge.encode()))["MSA"][1] == "AA"
+    p = patient(db, naming.mrn_system("KO"), "KO1")
+    assert {"system": naming.PRC_RESIDENT_ID, "value": "11010519491231002X"} in [
+        {k: i[k] for k in ("system", "value")} for i in p["identifier"]
+    ]
+    (visit,) = search(db, "Encounter", identifier=f"{naming.visit_number_system('KO')}|KV1")
+    assert visit["status"] == "finished"
+    assert visit["period"] == {"start": "2026-12-01T08:00:00+08:00", "end": "2026-12-03T10:00:00+08:00"}
+    assert visit["location"][0]["location"]["display"] == "W1/101/2"
+
+
+def pv1(fields: dict[int, str]) -> str:
+    """A PV1 segment with the given fields (by number), the rest empty, class inpatient."""
+    values = ["PV1", "1", "I"] + [""] * (max(fields) - 2)
+    for n, v in fields.items():
+        values[n] = v
+    return "|".join(values) + "\r"
+
+
+def test_the_same_message_on_several_connections_at_once_is_stored_once(db: Database, port: int) -> None:
+    raw = (MESSAGES / "VXU-V04-01.hl7").read_bytes().replace(b"|MSG00001|", b"|RACE-1|")
+    replies: list[bytes] = []
+    barrier = threading.Barrier(4)
+
+    def sender() -> None:
+        with hl7.client.MLLPClient("127.0.0.1", port) as client:
+            barrier.wait(timeout=30)
+            replies.append(client.send_message(raw))
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert len(replies) == 4 and len(set(replies)) == 1
+    assert ack_fields(replies[0].strip(b"\x0b\x1c\r"))["MSA"][1:3] == ["AA", "RACE-1"]
+    from sqlalchemy import func, select
+
+    from yilian.exchange import tables
+
+    with UnitOfWork(db) as uow:
+        stored = uow.conn.execute(
+            select(func.count()).select_from(tables.message).where(tables.message.c.control_id == "RACE-1")
+        ).scalar_one()
+    assert stored == 1
+
+
+def test_new_facility_and_patient_from_several_connections_at_once(db: Database, port: int) -> None:
+    """Four different messages racing to create the same new facility and person: all are stored."""
+    replies: list[bytes] = []
+    barrier = threading.Barrier(4)
+
+    def sender(n: int) -> None:
+        raw = f"MSH|^~\\&|HIS|RACEFAC|Y|C|20261203||ADT^A08|RF-{n}|P|2.5\rPID|1||RP1^^^RACEFAC^MR||Zhou^Yu||19900101|F\r"
+        with hl7.client.MLLPClient("127.0.0.1", port) as client:
+            barrier.wait(timeout=30)
+            replies.append(client.send_message(raw))
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert sorted(ack_fields(r.strip(b"\x0b\x1c\r"))["MSA"][1] for r in replies) == ["AA"] * 4
+    assert len(search(db, "Patient", identifier=f"{naming.mrn_system('RACEFAC')}|RP1")) == 1
