@@ -1,0 +1,337 @@
+"""``/api`` routes of card payments: top-ups, wallet and statement, charges, refunds, deposit holds,
+the day close and the trial balance.
+
+Every state-changing call needs an ``Idempotency-Key`` header: the key is claimed in the same
+transaction as the payment, and a retry with the same key and body gets the first reply byte for
+byte (with ``Idempotent-Replayed: true``) while nothing is posted again; the same key with another
+body is refused (422, reason ``idempotency-key-reused``). An institution's client acts only for
+its own institution; the day close and the trial balance belong to the platform operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, Field, StrictInt
+from starlette.routing import BaseRoute
+
+from yilian import card, payments
+from yilian.api.rest import ApiRoutes, Call, Permission, Reply, operator_only
+from yilian.db import UnitOfWork
+from yilian.kernel.errors import Category, YilianError
+from yilian.payments import idempotency
+from yilian.payments.model import CHANNELS, DEFAULT_HOLD_SECONDS, SETTINGS
+from yilian.security.principal import Principal
+
+Fen = Annotated[
+    StrictInt, Field(gt=0, le=10**15, description="an amount in fen (分), a positive whole number")
+]
+Point = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^:]+$")]
+
+READ_ACCOUNT = Permission("r", "Account")
+WRITE_ACCOUNT = Permission("c", "Account")
+UPDATE_ACCOUNT = Permission("u", "Account")
+READ_CHARGE = Permission("r", "ChargeItem")
+WRITE_CHARGE = Permission("c", "ChargeItem")
+READ_CLEARING = Permission("r", "PaymentReconciliation")
+WRITE_CLEARING = Permission("c", "PaymentReconciliation")
+
+
+class TopUpBody(BaseModel):
+    amount_fen: Fen
+    channel: str = Field(description=f"one of {', '.join(CHANNELS)}")
+    org: Point = Field(
+        description="the institution (Organization id) whose counter or machine took the money"
+    )
+
+
+class ItemBody(BaseModel):
+    code: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=200)
+    category: str = Field(
+        min_length=1, max_length=32, description="drug, exam, lab, treatment, bed, canteen, parking…"
+    )
+    unit_price_fen: Fen
+    quantity: Annotated[StrictInt, Field(gt=0, le=100_000)]
+    charge_item: str | None = Field(
+        default=None, max_length=64, description="the FHIR ChargeItem id this line bills"
+    )
+
+
+class ChargeBody(BaseModel):
+    card_no: str = Field(min_length=1, max_length=64)
+    org: Point
+    department: Point = Field(
+        description="the department or merchant point: clinic, pharmacy, canteen, parking…"
+    )
+    encounter: str | None = Field(default=None, max_length=64, description="the Encounter id, if any")
+    setting: str = Field(default="outpatient", description=f"one of {', '.join(SETTINGS)}")
+    diagnoses: list[Annotated[str, Field(max_length=16)]] = Field(
+        default_factory=list, max_length=20, description="ICD-10 codes"
+    )
+    items: list[ItemBody] = Field(min_length=1, max_length=500)
+    hold_id: str | None = Field(
+        default=None, max_length=36, description="pay the patient's share from this deposit hold"
+    )
+
+
+class RefundBody(BaseModel):
+    amount_fen: Fen
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class HoldBody(BaseModel):
+    card_no: str = Field(min_length=1, max_length=64)
+    org: Point
+    department: Point
+    amount_fen: Fen
+    encounter: str | None = Field(default=None, max_length=64)
+    expires_in_s: Annotated[StrictInt, Field(ge=60, le=366 * 24 * 3600)] = DEFAULT_HOLD_SECONDS
+
+
+class PostHoldBody(BaseModel):
+    amount_fen: Fen
+
+
+def _wallet_entity(card_no: str) -> str:
+    # Card numbers are usually ID numbers: the audit log gets the masked form, never the number.
+    return f"Account/wallet/{card.mask(card_no)}"
+
+
+def _own_org(principal: Principal, org: str) -> None:
+    """An institution's client pays and refunds at its own institution only."""
+    if principal.org_id is not None and principal.org_id != org:
+        raise YilianError(
+            Category.FORBIDDEN,
+            f"this client acts for Organization/{principal.org_id}, not Organization/{org}",
+        )
+
+
+Handler = Callable[[UnitOfWork, Call[Any]], Reply]
+
+
+def keyed(template: str, handler: Handler) -> Handler:
+    """Wrap a state-changing handler in the Idempotency-Key protocol (see the module docstring)."""
+
+    def run(uow: UnitOfWork, call: Call[Any]) -> Reply:
+        key = idempotency.check_key(call.headers.get("idempotency-key"))
+        path = template.format(**call.params)
+        fingerprint = idempotency.request_hash("POST", path, call.raw_body)
+        caller = call.principal.identity
+        stored = idempotency.claim(uow, caller=caller, key=key, fingerprint=fingerprint)
+        if stored is not None:
+            return Reply(
+                None,
+                status=stored.status,
+                raw=stored.body,
+                headers={"Idempotent-Replayed": "true"},
+                entity=path,
+            )
+        reply = handler(uow, call)
+        reply.raw = orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS)
+        idempotency.remember(uow, caller=caller, key=key, status=reply.status, body=reply.raw)
+        return reply
+
+    return run
+
+
+def _top_up(uow: UnitOfWork, call: Call[TopUpBody]) -> Reply:
+    body = call.require_body()
+    _own_org(call.principal, body.org)
+    done = payments.top_up(
+        uow, card_no=call.params["card_no"], amount_fen=body.amount_fen, channel=body.channel, org=body.org
+    )
+    return Reply(done.as_json(), status=201, entity=_wallet_entity(call.params["card_no"]))
+
+
+def _wallet(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    view = payments.wallet(uow, card_no=call.params["card_no"])
+    return Reply(view.as_json(), entity=_wallet_entity(view.card_no))
+
+
+def _statement(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    try:
+        limit = int(call.query.get("limit", "50"))
+    except ValueError:
+        raise YilianError(Category.INVALID, "limit must be a whole number") from None
+    view, lines = payments.statement(uow, card_no=call.params["card_no"], limit=limit)
+    return Reply(
+        {**view.as_json(), "entries": [line.as_json() for line in lines]},
+        entity=_wallet_entity(view.card_no),
+    )
+
+
+def _charge(uow: UnitOfWork, call: Call[ChargeBody]) -> Reply:
+    body = call.require_body()
+    _own_org(call.principal, body.org)
+    result = payments.charge(
+        uow,
+        card_no=body.card_no,
+        org=body.org,
+        department=body.department,
+        encounter=body.encounter,
+        setting=body.setting,
+        diagnoses=body.diagnoses,
+        hold_id=body.hold_id,
+        items=[
+            payments.Item(i.code, i.name, i.category, i.unit_price_fen, i.quantity, i.charge_item)
+            for i in body.items
+        ],
+    )
+    return Reply(result.as_json(), status=201, entity=f"ChargeItem/{result.charge_id}")
+
+
+def _charge_view(row: Any) -> dict[str, Any]:
+    return {
+        "charge_id": row.charge_id,
+        "card_no": row.card_no,
+        "org": row.org,
+        "department": row.department,
+        "encounter": row.encounter,
+        "setting": row.setting,
+        "business_date": row.business_date,
+        "total_fen": row.total_fen,
+        "insurer_fen": row.insurer_fen,
+        "aid_fen": row.aid_fen,
+        "self_pay_fen": row.self_pay_fen,
+        "refunded_fen": row.refunded_insurer_fen + row.refunded_aid_fen + row.refunded_self_fen,
+        "items": orjson.loads(row.items),
+        "explanation": orjson.loads(row.adjudication),
+    }
+
+
+def _get_charge(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    row = payments.get_charge(uow, charge_id=call.params["charge_id"])
+    _own_org(call.principal, row.org)
+    return Reply(_charge_view(row), patients=[row.patient_id], entity=f"ChargeItem/{row.charge_id}")
+
+
+def _refund(uow: UnitOfWork, call: Call[RefundBody]) -> Reply:
+    body = call.require_body()
+    row = payments.get_charge(uow, charge_id=call.params["charge_id"])
+    _own_org(call.principal, row.org)
+    done = payments.refund(uow, charge_id=row.charge_id, amount_fen=body.amount_fen, reason=body.reason)
+    return Reply(done.as_json(), status=201, patients=[row.patient_id], entity=f"ChargeItem/{row.charge_id}")
+
+
+def _hold(uow: UnitOfWork, call: Call[HoldBody]) -> Reply:
+    body = call.require_body()
+    _own_org(call.principal, body.org)
+    view = payments.hold_deposit(
+        uow,
+        card_no=body.card_no,
+        org=body.org,
+        department=body.department,
+        amount_fen=body.amount_fen,
+        encounter=body.encounter,
+        expires_in_s=body.expires_in_s,
+    )
+    return Reply(view.as_json(), status=201, entity=f"Account/hold/{view.hold_id}")
+
+
+def _get_hold(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    view = payments.get_hold(uow, hold_id=call.params["hold_id"])
+    _own_org(call.principal, view.org)
+    return Reply(view.as_json(), entity=f"Account/hold/{view.hold_id}")
+
+
+def _post_hold(uow: UnitOfWork, call: Call[PostHoldBody]) -> Reply:
+    body = call.require_body()
+    _own_org(call.principal, payments.get_hold(uow, hold_id=call.params["hold_id"]).org)
+    view = payments.post_hold(uow, hold_id=call.params["hold_id"], amount_fen=body.amount_fen)
+    return Reply(view.as_json(), entity=f"Account/hold/{view.hold_id}")
+
+
+def _void_hold(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    _own_org(call.principal, payments.get_hold(uow, hold_id=call.params["hold_id"]).org)
+    view = payments.void_hold(uow, hold_id=call.params["hold_id"])
+    return Reply(view.as_json(), entity=f"Account/hold/{view.hold_id}")
+
+
+def _close_day(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    day = payments.parse_day(call.params["date"])
+    report = payments.close_day(uow, day=day, closed_by=call.principal.identity)
+    return Reply(report, status=201, entity=f"PaymentReconciliation/{day}")
+
+
+def _day(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    day = payments.parse_day(call.params["date"])
+    detail = call.query.get("detail", "").lower() in ("1", "true", "yes")
+    return Reply(payments.day_report(uow, day=day, detail=detail), entity=f"PaymentReconciliation/{day}")
+
+
+def _trial_balance(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    return Reply(payments.trial_balance(uow).as_json(), entity="Account/trial-balance")
+
+
+def routes(api: ApiRoutes) -> list[BaseRoute]:
+    def write(
+        path: str,
+        handler: Handler,
+        permission: Permission,
+        body: type[BaseModel] | None,
+        subtype: str,
+        **kw: Any,
+    ) -> BaseRoute:
+        return api.route(
+            path, keyed(path, handler), method="POST", permission=permission, body=body, subtype=subtype, **kw
+        )
+
+    return [
+        write("/api/cards/{card_no}/top-ups", _top_up, WRITE_ACCOUNT, TopUpBody, "payment-top-up"),
+        api.route(
+            "/api/cards/{card_no}/wallet",
+            _wallet,
+            method="GET",
+            permission=READ_ACCOUNT,
+            subtype="payment-wallet",
+        ),
+        api.route(
+            "/api/cards/{card_no}/statement",
+            _statement,
+            method="GET",
+            permission=READ_ACCOUNT,
+            subtype="payment-statement",
+        ),
+        write("/api/charges", _charge, WRITE_CHARGE, ChargeBody, "payment-charge"),
+        api.route(
+            "/api/charges/{charge_id}",
+            _get_charge,
+            method="GET",
+            permission=READ_CHARGE,
+            subtype="payment-charge",
+        ),
+        write("/api/charges/{charge_id}/refunds", _refund, WRITE_CHARGE, RefundBody, "payment-refund"),
+        write("/api/holds", _hold, WRITE_ACCOUNT, HoldBody, "payment-hold"),
+        api.route(
+            "/api/holds/{hold_id}", _get_hold, method="GET", permission=READ_ACCOUNT, subtype="payment-hold"
+        ),
+        write("/api/holds/{hold_id}/post", _post_hold, UPDATE_ACCOUNT, PostHoldBody, "payment-hold-post"),
+        write("/api/holds/{hold_id}/void", _void_hold, UPDATE_ACCOUNT, None, "payment-hold-void"),
+        write(
+            "/api/settlement/days/{date}/close",
+            _close_day,
+            WRITE_CLEARING,
+            None,
+            "payment-close-day",
+            check=operator_only,
+        ),
+        api.route(
+            "/api/settlement/days/{date}",
+            _day,
+            method="GET",
+            permission=READ_CLEARING,
+            subtype="payment-day",
+            check=operator_only,
+        ),
+        api.route(
+            "/api/ledger/trial-balance",
+            _trial_balance,
+            method="GET",
+            permission=READ_ACCOUNT,
+            subtype="payment-trial-balance",
+            check=operator_only,
+        ),
+    ]

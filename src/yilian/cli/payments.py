@@ -1,0 +1,183 @@
+"""``yilian payments``: the card issuer's and the platform operator's view of the ledger.
+
+``close-day`` runs the daily clearing of a finished business day (Beijing time) and prints its
+batch; a day closes once (a second run is refused, exit status 2). ``day`` shows a day's batch
+with its reconciliation against the ledger; ``wallet`` and ``statement`` look at one card;
+``trial-balance`` checks the whole ledger; ``expire-holds`` releases deposits past their expiry.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from yilian.cli.common import DatabaseOption, console, friendly_errors, open_db
+from yilian.kernel.errors import Category, YilianError
+from yilian.kernel.money import format_fen
+
+payments_app = typer.Typer(
+    help="Card payments and settlement (一卡通 结算): close a day, wallets, statements, trial balance. Contract: docs/payments.md.",
+    no_args_is_help=True,
+)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in a container
+        return "cli:operator"
+
+
+def _lines_table(title: str, lines: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    table.add_column("payer 付款方")
+    table.add_column("payee 收款方")
+    table.add_column("transactions", justify="right")
+    table.add_column("amount 金额", justify="right")
+    for line in lines:
+        table.add_row(line["payer"], line["payee"], str(line["txn_count"]), format_fen(line["amount_fen"]))
+    return table
+
+
+@payments_app.command("close-day")
+def close_day(
+    date: str = typer.Argument(
+        ..., help="The business day to close, YYYY-MM-DD (Beijing time); it must be over."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Clear a finished business day: the issuer's and each fund's positions towards each institution."""
+    from yilian import payments
+    from yilian.db.uow import transact
+
+    with friendly_errors():
+        db = open_db(database)
+        day = payments.parse_day(date)
+        report = transact(db, lambda uow: payments.close_day(uow, day=day, closed_by=_actor()))
+        console.print(
+            _lines_table(
+                f"清算 settlement {report['business_date']} — {report['transactions']} transactions",
+                report["lines"],
+            )
+        )
+        for payer, amount in report["totals"]["by_payer"].items():
+            console.print(f"{payer}: {format_fen(amount)}")
+
+
+@payments_app.command("day")
+def day_report(
+    date: str = typer.Argument(..., help="The business day, YYYY-MM-DD."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """A day's batch (or, for an open day, its positions so far) and its reconciliation."""
+    from yilian import payments
+    from yilian.db.uow import read
+
+    with friendly_errors():
+        db = open_db(database)
+        with read(db) as uow:
+            report = payments.day_report(uow, day=payments.parse_day(date))
+        console.print(_lines_table(f"{report['business_date']} ({report['status']})", report["lines"]))
+        recon = report.get("reconciliation")
+        if recon is not None:
+            console.print("reconciled 对账一致" if recon["reconciled"] else "[bold red]NOT reconciled[/]")
+            for problem in recon["problems"]:
+                console.print(f"  - {problem}")
+            if not recon["reconciled"]:
+                raise typer.Exit(1)
+
+
+@payments_app.command("wallet")
+def wallet(
+    card_no: str = typer.Argument(..., help="The health card number."), database: str | None = DatabaseOption
+) -> None:
+    """A card's stored value: balance, held for deposits, available."""
+    from yilian import payments
+    from yilian.db.uow import read
+
+    with friendly_errors():
+        db = open_db(database)
+        with read(db) as uow:
+            view = payments.wallet(uow, card_no=card_no)
+        table = Table(title="钱包 wallet")
+        for column in ("balance 余额", "held 冻结", "available 可用"):
+            table.add_column(column, justify="right")
+        table.add_row(format_fen(view.balance_fen), format_fen(view.held_fen), format_fen(view.available_fen))
+        console.print(table)
+
+
+@payments_app.command("statement")
+def statement(
+    card_no: str = typer.Argument(..., help="The health card number."),
+    limit: int = typer.Option(50, help="How many of the newest entries."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """A card's newest wallet movements, each with the balance it left."""
+    from yilian import payments
+    from yilian.db.uow import read
+
+    with friendly_errors():
+        db = open_db(database)
+        with read(db) as uow:
+            view, lines = payments.statement(uow, card_no=card_no, limit=limit)
+        table = Table(title=f"对账单 statement — balance {format_fen(view.balance_fen)}")
+        for column in ("time 时间", "kind", "amount 金额", "balance 余额", "institution"):
+            table.add_column(column, justify="right" if column.startswith(("amount", "balance")) else "left")
+        for line in lines:
+            table.add_row(
+                f"{line.as_json()['at'][:19]}",
+                line.kind,
+                format_fen(line.amount_fen),
+                format_fen(line.balance_after_fen),
+                line.org or "",
+            )
+        console.print(table)
+
+
+@payments_app.command("trial-balance")
+def trial_balance(database: str | None = DatabaseOption) -> None:
+    """Every account's balance; checks debits equal credits and balances equal their postings."""
+    from yilian import payments
+    from yilian.db.uow import read
+
+    with friendly_errors():
+        db = open_db(database)
+        with read(db) as uow:
+            tb = payments.trial_balance(uow)
+        table = Table(title="试算平衡 trial balance")
+        table.add_column("account")
+        table.add_column("kind")
+        table.add_column("balance", justify="right")
+        table.add_column("held", justify="right")
+        for account in tb.accounts:
+            table.add_row(
+                str(account["account"]),
+                str(account["kind"]),
+                format_fen(int(str(account["balance_fen"]))),
+                format_fen(int(str(account["held_fen"]))),
+            )
+        console.print(table)
+        console.print(
+            f"debits {format_fen(tb.debits_fen)}  credits {format_fen(tb.credits_fen)}  sum {format_fen(tb.total_fen)}"
+        )
+        if not tb.balanced:
+            raise YilianError(
+                Category.INTERNAL,
+                f"the ledger does not balance; mismatched accounts: {', '.join(tb.mismatched) or 'none'}",
+            )
+        console.print("balanced 平衡")
+
+
+@payments_app.command("expire-holds")
+def expire_holds(database: str | None = DatabaseOption) -> None:
+    """Release every deposit hold past its expiry."""
+    from yilian import payments
+    from yilian.db.uow import transact
+
+    with friendly_errors():
+        db = open_db(database)
+        done = transact(db, lambda uow: payments.expire_holds(uow))
+        console.print(f"{done} hold(s) expired")

@@ -1,0 +1,176 @@
+"""Who is insured by what, and where an institution stands — read from the shared FHIR record.
+
+Coverage (documented in docs/payments.md):
+
+- one FHIR ``Coverage`` per scheme a resident belongs to: ``beneficiary`` = the card's Patient,
+  ``payor`` = the insurer's (or aid fund's) Organization, ``status`` active, ``period`` covering
+  the day of the charge;
+- the scheme is a ``Coverage.type`` coding in :data:`SCHEME_SYSTEM` (``ncms``,
+  ``urban-employee``, ``urban-resident``, ``medical-aid``), or, for basic insurance, the national
+  insurance-type code (CV02.01.204: ``1`` NCMS, ``2`` urban employee, ``3`` urban resident);
+- medical-aid eligibility is a Coverage like any other, with scheme ``medical-aid`` and the aid
+  fund as payor: eligibility has a period and a payor just as insurance has;
+- the pooling region (统筹区) whose policy applies is ``Coverage.class`` of type ``plan``, its
+  value a GB/T 2260 code (``330500``).
+
+Institution level and place come from the ``Organization``: a ``type`` coding in
+``naming.INSTITUTION_LEVEL`` (``3`` 三级 → city, ``2`` 二级 → county, ``1`` 一级 and ``village`` →
+township) and the county code in the address's ``naming.EXT_ADDRESS_DIVISION`` extension.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from yilian.db import UnitOfWork
+from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.kernel import naming
+from yilian.kernel.errors import Category, YilianError
+from yilian.payments.adjudication import Policy, policy_in_force
+from yilian.payments.model import refuse
+
+SCHEME_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-scheme"
+PLAN_SYSTEM = "http://terminology.hl7.org/CodeSystem/coverage-class"
+LEVEL_OF = {"3": "city", "2": "county", "1": "township", "village": "township"}
+
+# Trusted in-process reads: the payments service decides who may charge, not the FHIR policy.
+_CTX = FhirContext(base_url="urn:yilian:payments")
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    scheme: str
+    region: str
+    coverage_id: str
+    payor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    org_id: str
+    name: str
+    level: str | None  # township | county | city
+    region: str | None  # GB/T 2260 county code
+
+
+def _in_period(period: dict[str, Any] | None, on: dt.date) -> bool:
+    if not period:
+        return True
+    start, end = period.get("start"), period.get("end")
+    day = on.isoformat()
+    return (start is None or str(start)[:10] <= day) and (end is None or day <= str(end)[:10])
+
+
+def _schemes(coverage: dict[str, Any], policies: Sequence[Policy]) -> list[str]:
+    by_type = {p.insurance_type: p.scheme for p in policies if p.insurance_type}
+    out = []
+    for coding in (coverage.get("type") or {}).get("coding") or []:
+        if coding.get("system") == SCHEME_SYSTEM and coding.get("code"):
+            out.append(str(coding["code"]))
+        elif coding.get("system") == naming.INSURANCE_TYPE and coding.get("code") in by_type:
+            out.append(by_type[coding["code"]])
+    return out
+
+
+def _plan(coverage: dict[str, Any]) -> str | None:
+    for cls in coverage.get("class") or []:
+        if any(c.get("code") == "plan" for c in (cls.get("type") or {}).get("coding") or []):
+            return str(cls.get("value")) if cls.get("value") else None
+    return None
+
+
+def enrolments(
+    uow: UnitOfWork, *, patient_id: str, on: dt.date, policies: Sequence[Policy]
+) -> list[Enrolment]:
+    """The schemes the patient is covered by on the day (active Coverages with a plan region)."""
+    response = dispatch(
+        uow,
+        _CTX,
+        FhirRequest("GET", "Coverage", query=[("beneficiary", f"Patient/{patient_id}"), ("_count", "100")]),
+    )
+    bundle = orjson.loads(response.body or b"{}")
+    out = []
+    for entry in bundle.get("entry") or []:
+        cov = entry.get("resource") or {}
+        if (
+            cov.get("resourceType") != "Coverage"
+            or cov.get("status") != "active"
+            or not _in_period(cov.get("period"), on)
+        ):
+            continue
+        region = _plan(cov)
+        if region is None:
+            continue
+        payor = ((cov.get("payor") or [{}])[0] or {}).get("reference")
+        for scheme in _schemes(cov, policies):
+            out.append(Enrolment(scheme, region, str(cov.get("id")), payor))
+    return sorted(out, key=lambda e: (e.scheme, e.coverage_id))
+
+
+def policies_for(
+    found: Sequence[Enrolment], policies: Sequence[Policy], on: dt.date
+) -> tuple[Policy | None, Policy | None, list[Enrolment]]:
+    """(basic insurance policy, medical-aid policy, the enrolments they came from) on the day.
+
+    A resident belongs to one basic scheme; should the record say more than one, the first by
+    scheme code is used and the choice shows in the explanation, never silently two payers.
+    """
+    insurance = aid = None
+    used: list[Enrolment] = []
+    for e in found:
+        policy = policy_in_force(policies, scheme=e.scheme, region=e.region, on=on)
+        if policy is None:
+            continue
+        if policy.kind == "insurance" and insurance is None:
+            insurance = policy
+            used.append(e)
+        elif policy.kind == "aid" and aid is None:
+            aid = policy
+            used.append(e)
+    return insurance, aid, used
+
+
+def institution(uow: UnitOfWork, org_id: str) -> Institution:
+    try:
+        response = dispatch(uow, _CTX, FhirRequest("GET", f"Organization/{org_id}"))
+    except YilianError as err:
+        if err.category in (Category.NOT_FOUND, Category.GONE, Category.INVALID):
+            raise refuse(
+                Category.NOT_FOUND, "unknown-institution", f"no institution Organization/{org_id}"
+            ) from None
+        raise
+    org = orjson.loads(response.body or b"{}")
+    level = None
+    for concept in org.get("type") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == naming.INSTITUTION_LEVEL and coding.get("code") in LEVEL_OF:
+                level = LEVEL_OF[coding["code"]]
+    region = None
+    for address in org.get("address") or []:
+        for ext in address.get("extension") or []:
+            if ext.get("url") == naming.EXT_ADDRESS_DIVISION:
+                region = (ext.get("valueCoding") or {}).get("code")
+    return Institution(org_id, str(org.get("name") or org_id), level, region)
+
+
+def check_charge_item(uow: UnitOfWork, *, charge_item: str, patient_id: str) -> None:
+    """A line that names a ChargeItem must name one in the shared record, of the same patient."""
+    try:
+        response = dispatch(uow, _CTX, FhirRequest("GET", f"ChargeItem/{charge_item}"))
+    except YilianError as err:
+        if err.category in (Category.NOT_FOUND, Category.GONE, Category.INVALID):
+            raise refuse(Category.NOT_FOUND, "unknown-charge-item", f"no ChargeItem/{charge_item}") from None
+        raise
+    item = orjson.loads(response.body or b"{}")
+    subject = (item.get("subject") or {}).get("reference")
+    if subject != f"Patient/{patient_id}":
+        raise refuse(
+            Category.CONFLICT,
+            "charge-item-mismatch",
+            f"ChargeItem/{charge_item} is not for this card's patient",
+        )

@@ -1,0 +1,267 @@
+"""The double-entry ledger: accounts, transactions whose postings sum to zero, floors, holds.
+
+Every money movement goes through :func:`post`, inside the caller's unit of work:
+
+- the postings of one transaction sum to zero (checked before anything is written);
+- the business day is taken *shared* (``pay_day`` row, ``FOR SHARE`` on PostgreSQL) and must be
+  open; the day close takes the same row exclusively, so once a day is closed no transaction
+  dated that day can still commit;
+- each account's balance changes with one guarded ``UPDATE … WHERE balance + x - held >= floor``:
+  the floor check and the change are one statement, so two concurrent charges can never both
+  see the same balance (no read-modify-write race on either database; SQLite has one writer);
+- accounts are updated in one fixed order (floored accounts first, then by id), so two
+  transactions touching the same accounts take their row locks in the same order and cannot
+  deadlock, and a refusal comes before any balance has changed.
+
+Nothing is ever updated in ``pay_posting``: a correction is a new transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from yilian.db import UnitOfWork
+from yilian.kernel import clock
+from yilian.kernel.errors import Category
+from yilian.kernel.ids import new_id
+from yilian.kernel.money import format_fen
+from yilian.payments import tables as t
+from yilian.payments.model import business_date, refuse, to_us
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """An account as first created: its kind, owner and floor (None: no floor)."""
+
+    account_id: str
+    kind: str
+    owner: str
+    floor: int | None
+
+
+def _insert_account(conn: Connection, spec: AccountSpec) -> None:
+    """Create the account unless another transaction just did (a savepoint keeps ours alive)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(t.account),
+                {
+                    "account_id": spec.account_id,
+                    "kind": spec.kind,
+                    "owner": spec.owner,
+                    "floor": spec.floor,
+                    "balance": 0,
+                    "held": 0,
+                    "created": to_us(clock.now()),
+                },
+            )
+    except IntegrityError:
+        pass
+
+
+def _apply(conn: Connection, spec: AccountSpec, amount: int) -> None:
+    """Add ``amount`` (signed) to the account's balance, refusing to cross its floor."""
+    a = t.account
+    guarded = (
+        update(a)
+        .where(a.c.account_id == spec.account_id)
+        .where((a.c.floor.is_(None)) | (a.c.balance + amount - a.c.held >= a.c.floor))
+        .values(balance=a.c.balance + amount)
+    )
+    if conn.execute(guarded).rowcount == 1:
+        return
+    row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).first()
+    if row is None:
+        _insert_account(conn, spec)
+        if conn.execute(guarded).rowcount == 1:
+            return
+        row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).one()
+    raise refuse(
+        Category.CONFLICT,
+        "insufficient-balance",
+        f"insufficient balance: {format_fen(row.balance - row.held)} available, {format_fen(-amount)} needed",
+    )
+
+
+def open_day(conn: Connection, day: dt.date) -> None:
+    """Take the business day shared; refuse if it is closed. Creates the day's row on first use."""
+    d = t.day
+    key = day.isoformat()
+    stmt = select(d.c.status).where(d.c.business_date == key)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(read=True)
+    status = conn.execute(stmt).scalar_one_or_none()
+    if status is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(d), {"business_date": key, "status": "open"})
+        except IntegrityError:
+            pass
+        status = conn.execute(stmt).scalar_one()
+    if status != "open":
+        raise refuse(
+            Category.CONFLICT, "day-closed", f"business day {key} is closed; nothing more can be posted to it"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    txn_id: str
+    at: int  # µs
+    business_date: dt.date
+
+
+def post(
+    uow: UnitOfWork,
+    *,
+    kind: str,
+    postings: Sequence[tuple[AccountSpec, int]],
+    ref: str | None = None,
+    org: str | None = None,
+    memo: str | None = None,
+    at: dt.datetime | None = None,
+) -> Posted:
+    """Write one balanced transaction. Zero amounts are left out; nothing is written on refusal
+    (the caller's transaction rolls back with the error)."""
+    lines = [(spec, amount) for spec, amount in postings if amount != 0]
+    if sum(amount for _, amount in lines) != 0:
+        raise AssertionError(f"unbalanced transaction: {[(s.account_id, a) for s, a in lines]}")
+    if not lines:
+        raise AssertionError("a transaction needs postings")
+    when = at or clock.now()
+    day = business_date(when)
+    conn = uow.conn
+    open_day(conn, day)
+    # One update per account even if it appears twice, in a fixed order (no deadlocks).
+    merged: dict[str, tuple[AccountSpec, int]] = {}
+    for spec, amount in lines:
+        previous = merged.get(spec.account_id)
+        merged[spec.account_id] = (spec, amount + (previous[1] if previous else 0))
+    # Accounts with a floor first: they are the only ones that can refuse, so a refusal comes
+    # before anything is written and leaves even a caller's wider transaction untouched.
+    for account_id in sorted(merged, key=lambda k: (merged[k][0].floor is None, k)):
+        spec, amount = merged[account_id]
+        if amount:
+            _apply(conn, spec, amount)
+    txn_id = new_id()
+    us = to_us(when)
+    conn.execute(
+        insert(t.txn),
+        {
+            "txn_id": txn_id,
+            "kind": kind,
+            "at": us,
+            "business_date": day.isoformat(),
+            "ref": ref,
+            "org": org,
+            "memo": memo,
+        },
+    )
+    conn.execute(
+        insert(t.posting),
+        [{"txn_id": txn_id, "account_id": spec.account_id, "amount": amount} for spec, amount in lines],
+    )
+    return Posted(txn_id, us, day)
+
+
+def hold(uow: UnitOfWork, spec: AccountSpec, amount: int) -> None:
+    """Reserve ``amount`` of the account's available balance (a pending transfer, no postings yet)."""
+    a = t.account
+    guarded = (
+        update(a)
+        .where(a.c.account_id == spec.account_id)
+        .where((a.c.floor.is_(None)) | (a.c.balance - a.c.held - amount >= a.c.floor))
+        .values(held=a.c.held + amount)
+    )
+    if uow.conn.execute(guarded).rowcount == 1:
+        return
+    row = uow.conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).first()
+    available = 0 if row is None else row.balance - row.held
+    raise refuse(
+        Category.CONFLICT,
+        "insufficient-balance",
+        f"insufficient balance for the deposit: {format_fen(available)} available, {format_fen(amount)} needed",
+    )
+
+
+def release(uow: UnitOfWork, account_id: str, amount: int) -> None:
+    """Give back a reservation made by :func:`hold` (posted or voided)."""
+    a = t.account
+    done = uow.conn.execute(
+        update(a).where(a.c.account_id == account_id, a.c.held >= amount).values(held=a.c.held - amount)
+    )
+    if done.rowcount != 1:
+        raise AssertionError(f"release of {amount} on {account_id} exceeds what is held")
+
+
+def balance(uow: UnitOfWork, account_id: str) -> tuple[int, int]:
+    """(balance, held) of an account; (0, 0) when it has never been used."""
+    a = t.account
+    row = uow.conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == account_id)).first()
+    return (0, 0) if row is None else (int(row.balance), int(row.held))
+
+
+@dataclass(frozen=True)
+class TrialBalance:
+    accounts: list[dict[str, object]]
+    debits_fen: int  # the sum of all negative postings, as a positive number
+    credits_fen: int
+    total_fen: int  # the sum of every account's balance: zero when the books balance
+    mismatched: list[str]  # accounts whose cached balance differs from the sum of their postings
+
+    @property
+    def balanced(self) -> bool:
+        return self.debits_fen == self.credits_fen and self.total_fen == 0 and not self.mismatched
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "accounts": self.accounts,
+            "debits_fen": self.debits_fen,
+            "credits_fen": self.credits_fen,
+            "total_fen": self.total_fen,
+            "balanced": self.balanced,
+            "mismatched_accounts": self.mismatched,
+        }
+
+
+def trial_balance(uow: UnitOfWork) -> TrialBalance:
+    """Every account's balance, checked against its postings, and debits against credits."""
+    a, p = t.account, t.posting
+    conn = uow.conn
+    sums = {
+        row.account_id: int(row.total)
+        for row in conn.execute(
+            select(p.c.account_id, func.sum(p.c.amount).label("total")).group_by(p.c.account_id)
+        )
+    }
+    debit, credit = conn.execute(
+        select(
+            func.coalesce(func.sum(p.c.amount).filter(p.c.amount < 0), 0),
+            func.coalesce(func.sum(p.c.amount).filter(p.c.amount > 0), 0),
+        )
+    ).one()
+    accounts: list[dict[str, object]] = []
+    mismatched = []
+    total = 0
+    for row in conn.execute(
+        select(a.c.account_id, a.c.kind, a.c.owner, a.c.balance, a.c.held).order_by(a.c.account_id)
+    ):
+        accounts.append(
+            {
+                "account": row.account_id,
+                "kind": row.kind,
+                "owner": row.owner,
+                "balance_fen": int(row.balance),
+                "held_fen": int(row.held),
+            }
+        )
+        total += int(row.balance)
+        if sums.pop(row.account_id, 0) != row.balance:
+            mismatched.append(row.account_id)
+    mismatched.extend(sums)  # postings on an account that does not exist
+    return TrialBalance(accounts, -int(debit), int(credit), total, mismatched)

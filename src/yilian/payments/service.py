@@ -1,0 +1,691 @@
+"""Use cases of card payments. Each takes the unit of work first and keyword arguments, runs in the
+caller's transaction and never commits: a refusal raised anywhere leaves nothing posted.
+
+Lock order, the same in every use case so that concurrent ones cannot deadlock: the idempotency
+key (the caller's), then the charge or hold row, then the person's year-to-date usage rows
+(sorted), then the business day (shared), then accounts (sorted, in :mod:`ledger`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from yilian import card as cards
+from yilian.db import UnitOfWork
+from yilian.kernel import clock
+from yilian.kernel.errors import Category
+from yilian.kernel.ids import new_id
+from yilian.kernel.money import allocate, format_fen
+from yilian.payments import coverage, ledger
+from yilian.payments import tables as t
+from yilian.payments.adjudication import Claim, Policy, adjudicate, load_policies, usage_buckets
+from yilian.payments.ledger import AccountSpec
+from yilian.payments.model import (
+    BEIJING,
+    CHANNELS,
+    DEFAULT_HOLD_SECONDS,
+    SETTINGS,
+    Item,
+    Shares,
+    WalletView,
+    business_date,
+    channel_account,
+    check_amount,
+    check_items,
+    from_us,
+    merchant_account,
+    refuse,
+    to_us,
+    wallet_account,
+)
+
+
+@cache
+def policies() -> tuple[Policy, ...]:
+    """The shipped policies, read once per process (they change by a new file and a deploy)."""
+    return tuple(load_policies())
+
+
+def _wallet(patient_id: str) -> AccountSpec:
+    # The wallet belongs to the resident (the card's Patient), not to the plastic: a replaced card
+    # resolves to the same Patient and finds the same balance, with no transfer to get wrong.
+    return AccountSpec(wallet_account(patient_id), "wallet", patient_id, 0)
+
+
+def _merchant(org: str, point: str) -> AccountSpec:
+    return AccountSpec(merchant_account(org, point), "merchant", org, None)
+
+
+def _fund(policy: Policy) -> AccountSpec:
+    return AccountSpec(
+        policy.fund_account, "fund" if policy.kind == "insurance" else "aid", policy.scheme, None
+    )
+
+
+def _channel(channel: str) -> AccountSpec:
+    return AccountSpec(channel_account(channel), "channel", channel, None)
+
+
+def _point(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not value or len(value) > 64 or ":" in value:
+        raise refuse(Category.INVALID, "bad-request", f"{what} must be 1-64 characters without ':'")
+    return value
+
+
+def _usable(uow: UnitOfWork, card_no: str) -> cards.CardView:
+    return cards.require_usable(uow, card_no)
+
+
+# --------------------------------------------------------------------------- wallet
+
+
+def wallet(uow: UnitOfWork, *, card_no: str) -> WalletView:
+    card = _usable(uow, card_no)
+    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    return WalletView(card.card_no, balance, held)
+
+
+@dataclass(frozen=True)
+class TopUp:
+    txn_id: str
+    amount_fen: int
+    wallet: WalletView
+
+    def as_json(self) -> dict[str, Any]:
+        return {"txn_id": self.txn_id, "amount_fen": self.amount_fen, **_prefixed(self.wallet)}
+
+
+def _prefixed(view: WalletView) -> dict[str, Any]:
+    return {
+        "wallet_balance_fen": view.balance_fen,
+        "wallet_held_fen": view.held_fen,
+        "wallet_available_fen": view.available_fen,
+    }
+
+
+def top_up(uow: UnitOfWork, *, card_no: str, amount_fen: int, channel: str, org: str) -> TopUp:
+    """Money in at a counter or a self-service machine: the channel pays, the wallet holds."""
+    check_amount(amount_fen)
+    if channel not in CHANNELS:
+        raise refuse(Category.INVALID, "bad-channel", f"channel must be one of {', '.join(CHANNELS)}")
+    org = _point(org, "org")
+    card = _usable(uow, card_no)
+    coverage.institution(uow, org)
+    spec = _wallet(card.patient_id)
+    posted = ledger.post(
+        uow,
+        kind="top-up",
+        postings=[(_channel(channel), -amount_fen), (spec, amount_fen)],
+        org=org,
+        memo=f"top-up via {channel}",
+    )
+    balance, held = ledger.balance(uow, spec.account_id)
+    return TopUp(posted.txn_id, amount_fen, WalletView(card.card_no, balance, held))
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    txn_id: str
+    at: dt.datetime
+    kind: str
+    amount_fen: int
+    balance_after_fen: int
+    org: str | None
+    ref: str | None
+    memo: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "txn_id": self.txn_id,
+            "at": self.at.astimezone(BEIJING).isoformat(),
+            "kind": self.kind,
+            "amount_fen": self.amount_fen,
+            "balance_after_fen": self.balance_after_fen,
+            "org": self.org,
+            "ref": self.ref,
+            "memo": self.memo,
+        }
+
+
+def statement(uow: UnitOfWork, *, card_no: str, limit: int = 50) -> tuple[WalletView, list[StatementLine]]:
+    """The wallet and its newest movements, newest first, each with the balance it left."""
+    card = _usable(uow, card_no)
+    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    view = WalletView(card.card_no, balance, held)
+    p, x = t.posting, t.txn
+    rows = uow.conn.execute(
+        select(p.c.amount, x.c.txn_id, x.c.at, x.c.kind, x.c.org, x.c.ref, x.c.memo)
+        .join(x, x.c.txn_id == p.c.txn_id)
+        .where(p.c.account_id == wallet_account(card.patient_id))
+        .order_by(p.c.posting_id.desc())
+        .limit(max(1, min(limit, 1000)))
+    ).all()
+    lines = []
+    after = view.balance_fen
+    for row in rows:  # walk back from the current balance
+        lines.append(
+            StatementLine(
+                row.txn_id, from_us(row.at), row.kind, int(row.amount), after, row.org, row.ref, row.memo
+            )
+        )
+        after -= int(row.amount)
+    return view, lines
+
+
+# --------------------------------------------------------------------------- charges
+
+
+def _lock_usage(
+    conn: Connection, person: str, year: int, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """Read (and lock, on PostgreSQL) the person's usage counters, creating missing ones at zero."""
+    u = t.usage
+    out: dict[tuple[str, str], int] = {}
+    for fund, bucket in sorted(set(keys)):
+        where = (u.c.person == person, u.c.fund == fund, u.c.year == year, u.c.bucket == bucket)
+        stmt = select(u.c.amount_fen).where(*where)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        value = conn.execute(stmt).scalar_one_or_none()
+        if value is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(u),
+                        {"person": person, "fund": fund, "year": year, "bucket": bucket, "amount_fen": 0},
+                    )
+            except IntegrityError:
+                pass
+            value = conn.execute(stmt).scalar_one()
+        out[(fund, bucket)] = int(value)
+    return out
+
+
+def _add_usage(conn: Connection, person: str, year: int, deltas: dict[tuple[str, str], int]) -> None:
+    u = t.usage
+    for (fund, bucket), delta in sorted(deltas.items()):
+        if delta:
+            conn.execute(
+                update(u)
+                .where(u.c.person == person, u.c.fund == fund, u.c.year == year, u.c.bucket == bucket)
+                .values(amount_fen=u.c.amount_fen + delta)
+            )
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    charge_id: str
+    txn_id: str
+    shares: Shares
+    wallet: WalletView
+    coverage: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.shares
+        return {
+            "charge_id": self.charge_id,
+            "txn_id": self.txn_id,
+            "total_fen": s.total_fen,
+            "insurer_fen": s.insurer_fen,
+            "aid_fen": s.aid_fen,
+            "self_pay_fen": s.self_pay_fen,
+            "wallet_balance_fen": self.wallet.balance_fen,
+            "explanation": {
+                "insurer_policy": s.insurer_policy,
+                "aid_policy": s.aid_policy,
+                "coverage": self.coverage,
+                "steps": [step.as_json() for step in s.steps],
+                "text": "; ".join(step.detail for step in s.steps),
+            },
+        }
+
+
+def charge(
+    uow: UnitOfWork,
+    *,
+    card_no: str,
+    org: str,
+    department: str,
+    items: Sequence[Item],
+    encounter: str | None = None,
+    setting: str = "outpatient",
+    diagnoses: Sequence[str] = (),
+    hold_id: str | None = None,
+) -> ChargeResult:
+    """A point-of-care charge (诊间结算): adjudicate against the coverage in force, then take each
+    share in one ledger transaction — the fund's and the aid fund's to the institution, the rest
+    from the wallet (refused whole if the wallet cannot pay its part).
+
+    With ``hold_id`` (an inpatient's discharge bill) the patient's share is paid out of that
+    deposit: the hold is released and posted by this charge, exactly once; whatever the share
+    exceeds the deposit by comes from the rest of the wallet."""
+    items = list(items)
+    check_items(items)
+    if setting not in SETTINGS:
+        raise refuse(Category.INVALID, "bad-request", f"setting must be one of {', '.join(SETTINGS)}")
+    org, department = _point(org, "org"), _point(department, "department")
+    card = _usable(uow, card_no)
+    deposit = None
+    if hold_id is not None:
+        deposit = _open_hold(uow, hold_id)
+        if deposit.patient_id != card.patient_id or deposit.org != org:
+            raise refuse(
+                Category.CONFLICT,
+                "hold-mismatch",
+                f"hold {hold_id} is not this card's deposit at Organization/{org}",
+            )
+    place = coverage.institution(uow, org)
+    for item in items:
+        if item.charge_item:
+            coverage.check_charge_item(uow, charge_item=item.charge_item, patient_id=card.patient_id)
+    now = clock.now()
+    day = business_date(now)
+    charge_id = new_id()
+    found = coverage.enrolments(uow, patient_id=card.patient_id, on=day, policies=policies())
+    insurance, aid, used_enrolments = coverage.policies_for(found, policies(), day)
+    person = card.person_id or card.patient_id
+    used: dict[tuple[str, str], int] = {}
+    claim = Claim(
+        setting=setting,
+        level=place.level or "city",
+        institution_region=place.region or "",
+        visit=encounter or charge_id,
+        diagnoses=tuple(diagnoses),
+    )
+    if insurance is not None or aid is not None:
+        if place.level is None or place.region is None:
+            raise refuse(
+                Category.INVALID,
+                "institution-unclassified",
+                f"Organization/{org} has no institution level or county code: reimbursement cannot be computed",
+            )
+        keys = [k for p in (insurance, aid) if p is not None for k in usage_buckets(p, claim)]
+        used = _lock_usage(uow.conn, person, day.year, keys)
+    shares = adjudicate(items, claim, insurance=insurance, aid=aid, used=used)
+    postings: list[tuple[AccountSpec, int]] = [(_merchant(org, department), shares.total_fen)]
+    postings.append((_wallet(card.patient_id), -shares.self_pay_fen))
+    if insurance is not None:
+        postings.append((_fund(insurance), -shares.insurer_fen))
+    if aid is not None:
+        postings.append((_fund(aid), -shares.aid_fen))
+    memo = f"charge at {org}/{department}"
+    if deposit is None:
+        posted = ledger.post(uow, kind="charge", postings=postings, ref=charge_id, org=org, memo=memo, at=now)
+    else:
+        # A savepoint: should the wallet still be short, the release is undone with the refusal.
+        with uow.conn.begin_nested():
+            ledger.release(uow, wallet_account(card.patient_id), int(deposit.amount_fen))
+            posted = ledger.post(
+                uow,
+                kind="charge",
+                postings=postings,
+                ref=charge_id,
+                org=org,
+                memo=memo + " from deposit",
+                at=now,
+            )
+        _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
+    _add_usage(uow.conn, person, day.year, shares.usage)
+    enrolled = [
+        {"scheme": e.scheme, "region": e.region, "coverage": f"Coverage/{e.coverage_id}", "payor": e.payor}
+        for e in used_enrolments
+    ]
+    uow.conn.execute(
+        insert(t.charge),
+        {
+            "charge_id": charge_id,
+            "txn_id": posted.txn_id,
+            "card_no": card.card_no,
+            "patient_id": card.patient_id,
+            "person_id": person,
+            "org": org,
+            "department": department,
+            "encounter": encounter,
+            "hold_id": hold_id,
+            "setting": setting,
+            "at": posted.at,
+            "business_date": posted.business_date.isoformat(),
+            "total_fen": shares.total_fen,
+            "insurer_fen": shares.insurer_fen,
+            "aid_fen": shares.aid_fen,
+            "self_pay_fen": shares.self_pay_fen,
+            "insurer_account": insurance.fund_account if insurance else None,
+            "aid_account": aid.fund_account if aid else None,
+            "deductible_fen": shares.deductible_fen,
+            "aid_deductible_fen": shares.aid_deductible_fen,
+            "refunded_insurer_fen": 0,
+            "refunded_aid_fen": 0,
+            "refunded_self_fen": 0,
+            "items": orjson.dumps([i.as_json() for i in items]).decode(),
+            "adjudication": orjson.dumps(
+                {
+                    "insurer_policy": shares.insurer_policy,
+                    "aid_policy": shares.aid_policy,
+                    "insurer_scheme": insurance.scheme if insurance else None,
+                    "aid_scheme": aid.scheme if aid else None,
+                    "level": claim.level,
+                    "institution_region": claim.institution_region,
+                    "diagnoses": list(claim.diagnoses),
+                    "coverage": enrolled,
+                    "usage": [
+                        [fund, bucket, amount] for (fund, bucket), amount in sorted(shares.usage.items())
+                    ],
+                    "usage_year": day.year,
+                    "steps": [s.as_json() for s in shares.steps],
+                }
+            ).decode(),
+        },
+    )
+    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
+
+
+def get_charge(uow: UnitOfWork, *, charge_id: str, for_update: bool = False) -> Any:
+    c = t.charge
+    stmt = select(c).where(c.c.charge_id == charge_id)
+    if for_update and uow.conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = uow.conn.execute(stmt).first()
+    if row is None:
+        raise refuse(Category.NOT_FOUND, "unknown-charge", f"no charge {charge_id}")
+    return row
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    refund_id: str
+    charge_id: str
+    txn_id: str
+    amount_fen: int
+    insurer_fen: int
+    aid_fen: int
+    self_pay_fen: int
+    refundable_fen: int  # what is left to refund of the charge
+    wallet_balance_fen: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "refund_id": self.refund_id,
+            "charge_id": self.charge_id,
+            "txn_id": self.txn_id,
+            "amount_fen": self.amount_fen,
+            "insurer_fen": self.insurer_fen,
+            "aid_fen": self.aid_fen,
+            "self_pay_fen": self.self_pay_fen,
+            "refundable_fen": self.refundable_fen,
+            "wallet_balance_fen": self.wallet_balance_fen,
+        }
+
+
+def refund(uow: UnitOfWork, *, charge_id: str, amount_fen: int, reason: str) -> RefundResult:
+    """Give back part or all of a charge, as a new transaction (the charge's stays as it was).
+
+    Each payer gets back its proportion of what it has not yet had back (largest remainder, so
+    the parts are whole fen and sum to the amount); the last refund returns exactly what is left,
+    so a charge refunded in pieces ends with every share back to zero. The fund's year-to-date
+    usage goes down by what the fund gets back; the deductible the charge consumed is restored
+    only when the charge is refunded in full (a partial return does not undo a visit).
+    """
+    check_amount(amount_fen)
+    if not reason or not reason.strip():
+        raise refuse(Category.INVALID, "bad-request", "a refund needs a reason")
+    row = get_charge(uow, charge_id=charge_id, for_update=True)
+    remaining = [
+        row.insurer_fen - row.refunded_insurer_fen,
+        row.aid_fen - row.refunded_aid_fen,
+        row.self_pay_fen - row.refunded_self_fen,
+    ]
+    left = sum(remaining)
+    if amount_fen > left:
+        raise refuse(
+            Category.CONFLICT,
+            "refund-exceeds-charge",
+            f"only {format_fen(left)} of charge {charge_id} is left to refund, not {format_fen(amount_fen)}",
+        )
+    ins, aid_part, self_part = remaining if amount_fen == left else allocate(amount_fen, remaining)
+    detail = orjson.loads(row.adjudication)
+    year = int(detail["usage_year"])
+    deltas: dict[tuple[str, str], int] = {}
+    full = amount_fen == left
+    for fund, bucket, amount in detail["usage"]:
+        if bucket == "fund":
+            policy_scheme = fund.split("/")[0]
+            back = ins if policy_scheme == detail.get("insurer_scheme") else aid_part
+            deltas[(fund, bucket)] = -back
+        elif full:
+            deltas[(fund, bucket)] = -int(amount)
+    if deltas:
+        _lock_usage(uow.conn, row.person_id, year, list(deltas))
+    postings: list[tuple[AccountSpec, int]] = [
+        (_merchant(row.org, row.department), -amount_fen),
+        (_wallet(row.patient_id), self_part),
+    ]
+    if row.insurer_account:
+        postings.append(
+            (AccountSpec(row.insurer_account, "fund", row.insurer_account.split(":")[1], None), ins)
+        )
+    if row.aid_account:
+        postings.append((AccountSpec(row.aid_account, "aid", row.aid_account.split(":")[1], None), aid_part))
+    refund_id = new_id()
+    posted = ledger.post(
+        uow, kind="refund", postings=postings, ref=charge_id, org=row.org, memo=reason.strip()[:500]
+    )
+    _add_usage(uow.conn, row.person_id, year, deltas)
+    c = t.charge
+    uow.conn.execute(
+        update(c)
+        .where(c.c.charge_id == charge_id)
+        .values(
+            refunded_insurer_fen=c.c.refunded_insurer_fen + ins,
+            refunded_aid_fen=c.c.refunded_aid_fen + aid_part,
+            refunded_self_fen=c.c.refunded_self_fen + self_part,
+        )
+    )
+    uow.conn.execute(
+        insert(t.refund),
+        {
+            "refund_id": refund_id,
+            "charge_id": charge_id,
+            "txn_id": posted.txn_id,
+            "at": posted.at,
+            "amount_fen": amount_fen,
+            "insurer_fen": ins,
+            "aid_fen": aid_part,
+            "self_pay_fen": self_part,
+            "reason": reason.strip(),
+        },
+    )
+    balance, _ = ledger.balance(uow, wallet_account(row.patient_id))
+    return RefundResult(
+        refund_id, charge_id, posted.txn_id, amount_fen, ins, aid_part, self_part, left - amount_fen, balance
+    )
+
+
+# --------------------------------------------------------------------------- deposit holds
+
+
+@dataclass(frozen=True)
+class HoldView:
+    hold_id: str
+    card_no: str
+    org: str
+    department: str
+    amount_fen: int
+    status: str
+    posted_fen: int | None
+    txn_id: str | None
+    expires: dt.datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "card_no": self.card_no,
+            "org": self.org,
+            "department": self.department,
+            "amount_fen": self.amount_fen,
+            "status": self.status,
+            "posted_fen": self.posted_fen,
+            "txn_id": self.txn_id,
+            "expires": self.expires.astimezone(BEIJING).isoformat(),
+        }
+
+
+def _hold_view(row: Any) -> HoldView:
+    return HoldView(
+        row.hold_id,
+        row.card_no,
+        row.org,
+        row.department,
+        int(row.amount_fen),
+        row.status,
+        None if row.posted_fen is None else int(row.posted_fen),
+        row.txn_id,
+        from_us(row.expires),
+    )
+
+
+def hold_deposit(
+    uow: UnitOfWork,
+    *,
+    card_no: str,
+    org: str,
+    department: str,
+    amount_fen: int,
+    encounter: str | None = None,
+    expires_in_s: int = DEFAULT_HOLD_SECONDS,
+) -> HoldView:
+    """Reserve an inpatient deposit on the wallet (预交金): the money stays in the wallet but can no
+    longer be spent elsewhere, until the hold is posted, voided or expires."""
+    check_amount(amount_fen)
+    if not 60 <= expires_in_s <= 366 * 24 * 3600:
+        raise refuse(
+            Category.INVALID, "bad-request", "a hold expires between one minute and one year from now"
+        )
+    org, department = _point(org, "org"), _point(department, "department")
+    card = _usable(uow, card_no)
+    coverage.institution(uow, org)
+    spec = _wallet(card.patient_id)
+    ledger.hold(uow, spec, amount_fen)
+    now = to_us(clock.now())
+    hold_id = new_id()
+    row = {
+        "hold_id": hold_id,
+        "card_no": card.card_no,
+        "patient_id": card.patient_id,
+        "org": org,
+        "department": department,
+        "encounter": encounter,
+        "amount_fen": amount_fen,
+        "status": "held",
+        "posted_fen": None,
+        "txn_id": None,
+        "created": now,
+        "expires": now + expires_in_s * 1_000_000,
+        "finished": None,
+    }
+    uow.conn.execute(insert(t.hold), row)
+    return get_hold(uow, hold_id=hold_id)
+
+
+def _open_hold(uow: UnitOfWork, hold_id: str) -> Any:
+    h = t.hold
+    stmt = select(h).where(h.c.hold_id == hold_id)
+    if uow.conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = uow.conn.execute(stmt).first()
+    if row is None:
+        raise refuse(Category.NOT_FOUND, "unknown-hold", f"no hold {hold_id}")
+    if row.status != "held":
+        raise refuse(Category.CONFLICT, "hold-finished", f"hold {hold_id} is already {row.status}")
+    if row.expires <= to_us(clock.now()):
+        raise refuse(
+            Category.CONFLICT,
+            "hold-expired",
+            f"hold {hold_id} expired at {from_us(row.expires).astimezone(BEIJING):%Y-%m-%d %H:%M}",
+        )
+    return row
+
+
+def post_hold(uow: UnitOfWork, *, hold_id: str, amount_fen: int) -> HoldView:
+    """Settle a deposit: ``amount_fen`` (at most the hold) goes to the institution, the rest of the
+    hold is released. Exactly once: a second post or void is refused."""
+    check_amount(amount_fen)
+    row = _open_hold(uow, hold_id)
+    if amount_fen > row.amount_fen:
+        raise refuse(
+            Category.CONFLICT,
+            "post-exceeds-hold",
+            f"cannot post {format_fen(amount_fen)} of a {format_fen(row.amount_fen)} hold",
+        )
+    spec = _wallet(row.patient_id)
+    ledger.release(uow, spec.account_id, int(row.amount_fen))
+    posted = ledger.post(
+        uow,
+        kind="hold-post",
+        postings=[(spec, -amount_fen), (_merchant(row.org, row.department), amount_fen)],
+        ref=hold_id,
+        org=row.org,
+        memo="deposit posted",
+    )
+    return _finish_hold(uow, row, "posted", posted_fen=amount_fen, txn_id=posted.txn_id)
+
+
+def void_hold(uow: UnitOfWork, *, hold_id: str) -> HoldView:
+    row = _open_hold(uow, hold_id)
+    ledger.release(uow, wallet_account(row.patient_id), int(row.amount_fen))
+    return _finish_hold(uow, row, "voided")
+
+
+def _finish_hold(
+    uow: UnitOfWork, row: Any, status: str, *, posted_fen: int | None = None, txn_id: str | None = None
+) -> HoldView:
+    h = t.hold
+    done = uow.conn.execute(
+        update(h)
+        .where(h.c.hold_id == row.hold_id, h.c.status == "held")
+        .values(status=status, posted_fen=posted_fen, txn_id=txn_id, finished=to_us(clock.now()))
+    )
+    if done.rowcount != 1:  # the row lock (PostgreSQL) or the single writer (SQLite) rules this out
+        raise refuse(Category.CONFLICT, "hold-finished", f"hold {row.hold_id} was finished concurrently")
+    return get_hold(uow, hold_id=row.hold_id)
+
+
+def get_hold(uow: UnitOfWork, *, hold_id: str) -> HoldView:
+    h = t.hold
+    row = uow.conn.execute(select(h).where(h.c.hold_id == hold_id)).first()
+    if row is None:
+        raise refuse(Category.NOT_FOUND, "unknown-hold", f"no hold {hold_id}")
+    return _hold_view(row)
+
+
+def expire_holds(uow: UnitOfWork) -> int:
+    """Release every hold past its expiry (run by the day close and on demand)."""
+    h = t.hold
+    now = to_us(clock.now())
+    ids = [
+        r.hold_id
+        for r in uow.conn.execute(
+            select(h.c.hold_id).where(h.c.status == "held", h.c.expires <= now).order_by(h.c.hold_id)
+        )
+    ]
+    done = 0
+    for hold_id in ids:
+        stmt = select(h).where(h.c.hold_id == hold_id)
+        if uow.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = uow.conn.execute(stmt).first()
+        if row is None or row.status != "held":
+            continue
+        ledger.release(uow, wallet_account(row.patient_id), int(row.amount_fen))
+        _finish_hold(uow, row, "expired")
+        done += 1
+    return done

@@ -1,0 +1,52 @@
+"""``yilian payments`` as a user runs it, against both databases: close a day once, see its batch
+and reconciliation, a card's wallet and statement, the trial balance."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tests.integration.cli.test_cli import yilian
+from tests.integration.payments.builders import make_coverage, make_patient, make_region
+from tests.integration.payments.conftest import CardDesk
+from tests.support.server import database_url
+from yilian import payments
+from yilian.db import Database, UnitOfWork
+from yilian.kernel import clock
+
+
+def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) -> None:
+    desk = CardDesk()
+    clock.set_clock(lambda: dt.datetime(2026, 6, 15, 3, 0, tzinfo=dt.UTC))
+    try:
+        with UnitOfWork(db, write=True) as uow:
+            region = make_region(uow)
+            patient = make_patient(uow)
+            make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
+            card = desk.issue(uow, patient)
+            payments.top_up(uow, card_no=card, amount_fen=100_000, channel="cash", org=region.township_centre)
+            payments.charge(
+                uow,
+                card_no=card,
+                org=region.township_centre,
+                department="clinic",
+                items=[payments.Item("YP-1", "阿莫西林", "drug", 10_000, 1)],
+            )
+    finally:
+        clock.set_clock(None)
+    url = database_url(db)
+    closed = yilian("payments", "close-day", "2026-06-15", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert closed.code == 0, closed.err
+    assert "card-issuer" in closed.out and "¥40.00" in closed.out and "fund:ncms:330500: ¥60.00" in closed.out
+    again = yilian("payments", "close-day", "2026-06-15", "-d", url, cwd=tmp_path)
+    assert again.code == 2 and "already closed" in again.err
+    shown = yilian("payments", "day", "2026-06-15", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert shown.code == 0 and "reconciled" in shown.out, shown.err
+    wallet = yilian("payments", "wallet", card, "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert wallet.code == 0 and "¥960.00" in wallet.out, wallet.err
+    statement = yilian("payments", "statement", card, "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert statement.code == 0 and "charge" in statement.out and "top-up" in statement.out
+    trial = yilian("payments", "trial-balance", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert trial.code == 0 and "balanced" in trial.out, trial.out + trial.err
+    bad = yilian("payments", "close-day", "15/06/2026", "-d", url, cwd=tmp_path)
+    assert bad.code == 2 and "YYYY-MM-DD" in bad.err

@@ -1,0 +1,32 @@
+"""Fixtures for payment tests: a card desk that issues and activates cards through the card
+system (``yilian.card``), so payments is exercised through the very call it makes in production
+(``yilian.card.require_usable``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from yilian import card
+from yilian.card.model import platform_card_number
+from yilian.db import UnitOfWork
+from yilian.fhir import FhirContext
+
+CTX = FhirContext(base_url="http://testserver/fhir")
+
+
+class CardDesk:
+    def issue(self, uow: UnitOfWork, patient_id: str) -> str:
+        view = card.issue_card(uow, CTX, patient_id=patient_id, actor="test:desk", reason="payments test")
+        card.activate_card(uow, CTX, card_no=view.card_no, actor="test:desk", reason="holder activates")
+        return view.card_no
+
+    def report_lost(self, uow: UnitOfWork, card_no: str) -> None:
+        card.report_lost(uow, CTX, card_no=card_no, actor="test:desk", reason="holder lost it")
+
+    def unknown_number(self) -> str:
+        return platform_card_number()
+
+
+@pytest.fixture(scope="module")
+def desk() -> CardDesk:
+    return CardDesk()

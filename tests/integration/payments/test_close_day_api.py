@@ -1,0 +1,84 @@
+"""Closing a business day over HTTP. A module of its own: closing today's day (with the clock
+moved to tomorrow) would refuse every later posting of the day in a shared database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.payments.builders import Region, make_region
+from tests.integration.payments.conftest import CardDesk
+from tests.integration.payments.test_payment_api import DRUG, call, key, new_card
+from tests.support.auth import bearer, system_token
+from yilian.api.app import create_app
+from yilian.api.wiring import platform_settings
+from yilian.db import Database, UnitOfWork
+from yilian.kernel import clock
+
+
+@pytest.fixture(scope="module")
+def app(db: Database) -> Any:
+    return create_app(db, platform_settings())
+
+
+@pytest.fixture(scope="module")
+def region(db: Database) -> Region:
+    with UnitOfWork(db, write=True) as uow:
+        return make_region(uow)
+
+
+@pytest.fixture(scope="module")
+def hospital(db: Database, region: Region) -> dict[str, str]:
+    return bearer(
+        system_token(
+            db, scopes="system/Account.cru system/ChargeItem.cr", org_id=region.city_hospital, name="HIS"
+        )
+    )
+
+
+@pytest.fixture
+def tomorrow_clock() -> Iterator[list[bool]]:
+    """The real clock until the test flips it, then the same moment tomorrow."""
+    flipped = [False]
+    clock.set_clock(lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=1 if flipped[0] else 0))
+    yield flipped
+    clock.set_clock(None)
+
+
+def test_close_day_over_http(
+    app: Any,
+    db: Database,
+    desk: CardDesk,
+    region: Region,
+    hospital: dict[str, str],
+    tomorrow_clock: list[bool],
+) -> None:
+    card = new_card(db, desk, region)
+    top = {"amount_fen": 100_000, "channel": "cash", "org": region.city_hospital}
+    call(app, "POST", f"/api/cards/{card}/top-ups", headers=hospital, key=key(), json=top)
+    charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
+    assert call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge).status_code == 201
+    tomorrow_clock[0] = True
+    # Tokens expire by the clock: the operator's is issued "tomorrow".
+    operator = bearer(system_token(db, scopes="system/*.cruds", name="tomorrow's operator"))
+    today = (
+        dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    )  # yesterday, for the platform
+    k = key()
+    first = call(app, "POST", f"/api/settlement/days/{today}/close", headers=operator, key=k)
+    assert first.status_code == 201, first.text
+    replay = call(app, "POST", f"/api/settlement/days/{today}/close", headers=operator, key=k)
+    assert replay.content == first.content
+    twice = call(app, "POST", f"/api/settlement/days/{today}/close", headers=operator, key=key())
+    assert twice.status_code == 409 and twice.json()["reason"] == "day-closed"
+    shown = call(app, "GET", f"/api/settlement/days/{today}?detail=1", headers=operator).json()
+    assert shown["status"] == "closed" and shown["reconciliation"]["reconciled"], shown
+    issuer = [
+        line
+        for line in shown["lines"]
+        if line["payer"] == "card-issuer" and line["payee"] == region.city_hospital
+    ]
+    assert issuer and issuer[0]["amount_fen"] > 0

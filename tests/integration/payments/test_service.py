@@ -1,0 +1,389 @@
+"""The payment use cases on both databases: every operation balanced, refusals post nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.integration.payments.builders import Region, make_coverage, make_patient, make_region
+from tests.integration.payments.conftest import CardDesk
+from yilian import payments
+from yilian.db import UnitOfWork
+from yilian.kernel import clock
+from yilian.kernel.errors import Category, YilianError
+from yilian.payments import tables as t
+from yilian.payments.model import PaymentError
+
+DRUG = payments.Item("YP-0001", "阿莫西林胶囊", "drug", 15_000, 2)
+EXAM = payments.Item("JC-0101", "腹部彩超", "exam", 50_000, 1)
+MEAL = payments.Item("ST-01", "职工食堂午餐", "canteen", 2_000, 1)
+
+
+def postings(uow: UnitOfWork) -> int:
+    return int(uow.conn.execute(select(func.count()).select_from(t.posting)).scalar_one())
+
+
+def balanced(uow: UnitOfWork) -> None:
+    tb = payments.trial_balance(uow)
+    assert tb.balanced, tb.as_json()
+
+
+@pytest.fixture
+def region(uow: UnitOfWork) -> Region:
+    return make_region(uow)
+
+
+@pytest.fixture
+def pinned() -> Iterator[list[dt.datetime]]:
+    """The clock, held at 2026-06-15 10:00 Beijing time until a test moves it."""
+    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
+    clock.set_clock(lambda: now[0])
+    yield now
+    clock.set_clock(None)
+
+
+def resident(uow: UnitOfWork, desk: CardDesk, region: Region, *schemes: str, top_up: int = 0) -> str:
+    patient = make_patient(uow)
+    for scheme in schemes:
+        payor = region.aid_fund if scheme == "medical-aid" else region.insurer
+        make_coverage(uow, patient_id=patient, payor_org=payor, scheme=scheme)
+    card = desk.issue(uow, patient)
+    if top_up:
+        payments.top_up(uow, card_no=card, amount_fen=top_up, channel="cash", org=region.city_hospital)
+    return card
+
+
+def test_top_up_credits_the_wallet_from_the_channel(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region)
+    done = payments.top_up(uow, card_no=card, amount_fen=10_000, channel="wechat", org=region.township_centre)
+    assert done.wallet.balance_fen == 10_000 and done.wallet.available_fen == 10_000
+    assert payments.wallet(uow, card_no=card).balance_fen == 10_000
+    tb = payments.trial_balance(uow)
+    assert tb.balanced and tb.debits_fen == tb.credits_fen == 10_000
+    accounts = {a["account"]: a["balance_fen"] for a in tb.accounts}
+    assert accounts["channel:wechat"] == -10_000
+
+
+@pytest.mark.parametrize("amount", [0, -1, True, 10**16])
+def test_bad_amounts_are_refused(
+    uow: UnitOfWork, desk: CardDesk, region: Region, amount: int, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region)
+    with pytest.raises(PaymentError) as err:
+        payments.top_up(uow, card_no=card, amount_fen=amount, channel="cash", org=region.city_hospital)
+    assert err.value.reason == "bad-amount" and err.value.category is Category.INVALID
+    assert postings(uow) == 0
+
+
+def test_uninsured_charge_is_all_self_pay(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=100_000)
+    result = payments.charge(
+        uow, card_no=card, org=region.city_hospital, department="internal-medicine", items=[DRUG, MEAL]
+    )
+    assert (result.shares.total_fen, result.shares.insurer_fen, result.shares.self_pay_fen) == (
+        32_000,
+        0,
+        32_000,
+    )
+    assert result.wallet.balance_fen == 68_000
+    balanced(uow)
+
+
+def test_insufficient_balance_posts_nothing(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=1_000)
+    before = postings(uow)
+    with pytest.raises(PaymentError) as err:
+        payments.charge(uow, card_no=card, org=region.city_hospital, department="pharmacy", items=[DRUG])
+    assert err.value.reason == "insufficient-balance" and err.value.category is Category.CONFLICT
+    # The unit of work would roll back; within it nothing was written either.
+    assert postings(uow) == before
+    assert payments.wallet(uow, card_no=card).balance_fen == 1_000
+
+
+def test_ncms_outpatient_at_city_hospital(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=200_000)
+    first = payments.charge(
+        uow, card_no=card, org=region.city_hospital, department="clinic", items=[DRUG, EXAM, MEAL]
+    )
+    s = first.shares
+    # eligible 80 000 (the meal is outside the catalogue); deductible ¥300 met; 40% of 50 000.
+    assert (s.total_fen, s.insurer_fen, s.aid_fen, s.self_pay_fen) == (82_000, 20_000, 0, 62_000)
+    assert s.deductible_fen == 30_000
+    # The annual deductible is met: the next charge is reimbursed from the first fen.
+    second = payments.charge(uow, card_no=card, org=region.city_hospital, department="clinic", items=[EXAM])
+    assert (second.shares.insurer_fen, second.shares.self_pay_fen) == (20_000, 30_000)
+    assert payments.wallet(uow, card_no=card).balance_fen == 200_000 - 62_000 - 30_000
+    accounts = {a["account"]: a["balance_fen"] for a in payments.trial_balance(uow).accounts}
+    assert accounts["fund:ncms:330500"] == -40_000
+    assert accounts[f"org:{region.city_hospital}:clinic"] == 132_000
+    balanced(uow)
+
+
+def test_medical_aid_pays_a_second_layer(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", "medical-aid", top_up=100_000)
+    result = payments.charge(uow, card_no=card, org=region.township_centre, department="clinic", items=[DRUG])
+    s = result.shares
+    # township: no deductible, 60% → 18 000; aid 50% of the remaining 12 000 → 6 000; patient 6 000.
+    assert (s.insurer_fen, s.aid_fen, s.self_pay_fen) == (18_000, 6_000, 6_000)
+    assert s.aid_policy == "medical-aid/330500/2026/v1"
+    balanced(uow)
+
+
+def test_lost_or_unknown_card_is_refused(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=50_000)
+    desk.report_lost(uow, card)
+    with pytest.raises(YilianError) as err:
+        payments.charge(uow, card_no=card, org=region.city_hospital, department="clinic", items=[DRUG])
+    assert err.value.category is Category.CONFLICT
+    with pytest.raises(YilianError) as unknown:
+        payments.top_up(
+            uow, card_no=desk.unknown_number(), amount_fen=100, channel="cash", org=region.city_hospital
+        )
+    assert unknown.value.category is Category.NOT_FOUND
+
+
+def test_unknown_institution_is_refused(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=50_000)
+    with pytest.raises(PaymentError) as err:
+        payments.charge(uow, card_no=card, org="no-such-org", department="clinic", items=[DRUG])
+    assert err.value.reason == "unknown-institution"
+
+
+def test_refunds_in_pieces_return_every_share_exactly(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", "medical-aid", top_up=100_000)
+    paid = payments.charge(uow, card_no=card, org=region.township_centre, department="clinic", items=[DRUG])
+    first = payments.refund(uow, charge_id=paid.charge_id, amount_fen=10_001, reason="one box returned")
+    assert first.insurer_fen + first.aid_fen + first.self_pay_fen == 10_001
+    assert first.refundable_fen == 30_000 - 10_001
+    with pytest.raises(PaymentError) as err:
+        payments.refund(uow, charge_id=paid.charge_id, amount_fen=30_000, reason="too much")
+    assert err.value.reason == "refund-exceeds-charge"
+    rest = payments.refund(uow, charge_id=paid.charge_id, amount_fen=first.refundable_fen, reason="the rest")
+    assert (
+        first.insurer_fen + rest.insurer_fen,
+        first.aid_fen + rest.aid_fen,
+        first.self_pay_fen + rest.self_pay_fen,
+    ) == (
+        18_000,
+        6_000,
+        6_000,
+    )
+    assert payments.wallet(uow, card_no=card).balance_fen == 100_000
+    accounts = {a["account"]: a["balance_fen"] for a in payments.trial_balance(uow).accounts}
+    assert accounts["fund:ncms:330500"] == 0 and accounts["aid:medical-aid:330500"] == 0
+    balanced(uow)
+
+
+def test_full_refund_restores_the_deductible_and_cap(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=300_000)
+    paid = payments.charge(uow, card_no=card, org=region.city_hospital, department="clinic", items=[EXAM])
+    assert paid.shares.deductible_fen == 30_000
+    payments.refund(uow, charge_id=paid.charge_id, amount_fen=50_000, reason="exam cancelled")
+    again = payments.charge(uow, card_no=card, org=region.city_hospital, department="clinic", items=[EXAM])
+    assert again.shares.deductible_fen == 30_000 and again.shares.insurer_fen == 8_000
+
+
+def test_deposit_hold_post_void_expire(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=100_000)
+    held = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward-3", amount_fen=80_000
+    )
+    view = payments.wallet(uow, card_no=card)
+    assert (view.balance_fen, view.held_fen, view.available_fen) == (100_000, 80_000, 20_000)
+    with pytest.raises(PaymentError) as err:  # the deposit cannot be spent at the canteen
+        payments.charge(uow, card_no=card, org=region.county_hospital, department="canteen", items=[EXAM])
+    assert err.value.reason == "insufficient-balance"
+    with pytest.raises(PaymentError) as over:
+        payments.post_hold(uow, hold_id=held.hold_id, amount_fen=80_001)
+    assert over.value.reason == "post-exceeds-hold"
+    done = payments.post_hold(uow, hold_id=held.hold_id, amount_fen=65_000)
+    assert done.status == "posted" and done.posted_fen == 65_000
+    view = payments.wallet(uow, card_no=card)
+    assert (view.balance_fen, view.held_fen) == (35_000, 0)
+    for again in (
+        lambda: payments.post_hold(uow, hold_id=held.hold_id, amount_fen=1),
+        lambda: payments.void_hold(uow, hold_id=held.hold_id),
+    ):
+        with pytest.raises(PaymentError) as twice:
+            again()
+        assert twice.value.reason == "hold-finished"
+    second = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward-3", amount_fen=30_000
+    )
+    assert payments.void_hold(uow, hold_id=second.hold_id).status == "voided"
+    third = payments.hold_deposit(
+        uow,
+        card_no=card,
+        org=region.county_hospital,
+        department="ward-3",
+        amount_fen=30_000,
+        expires_in_s=3600,
+    )
+    pinned[0] += dt.timedelta(hours=2)
+    with pytest.raises(PaymentError) as expired:
+        payments.post_hold(uow, hold_id=third.hold_id, amount_fen=100)
+    assert expired.value.reason == "hold-expired"
+    assert payments.expire_holds(uow) == 1
+    assert payments.get_hold(uow, hold_id=third.hold_id).status == "expired"
+    assert payments.wallet(uow, card_no=card).held_fen == 0
+    balanced(uow)
+
+
+def test_statement_walks_back_from_the_balance(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=10_000)
+    payments.top_up(uow, card_no=card, amount_fen=5_000, channel="alipay", org=region.city_hospital)
+    payments.charge(
+        uow,
+        card_no=card,
+        org=region.city_hospital,
+        department="parking",
+        items=[payments.Item("P-1", "停车", "parking", 500, 3)],
+    )
+    view, lines = payments.statement(uow, card_no=card)
+    assert view.balance_fen == 13_500
+    assert [(line.kind, line.amount_fen, line.balance_after_fen) for line in lines] == [
+        ("charge", -1_500, 13_500),
+        ("top-up", 5_000, 15_000),
+        ("top-up", 10_000, 10_000),
+    ]
+
+
+def test_close_day_clears_positions_once(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=200_000)
+    paid = payments.charge(
+        uow, card_no=card, org=region.city_hospital, department="clinic", items=[DRUG, EXAM, MEAL]
+    )
+    payments.charge(uow, card_no=card, org=region.township_centre, department="clinic", items=[DRUG])
+    payments.refund(uow, charge_id=paid.charge_id, amount_fen=2_000, reason="meal returned")
+    today = dt.date(2026, 6, 15)
+    with pytest.raises(PaymentError) as early:
+        payments.close_day(uow, day=today, closed_by="ops")
+    assert early.value.reason == "day-not-over"
+    pinned[0] += dt.timedelta(days=1)
+    report = payments.close_day(uow, day=today, closed_by="ops")
+    lines = {(line["payer"], line["payee"]): line["amount_fen"] for line in report["lines"]}
+    refund_parts = payments.get_charge(uow, charge_id=paid.charge_id)
+    assert lines[("fund:ncms:330500", region.city_hospital)] == 20_000 - refund_parts.refunded_insurer_fen
+    assert lines[("card-issuer", region.city_hospital)] == 62_000 - refund_parts.refunded_self_fen
+    assert lines[("fund:ncms:330500", region.township_centre)] == 18_000
+    assert lines[("card-issuer", region.township_centre)] == 12_000
+    assert report["transactions"] == 4  # one top-up, two charges, one refund
+    shown = payments.day_report(uow, day=today)
+    assert shown["status"] == "closed" and shown["reconciliation"]["reconciled"], shown
+    with pytest.raises(PaymentError) as twice:
+        payments.close_day(uow, day=today, closed_by="ops")
+    assert twice.value.reason == "day-closed"
+    # A closed day takes no more postings: a refund now is dated today, not the closed day.
+    late = payments.refund(uow, charge_id=paid.charge_id, amount_fen=1_000, reason="late return")
+    assert (
+        uow.conn.execute(select(t.txn.c.business_date).where(t.txn.c.txn_id == late.txn_id)).scalar_one()
+        == "2026-06-16"
+    )
+
+
+def test_closed_day_refuses_postings_dated_to_it(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=10_000)
+    pinned[0] += dt.timedelta(days=1)
+    payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="ops")
+    pinned[0] -= dt.timedelta(days=1)  # a clock stepping back (or a straggler) must still not write into it
+    with pytest.raises(PaymentError) as err:
+        payments.top_up(uow, card_no=card, amount_fen=100, channel="cash", org=region.city_hospital)
+    assert err.value.reason == "day-closed"
+
+
+def test_discharge_bill_is_paid_from_the_deposit(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=200_000)
+    deposit = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward-2", amount_fen=150_000
+    )
+    ward = [payments.Item("ZL-1", "治疗费", "treatment", 300_000, 1)]
+    with pytest.raises(PaymentError) as wrong:
+        payments.charge(
+            uow,
+            card_no=card,
+            org=region.city_hospital,
+            department="ward-2",
+            items=ward,
+            hold_id=deposit.hold_id,
+        )
+    assert wrong.value.reason == "hold-mismatch"
+    bill = payments.charge(
+        uow,
+        card_no=card,
+        org=region.county_hospital,
+        department="ward-2",
+        items=ward,
+        setting="inpatient",
+        encounter="enc-77",
+        hold_id=deposit.hold_id,
+    )
+    # county inpatient: deductible ¥500, 75% of ¥2,500 = ¥1,875 from the fund; the patient ¥1,125.
+    assert (bill.shares.insurer_fen, bill.shares.self_pay_fen) == (187_500, 112_500)
+    view = payments.wallet(uow, card_no=card)
+    assert (view.balance_fen, view.held_fen) == (200_000 - 112_500, 0)
+    hold = payments.get_hold(uow, hold_id=deposit.hold_id)
+    assert (hold.status, hold.posted_fen, hold.txn_id) == ("posted", 112_500, bill.txn_id)
+    with pytest.raises(PaymentError) as again:
+        payments.charge(
+            uow,
+            card_no=card,
+            org=region.county_hospital,
+            department="ward-2",
+            items=ward,
+            hold_id=deposit.hold_id,
+        )
+    assert again.value.reason == "hold-finished"
+    balanced(uow)
+
+
+def test_a_bill_above_deposit_and_wallet_releases_nothing(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, top_up=50_000)
+    deposit = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward", amount_fen=40_000
+    )
+    with pytest.raises(PaymentError) as err:
+        payments.charge(
+            uow,
+            card_no=card,
+            org=region.county_hospital,
+            department="ward",
+            items=[payments.Item("ZL-1", "治疗费", "treatment", 60_000, 1)],
+            hold_id=deposit.hold_id,
+        )
+    assert err.value.reason == "insufficient-balance"
+    view = payments.wallet(uow, card_no=card)
+    assert (view.balance_fen, view.held_fen) == (50_000, 40_000)  # the savepoint undid the release
+    assert payments.get_hold(uow, hold_id=deposit.hold_id).status == "held"
