@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from tests.support import chinese_people
@@ -104,3 +105,54 @@ def test_a_chain_through_a_bad_record_is_not_followed() -> None:
     )
     result = bulk.dedupe([mother, daughter, bad, bad2])
     assert result.clusters["m"] != result.clusters["d"]
+
+
+def test_weight_bounds_never_undercut_the_exact_weight(population: chinese_people.Population) -> None:
+    from yilian.mpi.matching.blocking import candidate_pairs
+    from yilian.mpi.matching.training import compare_pairs, vectors_of
+    from yilian.mpi.matching.vectorised import BatchColumns, exact_weights, may_force
+
+    records = population.person_records()
+    model = bulk.dedupe(records).model
+    features = sorted((bulk.prepare(r) for r in records), key=lambda f: f.record_id)
+    rng = np.random.default_rng(3)
+    strangers = np.sort(rng.integers(0, len(features), size=(20_000, 2)), axis=1)
+    pairs = np.unique(
+        np.concatenate([candidate_pairs(features), strangers[strangers[:, 0] < strangers[:, 1]]]), axis=0
+    )
+    comparisons = compare_pairs(features, pairs)
+    vectors = vectors_of(comparisons)
+    columns = BatchColumns(features, model)
+    # The batch comparison gives what the pair-by-pair one gives.
+    batch, family_values, given_values = columns.compare(pairs)
+    assert (batch == vectors).all()
+    assert family_values == [c.family_value for c in comparisons]
+    assert given_values == [c.given_value for c in comparisons]
+    exact = exact_weights(model, vectors, family_values, given_values)
+    bound, force = columns.bounds(pairs)
+    assert len(pairs) > 5_000
+    assert (bound >= exact - 1e-9).all()
+    assert not (may_force(vectors) & ~force).any()
+    # …and the per-pair scorer sums to the same weights.
+    matcher = bulk.Matcher(model)
+    for k in range(0, len(pairs), 97):
+        a, b = features[int(pairs[k, 0])], features[int(pairs[k, 1])]
+        assert abs(sum(model.field_weights(comparisons[k])) - exact[k]) < 1e-9
+        assert matcher.score_compared(a, b, comparisons[k]).comparison == comparisons[k]
+
+
+def test_pruned_scoring_finds_what_scoring_every_pair_finds(population: chinese_people.Population) -> None:
+    from yilian.mpi.matching.blocking import candidate_pairs
+
+    records = population.person_records()
+    matcher = bulk.Matcher(bulk.dedupe(records).model)
+    result = bulk.dedupe(records, matcher=matcher)  # a given model: every pair goes through the bounds
+    features = sorted((bulk.prepare(r) for r in records), key=lambda f: f.record_id)
+    expected = set()
+    for i, j in candidate_pairs(features).tolist():
+        s = matcher.score(features[i], features[j])
+        if s.grade != "certainly-not":
+            expected.add((features[i].record_id, features[j].record_id, s.probability, s.grade))
+    got = {(x.left_id, x.right_id, x.probability, x.grade) for x in result.links}
+    assert got == expected
+    assert any(g == "certain" for *_, g in got) and any(g != "certain" for *_, g in got)

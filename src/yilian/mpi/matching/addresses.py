@@ -14,6 +14,7 @@ import unicodedata
 from rapidfuzz import fuzz
 
 _PUNCT = re.compile(r"[^\w]+")
+ADDRESS_CLOSE = 85.0  # token-sort ratio at and above which two addresses are "close"
 
 
 def normalise_address(*parts: str | None) -> str:
@@ -34,6 +35,6 @@ def address_level(a: str, b: str) -> str | None:
         return None
     if a == b:
         return "exact"
-    if fuzz.token_sort_ratio(a, b) >= 85.0:
+    if fuzz.token_sort_ratio(a, b) >= ADDRESS_CLOSE:
         return "close"
     return "different"

@@ -10,7 +10,6 @@ share the ID number.
 
 from __future__ import annotations
 
-import itertools
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -121,9 +120,15 @@ def record_keys(f: Features) -> Iterable[tuple[int, str]]:
 
 def _groups(features: Sequence[Features]) -> dict[tuple[int, str], list[int]]:
     groups: dict[tuple[int, str], list[int]] = {}
+    rules = [(i, rule.keys) for i, rule in enumerate(RULES)]
     for row, f in enumerate(features):
-        for rk in record_keys(f):
-            groups.setdefault(rk, []).append(row)
+        for i, keys in rules:
+            for key in keys(f):
+                rows = groups.get((i, key))
+                if rows is None:
+                    groups[(i, key)] = [row]
+                else:
+                    rows.append(row)
     return groups
 
 
@@ -132,21 +137,40 @@ def _unique(codes: array[int], n: int) -> npt.NDArray[np.int64]:
     return np.stack([arr // n, arr % n], axis=1) if len(arr) else np.zeros((0, 2), dtype=np.int64)
 
 
+def _block_pairs(blocks: Sequence[list[int]], n: int) -> npt.NDArray[np.int64]:
+    """Codes ``i * n + j`` of every pair within each block (rows sorted and distinct),
+    computed per block size with one numpy index pass for all blocks of that size."""
+    by_size: dict[int, list[list[int]]] = {}
+    for rows in blocks:
+        by_size.setdefault(len(rows), []).append(rows)
+    parts = []
+    for size, group in by_size.items():
+        matrix = np.asarray(group, dtype=np.int64)
+        first, second = np.triu_indices(size, 1)
+        parts.append((matrix[:, first] * n + matrix[:, second]).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def candidate_pairs(
     features: Sequence[Features], *, max_block: int = MAX_BLOCK, progress: Progress | None = None
 ) -> npt.NDArray[np.int64]:
     """All blocked pairs (i < j) within one list, as a sorted ``(k, 2)`` array of row numbers."""
     n = max(len(features), 1)
-    codes: array[int] = array("q")
     groups = _groups(features)
     total = len(groups)
+    blocks = []
     for done, rows in enumerate(groups.values(), 1):
         if 2 <= len(rows) <= max_block:
-            unique_rows = sorted(set(rows))
-            codes.extend(i * n + j for i, j in itertools.combinations(unique_rows, 2))
+            # Rows arrive in order; a record can repeat a key (two spellings, one key).
+            distinct = rows if len(set(rows)) == len(rows) else sorted(set(rows))
+            if len(distinct) >= 2:
+                blocks.append(distinct)
         if progress is not None and done % 50_000 == 0:
             progress("blocking", done, total)
-    return _unique(codes, n)
+    codes = _block_pairs(blocks, n)
+    codes.sort()  # then drop repeats (a pair shares several keys): cheaper than np.unique's hashing
+    codes = codes[np.concatenate(([True], codes[1:] != codes[:-1]))] if len(codes) else codes
+    return np.stack([codes // n, codes % n], axis=1) if len(codes) else np.zeros((0, 2), dtype=np.int64)
 
 
 def candidate_links(

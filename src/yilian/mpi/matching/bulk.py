@@ -21,9 +21,10 @@ from yilian.mpi.matching.blocking import MAX_BLOCK, Progress, candidate_links, c
 from yilian.mpi.matching.comparison import Comparison
 from yilian.mpi.matching.features import Features, prepare
 from yilian.mpi.matching.matcher import Matcher, PairScore
-from yilian.mpi.matching.model import GRADES, Grade, MatchModel
+from yilian.mpi.matching.model import GRADES, Grade, MatchModel, Thresholds
 from yilian.mpi.matching.record import PersonRecord
-from yilian.mpi.matching.training import compare_pairs, fit, train, vectors_of
+from yilian.mpi.matching.training import fit, train, vectors_of
+from yilian.mpi.matching.vectorised import BatchColumns, exact_weights, may_force, weight_cut
 
 # Above this many record pairs between two groups the consistency check samples nothing and
 # trusts the link: such groups only arise from very common keys, which blocking caps anyway.
@@ -32,6 +33,7 @@ _HARD_CONTRADICTIONS = frozenset({"different-valid-id-numbers", "sex-differs", "
 _PROGRESS_EVERY = 20_000
 _MAX_EM_PAIRS = 400_000
 _EM_SEED = 20240602
+_MARGIN = 1e-6  # bits: numpy sums in another order than the exact scorer's
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ def _matcher_for(
     return Matcher(fit(features, vectors, len(pairs), progress=progress))
 
 
+def _with_thresholds(matcher: Matcher, thresholds: Thresholds | None) -> Matcher:
+    return matcher if thresholds is None else Matcher(matcher.model.with_thresholds(thresholds))
+
+
 def _link(a: Features, b: Features, s: PairScore) -> Link:
     left, right = (a, b) if a.record_id <= b.record_id else (b, a)
     return Link(left.record_id, right.record_id, s.probability, s.weight, s.grade)
@@ -148,35 +154,79 @@ class _Clusters:
         return out
 
 
+def _em_sample(n_pairs: int) -> np.ndarray:
+    """Rows of the blocked pairs that EM learns from: all of them, or a seeded sample."""
+    if n_pairs <= _MAX_EM_PAIRS:
+        return np.arange(n_pairs, dtype=np.int64)
+    rng = np.random.default_rng(_EM_SEED)
+    return np.sort(rng.choice(n_pairs, size=_MAX_EM_PAIRS, replace=False))
+
+
 def dedupe(
     records: Sequence[PersonRecord],
     *,
     matcher: Matcher | None = None,
     max_block: int = MAX_BLOCK,
+    thresholds: Thresholds | None = None,
     progress: Progress | None = None,
 ) -> DedupeResult:
     """Group the records of one list into persons.
 
     Without a ``matcher`` the model is learned from the list itself (EM, as ``train``).
     Only ``certain`` links merge; ``probable`` and ``possible`` ones are returned in
-    ``links`` for review.
+    ``links`` for review. ``thresholds`` replaces the model's grade cut-offs (a learned
+    model's or the given ``matcher``'s).
     """
     features = _prepare_all(records, progress)
     pairs = candidate_pairs(features, max_block=max_block, progress=progress)
+    columns = BatchColumns(features)
+    # EM learns from (a sample of) the blocked pairs, which must be compared in full for it.
+    sample = _em_sample(len(pairs)) if matcher is None else np.zeros(0, dtype=np.int64)
+    compared = pairs[sample]
     if progress:
-        progress("comparing", 0, len(pairs))
-    comparisons = compare_pairs(features, pairs)
-    matcher = _matcher_for(features, matcher, progress, pairs, comparisons)
+        progress("comparing", 0, len(compared))
+    vectors, family_values, given_values = columns.compare(compared)
+    if matcher is None:
+        matcher = Matcher(
+            fit(features, vectors, len(pairs), progress=progress, vectors_for=lambda p: columns.compare(p)[0])
+        )
+    matcher = _with_thresholds(matcher, thresholds)
+    model = matcher.model
+    cut = weight_cut(model) - _MARGIN
+    # The other blocked pairs are compared only if their weight's upper bound can reach
+    # "possible" or a rule may force them (vectorised.py): the rest are "certainly-not".
+    rest = np.ones(len(pairs), dtype=np.bool_)
+    rest[sample] = False
+    if rest.any():
+        if progress:
+            progress("bounding", 0, int(rest.sum()))
+        columns.use_model(model)
+        bound, force = columns.bounds(pairs[rest])
+        kept = pairs[rest][(bound >= cut) | force]
+        if progress:
+            progress("comparing", 0, len(kept))
+        more, more_family, more_given = columns.compare(kept)
+        compared = np.concatenate([compared, kept])
+        vectors = np.concatenate([vectors, more])
+        family_values += more_family
+        given_values += more_given
+    # Scored one by one (rules, grade) only where the exact weight reaches "possible" or a
+    # rule may force the grade: the other compared pairs are "certainly-not" as well.
+    weights = exact_weights(model, vectors, family_values, given_values)
+    to_score = np.flatnonzero((weights >= cut) | may_force(vectors))
     links: list[Link] = []
-    for k, ((i, j), c) in enumerate(zip(pairs.tolist(), comparisons, strict=True), 1):
-        a, b = features[i], features[j]
-        if b.record_id < a.record_id:
-            a, b = b, a
-        s = matcher.score_compared(a, b, c)
+    rows = compared.tolist()
+    for done, k in enumerate(to_score.tolist(), 1):
+        i, j = rows[k]
+        a, b = features[i], features[j]  # i < j: rows are sorted by record id
+        comparison = Comparison(tuple(vectors[k].tolist()), family_values[k], given_values[k])
+        s = matcher.score_compared(a, b, comparison)
         if s.grade != "certainly-not":
             links.append(_link(a, b, s))
-        if progress and k % _PROGRESS_EVERY == 0:
-            progress("scoring", k, len(pairs))
+        if progress and done % _PROGRESS_EVERY == 0:
+            progress("scoring", done, len(to_score))
+    if progress:
+        progress("scoring", len(to_score), len(to_score))
     links.sort(key=_order)
     clusters = _Clusters(features, matcher)
     refused = []
@@ -203,6 +253,7 @@ def link(
     matcher: Matcher | None = None,
     min_grade: Grade = "possible",
     max_block: int = MAX_BLOCK,
+    thresholds: Thresholds | None = None,
     progress: Progress | None = None,
 ) -> list[Link]:
     """Pairs (left id, right id, probability, grade) between two lists, graded ``min_grade``
@@ -210,7 +261,7 @@ def link(
     learned from both lists together."""
     lf = _prepare_all(left, progress)
     rf = _prepare_all(right, progress)
-    matcher = _matcher_for([*lf, *rf], matcher, progress)
+    matcher = _with_thresholds(_matcher_for([*lf, *rf], matcher, progress), thresholds)
     pairs = candidate_links(lf, rf, max_block=max_block)
     limit = GRADES.index(min_grade)
     out = []
@@ -221,5 +272,7 @@ def link(
             out.append(Link(a.record_id, b.record_id, s.probability, s.weight, s.grade))
         if progress and k % _PROGRESS_EVERY == 0:
             progress("scoring", k, len(pairs))
+    if progress:
+        progress("scoring", len(pairs), len(pairs))
     out.sort(key=lambda x: (x.left_id, -x.probability, -x.weight, x.right_id))
     return out

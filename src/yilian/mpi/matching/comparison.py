@@ -158,7 +158,7 @@ def compare_names(a: Name, b: Name) -> tuple[str | None, str | None]:
     return family, given
 
 
-def _identifier_level(a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], ...]) -> str | None:
+def identifier_level(a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], ...]) -> str | None:
     best: str | None = None
     for system, value in a:
         for other_system, other_value in b:
@@ -172,6 +172,9 @@ def _identifier_level(a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], 
     return best
 
 
+# Levels at which the agreed name value is kept for term-frequency adjustment.
+_FAMILY_VALUE_LEVELS = frozenset({"exact", "pinyin", "romanisation"})
+_GIVEN_VALUE_LEVELS = frozenset({"exact", "pinyin"})
 _BY_FIELD = tuple({None: MISSING, **{level: i for i, level in enumerate(levels)}} for _, levels in FIELDS)
 
 
@@ -192,8 +195,8 @@ def compare(a: Features, b: Features) -> Comparison:
             if not a.postcode or not b.postcode
             else ("exact" if a.postcode == b.postcode else "different")
         ],
-        _BY_FIELD[IDENTIFIER][_identifier_level(a.identifiers, b.identifiers)],
+        _BY_FIELD[IDENTIFIER][identifier_level(a.identifiers, b.identifiers)],
     )
-    family_value = a.name.family_key if family in ("exact", "pinyin", "romanisation") else ""
-    given_value = a.name.given if given in ("exact", "pinyin") else ""
+    family_value = a.name.family_key if family in _FAMILY_VALUE_LEVELS else ""
+    given_value = a.name.given if given in _GIVEN_VALUE_LEVELS else ""
     return Comparison(levels, family_value, given_value)

@@ -128,6 +128,11 @@ class MatchModel:
         # value is than an average agreeing value (the exact level's u).
         return math.log2(max(fm.u[0], _MIN_PROB) / max(freq, TF_FLOOR))
 
+    def tf_adjustment(self, index: int, level: int, value: str) -> float:
+        """What agreeing on ``value`` at ``level`` of field ``index`` adds to the level's
+        weight (0 for levels without term-frequency adjustment)."""
+        return self._tf_adjustment(index, level, value)
+
     def field_weights(self, comparison: Comparison) -> tuple[float, ...]:
         out = []
         for i, level in enumerate(comparison.levels):

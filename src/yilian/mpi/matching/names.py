@@ -148,6 +148,8 @@ _SOUND_RULES = (
 )
 
 
+# Words repeat far more than whole names (a corrupted given name still has a common surname).
+@functools.lru_cache(maxsize=131_072)
 def sound_key(word: str) -> str:
     """A coarse consonant skeleton of a romanised word: equal for ``hsiaoming``/``xiaoming``,
     ``wai``/``wei``, ``chang``/``zhang``, and for Western spellings that differ in vowels or

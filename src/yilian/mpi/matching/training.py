@@ -12,7 +12,7 @@ so the same records give the same model whatever their order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,14 +27,24 @@ _N_LEVELS = tuple(len(levels) for _, levels in FIELDS)
 # Values seen once are not kept: the "unseen" frequency covers them and keeps the JSON small.
 _TF_MIN_COUNT = 2
 _TF_MAX_VALUES = 50_000
+_PROGRESS_EVERY = 20_000
 
 
-def compare_pairs(features: Sequence[Features], pairs: np.ndarray) -> list[Comparison]:
+def compare_pairs(
+    features: Sequence[Features], pairs: np.ndarray, *, progress: Progress | None = None
+) -> list[Comparison]:
     """Comparison of each (i, j) row pair, in the canonical (record id) order."""
     out = []
-    for i, j in pairs.tolist():
+    total = len(pairs)
+    if progress:
+        progress("comparing", 0, total)
+    for k, (i, j) in enumerate(pairs.tolist(), 1):
         a, b = features[i], features[j]
         out.append(compare(b, a) if b.record_id < a.record_id else compare(a, b))
+        if progress and k % _PROGRESS_EVERY == 0:
+            progress("comparing", k, total)
+    if progress and total:
+        progress("comparing", total, total)
     return out
 
 
@@ -115,15 +125,20 @@ def fit(
     seed: int = 20240601,
     thresholds: Thresholds | None = None,
     progress: Progress | None = None,
+    vectors_for: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> MatchModel:
     """The model from the comparison vectors of (a sample of) the ``n_blocked`` blocked pairs
-    of ``features`` (sorted by record id), which bulk runs have computed anyway."""
+    of ``features`` (sorted by record id), which bulk runs have computed anyway.
+    ``vectors_for(pairs)`` compares the random pairs (default: one by one)."""
     start = start or MatchModel.default()
     n = len(features)
     total_pairs = n * (n - 1) / 2
     if progress:
         progress("training: random pairs", 0, random_pairs)
-    u = level_frequencies(_vectors(features, _random_pairs(n, random_pairs, seed)), _N_LEVELS)
+    randoms = _random_pairs(n, random_pairs, seed)
+    u = level_frequencies(
+        vectors_for(randoms) if vectors_for is not None else _vectors(features, randoms), _N_LEVELS
+    )
     if progress:
         progress("training: EM", 0, len(blocked_vectors))
     em = expectation_maximisation(blocked_vectors, _N_LEVELS, u, [f.m for f in start.fields], prior_start=0.2)

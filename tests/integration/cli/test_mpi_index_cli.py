@@ -1,0 +1,110 @@
+"""``yilian mpi`` on the live index: the review queue, decisions, merge/unmerge, counts, train —
+against a database on both backends, as a data steward runs them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.support.chinese_people import generate
+from tests.support.databases import BACKENDS, drop_database, new_database
+from tests.support.fhir_calls import call
+from tests.support.server import database_url
+from yilian.api.wiring import platform_settings
+from yilian.cli.main import app
+from yilian.db import Database, UnitOfWork
+from yilian.fhir import FhirContext
+from yilian.kernel import naming
+from yilian.mpi import list_reviews, person_of
+
+runner = CliRunner()
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Database]:
+    db, token = new_database(request.param, tmp_path)
+    yield db
+    drop_database(request.param, db, token)
+
+
+def _patient(family: str, given: str, birth: str, mrn: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": [given]}],
+        "birthDate": birth,
+        "gender": "female",
+        "identifier": [{"system": naming.mrn_system(mrn[0]), "value": mrn[1]}],
+        **extra,
+    }
+
+
+def _seed(db: Database, bodies: list[dict[str, Any]]) -> list[str]:
+    ctx = FhirContext(settings=platform_settings())
+    out = []
+    with UnitOfWork(db, write=True) as uow:
+        for body in bodies:
+            r = call(uow, ctx, "POST", "Patient", body)
+            assert r.status == 201, r
+            out.append(r.json["id"])
+        uow.commit()
+    return out
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "80"})
+
+
+def flat(text: str) -> str:
+    """The output with line breaks folded to spaces (messages wrap at the terminal's width)."""
+    return " ".join(text.split())
+
+
+def test_steward_works_the_queue_and_merges_from_the_command_line(fresh: Database) -> None:
+    url = database_url(fresh)
+    a, b, c = _seed(fresh, [
+        _patient("陈", "静", "1985-03-04", ("H1", "1"), telecom=[{"system": "phone", "value": "13700002222"}]),
+        _patient("陈", "静", "1985-04-03", ("H2", "2"), address=[{"district": "南湖区"}]),
+        _patient("司马", "光", "1950-01-01", ("H2", "3")),
+    ])
+    listed = run("mpi", "reviews", "--database", url)
+    assert listed.exit_code == 0, listed.output
+    with UnitOfWork(fresh) as uow:
+        [review] = [r for r in list_reviews(uow)[0] if r.patient_id == b]
+    assert review.review_id in listed.output
+    refused = run("mpi", "accept", review.review_id, "--database", url)
+    assert refused.exit_code == 2 and "--reason" in refused.output
+    accepted = run("mpi", "accept", review.review_id, "--reason", "same person, date typo", "--database", url)
+    assert accepted.exit_code == 0, accepted.output
+    with UnitOfWork(fresh) as uow:
+        assert person_of(uow, a) == person_of(uow, b)
+        pa, pc = person_of(uow, a), person_of(uow, c)
+    merged = run("mpi", "merge", pc, pa, "--reason", "checked at the card office", "--database", url)
+    assert merged.exit_code == 0, merged.output
+    event = re.search(r"unmerge \S+ (\S+)", flat(merged.output))
+    assert event
+    counts = run("mpi", "counts", "--database", url)
+    # One person left; two merged away (b's own person when the review was accepted, and c's).
+    assert re.search(r"│ persons\s*│\s*1\b", counts.output) and re.search(r"merged persons\s*│\s*2\b", counts.output)
+    undone = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
+    assert undone.exit_code == 0 and "1 record" in flat(undone.output)
+    again = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
+    assert again.exit_code == 2 and "already undone" in flat(again.output)
+
+
+def test_train_needs_records_then_stores_a_model(fresh: Database) -> None:
+    url = database_url(fresh)
+    too_few = run("mpi", "train", "--database", url)
+    assert too_few.exit_code != 0 and "at least 50" in flat(too_few.output)
+    people = [lr.record for lr in generate(60, seed=5).records[:70]]
+    _seed(fresh, [
+        {"resourceType": "Patient", "name": [{"family": r.family_name, "given": [r.given_name]}] if r.family_name else [{"text": r.full_name}],
+         "birthDate": r.birth_date.isoformat() if r.birth_date else None, "gender": r.sex}
+        for r in people
+    ])
+    trained = run("mpi", "train", "--database", url)
+    assert trained.exit_code == 0, trained.output
+    assert re.search(r"learned from \d+ records", flat(trained.output))
