@@ -45,7 +45,9 @@ class YilianApp:
             await self.rest(scope, receive, send)
 
 
-def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None) -> YilianApp:
+def create_app(
+    db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None
+) -> YilianApp:
     authenticator = Authenticator(db)
     # The audit writer and the sealer live as long as the server: started here, closed (after
     # writing everything queued) when the server stops.
@@ -90,7 +92,11 @@ def create_app(db: Database, settings: FhirSettings | None = None, *, extra: dic
             Route("/.well-known/smart-configuration", smart_config),
             *login_routes(db, writer),
             *system_routes(ApiRoutes(db, authenticator, writer)),
-            Mount("/static", StaticFiles(directory=str(Path(portal_static.__file__).parent / "static")), name="static"),
+            Mount(
+                "/static",
+                StaticFiles(directory=str(Path(portal_static.__file__).parent / "static")),
+                name="static",
+            ),
         ],
         lifespan=lifespan,
     )

@@ -31,7 +31,12 @@ def interaction(req: FhirRequest) -> tuple[str, str]:
         if len(segs) == 2:
             return "R", "read"
         return "E", "search-type"
-    return {"POST": ("C", "create"), "PUT": ("U", "update"), "PATCH": ("U", "patch"), "DELETE": ("D", "delete")}.get(method, ("E", "operation"))
+    return {
+        "POST": ("C", "create"),
+        "PUT": ("U", "update"),
+        "PATCH": ("U", "patch"),
+        "DELETE": ("D", "delete"),
+    }.get(method, ("E", "operation"))
 
 
 def agent_kind(principal: Principal | None) -> str:

@@ -64,7 +64,10 @@ class Authenticator:
         if auth:
             kind, _, credential = auth.partition(" ")
             if kind.lower() != "bearer" or not credential.strip():
-                raise YilianError(Category.UNAUTHENTICATED, "use 'Authorization: Bearer <access token>' (get one at /auth/token)")
+                raise YilianError(
+                    Category.UNAUTHENTICATED,
+                    "use 'Authorization: Bearer <access token>' (get one at /auth/token)",
+                )
             found = self.tokens.verify(credential.strip())
             if found is None:
                 raise YilianError(Category.UNAUTHENTICATED, "the access token is invalid or has expired")
@@ -75,14 +78,23 @@ class Authenticator:
 
                 found = session_principal(self.db, cookie)
         if found is None:
-            raise YilianError(Category.UNAUTHENTICATED, "authentication required: send a bearer token (see /auth/token) or sign in")
+            raise YilianError(
+                Category.UNAUTHENTICATED,
+                "authentication required: send a bearer token (see /auth/token) or sign in",
+            )
         purpose = headers.get(PURPOSE_HEADER)
         if purpose:
             if purpose not in BREAK_GLASS_PURPOSES:
-                raise YilianError(Category.INVALID, f"{PURPOSE_HEADER} must be one of {', '.join(sorted(BREAK_GLASS_PURPOSES))}")
+                raise YilianError(
+                    Category.INVALID,
+                    f"{PURPOSE_HEADER} must be one of {', '.join(sorted(BREAK_GLASS_PURPOSES))}",
+                )
             reason = headers.get(REASON_HEADER, "").strip()
             if len(reason) < 10:
-                raise YilianError(Category.INVALID, f"breaking the glass needs a stated reason ({REASON_HEADER}, at least 10 characters)")
+                raise YilianError(
+                    Category.INVALID,
+                    f"breaking the glass needs a stated reason ({REASON_HEADER}, at least 10 characters)",
+                )
             if found.patient_keys is not None:
                 raise YilianError(Category.FORBIDDEN, "residents cannot break the glass")
             found = found.with_purpose(purpose, reason)

@@ -27,7 +27,9 @@ def root_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _token_record(client: str, ok: bool, principal: Any, request: Request, why: str | None = None) -> AuditRecord:
+def _token_record(
+    client: str, ok: bool, principal: Any, request: Request, why: str | None = None
+) -> AuditRecord:
     return AuditRecord(
         action="E",
         subtype="token",
@@ -47,7 +49,10 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
             await writer.record(rec)
 
     async def token(request: Request) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        if (
+            request.headers.get("content-type", "").split(";")[0].strip()
+            != "application/x-www-form-urlencoded"
+        ):
             err = OAuthError("invalid_request", "send the token request as application/x-www-form-urlencoded")
             return JSONResponse(err.body(), status_code=400, headers=NO_STORE)
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
@@ -55,8 +60,12 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
         token_url = f"{root_url(request)}/auth/token"
         try:
             if form.get("grant_type") == "authorization_code":
-                taken = await run_in_threadpool(transact, db, lambda uow: take_code(uow, form.get("code", "")))
-                issued, _principal = await run_in_threadpool(transact, db, lambda uow: exchange_code(uow, taken, form))
+                taken = await run_in_threadpool(
+                    transact, db, lambda uow: take_code(uow, form.get("code", ""))
+                )
+                issued, _principal = await run_in_threadpool(
+                    transact, db, lambda uow: exchange_code(uow, taken, form)
+                )
             else:
                 issued, _principal = await run_in_threadpool(
                     transact, db, lambda uow: token_request(uow, form, basic=basic, token_url=token_url)
@@ -65,12 +74,21 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
             headers = dict(NO_STORE)
             if err.status == 401:
                 headers["WWW-Authenticate"] = 'Basic realm="yilian"'
-            await audit(_token_record(form.get("client_id") or (basic[0] if basic else ""), False, None, request, err.message))
+            await audit(
+                _token_record(
+                    form.get("client_id") or (basic[0] if basic else ""), False, None, request, err.message
+                )
+            )
             return JSONResponse(err.body(), status_code=err.status, headers=headers)
         except YilianError as err:
             return problem(err)
         await audit(_token_record(_principal.subject, True, _principal, request))
-        body = {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in, "scope": str(issued.scopes)}
+        body = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": str(issued.scopes),
+        }
         if issued.patient:
             body["patient"] = issued.patient
         return JSONResponse(body, headers=NO_STORE)

@@ -113,7 +113,9 @@ class FhirEndpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                raise YilianError(Category.TOO_LARGE, f"request body larger than {MAX_BODY // (1024 * 1024)} MB")
+                raise YilianError(
+                    Category.TOO_LARGE, f"request body larger than {MAX_BODY // (1024 * 1024)} MB"
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -134,20 +136,32 @@ class FhirEndpoint:
             ctx = FhirContext(base_url=base, settings=self.settings, policy=policy_for(principal, self.db))
             ip = _client_ip(scope)
             quick = fast_read(self.reader, ctx, req)
-            resp = quick if quick is not None else await run_in_threadpool(self._execute, ctx, req, principal, ip)
+            resp = (
+                quick
+                if quick is not None
+                else await run_in_threadpool(self._execute, ctx, req, principal, ip)
+            )
             if not writes_data(req):
-                await self._record(record_for(req, principal, status=resp.status, patients=resp.touched(), source_ip=ip))
+                await self._record(
+                    record_for(req, principal, status=resp.status, patients=resp.touched(), source_ip=ip)
+                )
             body = resp.body
             if body is not None and any(k == "_pretty" and v == "true" for k, v in req.query):
                 body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
             return resp.status, body, resp.headers
         except YilianError as err:
             status, body = _error_response(err)
-            extra = {"WWW-Authenticate": 'Bearer realm="yilian"'} if err.category is Category.UNAUTHENTICATED else {}
+            extra = (
+                {"WWW-Authenticate": 'Bearer realm="yilian"'}
+                if err.category is Category.UNAUTHENTICATED
+                else {}
+            )
             if req is not None and req.path != "metadata":
                 # The refused and the failed are accesses too (a write's own record went with its rollback).
                 try:
-                    await self._record(record_for(req, principal, status=status, error=err, source_ip=_client_ip(scope)))
+                    await self._record(
+                        record_for(req, principal, status=status, error=err, source_ip=_client_ip(scope))
+                    )
                 except Exception:  # the refusal stands even if the log is down; say so loudly
                     log.exception("could not record a refused request in the audit log")
             return status, body, extra
@@ -162,14 +176,18 @@ class FhirEndpoint:
         if self.audit is not None:
             await self.audit.record(rec)
 
-    def _execute(self, ctx: FhirContext, req: FhirRequest, principal: Principal | None, ip: str | None) -> FhirResponse:
+    def _execute(
+        self, ctx: FhirContext, req: FhirRequest, principal: Principal | None, ip: str | None
+    ) -> FhirResponse:
         writing = is_write(req.method, req.path)
 
         def work(uow: UnitOfWork) -> FhirResponse:
             resp = dispatch(uow, ctx, req)
             if writing and principal is not None:
                 touched = set(uow.state.get(TOUCHED, ())) | resp.touched()
-                audit_record(uow, record_for(req, principal, status=resp.status, patients=touched, source_ip=ip))
+                audit_record(
+                    uow, record_for(req, principal, status=resp.status, patients=touched, source_ip=ip)
+                )
             return resp
 
         return transact(self.db, work, write=writing)
@@ -181,10 +199,14 @@ class FhirEndpoint:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         fmt = next((v for k, v in query if k == "_format"), None)
         if fmt is not None and fmt not in FORMAT_ALIASES:
-            raise YilianError(Category.UNSUPPORTED, f"_format={fmt} is not supported: this server speaks FHIR JSON only")
+            raise YilianError(
+                Category.UNSUPPORTED, f"_format={fmt} is not supported: this server speaks FHIR JSON only"
+            )
         accept = headers.get("accept", "")
         if fmt is None and accept and not _accepts_json(accept):
-            raise YilianError(Category.UNSUPPORTED, f"cannot answer in {accept}: this server speaks FHIR JSON only")
+            raise YilianError(
+                Category.UNSUPPORTED, f"cannot answer in {accept}: this server speaks FHIR JSON only"
+            )
         content_type = headers.get("content-type", "application/fhir+json").split(";")[0].strip().lower()
         body: Any = None
         if method in ("POST", "PUT", "PATCH"):
@@ -203,7 +225,9 @@ class FhirEndpoint:
                     body = orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
                 except orjson.JSONDecodeError as exc:
                     raise YilianError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
-            elif method in ("PUT", "PATCH") or (method == "POST" and not path.rstrip("/").endswith("_search")):
+            elif method in ("PUT", "PATCH") or (
+                method == "POST" and not path.rstrip("/").endswith("_search")
+            ):
                 raise YilianError(Category.INVALID, "the request has no body")
         return FhirRequest(method, path.strip("/"), query, headers, body, content_type)
 
@@ -227,10 +251,21 @@ def smart_configuration(fhir_base: str) -> dict[str, Any]:
         "issuer": root,
         "token_endpoint": f"{root}/auth/token",
         "authorization_endpoint": f"{root}/auth/authorize",
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": [
+            "private_key_jwt",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384", "RS256", "ES256"],
         "grant_types_supported": ["client_credentials", "authorization_code"],
-        "scopes_supported": ["system/*.cruds", "user/*.cruds", "patient/*.rs", "openid", "fhirUser", "launch/patient"],
+        "scopes_supported": [
+            "system/*.cruds",
+            "user/*.cruds",
+            "patient/*.rs",
+            "openid",
+            "fhirUser",
+            "launch/patient",
+        ],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": [

@@ -12,7 +12,9 @@ from yilian.kernel.errors import YilianError
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(err: YilianError, *, instance: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    err: YilianError, *, instance: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     status, code, title = STATUS[err.category]
     body: dict[str, Any] = {
         "type": f"https://yilian.example.cn/problems/{err.category.value}",
@@ -23,7 +25,9 @@ def problem(err: YilianError, *, instance: str | None = None, headers: dict[str,
     }
     if instance:
         body["instance"] = instance
-    reason = getattr(err, "reason", None)  # a system's machine-readable refusal (payments: "insufficient-balance")
+    reason = getattr(
+        err, "reason", None
+    )  # a system's machine-readable refusal (payments: "insufficient-balance")
     if isinstance(reason, str):
         body["reason"] = reason
     if len(err.issues) > 1 or err.issues[0].expression:

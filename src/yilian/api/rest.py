@@ -152,12 +152,16 @@ class ApiRoutes:
                 return problem(err, instance=request.url.path)
             except Exception:  # a bug must not leak a traceback (or a patient's data) to the caller
                 log.exception("unhandled error in %s %s", method, path)
-                internal = YilianError(Category.INTERNAL, "the server could not complete the request; it has been logged")
+                internal = YilianError(
+                    Category.INTERNAL, "the server could not complete the request; it has been logged"
+                )
                 return problem(internal, instance=request.url.path)
             if not writes and self.writer is not None:
                 await self.writer.record(_finished(_with_principal(base, principal), reply))
             return Response(
-                reply.raw if reply.raw is not None else orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS),
+                reply.raw
+                if reply.raw is not None
+                else orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS),
                 status_code=reply.status,
                 media_type="application/json",
                 headers=reply.headers,
@@ -165,7 +169,9 @@ class ApiRoutes:
 
         return Route(path, endpoint, methods=[method])
 
-    def _run(self, handler: Callable[[UnitOfWork, Call[Any]], Reply], call: Call[Any], audit: AuditRecord | None) -> Reply:
+    def _run(
+        self, handler: Callable[[UnitOfWork, Call[Any]], Reply], call: Call[Any], audit: AuditRecord | None
+    ) -> Reply:
         with UnitOfWork(self.db, write=audit is not None) as uow:
             reply = handler(uow, call)
             if audit is not None:
@@ -199,7 +205,10 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         issues = [
-            Issue(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}", expression=(".".join(str(p) for p in e["loc"]),))
+            Issue(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}",
+                expression=(".".join(str(p) for p in e["loc"]),),
+            )
             for e in exc.errors()
         ]
         raise YilianError(Category.INVALID, "the request body is not valid", issues=issues) from None
@@ -231,4 +240,7 @@ def _replace(rec: AuditRecord, **changes: Any) -> AuditRecord:
 def operator_only(principal: Principal) -> None:
     """Region-wide actions (merging persons, clearing a day) belong to the platform operator."""
     if not principal.is_operator:
-        raise YilianError(Category.FORBIDDEN, "only the platform operator (a client or user without an institution) may do this")
+        raise YilianError(
+            Category.FORBIDDEN,
+            "only the platform operator (a client or user without an institution) may do this",
+        )

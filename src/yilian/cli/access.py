@@ -22,7 +22,14 @@ from yilian.security.people import add_user
 
 
 def add_client(
-    db: Database, *, name: str, org: str | None, scopes: str, jwks_file: Path | None, redirect_uris: list[str], public: bool
+    db: Database,
+    *,
+    name: str,
+    org: str | None,
+    scopes: str,
+    jwks_file: Path | None,
+    redirect_uris: list[str],
+    public: bool,
 ) -> dict[str, Any]:
     jwks = None
     if jwks_file is not None:
@@ -41,7 +48,12 @@ def add_client(
             redirect_uris=tuple(redirect_uris),
             with_secret=not public and jwks is None,
         )
-        out: dict[str, Any] = {"client_id": client.client_id, "name": client.name, "org": client.org_id, "scope": str(client.scopes)}
+        out: dict[str, Any] = {
+            "client_id": client.client_id,
+            "name": client.name,
+            "org": client.org_id,
+            "scope": str(client.scopes),
+        }
         if secret:
             out["client_secret"] = secret
         return out
@@ -56,7 +68,14 @@ def print_clients(db: Database) -> None:
         table.add_column(col, overflow="fold")
     for c in clients:
         how = "private_key_jwt" if c.jwks else ("client_secret" if c.has_secret else "public (PKCE)")
-        table.add_row(c.client_id, c.name, c.org_id or "平台运营 operator", str(c.scopes), how, "yes" if c.active else "[red]revoked")
+        table.add_row(
+            c.client_id,
+            c.name,
+            c.org_id or "平台运营 operator",
+            str(c.scopes),
+            how,
+            "yes" if c.active else "[red]revoked",
+        )
     console.print(table)
 
 
@@ -64,9 +83,26 @@ def revoke(db: Database, client_id: str) -> None:
     transact(db, lambda uow: revoke_client(uow, client_id))
 
 
-def add_person(db: Database, *, username: str, kind: str, password: str, org: str | None, patient: str | None, name: str | None) -> dict[str, Any]:
+def add_person(
+    db: Database,
+    *,
+    username: str,
+    kind: str,
+    password: str,
+    org: str | None,
+    patient: str | None,
+    name: str | None,
+) -> dict[str, Any]:
     def work(uow: UnitOfWork) -> dict[str, Any]:
-        user, otp_uri = add_user(uow, username=username, kind=kind, password=password, org_id=org, patient_id=patient, display_name=name)
+        user, otp_uri = add_user(
+            uow,
+            username=username,
+            kind=kind,
+            password=password,
+            org_id=org,
+            patient_id=patient,
+            display_name=name,
+        )
         out: dict[str, Any] = {"user_id": user.user_id, "username": user.username, "kind": user.kind}
         if otp_uri:
             out["totp_uri"] = otp_uri
@@ -94,25 +130,60 @@ def ensure_demo_logins(db: Database) -> dict[str, Any]:
         patient = _a_demo_parent(uow)
         info: dict[str, Any] = {"hospital": hospital, "patient": patient}
         if get_client(uow, DEMO_OPERATOR[0]) is None:
-            register_client(uow, name="卫健委平台运营 (demo)", org_id=None, scopes="system/*.cruds", client_id=DEMO_OPERATOR[0], secret=DEMO_OPERATOR[1])
+            register_client(
+                uow,
+                name="卫健委平台运营 (demo)",
+                org_id=None,
+                scopes="system/*.cruds",
+                client_id=DEMO_OPERATOR[0],
+                secret=DEMO_OPERATOR[1],
+            )
         if hospital and get_client(uow, DEMO_HOSPITAL[0]) is None:
-            register_client(uow, name="三级医院 HIS (demo)", org_id=hospital, scopes="system/*.cruds", client_id=DEMO_HOSPITAL[0], secret=DEMO_HOSPITAL[1])
+            register_client(
+                uow,
+                name="三级医院 HIS (demo)",
+                org_id=hospital,
+                scopes="system/*.cruds",
+                client_id=DEMO_HOSPITAL[0],
+                secret=DEMO_HOSPITAL[1],
+            )
         if get_client(uow, DEMO_APP) is None:
             register_client(
-                uow, name="掌上医院 (demo)", org_id=None, scopes="patient/*.rs user/*.cruds", client_id=DEMO_APP,
-                redirect_uris=("http://127.0.0.1:8080/callback",), with_secret=False,
+                uow,
+                name="掌上医院 (demo)",
+                org_id=None,
+                scopes="patient/*.rs user/*.cruds",
+                client_id=DEMO_APP,
+                redirect_uris=("http://127.0.0.1:8080/callback",),
+                with_secret=False,
             )
         from sqlalchemy import select
 
         from yilian.security.tables import user_account
 
         def exists(name: str) -> Any:
-            return uow.conn.execute(select(user_account.c.totp_secret).where(user_account.c.username == name)).first()
+            return uow.conn.execute(
+                select(user_account.c.totp_secret).where(user_account.c.username == name)
+            ).first()
 
         if hospital and exists(DEMO_STAFF[0]) is None:
-            add_user(uow, username=DEMO_STAFF[0], kind="staff", password=DEMO_STAFF[1], org_id=hospital, display_name="示范医生")
+            add_user(
+                uow,
+                username=DEMO_STAFF[0],
+                kind="staff",
+                password=DEMO_STAFF[1],
+                org_id=hospital,
+                display_name="示范医生",
+            )
         if patient and exists(DEMO_RESIDENT[0]) is None:
-            add_user(uow, username=DEMO_RESIDENT[0], kind="resident", password=DEMO_RESIDENT[1], patient_id=patient, display_name="示范居民")
+            add_user(
+                uow,
+                username=DEMO_RESIDENT[0],
+                kind="resident",
+                password=DEMO_RESIDENT[1],
+                patient_id=patient,
+                display_name="示范居民",
+            )
         staff = exists(DEMO_STAFF[0])
         info["totp_secret"] = staff.totp_secret if staff is not None else None
         return info
@@ -134,9 +205,15 @@ def _a_demo_parent(uow: UnitOfWork) -> str | None:
     for rp in find(uow, ctx, "RelatedPerson", "_count=50", limit=50):
         if rp.content is None:
             continue
-        ids = [i for i in orjson.loads(rp.content).get("identifier") or [] if i.get("system") == "urn:oid:2.16.156.10011.1.3"]
+        ids = [
+            i
+            for i in orjson.loads(rp.content).get("identifier") or []
+            if i.get("system") == "urn:oid:2.16.156.10011.1.3"
+        ]
         for ident in ids:
-            for p in find(uow, ctx, "Patient", f"identifier=urn:oid:2.16.156.10011.1.3|{ident['value']}", limit=2):
+            for p in find(
+                uow, ctx, "Patient", f"identifier=urn:oid:2.16.156.10011.1.3|{ident['value']}", limit=2
+            ):
                 if children_of(uow, p.res_id):
                     return p.res_id
     patients = find(uow, ctx, "Patient", "_count=1", limit=1)
@@ -148,12 +225,32 @@ def print_demo_logins(info: dict[str, Any], base: str) -> None:
     for col in ("who", "login", "secret / password", "what they see"):
         # fold, never truncate: a secret cut short with "…" is no use to anyone
         table.add_column(col, overflow="fold")
-    table.add_row("平台运营 operator (system client)", DEMO_OPERATOR[0], DEMO_OPERATOR[1], "the whole region (every access audited)")
+    table.add_row(
+        "平台运营 operator (system client)",
+        DEMO_OPERATOR[0],
+        DEMO_OPERATOR[1],
+        "the whole region (every access audited)",
+    )
     if info.get("hospital"):
-        table.add_row("三级医院 HIS (system client)", DEMO_HOSPITAL[0], DEMO_HOSPITAL[1], f"patients Organization/{info['hospital']} has a reason to see")
-        table.add_row("医生 doctor (portal)", DEMO_STAFF[0], DEMO_STAFF[1], f"+ one-time code from TOTP secret {info.get('totp_secret')}")
+        table.add_row(
+            "三级医院 HIS (system client)",
+            DEMO_HOSPITAL[0],
+            DEMO_HOSPITAL[1],
+            f"patients Organization/{info['hospital']} has a reason to see",
+        )
+        table.add_row(
+            "医生 doctor (portal)",
+            DEMO_STAFF[0],
+            DEMO_STAFF[1],
+            f"+ one-time code from TOTP secret {info.get('totp_secret')}",
+        )
     if info.get("patient"):
-        table.add_row("居民 resident (portal)", DEMO_RESIDENT[0], DEMO_RESIDENT[1], f"own record (Patient/{info['patient']}) and children's")
+        table.add_row(
+            "居民 resident (portal)",
+            DEMO_RESIDENT[0],
+            DEMO_RESIDENT[1],
+            f"own record (Patient/{info['patient']}) and children's",
+        )
     console.print(table)
     console.print(
         "获取访问令牌 Get an access token:\n"

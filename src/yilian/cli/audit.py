@@ -63,7 +63,9 @@ def _print_report(report: VerifyReport) -> None:
     for name in ("problem", "id", "seq", "detail"):
         table.add_column(name, justify="right" if name in ("id", "seq") else "left", overflow="fold")
     for p in report.problems:
-        table.add_row(p.kind, "" if p.id is None else str(p.id), "" if p.seq is None else str(p.seq), escape(p.detail))
+        table.add_row(
+            p.kind, "" if p.id is None else str(p.id), "" if p.seq is None else str(p.seq), escape(p.detail)
+        )
     console.print(table)
     if report.omitted:
         console.print(f"… and {report.omitted} more problem(s) not listed")
@@ -114,7 +116,11 @@ def _cutoff(text: str) -> dt.datetime:
 
 @audit_app.command("prune")
 def prune_command(
-    before: str = typer.Option(..., "--before", help="Remove sealed rows recorded before this date (YYYY-MM-DD), at least 183 days ago."),
+    before: str = typer.Option(
+        ...,
+        "--before",
+        help="Remove sealed rows recorded before this date (YYYY-MM-DD), at least 183 days ago.",
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Remove audit rows past retention, behind a checkpoint the chain continues from."""
@@ -126,6 +132,8 @@ def prune_command(
         result = prune(db, cutoff)
         db.dispose()
     if result.rows:
-        console.print(f"pruned {result.rows} rows recorded before {cutoff.date().isoformat()}; the chain continues after seq {result.up_to_seq}")
+        console.print(
+            f"pruned {result.rows} rows recorded before {cutoff.date().isoformat()}; the chain continues after seq {result.up_to_seq}"
+        )
     else:
         console.print(f"nothing to prune before {cutoff.date().isoformat()}")

@@ -78,7 +78,9 @@ def friendly_errors() -> Iterator[None]:
         if os.environ.get("YILIAN_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print_error(f"unexpected {type(exc).__name__}: {first} (run again with YILIAN_DEBUG=1 for the details)")
+        print_error(
+            f"unexpected {type(exc).__name__}: {first} (run again with YILIAN_DEBUG=1 for the details)"
+        )
         raise typer.Exit(EXIT_PARTIAL) from None
 
 
@@ -133,7 +135,8 @@ def open_db(url: str | None, *, upgrade: bool = True) -> Database:
         db = open_database(url)
     except OSError as exc:  # the folder of a SQLite file cannot be made
         raise YilianError(
-            Category.UNAVAILABLE, f"cannot open the database {effective_url(url)}: {exc.strerror}: {exc.filename}"
+            Category.UNAVAILABLE,
+            f"cannot open the database {effective_url(url)}: {exc.strerror}: {exc.filename}",
         ) from None
     if upgrade:
         upgrade_schema(db)

@@ -31,7 +31,9 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     if existing:
         # Any data at all means someone's database: never mix the demo region into it, and
         # never load it twice (the second run of `yilian demo` just serves).
-        console.print(f"{describe(db)} already holds {existing} resources; the demo region is not loaded again")
+        console.print(
+            f"{describe(db)} already holds {existing} resources; the demo region is not loaded again"
+        )
         return {"demo": f"{existing} resources"}
     from yilian.demo import build_demo_region
 
@@ -40,7 +42,11 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     ctx = FhirContext(base_url="urn:yilian:demo", settings=settings_from_env())
     total = sum(len(b.get("entry", [])) for b in bundles)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
     ) as progress:
         task = progress.add_task("生成示范区域 building the demo region", total=total)
         for bundle in bundles:

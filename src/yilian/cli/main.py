@@ -39,14 +39,34 @@ app = typer.Typer(
 # Flags take no value: without an empty metavar, --help would show them as `--serve <bool>`.
 FLAG = ""
 
-db_app = typer.Typer(help="Database schema: upgrade to the newest version, show the current one.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: upgrade to the newest version, show the current one.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
-client_app = typer.Typer(help="System clients (a hospital's HIS, LIS, a district node): register, list, revoke.", no_args_is_help=True)
+client_app = typer.Typer(
+    help="System clients (a hospital's HIS, LIS, a district node): register, list, revoke.",
+    no_args_is_help=True,
+)
 app.add_typer(client_app, name="client")
 from yilian.cli.audit import audit_app  # noqa: E402  (registered beside the other groups)
 
 app.add_typer(audit_app, name="audit")
-user_app = typer.Typer(help="People who sign in: staff (password + one-time code) and residents.", no_args_is_help=True)
+from yilian.cli.mpi import mpi_app  # noqa: E402
+
+app.add_typer(mpi_app, name="mpi")
+from yilian.cli.payments import payments_app  # noqa: E402
+
+app.add_typer(payments_app, name="payments")
+from yilian.cli.card import card_app  # noqa: E402
+
+app.add_typer(card_app, name="card")
+from yilian.cli.exchange import exchange_app, mllp_command  # noqa: E402
+
+app.add_typer(exchange_app, name="exchange")
+app.command("mllp")(mllp_command)
+user_app = typer.Typer(
+    help="People who sign in: staff (password + one-time code) and residents.", no_args_is_help=True
+)
 app.add_typer(user_app, name="user")
 
 
@@ -70,25 +90,35 @@ def serve(
     database: str | None = DatabaseOption,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
-    upgrade: bool = typer.Option(True, metavar=FLAG, help="Bring the database schema up to date before serving."),
+    upgrade: bool = typer.Option(
+        True, metavar=FLAG, help="Bring the database schema up to date before serving."
+    ),
+    mllp_port: int | None = typer.Option(
+        None, "--mllp-port", help="Also listen for HL7 v2 over MLLP on this port."
+    ),
 ) -> None:
     """Serve the platform: FHIR API at /fhir, front page at /."""
     from yilian.cli.serve import serve as run
 
     with friendly_errors():
         db = open_db(database, upgrade=upgrade)
-        run(db, host=host, port=port)
+        run(db, host=host, port=port, mllp_port=mllp_port)
 
 
 @app.command()
 def demo(
     database: str = typer.Option(
-        "sqlite:///yilian-demo.db", "--database", "-d", help="Where the demo region lives (created if absent)."
+        "sqlite:///yilian-demo.db",
+        "--database",
+        "-d",
+        help="Where the demo region lives (created if absent).",
     ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     residents: int = typer.Option(300, min=10, max=100_000, help="How many residents the demo region has."),
-    serve: bool = typer.Option(True, metavar=FLAG, help="Serve the platform after loading (--no-serve only loads)."),
+    serve: bool = typer.Option(
+        True, metavar=FLAG, help="Serve the platform after loading (--no-serve only loads)."
+    ),
 ) -> None:
     """Create a demo region (consortium, practitioners, residents, clinical data) if the database is empty, and serve it."""
     from yilian.cli.access import ensure_demo_logins, print_demo_logins
@@ -108,10 +138,22 @@ def demo(
 @client_app.command("add")
 def client_add(
     name: str = typer.Argument(..., help="What the client is, e.g. '市第一人民医院 HIS'."),
-    org: str | None = typer.Option(None, "--org", help="Id of the institution's FHIR Organization; omit for the platform operator (region-wide)."),
-    scope: str = typer.Option("system/*.rs", "--scope", help="SMART scopes, space-separated, e.g. 'system/Patient.rs system/Observation.cruds'."),
-    jwks: Path | None = typer.Option(None, "--jwks", help="Public key (JWKS, JWK or PEM) for private_key_jwt; then no secret is issued."),
-    redirect_uri: list[str] = typer.Option([], "--redirect-uri", help="For apps that sign people in (authorization code + PKCE); repeatable."),
+    org: str | None = typer.Option(
+        None,
+        "--org",
+        help="Id of the institution's FHIR Organization; omit for the platform operator (region-wide).",
+    ),
+    scope: str = typer.Option(
+        "system/*.rs",
+        "--scope",
+        help="SMART scopes, space-separated, e.g. 'system/Patient.rs system/Observation.cruds'.",
+    ),
+    jwks: Path | None = typer.Option(
+        None, "--jwks", help="Public key (JWKS, JWK or PEM) for private_key_jwt; then no secret is issued."
+    ),
+    redirect_uri: list[str] = typer.Option(
+        [], "--redirect-uri", help="For apps that sign people in (authorization code + PKCE); repeatable."
+    ),
     public: bool = typer.Option(False, "--public", metavar=FLAG, help="An app without a secret (PKCE only)."),
     database: str | None = DatabaseOption,
 ) -> None:
@@ -120,7 +162,19 @@ def client_add(
 
     with friendly_errors():
         db = open_db(database)
-        console.print_json(clients_json(add_client(db, name=name, org=org, scopes=scope, jwks_file=jwks, redirect_uris=redirect_uri, public=public)))
+        console.print_json(
+            clients_json(
+                add_client(
+                    db,
+                    name=name,
+                    org=org,
+                    scopes=scope,
+                    jwks_file=jwks,
+                    redirect_uris=redirect_uri,
+                    public=public,
+                )
+            )
+        )
 
 
 @client_app.command("list")
@@ -133,7 +187,9 @@ def client_list(database: str | None = DatabaseOption) -> None:
 
 
 @client_app.command("revoke")
-def client_revoke(client_id: str = typer.Argument(..., help="The client to revoke."), database: str | None = DatabaseOption) -> None:
+def client_revoke(
+    client_id: str = typer.Argument(..., help="The client to revoke."), database: str | None = DatabaseOption
+) -> None:
     """Revoke a client: no new tokens, and its tokens stop working (within seconds)."""
     from yilian.cli.access import revoke
 
@@ -146,10 +202,21 @@ def client_revoke(client_id: str = typer.Argument(..., help="The client to revok
 def user_add(
     username: str = typer.Argument(..., help="The sign-in name."),
     kind: str = typer.Option("staff", "--kind", help="staff or resident."),
-    org: str | None = typer.Option(None, "--org", help="Staff: id of their institution's FHIR Organization (omit for platform operator staff)."),
+    org: str | None = typer.Option(
+        None,
+        "--org",
+        help="Staff: id of their institution's FHIR Organization (omit for platform operator staff).",
+    ),
     patient: str | None = typer.Option(None, "--patient", help="Residents: id of their FHIR Patient."),
     name: str | None = typer.Option(None, "--name", help="Display name."),
-    password: str = typer.Option(..., "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 10 characters."),
+    password: str = typer.Option(
+        ...,
+        "--password",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="At least 10 characters.",
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Add a person who signs in. Staff get a TOTP secret for their authenticator app (printed once)."""
@@ -157,7 +224,13 @@ def user_add(
 
     with friendly_errors():
         db = open_db(database)
-        console.print_json(clients_json(add_person(db, username=username, kind=kind, password=password, org=org, patient=patient, name=name)))
+        console.print_json(
+            clients_json(
+                add_person(
+                    db, username=username, kind=kind, password=password, org=org, patient=patient, name=name
+                )
+            )
+        )
 
 
 @db_app.command("upgrade")
@@ -176,7 +249,9 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
         if before == after:
             console.print(f"{describe(db)} is at revision [bold]{after}[/] (newest); nothing to do")
         else:
-            console.print(f"{describe(db)} upgraded from {before or '(empty)'} to revision [bold]{after}[/] (newest)")
+            console.print(
+                f"{describe(db)} upgraded from {before or '(empty)'} to revision [bold]{after}[/] (newest)"
+            )
 
 
 @db_app.command("current")
@@ -190,7 +265,9 @@ def db_current(database: str | None = DatabaseOption) -> None:
             # Opening it would create an empty file: a typo in the path must not leave one behind.
             from yilian.kernel.errors import Category, YilianError
 
-            raise YilianError(Category.NOT_FOUND, f"there is no database file {path} (`yilian db upgrade` creates it)")
+            raise YilianError(
+                Category.NOT_FOUND, f"there is no database file {path} (`yilian db upgrade` creates it)"
+            )
         db = open_db(database, upgrade=False)
         try:
             cur = current_revision(db)
@@ -203,7 +280,9 @@ def db_current(database: str | None = DatabaseOption) -> None:
 
 @app.command("import")
 def import_(
-    paths: list[Path] = typer.Argument(..., help="FHIR JSON files (resources or Bundles), NDJSON files, or folders of them."),
+    paths: list[Path] = typer.Argument(
+        ..., help="FHIR JSON files (resources or Bundles), NDJSON files, or folders of them."
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Load FHIR resources: transaction/batch Bundles as such, other resources with their own ids (importing again adds no resources).
@@ -221,9 +300,18 @@ def import_(
 
 @app.command()
 def export(
-    out: Path = typer.Option(Path("export"), "--out", "-o", help="Folder for the NDJSON files (one per resource type); '-' for standard output."),
-    types: str | None = typer.Option(None, "--type", "-t", help="Comma-separated resource types (default: all)."),
-    since: str | None = typer.Option(None, help="Only resources changed at or after this instant (FHIR date/instant)."),
+    out: Path = typer.Option(
+        Path("export"),
+        "--out",
+        "-o",
+        help="Folder for the NDJSON files (one per resource type); '-' for standard output.",
+    ),
+    types: str | None = typer.Option(
+        None, "--type", "-t", help="Comma-separated resource types (default: all)."
+    ),
+    since: str | None = typer.Option(
+        None, help="Only resources changed at or after this instant (FHIR date/instant)."
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Write every current resource as NDJSON, one file per resource type (`yilian import` reads them back)."""

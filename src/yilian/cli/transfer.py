@@ -118,7 +118,9 @@ def _request_for(res: dict[str, Any]) -> FhirRequest:
         return FhirRequest("POST", rtype, body=body)
     if not isinstance(rid, str) or not is_valid_fhir_id(rid):
         # Checked here, not left to validation: the id becomes part of the request path.
-        raise YilianError(Category.INVALID, f"id {rid!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)")
+        raise YilianError(
+            Category.INVALID, f"id {rid!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
+        )
     return FhirRequest("PUT", f"{rtype}/{rid}", body=body)
 
 
@@ -142,7 +144,9 @@ def _chunks(items: list[Item]) -> Iterator[list[Item]]:
         yield items[start : start + CHUNK]
 
 
-def _load(db: Database, ctx: FhirContext, items: list[Item], advance: Callable[[int], None] | None) -> list[Item]:
+def _load(
+    db: Database, ctx: FhirContext, items: list[Item], advance: Callable[[int], None] | None
+) -> list[Item]:
     """Write ``items``; returns those refused only for referring to resources not (yet) there."""
     later: list[Item] = []
     for chunk in _chunks(items):
@@ -171,7 +175,9 @@ def _identity(item: Item) -> tuple[str, str] | None:
 def _references(item: Item) -> set[tuple[str, str]]:
     rtype = item.resource.get("resourceType")
     own = _identity(item)
-    return {(t, i) for t, i, _raw, _path in writes.local_references(item.resource, str(rtype)) if (t, i) != own}
+    return {
+        (t, i) for t, i, _raw, _path in writes.local_references(item.resource, str(rtype)) if (t, i) != own
+    }
 
 
 def _stored(db: Database, ctx: FhirContext, targets: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -244,7 +250,11 @@ def _read_items(path: Path, report: FileReport) -> list[Item] | None:
         report.read = 1
         report.fail("", f"not JSON: {exc}")
         return items
-    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
+    if (
+        isinstance(doc, dict)
+        and doc.get("resourceType") == "Bundle"
+        and doc.get("type") in ("transaction", "batch")
+    ):
         return None
     report.read = 1
     _add(items, report, 0, doc)
@@ -281,12 +291,18 @@ def _units(path: Path) -> int:
         doc = orjson.loads(raw)
     except (OSError, orjson.JSONDecodeError):
         return 1
-    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
+    if (
+        isinstance(doc, dict)
+        and doc.get("resourceType") == "Bundle"
+        and doc.get("type") in ("transaction", "batch")
+    ):
         return len(doc.get("entry") or [])
     return 1
 
 
-def _import_bundle(db: Database, ctx: FhirContext, path: Path, report: FileReport, advance: Callable[[int], None]) -> None:
+def _import_bundle(
+    db: Database, ctx: FhirContext, path: Path, report: FileReport, advance: Callable[[int], None]
+) -> None:
     done = bulk.import_file(db, ctx, path, advance)
     report.read, report.written, report.failed = done.read, done.written, done.failed
     # bulk names the file in a whole-Bundle failure; the summary already does.
@@ -358,13 +374,17 @@ def _print_import_summary(reports: list[FileReport]) -> None:
     table.add_column("failed", justify="right")
     for r in reports:
         table.add_row(escape(r.path), str(r.read), str(r.written), f"[red]{r.failed}[/]" if r.failed else "0")
-    table.add_row("[bold]total", *(str(sum(getattr(r, k) for r in reports)) for k in ("read", "written", "failed")))
+    table.add_row(
+        "[bold]total", *(str(sum(getattr(r, k) for r in reports)) for k in ("read", "written", "failed"))
+    )
     console.print(table)
     for r in reports:
         for _line, e in sorted(r.errors, key=lambda e: e[0])[:ERRORS_SHOWN]:
             err_console.print(f"[red]✗[/] {escape(r.path)} {escape(e)}", soft_wrap=True)
         if len(r.errors) > ERRORS_SHOWN:
-            err_console.print(f"  … and {len(r.errors) - ERRORS_SHOWN} more in {escape(r.path)}", soft_wrap=True)
+            err_console.print(
+                f"  … and {len(r.errors) - ERRORS_SHOWN} more in {escape(r.path)}", soft_wrap=True
+            )
 
 
 def _since_us(since: str | None) -> int | None:
@@ -372,7 +392,10 @@ def _since_us(since: str | None) -> int | None:
         return None
     r = date_range(since)
     if r is None:
-        raise YilianError(Category.INVALID, f"--since must be a FHIR date or instant (2024-01-31, 2024-01-31T08:00:00+08:00), not {since!r}")
+        raise YilianError(
+            Category.INVALID,
+            f"--since must be a FHIR date or instant (2024-01-31, 2024-01-31T08:00:00+08:00), not {since!r}",
+        )
     return r[0]
 
 
@@ -418,7 +441,9 @@ def run_export(db: Database, out: Path, types: list[str] | None, since: str | No
     _print_export_summary(console, str(out), counts)
 
 
-def _export_to_stdout(db: Database, types: list[str] | None, since: str | None, counts: dict[str, int]) -> None:
+def _export_to_stdout(
+    db: Database, types: list[str] | None, since: str | None, counts: dict[str, int]
+) -> None:
     out = sys.stdout.buffer
     try:
         for rtype, line in bulk.export(db, types=types, since=since):

@@ -116,5 +116,9 @@ def open_database(url: str | None = None, *, pool_size: int | None = None, **set
     raw = url or os.environ.get("YILIAN_DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
     parsed = normalize_url(raw)
     size = pool_size or int(os.environ.get("YILIAN_DB_POOL_SIZE", "8"))
-    engine = _sqlite_engine(parsed, size) if parsed.get_backend_name() == "sqlite" else _postgres_engine(parsed, size)
+    engine = (
+        _sqlite_engine(parsed, size)
+        if parsed.get_backend_name() == "sqlite"
+        else _postgres_engine(parsed, size)
+    )
     return Database(engine=engine, url=parsed, settings=dict(settings))

@@ -65,7 +65,11 @@ def _write_one(uow: UnitOfWork, ctx: FhirContext, res: dict[str, Any]) -> None:
 
 
 def _load_resources(
-    db: Database, ctx: FhirContext, report: FileReport, items: list[tuple[str, Any]], progress: Callable[[int], None]
+    db: Database,
+    ctx: FhirContext,
+    report: FileReport,
+    items: list[tuple[str, Any]],
+    progress: Callable[[int], None],
 ) -> None:
     """Write ``items`` in chunks; each resource in its own savepoint so one bad line costs only itself."""
     for start in range(0, len(items), CHUNK):
@@ -120,7 +124,11 @@ def import_file(db: Database, ctx: FhirContext, path: Path, progress: Callable[[
         report.read = 1
         report.fail(str(path), f"not JSON: {exc}")
         return report
-    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
+    if (
+        isinstance(doc, dict)
+        and doc.get("resourceType") == "Bundle"
+        and doc.get("type") in ("transaction", "batch")
+    ):
         entries = doc.get("entry") or []
         report.read = len(entries)
         try:
@@ -153,7 +161,11 @@ def count_units(path: Path) -> int:
             with path.open("rb") as fh:
                 return sum(1 for line in fh if line.strip())
         doc = orjson.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
-        if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):
+        if (
+            isinstance(doc, dict)
+            and doc.get("resourceType") == "Bundle"
+            and doc.get("type") in ("transaction", "batch")
+        ):
             return len(doc.get("entry") or [])
     except (OSError, orjson.JSONDecodeError):
         return 1

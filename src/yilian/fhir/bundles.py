@@ -84,7 +84,9 @@ def _element_name(struct: Any, json_key: str) -> str:
     return prop[0].name if prop else json_key
 
 
-def _links(ctx: FhirContext, path: str, used: Sequence[tuple[str, str]], next_cursor: str | None) -> list[dict[str, str]]:
+def _links(
+    ctx: FhirContext, path: str, used: Sequence[tuple[str, str]], next_cursor: str | None
+) -> list[dict[str, str]]:
     base = f"{ctx.base_url}/{path}" if path else ctx.base_url
     query = urlencode(list(used))
     # self is this page (with its cursor); first and next are the same query without it.
@@ -126,13 +128,13 @@ def searchset(
     for r in included:
         parts.append(_entry(ctx, r, b'{"mode":"include"}', summary, elements))
     if outcome is not None:
-        parts.append(
-            b'{"resource":' + _dump(outcome) + b',"search":{"mode":"outcome"}}'
-        )
+        parts.append(b'{"resource":' + _dump(outcome) + b',"search":{"mode":"outcome"}}')
     return _assemble(head, parts)
 
 
-def _entry(ctx: FhirContext, r: Resource, search: bytes, summary: str | None, elements: list[str] | None) -> bytes:
+def _entry(
+    ctx: FhirContext, r: Resource, search: bytes, summary: str | None, elements: list[str] | None
+) -> bytes:
     assert r.content is not None
     content = summarize(r.content, summary, elements)
     return (
@@ -177,7 +179,13 @@ def history_bundle(
         request = _dump({"method": method, "url": url})
         status = b'"204 No Content"' if r.deleted else (b'"201 Created"' if r.version == 1 else b'"200 OK"')
         response = (
-            b'{"status":' + status + b',"etag":' + _dump(r.etag) + b',"lastModified":' + _dump(r.last_updated_text) + b"}"
+            b'{"status":'
+            + status
+            + b',"etag":'
+            + _dump(r.etag)
+            + b',"lastModified":'
+            + _dump(r.last_updated_text)
+            + b"}"
         )
         entry = b'{"fullUrl":' + _dump(ctx.url_for(r.res_type, r.res_id))
         if not r.deleted and r.content is not None:

@@ -175,7 +175,10 @@ def required_binding_codes() -> dict[str, dict[str, frozenset[str]]]:
     judged by its own system's codes.
     """
     raw: dict[str, dict[str, list[str]]] = load_definition("binding-codes")
-    return {url: {system: frozenset(codes) for system, codes in by_system.items()} for url, by_system in raw.items()}
+    return {
+        url: {system: frozenset(codes) for system, codes in by_system.items()}
+        for url, by_system in raw.items()
+    }
 
 
 @cache

@@ -63,7 +63,9 @@ def outcome(error: YilianError) -> dict[str, Any]:
     }
 
 
-def information(message: str, *, code: str = "informational", severity: str = "information") -> dict[str, Any]:
+def information(
+    message: str, *, code: str = "informational", severity: str = "information"
+) -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": message}],

@@ -93,7 +93,9 @@ def _version_header(value: str | None, name: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise YilianError(Category.INVALID, f"{name} must be a version ETag like W/\"3\", not {value!r}") from None
+        raise YilianError(
+            Category.INVALID, f'{name} must be a version ETag like W/"3", not {value!r}'
+        ) from None
 
 
 def _prefer(req: FhirRequest, key: str) -> str | None:
@@ -123,7 +125,9 @@ def _write_response(req: FhirRequest, ctx: FhirContext, result: WriteResult) -> 
         return FhirResponse(status, None, headers, r)
     if ret == "OperationOutcome":
         text = "created" if result.created else ("matched an existing resource" if result.noop else "updated")
-        return FhirResponse(status, orjson.dumps(outcomes.information(f"{r.res_type}/{r.res_id} {text}")), headers, r)
+        return FhirResponse(
+            status, orjson.dumps(outcomes.information(f"{r.res_type}/{r.res_id} {text}")), headers, r
+        )
     return FhirResponse(status, r.content, headers, r)
 
 
@@ -151,7 +155,9 @@ def fast_read(reader: FastReader, ctx: FhirContext, req: FhirRequest) -> FhirRes
     """A plain ``GET Type/id`` answered on the short read path; None when the request needs more."""
     if req.method not in READ_METHODS or not _PLAIN_READ.match(req.path):
         return None
-    if any(k not in ("_format", "_pretty") for k, _ in req.query) or any(h in req.headers for h in _CONDITIONAL_HEADERS):
+    if any(k not in ("_format", "_pretty") for k, _ in req.query) or any(
+        h in req.headers for h in _CONDITIONAL_HEADERS
+    ):
         return None
     rtype, _, rid = req.path.partition("/")
     r = read_i.read_fast(reader, ctx, rtype, rid)
@@ -194,7 +200,10 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
     virtual = ctx.settings.virtual_types.get(head)
     if virtual is not None:
         if method not in READ_METHODS and not (method == "POST" and segs[-1] == "_search"):
-            raise YilianError(Category.NOT_ALLOWED, f"{head} is written by the platform itself; it can only be read and searched")
+            raise YilianError(
+                Category.NOT_ALLOWED,
+                f"{head} is written by the platform itself; it can only be read and searched",
+            )
         if len(segs) == 1 or (len(segs) == 2 and segs[1] == "_search"):
             found: FhirResponse = virtual.search(uow, ctx, req.query, path=head)
             return found
@@ -207,15 +216,25 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
         if method in READ_METHODS:
             return _search(uow, ctx, req, rtype, req.query, strict)
         if method == "POST":
-            result = create_i.create(uow, ctx, req.body, res_type=rtype, if_none_exist=req.header("if-none-exist"))
+            result = create_i.create(
+                uow, ctx, req.body, res_type=rtype, if_none_exist=req.header("if-none-exist")
+            )
             writes.finish(uow, ctx)
             return _write_response(req, ctx, result)
         criteria = _query_string(req)
         if not criteria:
-            raise YilianError(Category.NOT_ALLOWED, f"{method} on /{rtype} needs search criteria (a conditional {method.lower()})")
+            raise YilianError(
+                Category.NOT_ALLOWED,
+                f"{method} on /{rtype} needs search criteria (a conditional {method.lower()})",
+            )
         if method == "PUT":
             result = update_i.conditional_update(
-                uow, ctx, req.body, res_type=rtype, criteria=criteria, if_match=_version_header(req.header("if-match"), "If-Match")
+                uow,
+                ctx,
+                req.body,
+                res_type=rtype,
+                criteria=criteria,
+                if_match=_version_header(req.header("if-match"), "If-Match"),
             )
             writes.finish(uow, ctx)
             return _write_response(req, ctx, result)
@@ -257,7 +276,9 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
         ctype = _type(third) if third != "*" else None
         if rtype not in ("Patient", "Encounter", "Practitioner", "RelatedPerson", "Device"):
             raise YilianError(Category.NOT_FOUND, f"{rtype} is not a compartment")
-        return _search(uow, ctx, req, ctype, req.query, strict, compartment=(rtype, rid), path=f"{rtype}/{rid}/{third}")
+        return _search(
+            uow, ctx, req, ctype, req.query, strict, compartment=(rtype, rid), path=f"{rtype}/{rid}/{third}"
+        )
     raise YilianError(Category.NOT_FOUND, f"no route for {method} /{req.path}")
 
 
@@ -265,7 +286,9 @@ def _is_json_patch(req: FhirRequest) -> bool:
     return req.content_type.split(";")[0].strip().lower() == patch_i.JSON_PATCH
 
 
-def _instance(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, rtype: str, rid: str) -> FhirResponse:
+def _instance(
+    uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, rtype: str, rid: str
+) -> FhirResponse:
     if method in READ_METHODS:
         r = read_i.read(uow, ctx, rtype, rid)
         inm = req.header("if-none-match")
@@ -279,7 +302,12 @@ def _instance(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, 
         return FhirResponse(200, r.content, resource_headers(r, ctx), r)
     if method == "PUT":
         result = update_i.update(
-            uow, ctx, req.body, res_type=rtype, res_id=rid, if_match=_version_header(req.header("if-match"), "If-Match")
+            uow,
+            ctx,
+            req.body,
+            res_type=rtype,
+            res_id=rid,
+            if_match=_version_header(req.header("if-match"), "If-Match"),
         )
         writes.finish(uow, ctx)
         return _write_response(req, ctx, result)
@@ -347,14 +375,23 @@ def _patients_of(*groups: list[Resource]) -> frozenset[str]:
     return frozenset(r.patient_key for g in groups for r in g if r.patient_key)
 
 
-def _history(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | None, rid: str | None) -> FhirResponse:
+def _history(
+    uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str | None, rid: str | None
+) -> FhirResponse:
     if req.method.upper() not in READ_METHODS:
         raise _not_allowed(req)
     page = history_i.history(
-        uow, res_type=rtype, res_id=rid, pairs=req.query, default_count=ctx.settings.default_page_size, policy=ctx.policy
+        uow,
+        res_type=rtype,
+        res_id=rid,
+        pairs=req.query,
+        default_count=ctx.settings.default_page_size,
+        policy=ctx.policy,
     )
     path = "/".join(p for p in (rtype, rid, "_history") if p)
-    body = bundles.history_bundle(ctx, path=path, used=page.used, entries=page.entries, total=page.total, next_cursor=page.next_cursor)
+    body = bundles.history_bundle(
+        ctx, path=path, used=page.used, entries=page.entries, total=page.total, next_cursor=page.next_cursor
+    )
     return FhirResponse(200, body, patients=_patients_of(page.entries))
 
 
@@ -370,7 +407,9 @@ def _type_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: 
     raise YilianError(Category.UNSUPPORTED, f"operation {op} is not supported on {rtype}")
 
 
-def _instance_operation(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, op: str) -> FhirResponse:
+def _instance_operation(
+    uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, rtype: str, rid: str, op: str
+) -> FhirResponse:
     provided = ctx.settings.operation(rtype, op[1:], instance=True)
     if provided is not None:
         done: FhirResponse = provided.run(uow, ctx, req, rid)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
+import yilian.card.tables
+import yilian.exchange.tables
 import yilian.fhir.store.tables
 import yilian.mpi.tables
+import yilian.payments.tables
 import yilian.security.audit.tables
 import yilian.security.tables  # noqa: F401
 from yilian.db import metadata

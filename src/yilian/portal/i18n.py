@@ -10,9 +10,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "otp": {"zh": "动态验证码（医护人员）", "en": "One-time code (staff)"},
     "sign_out": {"zh": "退出登录", "en": "Sign out"},
     "signed_in_as": {"zh": "已登录", "en": "Signed in as"},
-    "authorize_intro": {"zh": "应用“{app}”请求访问您的数据：", "en": "The app “{app}” asks to use your data:"},
+    "authorize_intro": {
+        "zh": "应用“{app}”请求访问您的数据：",
+        "en": "The app “{app}” asks to use your data:",
+    },
     "failed": {"zh": "用户名、密码或验证码错误", "en": "Wrong user name, password or one-time code"},
-    "locked": {"zh": "账户已因多次失败暂时锁定，请稍后再试", "en": "The account is locked after repeated failures; try again later"},
+    "locked": {
+        "zh": "账户已因多次失败暂时锁定，请稍后再试",
+        "en": "The account is locked after repeated failures; try again later",
+    },
     "language": {"zh": "English", "en": "中文"},
     "institution": {"zh": "机构", "en": "Institution"},
     "operator": {"zh": "平台运营（卫健委）", "en": "Platform operator (health commission)"},

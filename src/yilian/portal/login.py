@@ -35,18 +35,32 @@ TEMPLATES = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=select_autoescape(["html"]),
 )
-AUTHORIZE_FIELDS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "aud")
+AUTHORIZE_FIELDS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "aud",
+)
 
 
 def _lang(request: Request) -> str:
-    return language(request.headers.get("accept-language"), request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
+    return language(
+        request.headers.get("accept-language"),
+        request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
+    )
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     lang = _lang(request)
     csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
     query = urlencode([(k, v) for k, v in request.query_params.items() if k != "lang"])
-    html = TEMPLATES.get_template(template).render(t=translator(lang), lang=lang, csrf=csrf, query=query, **context)
+    html = TEMPLATES.get_template(template).render(
+        t=translator(lang), lang=lang, csrf=csrf, query=query, **context
+    )
     response = HTMLResponse(html, status_code=status)
     secure = request.url.scheme == "https"
     response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=secure)
@@ -63,7 +77,9 @@ async def _form(request: Request) -> dict[str, str]:
     return form
 
 
-def _login_record(username: str, ok: bool, request: Request, subtype: str = "login", principal: Principal | None = None) -> AuditRecord:
+def _login_record(
+    username: str, ok: bool, request: Request, subtype: str = "login", principal: Principal | None = None
+) -> AuditRecord:
     return AuditRecord(
         action="E",
         subtype=subtype,
@@ -90,9 +106,18 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             principal = await run_in_threadpool(session_principal, db, cookie)
             if principal is not None:
                 t = translator(_lang(request))
-                role = t("resident") if principal.kind == RESIDENT else f"{t('institution')}: {principal.org_id or t('operator')}"
+                role = (
+                    t("resident")
+                    if principal.kind == RESIDENT
+                    else f"{t('institution')}: {principal.org_id or t('operator')}"
+                )
                 return _page(request, "signed_in.html", who=who(principal), role=role)
-        return _page(request, "login.html", action="/auth/login", hidden=[("next", request.query_params.get("next", "/"))])
+        return _page(
+            request,
+            "login.html",
+            action="/auth/login",
+            hidden=[("next", request.query_params.get("next", "/"))],
+        )
 
     async def login(request: Request) -> Response:
         t = translator(_lang(request))
@@ -102,19 +127,34 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             return _page(request, "login.html", 403, action="/auth/login", hidden=[], error=err.message)
 
         def work(uow: UnitOfWork) -> str | YilianError:
-            principal = attempt_login(uow, username=form.get("username", ""), password=form.get("password", ""), otp=form.get("otp") or None)
+            principal = attempt_login(
+                uow,
+                username=form.get("username", ""),
+                password=form.get("password", ""),
+                otp=form.get("otp") or None,
+            )
             return principal if isinstance(principal, YilianError) else start_session(uow, principal)
 
         token = await run_in_threadpool(transact, db, work)
         await audit(_login_record(form.get("username", ""), not isinstance(token, YilianError), request))
         if isinstance(token, YilianError):
             message = t("locked") if "locked" in token.message else t("failed")
-            return _page(request, "login.html", 401, action="/auth/login", hidden=[("next", form.get("next", "/"))], error=message, username=form.get("username"))
+            return _page(
+                request,
+                "login.html",
+                401,
+                action="/auth/login",
+                hidden=[("next", form.get("next", "/"))],
+                error=message,
+                username=form.get("username"),
+            )
         target = form.get("next") or "/"
         if not target.startswith("/") or target.startswith("//"):
             target = "/"  # never an open redirect
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        response.set_cookie(
+            SESSION_COOKIE, token, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+        )
         return response
 
     async def logout(request: Request) -> Response:
@@ -174,18 +214,32 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             return HTMLResponse(f"<p>{err.error}: {err.message}</p>", status_code=400)
 
         def work(uow: UnitOfWork) -> str | YilianError:
-            principal = attempt_login(uow, username=form.get("username", ""), password=form.get("password", ""), otp=form.get("otp") or None)
+            principal = attempt_login(
+                uow,
+                username=form.get("username", ""),
+                password=form.get("password", ""),
+                otp=form.get("otp") or None,
+            )
             return principal if isinstance(principal, YilianError) else grant_code(uow, req, principal)
 
         code = await run_in_threadpool(transact, db, work)
         await audit(_login_record(form.get("username", ""), not isinstance(code, YilianError), request))
         if isinstance(code, YilianError):
             return _page(
-                request, "login.html", 401, action="/auth/authorize", hidden=[(k, v) for k, v in params.items() if v],
-                intro=t("authorize_intro", app=req.client_name), scopes=req.scope.split(), error=t("failed"), username=form.get("username"),
+                request,
+                "login.html",
+                401,
+                action="/auth/authorize",
+                hidden=[(k, v) for k, v in params.items() if v],
+                intro=t("authorize_intro", app=req.client_name),
+                scopes=req.scope.split(),
+                error=t("failed"),
+                username=form.get("username"),
             )
         sep = "&" if "?" in req.redirect_uri else "?"
-        return RedirectResponse(f"{req.redirect_uri}{sep}{urlencode({'code': code, 'state': req.state})}", status_code=303)
+        return RedirectResponse(
+            f"{req.redirect_uri}{sep}{urlencode({'code': code, 'state': req.state})}", status_code=303
+        )
 
     return [
         Route("/auth/login", login_page, methods=["GET"]),

@@ -48,7 +48,9 @@ def _resource(row: AuditRow) -> Resource:
 
 
 class AuditEventView:
-    def search(self, uow: UnitOfWork, ctx: FhirContext, pairs: list[tuple[str, str]], *, path: str) -> FhirResponse:
+    def search(
+        self, uow: UnitOfWork, ctx: FhirContext, pairs: list[tuple[str, str]], *, path: str
+    ) -> FhirResponse:
         require(ctx.policy, SEARCH, "AuditEvent")
         principal = _principal(ctx)
         wanted = [(k, v) for k, v in pairs if k not in ("_format", "_pretty")]
@@ -56,7 +58,13 @@ class AuditEventView:
         rows = [r for r in page if _visible(r, principal)]
         used = [(k, v) for k, v in wanted if k != "_cursor"]
         body = bundles.searchset(
-            ctx, path=path, used=used, matches=[_resource(r) for r in rows], included=[], total=None, next_cursor=page.next_cursor
+            ctx,
+            path=path,
+            used=used,
+            matches=[_resource(r) for r in rows],
+            included=[],
+            total=None,
+            next_cursor=page.next_cursor,
         )
         return FhirResponse(200, body)
 

@@ -61,7 +61,9 @@ def check_request(
     if response_type != "code":
         raise OAuthError("unsupported_response_type", "only response_type=code is supported")
     if code_challenge_method != "S256" or len(code_challenge) < 43:
-        raise OAuthError("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
+        raise OAuthError(
+            "invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256"
+        )
     if not state:
         raise OAuthError("invalid_request", "state is required")
     parse_scopes(scope)
@@ -111,7 +113,9 @@ def exchange_code(uow: UnitOfWork, row: Any, form: dict[str, str]) -> tuple[Issu
     assert client is not None
     granted = _people_scopes(parse_scopes(row.scopes), person.scopes, client.scopes, person.kind)
     if not granted.items:
-        raise OAuthError("invalid_scope", "none of the requested scopes is allowed for this person through this app")
+        raise OAuthError(
+            "invalid_scope", "none of the requested scopes is allowed for this person through this app"
+        )
     principal = Principal(
         kind=person.kind,
         subject=person.subject,

@@ -70,7 +70,7 @@ def register_client(
     if org_id is not None:
         _check_org(uow, org_id)
     if jwks is not None and not isinstance(jwks.get("keys"), list):
-        raise YilianError(Category.INVALID, "the public key set must be a JWKS ({\"keys\": [...]})")
+        raise YilianError(Category.INVALID, 'the public key set must be a JWKS ({"keys": [...]})')
     cid = client_id or "yl-" + secrets.token_hex(8)
     secret = secret or (secrets.token_urlsafe(32) if with_secret else None)
     existing = uow.conn.execute(select(client.c.client_id).where(client.c.client_id == cid)).first()

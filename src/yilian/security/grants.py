@@ -54,8 +54,14 @@ RULES: dict[str, list[tuple[Getter, str]]] = {
     "Appointment": [(_refs("participant", "actor"), "treatment")],
     "ServiceRequest": [(_refs("performer"), "referral"), (_refs("requester"), "referral")],
     "Task": [(_refs("owner"), "consultation"), (_refs("requester"), "consultation")],
-    "CareTeam": [(_refs("managingOrganization"), "family-doctor"), (_refs("participant", "member"), "family-doctor")],
-    "Patient": [(_refs("managingOrganization"), "registration"), (_refs("generalPractitioner"), "family-doctor")],
+    "CareTeam": [
+        (_refs("managingOrganization"), "family-doctor"),
+        (_refs("participant", "member"), "family-doctor"),
+    ],
+    "Patient": [
+        (_refs("managingOrganization"), "registration"),
+        (_refs("generalPractitioner"), "family-doctor"),
+    ],
     "Immunization": [(_refs("performer", "actor"), "treatment")],
     "Observation": [(_refs("performer"), "treatment")],
     "DiagnosticReport": [(_refs("performer"), "treatment")],
@@ -65,7 +71,11 @@ RULES: dict[str, list[tuple[Getter, str]]] = {
 }
 
 # Where each kind of referenced resource says which institution it belongs to.
-_OWNER = {"PractitionerRole": "organization", "Location": "managingOrganization", "HealthcareService": "providedBy"}
+_OWNER = {
+    "PractitionerRole": "organization",
+    "Location": "managingOrganization",
+    "HealthcareService": "providedBy",
+}
 
 
 def organization_of(uow: UnitOfWork, reference: str) -> str | None:
@@ -123,7 +133,13 @@ class GrantDeriver:
 
 
 def _grant(patient: str, org: str, reason: str, source_type: str, source_id: str) -> dict[str, str]:
-    return {"patient_key": patient, "org_id": org, "reason": reason, "source_type": source_type, "source_id": source_id}
+    return {
+        "patient_key": patient,
+        "org_id": org,
+        "reason": reason,
+        "source_type": source_type,
+        "source_id": source_id,
+    }
 
 
 def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -133,7 +149,9 @@ def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def consent_rules(uow: UnitOfWork, consent_id: str, patient: str, consent: dict[str, Any]) -> list[dict[str, str]]:
+def consent_rules(
+    uow: UnitOfWork, consent_id: str, patient: str, consent: dict[str, Any]
+) -> list[dict[str, str]]:
     """Rules from a Consent's provision: top level (deny/permit, for named institutions or all)
     and nested exceptions ("deny all but these")."""
     rules: dict[str, str] = {}
@@ -152,7 +170,10 @@ def consent_rules(uow: UnitOfWork, consent_id: str, patient: str, consent: dict[
     top = consent.get("provision")
     if isinstance(top, dict):
         apply(top)
-    return [{"consent_id": consent_id, "patient_key": patient, "org_id": org, "effect": eff} for org, eff in rules.items()]
+    return [
+        {"consent_id": consent_id, "patient_key": patient, "org_id": org, "effect": eff}
+        for org, eff in rules.items()
+    ]
 
 
 def _actor_org(uow: UnitOfWork, actor: Any) -> str | None:

@@ -54,11 +54,15 @@ def token_request(
         )
     client = _authenticate_client(uow, form, basic, token_url)
     scopes = _granted_scopes(client, form.get("scope"))
-    principal = Principal(kind=SYSTEM, subject=client.client_id, scopes=scopes, org_id=client.org_id, client_id=client.client_id)
+    principal = Principal(
+        kind=SYSTEM, subject=client.client_id, scopes=scopes, org_id=client.org_id, client_id=client.client_id
+    )
     return issue(uow, principal), principal
 
 
-def _authenticate_client(uow: UnitOfWork, form: dict[str, str], basic: tuple[str, str] | None, token_url: str) -> Client:
+def _authenticate_client(
+    uow: UnitOfWork, form: dict[str, str], basic: tuple[str, str] | None, token_url: str
+) -> Client:
     assertion = form.get("client_assertion")
     if assertion is not None:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -69,7 +73,11 @@ def _authenticate_client(uow: UnitOfWork, form: dict[str, str], basic: tuple[str
     else:
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
     if not client_id or not secret:
-        raise OAuthError("invalid_client", "client authentication is required (HTTP Basic, client_secret, or a signed client_assertion)", status=401)
+        raise OAuthError(
+            "invalid_client",
+            "client authentication is required (HTTP Basic, client_secret, or a signed client_assertion)",
+            status=401,
+        )
     client = get_client(uow, client_id)
     if client is None or not client.active or not check_secret(client, uow, secret):
         raise OAuthError("invalid_client", "unknown client, revoked client, or wrong secret", status=401)
@@ -84,10 +92,14 @@ def _verify_assertion(uow: UnitOfWork, assertion: str, token_url: str) -> Client
         raise OAuthError("invalid_client", f"the client assertion is not a JWT: {exc}", status=401) from None
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
-        raise OAuthError("invalid_client", "the assertion's iss and sub must both be the client id", status=401)
+        raise OAuthError(
+            "invalid_client", "the assertion's iss and sub must both be the client id", status=401
+        )
     client = get_client(uow, client_id)
     if client is None or not client.active or client.jwks is None:
-        raise OAuthError("invalid_client", "unknown client, revoked client, or no public key registered", status=401)
+        raise OAuthError(
+            "invalid_client", "unknown client, revoked client, or no public key registered", status=401
+        )
     key = _key_for(client.jwks, header)
     now = instant_to_us(clock.now()) // 1_000_000
     try:
@@ -100,11 +112,17 @@ def _verify_assertion(uow: UnitOfWork, assertion: str, token_url: str) -> Client
             leeway=0,
         )
     except jwt.InvalidAudienceError:
-        raise OAuthError("invalid_client", f"the assertion's aud must be this token endpoint: {token_url}", status=401) from None
+        raise OAuthError(
+            "invalid_client", f"the assertion's aud must be this token endpoint: {token_url}", status=401
+        ) from None
     except jwt.ExpiredSignatureError:
         raise OAuthError("invalid_client", "the assertion has expired", status=401) from None
     except jwt.InvalidSignatureError:
-        raise OAuthError("invalid_client", "the assertion's signature does not verify with the client's registered key", status=401) from None
+        raise OAuthError(
+            "invalid_client",
+            "the assertion's signature does not verify with the client's registered key",
+            status=401,
+        ) from None
     except jwt.PyJWTError as exc:
         raise OAuthError("invalid_client", f"the assertion is not acceptable: {exc}", status=401) from None
     if int(claims["exp"]) > now + MAX_ASSERTION_LIFETIME_S:
@@ -147,7 +165,9 @@ def _granted_scopes(client: Client, requested: str | None) -> Scopes:
         raise OAuthError("invalid_scope", err.message) from None
     granted = wanted.intersect(client.scopes)
     if not granted.items:
-        raise OAuthError("invalid_scope", f"none of the requested scopes ({requested}) is registered for this client")
+        raise OAuthError(
+            "invalid_scope", f"none of the requested scopes ({requested}) is registered for this client"
+        )
     return granted
 
 
@@ -167,7 +187,9 @@ def public_jwks(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        raise YilianError(Category.INVALID, "the key file is neither a JWKS, a JWK nor a PEM public key") from None
+        raise YilianError(
+            Category.INVALID, "the key file is neither a JWKS, a JWK nor a PEM public key"
+        ) from None
     if isinstance(data, dict) and "keys" in data:
         return data
     if isinstance(data, dict) and "kty" in data:

@@ -76,7 +76,9 @@ def add_user(
         org = get_current(uow.conn, "Organization", org_id)
         if org is None or org.deleted:
             raise YilianError(Category.NOT_FOUND, f"Organization/{org_id} does not exist")
-    taken = uow.conn.execute(select(user_account.c.user_id).where(user_account.c.username == username)).first()
+    taken = uow.conn.execute(
+        select(user_account.c.user_id).where(user_account.c.username == username)
+    ).first()
     if taken is not None:
         raise YilianError(Category.CONFLICT, f"user {username} already exists")
     parse_scopes(scopes or (STAFF_SCOPES if kind == STAFF else RESIDENT_SCOPES))
@@ -113,7 +115,9 @@ def authenticate(uow: UnitOfWork, *, username: str, password: str, otp: str | No
     return result
 
 
-def attempt_login(uow: UnitOfWork, *, username: str, password: str, otp: str | None) -> Principal | YilianError:
+def attempt_login(
+    uow: UnitOfWork, *, username: str, password: str, otp: str | None
+) -> Principal | YilianError:
     """Check a sign-in; count failures and lock the account after too many.
 
     Returns the error instead of raising it, so that the caller commits the failure count.
@@ -125,7 +129,9 @@ def attempt_login(uow: UnitOfWork, *, username: str, password: str, otp: str | N
         return generic
     now = _now()
     if row.locked_until and row.locked_until > now:
-        return YilianError(Category.UNAUTHENTICATED, "the account is locked after repeated failures; try again later")
+        return YilianError(
+            Category.UNAUTHENTICATED, "the account is locked after repeated failures; try again later"
+        )
     ok = True
     try:
         _hasher.verify(row.password_hash, password)
@@ -142,7 +148,11 @@ def attempt_login(uow: UnitOfWork, *, username: str, password: str, otp: str | N
             .values(failed_attempts=0 if locked else failures, locked_until=locked)
         )
         return generic
-    uow.conn.execute(update(user_account).where(user_account.c.user_id == row.user_id).values(failed_attempts=0, locked_until=None))
+    uow.conn.execute(
+        update(user_account)
+        .where(user_account.c.user_id == row.user_id)
+        .values(failed_attempts=0, locked_until=None)
+    )
     return principal_of(uow, row)
 
 
@@ -176,12 +186,20 @@ def children_of(uow: UnitOfWork, patient_id: str) -> set[str]:
     ]
     out: set[str] = set()
     for number in ids:
-        for rp in find(uow, FhirContext(), "RelatedPerson", f"identifier={PRC_RESIDENT_ID}|{number}", limit=20):
+        for rp in find(
+            uow, FhirContext(), "RelatedPerson", f"identifier={PRC_RESIDENT_ID}|{number}", limit=20
+        ):
             if rp.content is None:
                 continue
             ref = (orjson.loads(rp.content).get("patient") or {}).get("reference", "")
-            rel = [c.get("code") for r in orjson.loads(rp.content).get("relationship") or [] for c in r.get("coding") or []]
-            if ref.startswith("Patient/") and any(code in ("MTH", "FTH", "PRN", "MTHF", "FTHF", "GRD") for code in rel):
+            rel = [
+                c.get("code")
+                for r in orjson.loads(rp.content).get("relationship") or []
+                for c in r.get("coding") or []
+            ]
+            if ref.startswith("Patient/") and any(
+                code in ("MTH", "FTH", "PRN", "MTHF", "FTHF", "GRD") for code in rel
+            ):
                 out.add(ref.split("/", 1)[1])
     return out
 
@@ -222,4 +240,6 @@ def session_principal(db: Database, token: str) -> Principal | None:
 
 
 def end_session(uow: UnitOfWork, token: str) -> None:
-    uow.conn.execute(delete(session).where(session.c.session_hash == hashlib.sha256(token.encode()).hexdigest()))
+    uow.conn.execute(
+        delete(session).where(session.c.session_hash == hashlib.sha256(token.encode()).hexdigest())
+    )

@@ -49,15 +49,24 @@ class SecurityPolicy:
         if p.is_operator or p.break_glass:
             return None
         org = p.org_id
-        named_deny = select(consent_rule.c.patient_key).where(consent_rule.c.org_id == org, consent_rule.c.effect == "deny")
-        permitted = select(consent_rule.c.patient_key).where(consent_rule.c.org_id == org, consent_rule.c.effect == "permit")
-        deny_all = select(consent_rule.c.patient_key).where(consent_rule.c.org_id == ALL_ORGS, consent_rule.c.effect == "deny")
+        named_deny = select(consent_rule.c.patient_key).where(
+            consent_rule.c.org_id == org, consent_rule.c.effect == "deny"
+        )
+        permitted = select(consent_rule.c.patient_key).where(
+            consent_rule.c.org_id == org, consent_rule.c.effect == "permit"
+        )
+        deny_all = select(consent_rule.c.patient_key).where(
+            consent_rule.c.org_id == ALL_ORGS, consent_rule.c.effect == "deny"
+        )
         granted = select(access_grant.c.patient_key).where(access_grant.c.org_id == org)
         return or_(
             r.c.patient_key.is_(None),
             and_(
                 r.c.patient_key.not_in(named_deny),
-                or_(r.c.patient_key.in_(permitted), and_(r.c.patient_key.in_(granted), r.c.patient_key.not_in(deny_all))),
+                or_(
+                    r.c.patient_key.in_(permitted),
+                    and_(r.c.patient_key.in_(granted), r.c.patient_key.not_in(deny_all)),
+                ),
             ),
         )
 
@@ -81,14 +90,18 @@ class SecurityPolicy:
 
         def rule(org_id: str, effect: str) -> Any:
             return exists().where(
-                consent_rule.c.patient_key == patient_key, consent_rule.c.org_id == org_id, consent_rule.c.effect == effect
+                consent_rule.c.patient_key == patient_key,
+                consent_rule.c.org_id == org_id,
+                consent_rule.c.effect == effect,
             )
 
         stmt = select(
             rule(org or "", "deny").label("named_deny"),
             rule(org or "", "permit").label("permit"),
             rule(ALL_ORGS, "deny").label("deny_all"),
-            exists().where(access_grant.c.patient_key == patient_key, access_grant.c.org_id == org).label("grant"),
+            exists()
+            .where(access_grant.c.patient_key == patient_key, access_grant.c.org_id == org)
+            .label("grant"),
         )
         if uow is not None:
             row = uow.conn.execute(stmt).one()

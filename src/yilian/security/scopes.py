@@ -16,7 +16,9 @@ from yilian.kernel.errors import Category, YilianError
 _SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|c?r?u?d?s?)$")
 V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 # Scopes that carry no data permission but are legitimate to ask for.
-NON_DATA = frozenset({"openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access"})
+NON_DATA = frozenset(
+    {"openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access"}
+)
 
 
 @dataclass(frozen=True)

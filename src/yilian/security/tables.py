@@ -23,7 +23,9 @@ client = Table(
 access_token = Table(
     "auth_token",
     metadata,
-    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the bearer token; the token itself is never stored
+    Column(
+        "token_hash", String(64), primary_key=True
+    ),  # SHA-256 of the bearer token; the token itself is never stored
     Column("client_id", String(64), nullable=True),
     Column("user_id", String(64), nullable=True),
     Column("kind", String(16), nullable=False),  # system | staff | resident
@@ -94,7 +96,9 @@ access_grant = Table(
     metadata,
     Column("patient_key", String(64), primary_key=True),
     Column("org_id", String(64), primary_key=True),
-    Column("reason", String(32), primary_key=True),  # treatment | referral | consultation | family-doctor | author
+    Column(
+        "reason", String(32), primary_key=True
+    ),  # treatment | referral | consultation | family-doctor | author
     Column("source_type", String(64), primary_key=True),
     Column("source_id", String(64), primary_key=True),
     Index("ix_access_grant_org_patient", "org_id", "patient_key"),

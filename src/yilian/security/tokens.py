@@ -50,7 +50,9 @@ def issue(uow: UnitOfWork, principal: Principal, *, lifetime_s: int = TOKEN_LIFE
             kind=principal.kind,
             org_id=principal.org_id,
             scopes=str(principal.scopes),
-            patient_keys=" ".join(sorted(principal.patient_keys)) if principal.patient_keys is not None else None,
+            patient_keys=" ".join(sorted(principal.patient_keys))
+            if principal.patient_keys is not None
+            else None,
             expires=now + lifetime_s * 1_000_000,
             created=now,
         )

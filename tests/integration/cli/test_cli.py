@@ -234,6 +234,13 @@ def test_every_command_is_covered_here() -> None:
         "", "serve", "demo", "import", "export", "db", "db upgrade", "db current",
         "client", "client add", "client list", "client revoke", "user", "user add",
         "audit", "audit verify", "audit seal", "audit prune",
+        "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",
+        "mpi unmerge", "mpi counts",
+        "card", "card issue", "card issue-batch", "card activate", "card report-lost", "card replace",
+        "card suspend", "card resume", "card revoke", "card show", "card counts",
+        "mllp", "exchange", "exchange dead-letters", "exchange replay",
+        "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
+        "payments trial-balance", "payments expire-holds",
     }
 
 

@@ -23,7 +23,9 @@ class EverythingPage:
     used: list[tuple[str, str]]
 
 
-def everything(uow: UnitOfWork, ctx: FhirContext, patient_id: str, pairs: list[tuple[str, str]]) -> EverythingPage:
+def everything(
+    uow: UnitOfWork, ctx: FhirContext, patient_id: str, pairs: list[tuple[str, str]]
+) -> EverythingPage:
     read(uow, ctx, "Patient", patient_id)  # 404 / 410 before anything else
     types: list[str] | None = None
     req = sp.SearchRequest(

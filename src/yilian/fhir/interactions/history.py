@@ -30,7 +30,9 @@ class HistoryPage:
 def _instant(name: str, value: str, *, upper: bool) -> int:
     r = date_range(value)
     if r is None:
-        raise YilianError(Category.INVALID, f"{name} must be a FHIR instant (e.g. 2026-01-01T00:00:00Z), not {value!r}")
+        raise YilianError(
+            Category.INVALID, f"{name} must be a FHIR instant (e.g. 2026-01-01T00:00:00Z), not {value!r}"
+        )
     return r[1] if upper else r[0]
 
 

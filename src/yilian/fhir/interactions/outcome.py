@@ -27,7 +27,17 @@ class Resource:
 
     @classmethod
     def of(cls, sv: StoredVersion) -> Resource:
-        return cls(sv.res_type, sv.res_id, sv.version, sv.last_updated, sv.content, sv.deleted, sv.method, sv.pk, sv.patient_key)
+        return cls(
+            sv.res_type,
+            sv.res_id,
+            sv.version,
+            sv.last_updated,
+            sv.content,
+            sv.deleted,
+            sv.method,
+            sv.pk,
+            sv.patient_key,
+        )
 
     @property
     def etag(self) -> str:

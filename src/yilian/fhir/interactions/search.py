@@ -124,7 +124,11 @@ def search(
         raise YilianError(Category.NOT_FOUND, f"unknown resource type {resource_type!r}")
     settings = ctx.settings
     req = sp.parse(
-        resource_type, pairs, strict=strict, default_count=settings.default_page_size, max_count=settings.max_page_size
+        resource_type,
+        pairs,
+        strict=strict,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
     )
     return run(uow, ctx, req, compartment=compartment)
 
@@ -181,7 +185,9 @@ def run(
         stmt = stmt.where(_everything_condition(r, compartment))
     elif compartment is not None and types is not None:
         comp_conds = [
-            and_(r.c.res_type == t, c) for t in types if (c := compartment_condition(r, t, compartment)) is not None
+            and_(r.c.res_type == t, c)
+            for t in types
+            if (c := compartment_condition(r, t, compartment)) is not None
         ]
         stmt = stmt.where(or_(false(), *comp_conds))
 
@@ -218,18 +224,26 @@ def run(
         next_cursor = encode_cursor(values, sig)
     included = _includes(uow, req.includes, matches) if req.includes else []
     included = [
-        inc for inc in included if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key)
+        inc
+        for inc in included
+        if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key)
     ]
     return SearchResult(matches, included, total, next_cursor, req, warnings)
 
 
-def _sort_keys(r: Any, req: sp.SearchRequest, types: list[str] | None, *, bytewise: bool) -> list[tuple[Any, bool]]:
+def _sort_keys(
+    r: Any, req: sp.SearchRequest, types: list[str] | None, *, bytewise: bool
+) -> list[tuple[Any, bool]]:
     """(expression, descending) per key, ending with ``pk`` so that the order is total (keyset paging)."""
     keys: list[tuple[Any, bool]] = []
     for code, desc in req.sort:
         if code in ("_id", "_lastUpdated"):
             # Columns of every resource: also in system searches; never missing.
-            column = r.c.last_updated if code == "_lastUpdated" else (r.c.res_id.collate("C") if bytewise else r.c.res_id)
+            column = (
+                r.c.last_updated
+                if code == "_lastUpdated"
+                else (r.c.res_id.collate("C") if bytewise else r.c.res_id)
+            )
             keys.append((column, desc))
             continue
         if types is None or len(types) != 1:
@@ -258,7 +272,13 @@ def _everything_condition(r: Any, compartment: tuple[str, str]) -> Any:
     referred = resource.alias("referred")
     referred_pks = (
         select(referred.c.pk)
-        .join(idx_reference, and_(idx_reference.c.target_type == referred.c.res_type, idx_reference.c.target_id == referred.c.res_id))
+        .join(
+            idx_reference,
+            and_(
+                idx_reference.c.target_type == referred.c.res_type,
+                idx_reference.c.target_id == referred.c.res_id,
+            ),
+        )
         .where(idx_reference.c.resource_pk.in_(member_pks))
     )
     return or_(r.c.pk.in_(member_pks), r.c.pk.in_(referred_pks))
@@ -269,7 +289,9 @@ def _after(keys: list[tuple[Any, bool]], values: list[Any]) -> Any:
     disjuncts = []
     for i, (expr, desc) in enumerate(keys):
         val = values[i]
-        prefix = [(k.is_(None) if v is None else k == v) for (k, _), v in zip(keys[:i], values[:i], strict=True)]
+        prefix = [
+            (k.is_(None) if v is None else k == v) for (k, _), v in zip(keys[:i], values[:i], strict=True)
+        ]
         if val is None:
             continue  # nothing sorts after a null within the null group except by later keys
         step = expr < val if desc else expr > val
@@ -310,7 +332,9 @@ def _one_include(conn: Any, inc: sp.Include, frontier: list[Resource]) -> list[R
         pks = [m.pk for m in frontier if inc.source_type in ("*", m.res_type)]
         if not pks:
             return []
-        stmt = select(ir.c.target_type, ir.c.target_id).where(ir.c.resource_pk.in_(pks), ir.c.target_id.is_not(None))
+        stmt = select(ir.c.target_type, ir.c.target_id).where(
+            ir.c.resource_pk.in_(pks), ir.c.target_id.is_not(None)
+        )
         if inc.param != "*":
             stmt = stmt.where(ir.c.param == inc.param)
         if inc.target_type:
@@ -334,7 +358,9 @@ def _one_include(conn: Any, inc: sp.Include, frontier: list[Resource]) -> list[R
     return [Resource.of(loaded[pk]) for pk in pks if pk in loaded and not loaded[pk].deleted]
 
 
-def find(uow: UnitOfWork, ctx: FhirContext, resource_type: str, criteria: str, *, limit: int = 2) -> list[Resource]:
+def find(
+    uow: UnitOfWork, ctx: FhirContext, resource_type: str, criteria: str, *, limit: int = 2
+) -> list[Resource]:
     """Resources matching conditional-interaction criteria (``identifier=…``); at most ``limit``."""
     from urllib.parse import parse_qsl
 

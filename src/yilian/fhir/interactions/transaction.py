@@ -42,7 +42,10 @@ def _entry_error(index: int, method: str, url: str, err: YilianError) -> YilianE
     issues = [
         Issue(
             prefix + i.message,
-            tuple(f"Bundle.entry[{index}].resource.{e.split('.', 1)[1]}" if "." in e else e for e in i.expression)
+            tuple(
+                f"Bundle.entry[{index}].resource.{e.split('.', 1)[1]}" if "." in e else e
+                for e in i.expression
+            )
             or (f"Bundle.entry[{index}]",),
             i.severity,
             i.code,
@@ -57,7 +60,9 @@ def _check_shape(body: Any, ctx: FhirContext) -> tuple[str, list[dict[str, Any]]
         raise _bad("POST to the FHIR base takes a Bundle of type batch or transaction")
     kind = body.get("type")
     if kind is None:
-        raise _bad("the Bundle has no type; POST to the FHIR base takes type batch or transaction", "Bundle.type")
+        raise _bad(
+            "the Bundle has no type; POST to the FHIR base takes type batch or transaction", "Bundle.type"
+        )
     if kind not in ("batch", "transaction"):
         raise _bad(
             f"a Bundle of type {kind!r} cannot be processed here: POST it to /Bundle to store it, "
@@ -68,7 +73,10 @@ def _check_shape(body: Any, ctx: FhirContext) -> tuple[str, list[dict[str, Any]]
     if not isinstance(entries, list):
         raise _bad("Bundle.entry must be an array", "Bundle.entry")
     if len(entries) > ctx.settings.max_bundle_entries:
-        raise YilianError(Category.TOO_LARGE, f"the Bundle has {len(entries)} entries; at most {ctx.settings.max_bundle_entries} are accepted")
+        raise YilianError(
+            Category.TOO_LARGE,
+            f"the Bundle has {len(entries)} entries; at most {ctx.settings.max_bundle_entries} are accepted",
+        )
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             raise _bad(f"Bundle.entry[{i}] is not an object", f"Bundle.entry[{i}]")
@@ -77,7 +85,10 @@ def _check_shape(body: Any, ctx: FhirContext) -> tuple[str, list[dict[str, Any]]
             raise _bad(f"Bundle.entry[{i}] has no request", f"Bundle.entry[{i}].request")
         method = req.get("method")
         if method not in METHOD_ORDER:
-            raise _bad(f"Bundle.entry[{i}].request.method {method!r} is not one of GET HEAD POST PUT PATCH DELETE", f"Bundle.entry[{i}].request.method")
+            raise _bad(
+                f"Bundle.entry[{i}].request.method {method!r} is not one of GET HEAD POST PUT PATCH DELETE",
+                f"Bundle.entry[{i}].request.method",
+            )
         if not isinstance(req.get("url"), str) or not req["url"].strip():
             raise _bad(f"Bundle.entry[{i}].request.url is missing", f"Bundle.entry[{i}].request.url")
         if method in ("POST", "PUT") and not isinstance(e.get("resource"), dict):
@@ -103,7 +114,9 @@ def process(uow: UnitOfWork, ctx: FhirContext, body: Any, *, dispatcher: Dispatc
     if kind == "batch":
         out = [_batch_entry(uow, ctx, i, e, dispatcher) for i, e in enumerate(entries)]
         return FhirResponse(200, bundles.response_bundle("batch-response", out))
-    return FhirResponse(200, bundles.response_bundle("transaction-response", _transaction(uow, ctx, entries, dispatcher)))
+    return FhirResponse(
+        200, bundles.response_bundle("transaction-response", _transaction(uow, ctx, entries, dispatcher))
+    )
 
 
 def _request_of(ctx: FhirContext, entry: dict[str, Any], body: Any) -> Any:
@@ -121,7 +134,11 @@ def _request_of(ctx: FhirContext, entry: dict[str, Any], body: Any) -> Any:
         if isinstance(req.get(field), str):
             headers[header] = req[field]
     content_type = "application/fhir+json"
-    if req["method"] == "PATCH" and isinstance(entry.get("resource"), dict) and entry["resource"].get("resourceType") == "Binary":
+    if (
+        req["method"] == "PATCH"
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "Binary"
+    ):
         # JSON Patch travels in a Binary (contentType application/json-patch+json, data base64).
         import base64
 
@@ -151,7 +168,9 @@ def _response_entry(resp: Any, ctx: FhirContext) -> bytes:
     return entry
 
 
-def _batch_entry(uow: UnitOfWork, ctx: FhirContext, i: int, entry: dict[str, Any], dispatcher: Dispatcher) -> bytes:
+def _batch_entry(
+    uow: UnitOfWork, ctx: FhirContext, i: int, entry: dict[str, Any], dispatcher: Dispatcher
+) -> bytes:
     req = entry["request"]
     try:
         with writes.savepoint(uow) as rollback:
@@ -183,7 +202,12 @@ def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
 def _conditional_refs(node: Any, out: set[str]) -> None:
     if isinstance(node, dict):
         for key, val in node.items():
-            if key == "reference" and isinstance(val, str) and "?" in val and not val.startswith(("http", "urn:")):
+            if (
+                key == "reference"
+                and isinstance(val, str)
+                and "?" in val
+                and not val.startswith(("http", "urn:"))
+            ):
                 out.add(val)
             elif isinstance(val, (dict, list)):
                 _conditional_refs(val, out)
@@ -192,7 +216,9 @@ def _conditional_refs(node: Any, out: set[str]) -> None:
             _conditional_refs(item, out)
 
 
-def _transaction(uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]], dispatcher: Dispatcher) -> list[bytes]:
+def _transaction(
+    uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]], dispatcher: Dispatcher
+) -> list[bytes]:
     n = len(entries)
     order = sorted(range(n), key=lambda i: (METHOD_ORDER[entries[i]["request"]["method"]], i))
     # The Bundle belongs to this request (parsed from its body): entries are rewritten in place.
@@ -228,13 +254,18 @@ def _transaction(uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]
                     path, _q = _relative(e["request"]["url"], ctx)
                     rtype = path.split("/")[0]
                     if not model().is_resource_type(rtype) or "/" in path:
-                        raise YilianError(Category.INVALID, f"POST in a transaction goes to a resource type, not {path!r}")
+                        raise YilianError(
+                            Category.INVALID, f"POST in a transaction goes to a resource type, not {path!r}"
+                        )
                     ine = e["request"].get("ifNoneExist")
                     rid = new_id()
                     if isinstance(ine, str) and ine:
                         matches = find(uow, ctx, rtype, create_i.normalize_criteria(ine))
                         if len(matches) > 1:
-                            raise YilianError(Category.PRECONDITION_FAILED, f"ifNoneExist {ine!r} matches more than one {rtype}")
+                            raise YilianError(
+                                Category.PRECONDITION_FAILED,
+                                f"ifNoneExist {ine!r} matches more than one {rtype}",
+                            )
                         if matches:
                             existing_match[i] = WriteResult(matches[0], created=False, noop=True)
                             rid = matches[0].res_id
@@ -251,7 +282,10 @@ def _transaction(uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]
                         crit = create_i.normalize_criteria("&".join(f"{k}={v}" for k, v in query))
                         matches = find(uow, ctx, rtype, crit)
                         if len(matches) > 1:
-                            raise YilianError(Category.PRECONDITION_FAILED, f"conditional {method} matches more than one {rtype}")
+                            raise YilianError(
+                                Category.PRECONDITION_FAILED,
+                                f"conditional {method} matches more than one {rtype}",
+                            )
                         if matches:
                             rid = matches[0].res_id
                         elif method == "PATCH":
@@ -263,10 +297,15 @@ def _transaction(uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]
                     elif len(segs) == 2:
                         rid = segs[1]
                     else:
-                        raise YilianError(Category.INVALID, f"{method} goes to Type/id or Type?criteria, not {path!r}")
+                        raise YilianError(
+                            Category.INVALID, f"{method} goes to Type/id or Type?criteria, not {path!r}"
+                        )
                     key = f"{rtype}/{rid}"
                     if key in targets_seen:
-                        raise YilianError(Category.INVALID, f"{key} is written by more than one entry (also entry {targets_seen[key]})")
+                        raise YilianError(
+                            Category.INVALID,
+                            f"{key} is written by more than one entry (also entry {targets_seen[key]})",
+                        )
                     targets_seen[key] = i
                     if isinstance(full_url, str) and full_url:
                         mapping[full_url] = key

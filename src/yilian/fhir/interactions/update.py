@@ -108,7 +108,9 @@ def conditional_update(
         )
     body_id = resource.get("id")
     if not matches:
-        return _write(uow, ctx, resource, res_type=res_type, res_id=body_id or new_id(), if_match=if_match, method="PUT")
+        return _write(
+            uow, ctx, resource, res_type=res_type, res_id=body_id or new_id(), if_match=if_match, method="PUT"
+        )
     found = matches[0]
     if body_id is not None and body_id != found.res_id:
         raise YilianError(

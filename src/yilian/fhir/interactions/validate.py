@@ -25,15 +25,29 @@ def validate(body: Any, res_type: str, *, res_id: str | None = None) -> dict[str
     issues: list[dict[str, Any]] = []
     if rt != res_type:
         issues.append(
-            {"severity": "error", "code": "invalid", "diagnostics": f"resourceType {rt!r} does not match {res_type}", "expression": ["resourceType"]}
+            {
+                "severity": "error",
+                "code": "invalid",
+                "diagnostics": f"resourceType {rt!r} does not match {res_type}",
+                "expression": ["resourceType"],
+            }
         )
     elif not model().is_resource_type(res_type):
         raise YilianError(Category.NOT_FOUND, f"unknown resource type {res_type!r}")
     else:
         if res_id is not None and resource.get("id") not in (None, res_id):
-            issues.append({"severity": "error", "code": "invalid", "diagnostics": "id does not match the URL", "expression": [f"{rt}.id"]})
+            issues.append(
+                {
+                    "severity": "error",
+                    "code": "invalid",
+                    "diagnostics": "id does not match the URL",
+                    "expression": [f"{rt}.id"],
+                }
+            )
         for issue in validation.validate(resource):
             issues.append(outcomes.issue_json(issue, "invalid"))
     if not issues:
-        issues.append({"severity": "information", "code": "informational", "diagnostics": "the resource is valid"})
+        issues.append(
+            {"severity": "information", "code": "informational", "diagnostics": "the resource is valid"}
+        )
     return {"resourceType": "OperationOutcome", "issue": issues}

@@ -210,7 +210,9 @@ def drop_empty_strings(node: Any) -> bool:
     invalid FHIR. Returns whether ``node`` itself became empty.
     """
     if isinstance(node, dict):
-        for key in [k for k, v in node.items() if v == "" or (isinstance(v, (dict, list)) and drop_empty_strings(v))]:
+        for key in [
+            k for k, v in node.items() if v == "" or (isinstance(v, (dict, list)) and drop_empty_strings(v))
+        ]:
             del node[key]
         return not node
     if isinstance(node, list):
@@ -266,7 +268,9 @@ def _for_storage(uow: UnitOfWork, resource: dict[str, Any], content: bytes, rows
         if row["code"] and (blind := sealing.blind_token(row["system"] or "", row["code"], keyring)):
             row["code"] = blind
     for row in rows.get("reference", ()):
-        if row["identifier_value"] and (blind := sealing.blind_token(row["identifier_system"] or "", row["identifier_value"], keyring)):
+        if row["identifier_value"] and (
+            blind := sealing.blind_token(row["identifier_system"] or "", row["identifier_value"], keyring)
+        ):
             row["identifier_value"] = blind
     plaintexts = result.plaintexts
     for kind in ("text", "string"):
@@ -277,7 +281,9 @@ def _for_storage(uow: UnitOfWork, resource: dict[str, Any], content: bytes, rows
     return orjson.dumps(result.resource)
 
 
-def _remember_refs(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, resource: dict[str, Any]) -> None:
+def _remember_refs(
+    uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, resource: dict[str, Any]
+) -> None:
     if not ctx.settings.enforce_referential_integrity:
         return
     pending: dict[tuple[str, str], str] = uow.state.setdefault(_REFS, {})
@@ -297,7 +303,9 @@ def store_new(
     """Write version 1 of a new resource (validated by the caller)."""
     res_type = resource["resourceType"]
     if not is_valid_fhir_id(res_id):
-        raise YilianError(Category.INVALID, f"{res_id!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)")
+        raise YilianError(
+            Category.INVALID, f"{res_id!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
+        )
     last_updated = now_us()
     content = _stamp(resource, res_id, 1, last_updated)
     rows = extract(resource, res_type, base_url=ctx.base_url)
@@ -377,10 +385,22 @@ def store_next(
         uow.state.setdefault(TOUCHED, set()).add(touched)
     for observer in ctx.settings.observers:
         observer.on_write(
-            uow, ctx, current.res_type, current.res_id, resource, pkey if resource is not None else current.patient_key
+            uow,
+            ctx,
+            current.res_type,
+            current.res_id,
+            resource,
+            pkey if resource is not None else current.patient_key,
         )
     return Resource(
-        current.res_type, current.res_id, version, last_updated, content, resource is None, method, current.pk,
+        current.res_type,
+        current.res_id,
+        version,
+        last_updated,
+        content,
+        resource is None,
+        method,
+        current.pk,
         pkey if resource is not None else current.patient_key,
     )
 
@@ -389,7 +409,11 @@ def store_next(
 def savepoint(uow: UnitOfWork) -> Iterator[Callable[[], None]]:
     """A nested transaction; call the yielded function to roll it (and its pending checks) back."""
     flush(uow)  # so that a rollback discards exactly the rows written inside
-    saved = {k: (dict(v) if isinstance(v, dict) else set(v)) for k, v in uow.state.items() if k in (_REFS, _DELETED)}
+    saved = {
+        k: (dict(v) if isinstance(v, dict) else set(v))
+        for k, v in uow.state.items()
+        if k in (_REFS, _DELETED)
+    }
     nested = uow.conn.begin_nested()
     done = False
 

@@ -54,7 +54,9 @@ def _like_escape(text: str) -> str:
 class Compiler:
     """Builds conditions for one search; ``base_url`` lets absolute references to this server match."""
 
-    def __init__(self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL, keyring: Keyring | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         # Sensitive identifiers and phone numbers are indexed as keyed blind tokens: searched
         # values are blinded the same way (sealing.blind_token).
@@ -95,7 +97,11 @@ class Compiler:
     def _index_rows(self, resource_type: str, p: SearchParam, f: Filter) -> tuple[FromClause, Any, list[Any]]:
         table = INDEX_TABLES[p.type]
         value_conds = [self._value_cond(p, f, v) for v in f.values]
-        return table, table.c.resource_pk, [table.c.res_type == resource_type, table.c.param == p.code, or_(*value_conds)]
+        return (
+            table,
+            table.c.resource_pk,
+            [table.c.res_type == resource_type, table.c.param == p.code, or_(*value_conds)],
+        )
 
     def _rows(self, resource_type: str, f: Filter, depth: int) -> tuple[FromClause, Any, list[Any]] | None:
         """``f`` as "resources with index rows like these": (from clause, its resource_pk, conditions).
@@ -109,13 +115,20 @@ class Compiler:
         if depth > MAX_CHAIN_DEPTH:
             raise _bad(f"chain too deep in {f.name!r} (at most {MAX_CHAIN_DEPTH} levels)")
         p = f.param
-        if f.has is not None or p is None or f.modifier in ("missing", "not") or p.code in ("_id", "_lastUpdated"):
+        if (
+            f.has is not None
+            or p is None
+            or f.modifier in ("missing", "not")
+            or p.code in ("_id", "_lastUpdated")
+        ):
             return None
         if f.chain:
             return self._chain_rows(resource_type, f, depth)
         return self._index_rows(resource_type, p, f)
 
-    def _missing(self, r: FromClause, resource_type: str, p: SearchParam, missing: bool) -> ColumnElement[bool]:
+    def _missing(
+        self, r: FromClause, resource_type: str, p: SearchParam, missing: bool
+    ) -> ColumnElement[bool]:
         if p.code in ("_id", "_lastUpdated"):
             return false() if missing else true()
         table = INDEX_TABLES[p.type]
@@ -195,7 +208,9 @@ class Compiler:
             return [value]
         return [value, *sealing.blind_candidates(value, self.keyring)]
 
-    def _reference_target(self, raw: str, p: SearchParam, f: Filter) -> tuple[str | None, str | None, str | None]:
+    def _reference_target(
+        self, raw: str, p: SearchParam, f: Filter
+    ) -> tuple[str | None, str | None, str | None]:
         """(type, id, url) a reference search value names."""
         value = unescape(raw)
         if self.base_url and value.startswith(self.base_url + "/"):
@@ -205,7 +220,9 @@ class Compiler:
             if len(parts) >= 2 and model().is_resource_type(parts[0]):
                 rtype, rid = parts[0], parts[1]
                 if f.target_type and f.target_type != rtype:
-                    raise _bad(f"{f.name}={raw}: the type modifier says {f.target_type} but the value names {rtype}")
+                    raise _bad(
+                        f"{f.name}={raw}: the type modifier says {f.target_type} but the value names {rtype}"
+                    )
                 return rtype, rid, None
         if value.startswith(("http://", "https://", "urn:")):
             return None, None, value
@@ -236,7 +253,9 @@ class Compiler:
         prefix, text = split_prefix(raw)
         r = date_range(_SPACED_OFFSET.sub(r"\1+\2", text))
         if r is None:
-            raise _bad(f"{text!r} is not a valid date/time (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm))")
+            raise _bad(
+                f"{text!r} is not a valid date/time (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm))"
+            )
         ps, pe = r
         lo, hi = low_col, high_col
         if prefix == "eq":
@@ -287,7 +306,9 @@ class Compiler:
         t = idx_quantity
         cond = self._number(t.c.value, parts[0])
         if len(parts) == 3:
-            cond = and_(cond, *_unit_conds(unescape(parts[1]), unescape(parts[2]), t.c.system, t.c.code, t.c.unit))
+            cond = and_(
+                cond, *_unit_conds(unescape(parts[1]), unescape(parts[2]), t.c.system, t.c.code, t.c.unit)
+            )
         return cond
 
     def _uri(self, modifier: str | None, value: str) -> ColumnElement[bool]:
@@ -296,7 +317,9 @@ class Compiler:
             # Below on path segments: http://hl7.org/fhir is above http://hl7.org/fhir/ValueSet/x
             # but not above http://hl7.org/fhirx.
             stem = value.rstrip("/")
-            return or_(t.c.uri == value, t.c.uri == stem, t.c.uri.like(f"{_like_escape(stem)}/%", escape="\\"))
+            return or_(
+                t.c.uri == value, t.c.uri == stem, t.c.uri.like(f"{_like_escape(stem)}/%", escape="\\")
+            )
         if modifier == "above":
             # The stored URIs that are path prefixes of the value: a short IN list the index serves,
             # where "value LIKE uri || '%'" would scan every row and treat '_' in URIs as a wildcard.
@@ -323,18 +346,24 @@ class Compiler:
             elif comp.param_type == "quantity":
                 q = split_unescaped(value, "|")
                 if len(q) not in (1, 3):
-                    raise _bad(f"{p.code}: quantity component {value!r} must be [prefix]number or [prefix]number|system|code")
+                    raise _bad(
+                        f"{p.code}: quantity component {value!r} must be [prefix]number or [prefix]number|system|code"
+                    )
                 conds.append(self._number(t.c.c2_num, q[0]))
                 if len(q) == 3:
                     # c2_code holds the unit code (or the unit text when there is no code).
-                    conds.extend(_unit_conds(unescape(q[1]), unescape(q[2]), t.c.c2_system, t.c.c2_code, t.c.c2_unit))
+                    conds.extend(
+                        _unit_conds(unescape(q[1]), unescape(q[2]), t.c.c2_system, t.c.c2_code, t.c.c2_unit)
+                    )
             elif comp.param_type == "number":
                 conds.append(self._number(t.c.c2_num if idx == 2 else t.c.c3_num, value))
             elif comp.param_type == "date":
                 conds.append(self._date_cond(t.c.c2_dlow, t.c.c2_dhigh, value))
         return and_(*conds)
 
-    def _key_component(self, kind: str, value: str, system_col: Any, code_col: Any) -> list[ColumnElement[bool]]:
+    def _key_component(
+        self, kind: str, value: str, system_col: Any, code_col: Any
+    ) -> list[ColumnElement[bool]]:
         """A composite component stored as (system, code): token, reference (Type/id), string, uri."""
         if kind == "token":
             tk = split_unescaped(value, "|")
@@ -388,7 +417,11 @@ class Compiler:
             if inner is not None:
                 ids = self._ids_matching(target, inner, depth + 1)
                 per_target.append(and_(ir.c.target_type == target, ir.c.target_id.in_(ids)))
-        return ir, ir.c.resource_pk, [ir.c.res_type == resource_type, ir.c.param == p.code, or_(false(), *per_target)]
+        return (
+            ir,
+            ir.c.resource_pk,
+            [ir.c.res_type == resource_type, ir.c.param == p.code, or_(false(), *per_target)],
+        )
 
     def _ids_matching(self, resource_type: str, f: Filter, depth: int) -> Select[Any]:
         """The ids of the current, visible resources of ``resource_type`` that ``f`` matches."""
@@ -436,7 +469,9 @@ class Compiler:
         return r.c.res_id.in_(sub)
 
 
-def _unit_conds(system: str, code: str, system_col: Any, code_col: Any, unit_col: Any) -> list[ColumnElement[bool]]:
+def _unit_conds(
+    system: str, code: str, system_col: Any, code_col: Any, unit_col: Any
+) -> list[ColumnElement[bool]]:
     """``value|system|code``: with a system the code is a coded unit; ``value||unit`` matches code or unit text."""
     conds: list[ColumnElement[bool]] = []
     if system:

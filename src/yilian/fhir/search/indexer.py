@@ -22,12 +22,16 @@ from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold
 
 Row = dict[str, Any]
 
-QUANTITY_TYPES = frozenset({"Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"})
+QUANTITY_TYPES = frozenset(
+    {"Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"}
+)
 DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 URI_TYPES = frozenset({"uri", "url", "canonical", "oid", "uuid", "id"})
 STRING_PRIMITIVES = frozenset({"string", "markdown", "code", "id", "uri", "url", "canonical", "oid", "uuid"})
 _TAGS = re.compile(r"<[^>]+>")
-_REF = re.compile(r"^(?:(?P<base>.*?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[A-Za-z0-9\-.]{1,64}))?$")
+_REF = re.compile(
+    r"^(?:(?P<base>.*?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<vid>[A-Za-z0-9\-.]{1,64}))?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,20 @@ class CompiledParam:
 
 
 # FHIRPath that yields a value even when the element is absent: such a parameter is always evaluated.
-_COMPUTES = ("exists(", "empty(", "not(", "count(", "iif(", "all(", "hasValue(", "=", " and ", " or ", " implies ", "|")
+_COMPUTES = (
+    "exists(",
+    "empty(",
+    "not(",
+    "count(",
+    "iif(",
+    "all(",
+    "hasValue(",
+    "=",
+    " and ",
+    " or ",
+    " implies ",
+    "|",
+)
 _FILTERS = ("where(", "extension(", "ofType(", "as(")
 
 
@@ -297,7 +314,9 @@ def compiled_params(resource_type: str) -> tuple[CompiledParam, ...]:
 IndexRows = dict[str, list[Row]]
 
 
-def _component_values(cp: CompiledPath, ptype: str, node: TypedValue, resource: dict[str, Any]) -> list[dict[str, Any]]:
+def _component_values(
+    cp: CompiledPath, ptype: str, node: TypedValue, resource: dict[str, Any]
+) -> list[dict[str, Any]]:
     vals = cp.evaluate_typed(resource, context=node.value)
     out: list[dict[str, Any]] = []
     for tv in vals:
@@ -360,7 +379,15 @@ def extract(resource: dict[str, Any], resource_type: str, *, base_url: str | Non
                     key = (fold(s), s)
                     if key[0] and key not in seen:
                         seen.add(key)
-                        add("string", {"res_type": resource_type, "param": code, "value_norm": key[0], "value_exact": s})
+                        add(
+                            "string",
+                            {
+                                "res_type": resource_type,
+                                "param": code,
+                                "value_norm": key[0],
+                                "value_exact": s,
+                            },
+                        )
         elif p.type == "token":
             tseen: set[tuple[Any, ...]] = set()
             for tv in values:
@@ -400,7 +427,14 @@ def extract(resource: dict[str, Any], resource_type: str, *, base_url: str | Non
                 for value, system, qcode, unit in quantity_rows(tv):
                     add(
                         "quantity",
-                        {"res_type": resource_type, "param": code, "value": value, "system": system, "code": qcode, "unit": unit},
+                        {
+                            "res_type": resource_type,
+                            "param": code,
+                            "value": value,
+                            "system": system,
+                            "code": qcode,
+                            "unit": unit,
+                        },
                     )
         elif p.type == "uri":
             useen: set[str] = set()
@@ -419,7 +453,9 @@ def extract(resource: dict[str, Any], resource_type: str, *, base_url: str | Non
                     continue
                 for first in comp_values[0]:
                     for second in comp_values[1]:
-                        thirds: list[dict[str, Any] | None] = list(comp_values[2]) if len(comp_values) > 2 else [None]
+                        thirds: list[dict[str, Any] | None] = (
+                            list(comp_values[2]) if len(comp_values) > 2 else [None]
+                        )
                         for third in thirds:
                             add(
                                 "composite",
@@ -472,11 +508,21 @@ def add_reference_rows(
             )
             return
     if ident:
-        add("reference", _ref_row(resource_type, code, None, None, None, None, ident.get("system"), ident.get("value")))
+        add(
+            "reference",
+            _ref_row(resource_type, code, None, None, None, None, ident.get("system"), ident.get("value")),
+        )
 
 
 def _ref_row(
-    rt: str, code: str, ttype: str | None, tid: str | None, tver: str | None, url: str | None, isys: str | None, ival: str | None
+    rt: str,
+    code: str,
+    ttype: str | None,
+    tid: str | None,
+    tver: str | None,
+    url: str | None,
+    isys: str | None,
+    ival: str | None,
 ) -> Row:
     return {
         "res_type": rt,

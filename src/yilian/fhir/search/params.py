@@ -15,8 +15,25 @@ from yilian.fhir.search.registry import MODIFIERS, PREFIXES, SearchParam, param,
 from yilian.kernel.errors import Category, Issue, YilianError, invalid
 
 RESULT_PARAMS = frozenset(
-    {"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_cursor", "_format",
-     "_pretty", "_contained", "_containedType", "_type", "_since", "_at", "_page", "_offset"}
+    {
+        "_count",
+        "_sort",
+        "_total",
+        "_summary",
+        "_elements",
+        "_include",
+        "_revinclude",
+        "_cursor",
+        "_format",
+        "_pretty",
+        "_contained",
+        "_containedType",
+        "_type",
+        "_since",
+        "_at",
+        "_page",
+        "_offset",
+    }
 )
 MAX_COUNT = 1000
 DEFAULT_COUNT = 50
@@ -57,7 +74,9 @@ class SearchRequest:
     includes: list[Include] = field(default_factory=list)
     cursor: str | None = None
     ignored: list[str] = field(default_factory=list)
-    used: list[tuple[str, str]] = field(default_factory=list)  # the parameters that took effect, for self links
+    used: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # the parameters that took effect, for self links
 
 
 def split_values(value: str) -> list[str]:
@@ -145,13 +164,20 @@ def resolve_filter(resource_type: str, name: str, values: list[str]) -> Filter |
         raise YilianError(
             Category.INVALID,
             f"modifier :{modifier} is not supported on {p.type} parameter {code!r}",
-            issues=[Issue(f"modifier :{modifier} is not supported on {p.type} parameter {code!r}", code="not-supported")],
+            issues=[
+                Issue(
+                    f"modifier :{modifier} is not supported on {p.type} parameter {code!r}",
+                    code="not-supported",
+                )
+            ],
         )
     if dot:
         if p.type != "reference":
             raise _bad(f"cannot chain through {code!r}: it is a {p.type} parameter, not a reference")
         if f.modifier:
-            raise _bad(f"{name!r}: a chained reference takes a resource type modifier only, not :{f.modifier}")
+            raise _bad(
+                f"{name!r}: a chained reference takes a resource type modifier only, not :{f.modifier}"
+            )
         f.chain = [(chain_rest, None)]
     return f
 
@@ -191,7 +217,9 @@ def parse(
             f = resolve_filter(t, name, values)
             if f is None:
                 if req.resource_types is not None and len(scope) > 1:
-                    raise _bad(f"search parameter {name!r} is not defined for {t} (all types in _type must support it)")
+                    raise _bad(
+                        f"search parameter {name!r} is not defined for {t} (all types in _type must support it)"
+                    )
                 resolved = None
                 break
             resolved = f

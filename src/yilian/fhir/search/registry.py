@@ -18,7 +18,9 @@ COMMON_PARAMS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_sourc
 # Only DomainResources have a narrative.
 DOMAIN_PARAMS = ("_text",)
 # Types whose search parameters we index; "special" (Location near) is not supported.
-SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri", "composite"})
+SUPPORTED_TYPES = frozenset(
+    {"string", "token", "reference", "date", "number", "quantity", "uri", "composite"}
+)
 
 # Modifiers each parameter type accepts (FHIR R4 search, 3.1.1.5.5 and per-type sections).
 MODIFIERS: dict[str, frozenset[str]] = {
@@ -118,8 +120,12 @@ def expression_for(expression: str | None, resource_type: str) -> str | None:
 
 _FITS: dict[str, frozenset[str]] = {
     "reference": frozenset({"Reference", "canonical", "uri", "url"}),
-    "token": frozenset({"code", "Coding", "CodeableConcept", "Identifier", "boolean", "string", "ContactPoint", "uri", "id"}),
-    "quantity": frozenset({"Quantity", "Age", "Count", "Distance", "Duration", "Money", "Range", "SampledData"}),
+    "token": frozenset(
+        {"code", "Coding", "CodeableConcept", "Identifier", "boolean", "string", "ContactPoint", "uri", "id"}
+    ),
+    "quantity": frozenset(
+        {"Quantity", "Age", "Count", "Distance", "Duration", "Money", "Range", "SampledData"}
+    ),
     "date": frozenset({"date", "dateTime", "instant", "Period", "Timing"}),
     "string": frozenset({"string", "markdown", "HumanName", "Address"}),
     "number": frozenset({"integer", "decimal", "positiveInt", "unsignedInt"}),
@@ -173,7 +179,11 @@ def _aligned(base_expr: str, components: list[Component]) -> list[Component]:
     def fits(kind: str, types: set[str]) -> bool:
         return bool(types & _FITS.get(kind, frozenset()))
 
-    if not (fits(a.param_type, ta) and fits(b.param_type, tb)) and fits(a.param_type, tb) and fits(b.param_type, ta):
+    if (
+        not (fits(a.param_type, ta) and fits(b.param_type, tb))
+        and fits(a.param_type, tb)
+        and fits(b.param_type, ta)
+    ):
         return [Component(a.param_type, b.expression), Component(b.param_type, a.expression)]
     return components
 
@@ -204,7 +214,11 @@ def registry() -> dict[str, TypeParams]:
                     components.append(Component(target["type"], comp["expression"]))
                 components = _aligned(expr, components)
                 # Component 1 is stored as a (system, code) key: token, reference, string or uri.
-                if not ok or not components or components[0].param_type not in ("token", "reference", "string", "uri"):
+                if (
+                    not ok
+                    or not components
+                    or components[0].param_type not in ("token", "reference", "string", "uri")
+                ):
                     continue
             targets = tuple(p.get("target", ()))
             if ptype == "reference" and not targets:

@@ -34,27 +34,33 @@ class StoredVersion:
     patient_key: str | None = None  # whose compartment it is in (what access decisions look at)
 
 
-_CURRENT = (
-    select(
-        resource.c.pk,
-        resource.c.version,
-        resource.c.last_updated,
-        resource.c.deleted,
-        resource.c.content,
-        resource.c.patient_key,
-    )
-    .where(resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
-)
+_CURRENT = select(
+    resource.c.pk,
+    resource.c.version,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+    resource.c.patient_key,
+).where(resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 
 
-def get_current(conn: Connection, res_type: str, res_id: str, *, for_update: bool = False) -> StoredVersion | None:
+def get_current(
+    conn: Connection, res_type: str, res_id: str, *, for_update: bool = False
+) -> StoredVersion | None:
     stmt = _CURRENT_FOR_UPDATE if for_update and conn.dialect.name == "postgresql" else _CURRENT
     row = conn.execute(stmt, {"t": res_type, "i": res_id}).first()
     if row is None:
         return None
     return StoredVersion(
-        row.pk, res_type, res_id, row.version, row.last_updated, row.deleted, open_content(conn.engine, row.content), "",
+        row.pk,
+        res_type,
+        res_id,
+        row.version,
+        row.last_updated,
+        row.deleted,
+        open_content(conn.engine, row.content),
+        "",
         row.patient_key,
     )
 
@@ -79,8 +85,15 @@ def get_version(conn: Connection, res_type: str, res_id: str, version: int) -> S
     if row is None:
         return None
     return StoredVersion(
-        row.resource_pk, res_type, res_id, row.version, row.last_updated, row.deleted, open_content(conn.engine, row.content),
-        row.method, row.patient_key,
+        row.resource_pk,
+        res_type,
+        res_id,
+        row.version,
+        row.last_updated,
+        row.deleted,
+        open_content(conn.engine, row.content),
+        row.method,
+        row.patient_key,
     )
 
 
@@ -258,7 +271,9 @@ def delete_index(conn: Connection, pk: int) -> None:
         conn.execute(delete(table).where(table.c.resource_pk == pk))
 
 
-def write_rows(conn: Connection, versions: list[dict[str, Any]], index_rows: dict[str, list[dict[str, Any]]]) -> None:
+def write_rows(
+    conn: Connection, versions: list[dict[str, Any]], index_rows: dict[str, list[dict[str, Any]]]
+) -> None:
     """Insert buffered version rows and index rows, one executemany per table."""
     if versions:
         conn.execute(insert(resource_version), versions)
@@ -410,8 +425,15 @@ def history(
     stmt = stmt.order_by(rv.c.last_updated.desc(), rv.c.resource_pk.desc(), rv.c.version.desc()).limit(limit)
     return [
         StoredVersion(
-            r.resource_pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content),
-            r.method, r.patient_key,
+            r.resource_pk,
+            r.res_type,
+            r.res_id,
+            r.version,
+            r.last_updated,
+            r.deleted,
+            open_content(conn.engine, r.content),
+            r.method,
+            r.patient_key,
         )
         for r in conn.execute(stmt)
     ]
@@ -450,13 +472,26 @@ def current_by_pks(conn: Connection, pks: Sequence[int]) -> dict[int, StoredVers
         chunk = list(pks[i : i + 500])
         rows = conn.execute(
             select(
-                resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.version,
-                resource.c.last_updated, resource.c.deleted, resource.c.content, resource.c.patient_key,
+                resource.c.pk,
+                resource.c.res_type,
+                resource.c.res_id,
+                resource.c.version,
+                resource.c.last_updated,
+                resource.c.deleted,
+                resource.c.content,
+                resource.c.patient_key,
             ).where(resource.c.pk.in_(chunk))
         )
         for r in rows:
             out[r.pk] = StoredVersion(
-                r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content), "",
+                r.pk,
+                r.res_type,
+                r.res_id,
+                r.version,
+                r.last_updated,
+                r.deleted,
+                open_content(conn.engine, r.content),
+                "",
                 r.patient_key,
             )
     return out
@@ -469,13 +504,26 @@ def current_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[S
         chunk = wanted[i : i + 400]
         rows = conn.execute(
             select(
-                resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.version,
-                resource.c.last_updated, resource.c.deleted, resource.c.content, resource.c.patient_key,
+                resource.c.pk,
+                resource.c.res_type,
+                resource.c.res_id,
+                resource.c.version,
+                resource.c.last_updated,
+                resource.c.deleted,
+                resource.c.content,
+                resource.c.patient_key,
             ).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.deleted.is_(False))
         )
         out.extend(
             StoredVersion(
-                r.pk, r.res_type, r.res_id, r.version, r.last_updated, r.deleted, open_content(conn.engine, r.content), "",
+                r.pk,
+                r.res_type,
+                r.res_id,
+                r.version,
+                r.last_updated,
+                r.deleted,
+                open_content(conn.engine, r.content),
+                "",
                 r.patient_key,
             )
             for r in rows
@@ -528,17 +576,30 @@ class FastReader:
         if row is None:
             return None
         version, last_updated, deleted, content, pk, pkey = row
-        return StoredVersion(pk, res_type, res_id, version, last_updated, deleted, open_content(self.engine, content), "", pkey)
+        return StoredVersion(
+            pk, res_type, res_id, version, last_updated, deleted, open_content(self.engine, content), "", pkey
+        )
 
-    def _sqlite_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
+    def _sqlite_row(
+        self, res_type: str, res_id: str
+    ) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
         cur = self._conn.driver_connection.execute(self._SQL.format("?", "?"), (res_type, res_id))
         row = cur.fetchone()
         cur.close()
         if row is None:
             return None
-        return int(row[0]), int(row[1]), bool(row[2]), bytes(row[3]) if row[3] is not None else None, int(row[4]), row[5]
+        return (
+            int(row[0]),
+            int(row[1]),
+            bool(row[2]),
+            bytes(row[3]) if row[3] is not None else None,
+            int(row[4]),
+            row[5],
+        )
 
-    def _pg_row(self, res_type: str, res_id: str) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
+    def _pg_row(
+        self, res_type: str, res_id: str
+    ) -> tuple[int, int, bool, bytes | None, int, str | None] | None:
         from psycopg import pq
 
         pgconn = self._conn.driver_connection.pgconn

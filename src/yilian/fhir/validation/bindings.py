@@ -27,7 +27,12 @@ def _judge(
         return False
     code = coding.get("code")
     if code.__class__ is str and code not in codes:
-        report(ctx, (path, "code", NO_INDEX), f"{code!r} from {system} is not in the required value set {url}", "code-invalid")
+        report(
+            ctx,
+            (path, "code", NO_INDEX),
+            f"{code!r} from {system} is not in the required value set {url}",
+            "code-invalid",
+        )
     return True
 
 

@@ -171,7 +171,9 @@ class StructSource:
     ) -> None:
         """``child`` is the source of the element type's validator (pasted here or called)."""
         self.uses_choices |= bool(bit)
-        self.branches.append(_Branch(key, "complex", bit, slow=slow, rest=rest, repeats=repeats, seg=seg, child=child))
+        self.branches.append(
+            _Branch(key, "complex", bit, slow=slow, rest=rest, repeats=repeats, seg=seg, child=child)
+        )
 
     def call(self, key: str, checker: Any, *, bit: int = 0) -> None:
         self.uses_choices |= bool(bit)
@@ -249,11 +251,20 @@ class StructSource:
             out += _indent(_chain(n, [b.key for b in self.branches], bodies, fallback))
         else:
             index = bind({b.key: i for i, b in enumerate(self.branches)}, "index")
-            out += _indent(["try:", f"    {n.i} = {index}[{n.k}]", "except KeyError:", *_indent(fallback), "    continue"])
+            out += _indent(
+                [
+                    "try:",
+                    f"    {n.i} = {index}[{n.k}]",
+                    "except KeyError:",
+                    *_indent(fallback),
+                    "    continue",
+                ]
+            )
             out += _indent(_halve(n.i, bodies, 0, len(bodies)))
         if self._required:
             conditions = " or ".join(
-                "(" + " and ".join(f"{key!r} not in {n.d}" for key in carriers) + ")" for carriers in self._required
+                "(" + " and ".join(f"{key!r} not in {n.d}" for key in carriers) + ")"
+                for carriers in self._required
             )
             out += [f"if {conditions}:", f"    {bind(self._missing, 'missing')}({n.d}, {n.p}, C)"]
         if self.uses_choices and self._conflict is not None:
@@ -310,7 +321,13 @@ class StructSource:
             else:
                 bind.calls.add(b.child.function_name)
                 inner = [f"{b.child.function_name}({x}, {path}, C)"]
-            return [*out, f"if {_HAS_CONTENT.format(x=x)}:", *_indent(inner), "else:", f"    {slow}({x}, {n.d}, {n.p}, C)"]
+            return [
+                *out,
+                f"if {_HAS_CONTENT.format(x=x)}:",
+                *_indent(inner),
+                "else:",
+                f"    {slow}({x}, {n.d}, {n.p}, C)",
+            ]
         path = f"({n.p}, {b.seg!r}, {n.i})"
         if paste:
             inner = b.child._loop(_Names(n.y, path, n.level + 1), bind, depth + 1)

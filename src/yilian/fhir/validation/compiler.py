@@ -144,7 +144,9 @@ class Compiler:
 
     def _generate(self, struct: str, variant: Hashable, src: StructSource) -> None:
         spec = self.model.structures[struct]
-        elements = sorted((e for e in spec.elements.values() if not e.nonstandard), key=lambda e: _rank(spec, e))
+        elements = sorted(
+            (e for e in spec.elements.values() if not e.nonstandard), key=lambda e: _rank(spec, e)
+        )
         table: dict[str, Checker] = {}
         choice_bits = {e.name: 1 << i for i, e in enumerate(e for e in elements if e.choice)}
         fallback_bits: dict[str, int] = {}
@@ -160,7 +162,9 @@ class Compiler:
                 if not inline and bit:
                     fallback_bits[json_key] = bit
                 if type_name in self.rules and _sibling_allowed(element, type_name):
-                    table["_" + json_key] = sibling_checker(self.element, json_key, seg, repeats=element.repeating)
+                    table["_" + json_key] = sibling_checker(
+                        self.element, json_key, seg, repeats=element.repeating
+                    )
                     if bit:
                         fallback_bits["_" + json_key] = bit
         src.fallback(
@@ -180,7 +184,13 @@ class Compiler:
         )
         src.choices(
             conflict_reporter(
-                {k: (e.name, key) for e in elements if e.choice for key, _ in self._keys(e) for k in (key, "_" + key)}
+                {
+                    k: (e.name, key)
+                    for e in elements
+                    if e.choice
+                    for key, _ in self._keys(e)
+                    for k in (key, "_" + key)
+                }
             )
         )
         if spec.kind != "resource" and any(b.key == "id" for b in src.branches):
@@ -232,7 +242,9 @@ class Compiler:
             elif codes is not None:
                 src.primitive(key, primitives.FAST_BOUND_CODE, slow, codes, repeats=repeats, bit=bit)
             else:
-                src.primitive(key, rule.fast, slow, rule.aux, repeats=repeats, bit=bit, shortcut=rule.shortcut)
+                src.primitive(
+                    key, rule.fast, slow, rule.aux, repeats=repeats, bit=bit, shortcut=rule.shortcut
+                )
             return
         target = self.model.structures[type_name]
         if target.kind == "resource":
@@ -251,7 +263,9 @@ class Compiler:
         variant: Hashable = None
         if type_name == "Reference":
             targets = set(element.targets)
-            allowed = None if not targets or targets & _ANY_TARGET else frozenset(targets & self.resource_types)
+            allowed = (
+                None if not targets or targets & _ANY_TARGET else frozenset(targets & self.resource_types)
+            )
             variant = ("targets", allowed)
         elif type_name in _CODED and element.binding in self.codes_by_system:
             variant = ("binding", element.binding)
@@ -282,4 +296,3 @@ def validators() -> Compiler:
                 _compiled = Compiler(model())
             compiled = _compiled
     return compiled
-

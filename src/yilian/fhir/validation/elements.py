@@ -32,14 +32,23 @@ def _shape(value: Any, repeats: bool, name: str, path: Path, ctx: Context) -> bo
     """Whether ``value`` has the JSON shape of the element's cardinality; reports it if not."""
     if repeats:
         if not isinstance(value, list):
-            report(ctx, path, f"{name} repeats, so it must be a JSON array; found {describe(value)}", "structure")
+            report(
+                ctx, path, f"{name} repeats, so it must be a JSON array; found {describe(value)}", "structure"
+            )
             return False
         if not value:
-            report(ctx, path, f"{name} is an empty array: an element must have a value or children (ele-1)", "invariant")
+            report(
+                ctx,
+                path,
+                f"{name} is an empty array: an element must have a value or children (ele-1)",
+                "invariant",
+            )
             return False
         return True
     if value is None:
-        report(ctx, path, f"{name} is null: JSON null is only allowed inside arrays of primitives", "structure")
+        report(
+            ctx, path, f"{name} is null: JSON null is only allowed inside arrays of primitives", "structure"
+        )
         return False
     if isinstance(value, list):
         report(ctx, path, f"{name} occurs at most once, so it must not be a JSON array", "structure")
@@ -88,7 +97,12 @@ def primitive_slow(
             if x is None:
                 # A null keeps the array aligned with _name, which must then hold its extensions.
                 if not (isinstance(siblings, list) and i < len(siblings) and siblings[i] is not None):
-                    report(ctx, (p, seg, i), f"{seg}[{i}] is null and has no extension in {sibling_key}", "structure")
+                    report(
+                        ctx,
+                        (p, seg, i),
+                        f"{seg}[{i}] is null and has no extension in {sibling_key}",
+                        "structure",
+                    )
             else:
                 judge(x, (p, seg, i), ctx)
 
@@ -98,8 +112,12 @@ def primitive_slow(
 def _complex_slow(validator: StructValidator, x: Any, name: str, path: Path, ctx: Context) -> None:
     if isinstance(x, dict):
         if not x:
-            report(ctx, path, f"{name} is empty: an element must have a value or children (ele-1)", "invariant")
-        validator(x, path, ctx)  # its required elements; an object with only an id is reported by its id check
+            report(
+                ctx, path, f"{name} is empty: an element must have a value or children (ele-1)", "invariant"
+            )
+        validator(
+            x, path, ctx
+        )  # its required elements; an object with only an id is reported by its id check
     elif isinstance(x, list):
         report(ctx, path, f"{name} occurs at most once, so it must not be a JSON array", "structure")
     else:
@@ -187,7 +205,9 @@ def sibling_checker(element: StructValidator, key: str, seg: str, *, repeats: bo
             if x is None:
                 has_value = isinstance(values, list) and i < len(values)
                 if not has_value:
-                    report(ctx, (p, seg, i), f"{sibling}[{i}] is null and {key} has no value there", "structure")
+                    report(
+                        ctx, (p, seg, i), f"{sibling}[{i}] is null and {key} has no value there", "structure"
+                    )
             else:
                 _complex_slow(element, x, f"{sibling}[{i}]", (p, seg, i), ctx)
 
@@ -217,7 +237,12 @@ def resource_checker(
         if validator is None:
             report(ctx, (path, "resourceType", NO_INDEX), unknown_type_message(rt), "invalid")
         elif required_type is not None and rt != required_type:
-            report(ctx, (path, "resourceType", NO_INDEX), f"{seg} must be a {required_type}, found {rt}", "invalid")
+            report(
+                ctx,
+                (path, "resourceType", NO_INDEX),
+                f"{seg} must be a {required_type}, found {rt}",
+                "invalid",
+            )
         elif contained:
             validator(x, path, ctx)
         else:
@@ -252,11 +277,19 @@ def unknown_type_message(rt: Any) -> str:
 def only_id(x: Any, d: dict[str, Any], p: Path, ctx: Context) -> None:
     """Run when an element's id was checked: an element with nothing but an id breaks ele-1."""
     if len(d) == 1:
-        report(ctx, p, "the element has only an id: an element must have a value or children (ele-1)", "invariant")
+        report(
+            ctx,
+            p,
+            "the element has only an id: an element must have a value or children (ele-1)",
+            "invariant",
+        )
 
 
 def unknown_reporter(
-    struct_name: str, primitive_keys: frozenset[str], complex_keys: frozenset[str], nonstandard: frozenset[str]
+    struct_name: str,
+    primitive_keys: frozenset[str],
+    complex_keys: frozenset[str],
+    nonstandard: frozenset[str],
 ) -> Callable[[Any, dict[str, Any], Path, Context], None]:
     """Reports a property the structure does not define, saying why when it can."""
 
@@ -281,7 +314,12 @@ def missing_reporter(required: tuple[tuple[str, int, frozenset[str]], ...]) -> S
     def missing(d: dict[str, Any], p: Path, ctx: Context) -> None:
         for name, minimum, keys in required:
             if keys.isdisjoint(d):
-                report(ctx, (p, name, NO_INDEX), f"missing required element {name} (min cardinality {minimum})", "required")
+                report(
+                    ctx,
+                    (p, name, NO_INDEX),
+                    f"missing required element {name} (min cardinality {minimum})",
+                    "required",
+                )
 
     return missing
 

@@ -244,7 +244,9 @@ def rules() -> dict[str, PrimitiveRule]:
         aux: Any = matcher
         if matcher is not None and name in ("date", "dateTime", "instant"):
             aux = _date_time_check(matcher, dates=name != "instant", times=name != "date")
-        out[name] = PrimitiveRule(name, _JSON_KIND.get(name, "string"), fast, matcher, aux, _SHORTCUTS.get(name))
+        out[name] = PrimitiveRule(
+            name, _JSON_KIND.get(name, "string"), fast, matcher, aux, _SHORTCUTS.get(name)
+        )
     return out
 
 
@@ -281,4 +283,3 @@ def problem(rule: PrimitiveRule, x: Any) -> tuple[str, str] | None:
     if rule.matcher is not None and not rule.matcher(x):
         return f"{describe(x)} is not a valid {name}", "value"
     return None
-

@@ -135,9 +135,7 @@ def walk_resource(validator: StructValidator, resource: dict[str, Any], path: Pa
 def resolve_local_refs(resource: dict[str, Any], refs: list[tuple[str, Path]], ctx: Context) -> None:
     """Report each ``#id`` reference made in ``resource`` that names none of its contained resources."""
     contained = resource.get("contained")
-    ids = {
-        c.get("id") for c in (contained if isinstance(contained, list) else ()) if isinstance(c, dict)
-    }
+    ids = {c.get("id") for c in (contained if isinstance(contained, list) else ()) if isinstance(c, dict)}
     for ref, path in refs:
         # "#" alone is a contained resource's reference to its container.
         if ref != "#" and ref[1:] not in ids:

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql, sqlite
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -125,53 +125,66 @@ POSTGRES_TRIGGERS = {
 
 
 def upgrade() -> None:
-    op.create_table('audit_chain_head',
-    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
-    sa.Column('seq', sa.BigInteger(), nullable=False),
-    sa.Column('chain_hash', sa.String(length=64), nullable=False),
-    sa.Column('last_id', sa.BigInteger(), nullable=False),
-    sa.Column('gap_id', sa.BigInteger(), nullable=True),
-    sa.Column('gap_since', sa.BigInteger(), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head'))
+    op.create_table(
+        "audit_chain_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("chain_hash", sa.String(length=64), nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("gap_id", sa.BigInteger(), nullable=True),
+        sa.Column("gap_since", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_chain_head")),
     )
-    op.create_table('audit_checkpoint',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('up_to_seq', sa.BigInteger(), nullable=False),
-    sa.Column('chain_hash', sa.String(length=64), nullable=False),
-    sa.Column('pruned_before', sa.BigInteger(), nullable=False),
-    sa.Column('rows_pruned', sa.BigInteger(), nullable=False),
-    sa.Column('created', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_checkpoint')),
-    sa.UniqueConstraint('up_to_seq', name=op.f('uq_audit_checkpoint_up_to_seq'))
+    op.create_table(
+        "audit_checkpoint",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("up_to_seq", sa.BigInteger(), nullable=False),
+        sa.Column("chain_hash", sa.String(length=64), nullable=False),
+        sa.Column("pruned_before", sa.BigInteger(), nullable=False),
+        sa.Column("rows_pruned", sa.BigInteger(), nullable=False),
+        sa.Column("created", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoint")),
+        sa.UniqueConstraint("up_to_seq", name=op.f("uq_audit_checkpoint_up_to_seq")),
     )
-    op.create_table('audit_event',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('recorded', sa.BigInteger(), nullable=False),
-    sa.Column('action', sa.String(length=1), nullable=False),
-    sa.Column('subtype', sa.String(length=32), nullable=False),
-    sa.Column('outcome', sa.Integer(), nullable=False),
-    sa.Column('agent_kind', sa.String(length=16), nullable=False),
-    sa.Column('agent_id', sa.String(length=128), nullable=False),
-    sa.Column('org_id', sa.String(length=64), nullable=True),
-    sa.Column('patient_keys', sa.Text(), nullable=True),
-    sa.Column('entity', sa.Text(), nullable=True),
-    sa.Column('purpose', sa.String(length=32), nullable=True),
-    sa.Column('flagged', sa.Boolean(), nullable=False),
-    sa.Column('source_ip', sa.String(length=64), nullable=True),
-    sa.Column('content', sa.LargeBinary().with_variant(postgresql.BYTEA(), 'postgresql').with_variant(sqlite.BLOB(), 'sqlite'), nullable=False),
-    sa.Column('seq', sa.BigInteger(), nullable=True),
-    sa.Column('prev_hash', sa.String(length=64), nullable=True),
-    sa.Column('chain_hash', sa.String(length=64), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_event')),
-    sa.UniqueConstraint('seq', name=op.f('uq_audit_event_seq')),
-    sqlite_autoincrement=True
+    op.create_table(
+        "audit_event",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("recorded", sa.BigInteger(), nullable=False),
+        sa.Column("action", sa.String(length=1), nullable=False),
+        sa.Column("subtype", sa.String(length=32), nullable=False),
+        sa.Column("outcome", sa.Integer(), nullable=False),
+        sa.Column("agent_kind", sa.String(length=16), nullable=False),
+        sa.Column("agent_id", sa.String(length=128), nullable=False),
+        sa.Column("org_id", sa.String(length=64), nullable=True),
+        sa.Column("patient_keys", sa.Text(), nullable=True),
+        sa.Column("entity", sa.Text(), nullable=True),
+        sa.Column("purpose", sa.String(length=32), nullable=True),
+        sa.Column("flagged", sa.Boolean(), nullable=False),
+        sa.Column("source_ip", sa.String(length=64), nullable=True),
+        sa.Column(
+            "content",
+            sa.LargeBinary()
+            .with_variant(postgresql.BYTEA(), "postgresql")
+            .with_variant(sqlite.BLOB(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column("seq", sa.BigInteger(), nullable=True),
+        sa.Column("prev_hash", sa.String(length=64), nullable=True),
+        sa.Column("chain_hash", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_event")),
+        sa.UniqueConstraint("seq", name=op.f("uq_audit_event_seq")),
+        sqlite_autoincrement=True,
     )
-    with op.batch_alter_table('audit_event', schema=None) as batch_op:
-        batch_op.create_index('ix_audit_event_action', ['action', 'subtype', 'recorded'], unique=False)
-        batch_op.create_index('ix_audit_event_agent', ['agent_id', 'recorded'], unique=False)
-        batch_op.create_index('ix_audit_event_flagged', ['flagged', 'recorded'], unique=False)
-        batch_op.create_index('ix_audit_event_org', ['org_id', 'recorded'], unique=False)
-        batch_op.create_index('ix_audit_event_recorded', ['recorded', 'id'], unique=False)
+    with op.batch_alter_table("audit_event", schema=None) as batch_op:
+        batch_op.create_index("ix_audit_event_action", ["action", "subtype", "recorded"], unique=False)
+        batch_op.create_index("ix_audit_event_agent", ["agent_id", "recorded"], unique=False)
+        batch_op.create_index("ix_audit_event_flagged", ["flagged", "recorded"], unique=False)
+        batch_op.create_index("ix_audit_event_org", ["org_id", "recorded"], unique=False)
+        batch_op.create_index("ix_audit_event_recorded", ["recorded", "id"], unique=False)
 
     op.execute(
         sa.text(
@@ -200,13 +213,13 @@ def downgrade() -> None:
     else:
         for name in SQLITE_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
-    with op.batch_alter_table('audit_event', schema=None) as batch_op:
-        batch_op.drop_index('ix_audit_event_recorded')
-        batch_op.drop_index('ix_audit_event_org')
-        batch_op.drop_index('ix_audit_event_flagged')
-        batch_op.drop_index('ix_audit_event_agent')
-        batch_op.drop_index('ix_audit_event_action')
+    with op.batch_alter_table("audit_event", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_event_recorded")
+        batch_op.drop_index("ix_audit_event_org")
+        batch_op.drop_index("ix_audit_event_flagged")
+        batch_op.drop_index("ix_audit_event_agent")
+        batch_op.drop_index("ix_audit_event_action")
 
-    op.drop_table('audit_event')
-    op.drop_table('audit_checkpoint')
-    op.drop_table('audit_chain_head')
+    op.drop_table("audit_event")
+    op.drop_table("audit_checkpoint")
+    op.drop_table("audit_chain_head")

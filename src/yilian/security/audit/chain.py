@@ -102,9 +102,13 @@ def lock_head(conn: Connection, *, share: bool = False) -> dict[str, Any]:
 def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]:
     conn = uow.conn
     head = lock_head(conn)
-    rows = conn.execute(
-        select(audit_event).where(audit_event.c.seq.is_(None)).order_by(audit_event.c.id).limit(limit)
-    ).mappings().all()
+    rows = (
+        conn.execute(
+            select(audit_event).where(audit_event.c.seq.is_(None)).order_by(audit_event.c.id).limit(limit)
+        )
+        .mappings()
+        .all()
+    )
     seq, last_hash, last_id = int(head["seq"]), str(head["chain_hash"]), int(head["last_id"])
     gap_id, gap_since = head["gap_id"], head["gap_since"]
     now_us = time.time_ns() // 1000
@@ -132,7 +136,13 @@ def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]
             .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), chain_hash=bindparam("b_hash"))
         )
         conn.execute(stmt, sealed)
-    changed = {"seq": seq, "chain_hash": last_hash, "last_id": last_id, "gap_id": gap_id, "gap_since": gap_since}
+    changed = {
+        "seq": seq,
+        "chain_hash": last_hash,
+        "last_id": last_id,
+        "gap_id": gap_id,
+        "gap_since": gap_since,
+    }
     if any(head[k] != v for k, v in changed.items()):
         conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).values(**changed))
     return len(sealed), len(rows) == limit and not waiting

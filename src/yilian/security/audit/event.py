@@ -49,7 +49,9 @@ def _requestor(record: AuditRecord) -> dict[str, Any]:
         else c.coding(c.PARTICIPATION_TYPE, "IRCP", "information recipient")
     )
     agent["role"] = [_concept(c.coding(c.AGENT_KIND, record.agent_kind))]
-    agent["who"] = {"identifier": {"system": c.CLIENT_SID if system else c.USER_SID, "value": record.agent_id}}
+    agent["who"] = {
+        "identifier": {"system": c.CLIENT_SID if system else c.USER_SID, "value": record.agent_id}
+    }
     agent["altId"] = record.agent_id
     if record.agent_name:
         agent["name"] = record.agent_name
@@ -175,12 +177,16 @@ def columns_from_event(content: bytes) -> dict[str, Any]:
     )
     entities = event.get("entity") or []
     patients = [
-        str((e.get("what") or {}).get("reference", "")).removeprefix("Patient/") for e in entities if _role(e) == "1"
+        str((e.get("what") or {}).get("reference", "")).removeprefix("Patient/")
+        for e in entities
+        if _role(e) == "1"
     ]
     purposes: list[dict[str, Any]] = event.get("purposeOfEvent") or [{}]
     purpose = (purposes[0].get("coding") or [{}])[0].get("code")
     span = date_range(str(event.get("recorded", "")))
-    flagged = any(x.get("url") == c.EXT_FLAGGED and x.get("valueBoolean") is True for x in event.get("extension", []))
+    flagged = any(
+        x.get("url") == c.EXT_FLAGGED and x.get("valueBoolean") is True for x in event.get("extension", [])
+    )
     return {
         "recorded": span[0] if span else None,
         "action": event.get("action"),

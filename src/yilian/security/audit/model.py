@@ -66,7 +66,10 @@ class AuditRecord:
         if self.outcome not in OUTCOMES:
             raise invalid(f"audit record: outcome {self.outcome!r} is not 0, 4, 8 or 12", "outcome")
         if self.agent_kind not in AGENT_KINDS:
-            raise invalid(f"audit record: agent kind {self.agent_kind!r} is not one of {sorted(AGENT_KINDS)}", "agent_kind")
+            raise invalid(
+                f"audit record: agent kind {self.agent_kind!r} is not one of {sorted(AGENT_KINDS)}",
+                "agent_kind",
+            )
         if not _SUBTYPE.match(self.subtype):
             raise invalid(f"audit record: subtype {self.subtype!r} is not a code", "subtype")
         _limit("agent_id", self.agent_id, 128, required=True)

@@ -170,7 +170,13 @@ def _one(name: str, modifier: str, value: str) -> ColumnElement[bool]:
     raise _bad(f"unknown AuditEvent search parameter {name!r}")
 
 
-_COLUMN_OF = {"org": t.c.org_id, "patient": t.c.patient_keys, "entity": t.c.entity, "purpose": t.c.purpose, "address": t.c.source_ip}
+_COLUMN_OF = {
+    "org": t.c.org_id,
+    "patient": t.c.patient_keys,
+    "entity": t.c.entity,
+    "purpose": t.c.purpose,
+    "address": t.c.source_ip,
+}
 
 
 def _condition(key: str, raw: str) -> ColumnElement[bool]:
@@ -237,4 +243,3 @@ def read_audit(uow: UnitOfWork, id: int | str) -> AuditRow:
     if row is None:
         raise not_found(f"AuditEvent/{key} is not known")
     return AuditRow.of(row)
-

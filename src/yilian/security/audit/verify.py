@@ -127,7 +127,10 @@ class _Walk:
         here = int(row["seq"])
         for delta in range(1, _SEQ_PROBE + 1):
             for candidate in (here - delta, here + delta):
-                if candidate > 0 and chain_hash(row["prev_hash"], {**row, "seq": candidate}) == row["chain_hash"]:
+                if (
+                    candidate > 0
+                    and chain_hash(row["prev_hash"], {**row, "seq": candidate}) == row["chain_hash"]
+                ):
                     return candidate
         return None
 
@@ -148,7 +151,14 @@ class _Walk:
         gap = seq != self.seq + 1
         if gap:
             before = f"id {self.prev_id} (seq {self.seq})" if self.prev_id is not None else f"seq {self.seq}"
-            self.add(Problem("removed", f"seq {self.seq + 1}–{seq - 1} missing between {before} and {where}", row_id, seq))
+            self.add(
+                Problem(
+                    "removed",
+                    f"seq {self.seq + 1}–{seq - 1} missing between {before} and {where}",
+                    row_id,
+                    seq,
+                )
+            )
         prev_hash, stored = row["prev_hash"], row["chain_hash"]
         if prev_hash is None or stored is None:
             self.add(Problem("edited", f"{where}: its sealing columns were cleared", row_id, seq))
@@ -172,7 +182,14 @@ class _Walk:
             original = self._original_seq(row)
             if original is not None:
                 self.displaced.add(str(row["chain_hash"]))
-                self.add(Problem("reordered", f"{where} was sealed at seq {original} and moved to seq {seq}", row_id, seq))
+                self.add(
+                    Problem(
+                        "reordered",
+                        f"{where} was sealed at seq {original} and moved to seq {seq}",
+                        row_id,
+                        seq,
+                    )
+                )
                 return
             swap = self._swapped_with(row)
             if swap is not None:
@@ -190,8 +207,19 @@ class _Walk:
         if not link_ok:
             origin = self._origin(str(row["prev_hash"]))
             if origin is None and self.prev_id is None:
-                start = "the start of the chain" if self.seq == 0 else f"the retention checkpoint at seq {self.seq}"
-                self.add(Problem("checkpoint" if self.seq else "edited", f"{where} does not continue from {start}", row_id, seq))
+                start = (
+                    "the start of the chain"
+                    if self.seq == 0
+                    else f"the retention checkpoint at seq {self.seq}"
+                )
+                self.add(
+                    Problem(
+                        "checkpoint" if self.seq else "edited",
+                        f"{where} does not continue from {start}",
+                        row_id,
+                        seq,
+                    )
+                )
             elif origin is None:
                 # Nothing carries the hash this row was sealed after: the row before it was
                 # rewritten with a freshly computed hash, or another row put in its place.
@@ -202,7 +230,12 @@ class _Walk:
                 self.add(Problem("edited", text, self.prev_id, self.seq))
             else:
                 self.add(
-                    Problem("reordered", f"{where} was sealed after id {origin[1]} (seq {origin[0]}), not after seq {self.seq}", row_id, seq)
+                    Problem(
+                        "reordered",
+                        f"{where} was sealed after id {origin[1]} (seq {origin[0]}), not after seq {self.seq}",
+                        row_id,
+                        seq,
+                    )
                 )
 
 
@@ -219,9 +252,13 @@ def walk(
     w = _Walk(conn, report, anchor, limit)
     after = anchor[0]
     while True:
-        rows = conn.execute(
-            select(audit_event).where(audit_event.c.seq > after).order_by(audit_event.c.seq).limit(_BATCH)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(audit_event).where(audit_event.c.seq > after).order_by(audit_event.c.seq).limit(_BATCH)
+            )
+            .mappings()
+            .all()
+        )
         for row in rows:
             if stop is not None and stop(row):
                 return w.seq, w.hash
@@ -235,15 +272,27 @@ def _check_head(conn: Connection, head: dict[str, Any], report: VerifyReport, la
     head_seq, head_hash = int(head["seq"]), str(head["chain_hash"])
     if head_seq == last[0]:
         if head_seq > report.start_seq and head_hash != last[1]:
-            report.problems.append(Problem("head", f"the chain head's hash differs from seq {head_seq}'s", None, head_seq))
+            report.problems.append(
+                Problem("head", f"the chain head's hash differs from seq {head_seq}'s", None, head_seq)
+            )
         return
     if head_seq > last[0]:
         report.problems.append(
-            Problem("removed", f"seq {last[0] + 1}–{head_seq} missing at the end of the chain (the head records seq {head_seq})", None, head_seq)
+            Problem(
+                "removed",
+                f"seq {last[0] + 1}–{head_seq} missing at the end of the chain (the head records seq {head_seq})",
+                None,
+                head_seq,
+            )
         )
     else:
         report.problems.append(
-            Problem("head", f"rows up to seq {last[0]} were sealed past the chain head (seq {head_seq}), not by the sealer", None, last[0])
+            Problem(
+                "head",
+                f"rows up to seq {last[0]} were sealed past the chain head (seq {head_seq}), not by the sealer",
+                None,
+                last[0],
+            )
         )
 
 

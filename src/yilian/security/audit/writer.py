@@ -164,7 +164,11 @@ class AuditWriter:
             try:
                 pending = self._write(pending)
             except Exception as exc:  # a bug here must not kill the thread and strand every caller
-                log.error("audit writer: unexpected failure: %s", _brief(exc), exc_info=not isinstance(exc, DBAPIError))
+                log.error(
+                    "audit writer: unexpected failure: %s",
+                    _brief(exc),
+                    exc_info=not isinstance(exc, DBAPIError),
+                )
                 self._last_error = exc
             pending = self._expire(pending)
             if pending:
@@ -206,7 +210,9 @@ class AuditWriter:
                 continue
             if now >= item.deadline:
                 reason = f" ({_brief(self._last_error)})" if self._last_error else ""
-                _resolve(item, error=YilianError(Category.UNAVAILABLE, f"the audit log cannot be written{reason}"))
+                _resolve(
+                    item, error=YilianError(Category.UNAVAILABLE, f"the audit log cannot be written{reason}")
+                )
             else:
                 keep.append(item)
         return keep
@@ -233,7 +239,9 @@ class AuditWriter:
                 # One bad row must not hold the others back: write them one by one.
                 return [again for i in items for again in self._write([i])]
             log.error("audit writer: row refused by the database: %s", _brief(exc))
-            _resolve(items[0], error=YilianError(Category.INTERNAL, f"the audit row was refused ({_brief(exc)})"))
+            _resolve(
+                items[0], error=YilianError(Category.INTERNAL, f"the audit row was refused ({_brief(exc)})")
+            )
             return []
         except Exception as exc:
             self._drop_connection()
@@ -279,7 +287,9 @@ class AuditWriter:
 
     def _mark_unsure(self, items: list[_Item], exc: BaseException) -> None:
         self._last_error = exc
-        log.warning("audit writer: commit of %d rows failed, checking before retrying: %s", len(items), _brief(exc))
+        log.warning(
+            "audit writer: commit of %d rows failed, checking before retrying: %s", len(items), _brief(exc)
+        )
         for item in items:
             item.unsure = True
 
