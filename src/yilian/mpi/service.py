@@ -419,12 +419,10 @@ def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | Non
             _insert_keys(uow, patient_id, hashes)
             return Registered(patient_id, link.person_id, "kept")
     own = link.person_id if link is not None else None
-    rejected = _rejected_persons(uow, patient_id)
-    candidates = [
-        c
-        for c in find_candidates(uow, record, limit=5, min_grade="probable", exclude_person=own)
-        if c.person_id not in rejected
-    ]
+    candidates = find_candidates(uow, record, limit=5, min_grade="probable", exclude_person=own)
+    if candidates:  # a steward's earlier "not this person" stands
+        rejected = _rejected_persons(uow, patient_id)
+        candidates = [c for c in candidates if c.person_id not in rejected]
     _insert_keys(uow, patient_id, hashes)
     best = candidates[0] if candidates else None
     now = _now_us()
@@ -448,7 +446,11 @@ def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | Non
         return Registered(patient_id, best.person_id, "linked", best)
     if own is None:
         own = _new_person(uow, now)
-        _set_link(uow, patient_id, own, NEW, None, source)
+        uow.conn.execute(
+            record_link.insert().values(
+                patient_id=patient_id, person_id=own, how=NEW, probability=None, source=source, updated=now
+            )
+        )
         _event(uow, "new-person", actor=actor, person_id=own, patient_id=patient_id)
     elif link is not None and link.source != source:
         _set_link(uow, patient_id, own, link.how, link.probability, source)

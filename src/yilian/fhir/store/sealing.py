@@ -501,6 +501,11 @@ def scrub_text(text: str, plaintexts: Iterable[str]) -> str:
         return text
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
+    # A match needs the value's characters in a row once separators and markup are dropped:
+    # check that first, so the usual text (which holds none) costs no regex compilation.
+    haystack = _squeezed(text)
+    if not any(form.upper() in haystack for form in forms):
+        return text
     alternatives = sorted(forms, key=len, reverse=True)
     pattern = "|".join(_SEPARATOR_CLASS.join(re.escape(c) for c in form) for form in alternatives)
     return re.sub(pattern, " ", text, flags=re.IGNORECASE)
