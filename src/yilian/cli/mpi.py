@@ -1,5 +1,9 @@
 """``yilian mpi``: the master patient index from the command line.
 
+``train``, ``reviews``, ``accept``, ``reject``, ``merge``, ``unmerge`` and ``counts`` work on the
+live index in the database (the data steward's desk, as ``/api/mpi`` is over HTTP); every
+decision takes a ``--reason`` and is recorded with who made it.
+
 ``dedupe`` and ``link`` are the bulk runs over legacy CSV lists (no database: a file in, a
 file out), read through a YAML column map (``docs/mpi.md``). A row that cannot be used (no
 record id, a record id seen before, a broken CSV line) is refused with its line and reason
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
 
 mpi_app = typer.Typer(
     help=(
-        "Master patient index (主索引): de-duplicate a legacy list into persons, link two lists. "
+        "Master patient index (主索引): de-duplicate a legacy list into persons, link two lists; "
+        "on the live index: train the weights, work the review queue, merge and unmerge persons, counts. "
         "Column maps: docs/mpi.md."
     ),
     no_args_is_help=True,
