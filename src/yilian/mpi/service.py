@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
@@ -419,6 +419,7 @@ def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | Non
             _insert_keys(uow, patient_id, hashes)
             return Registered(patient_id, link.person_id, "kept")
     own = link.person_id if link is not None else None
+    _serialise_on_keys(uow, hashes)
     candidates = find_candidates(uow, record, limit=5, min_grade="probable", exclude_person=own)
     if candidates:  # a steward's earlier "not this person" stands
         rejected = _rejected_persons(uow, patient_id)
@@ -458,6 +459,28 @@ def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | Non
         _open_review(uow, patient_id, best)
         return Registered(patient_id, own, "review", best)
     return Registered(patient_id, own, "new" if link is None else "kept")
+
+
+def _serialise_on_keys(uow: UnitOfWork, hashes: Sequence[int]) -> None:
+    """Make registrations that share a blocking key take turns, until each one commits.
+
+    Two registrations of one resident in concurrent transactions would each find no candidate
+    (neither sees the other's uncommitted record) and each make a person. On PostgreSQL a
+    transaction-scoped advisory lock per key, taken in ascending order (so two registrations never
+    wait on each other crosswise), makes the later one wait; under READ COMMITTED its candidate
+    query then sees the first one's committed record. A transaction bundle registering several
+    patients can still deadlock with another such bundle; PostgreSQL breaks the cycle and the
+    unit of work retries (:func:`yilian.db.uow.is_transient`). SQLite needs nothing: its write
+    transactions already run one at a time (``BEGIN IMMEDIATE``).
+    """
+    if not hashes or uow.db.is_sqlite:
+        return
+    uow.conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS s"
+        ),
+        {"keys": sorted(hashes)},
+    )
 
 
 def _insert_keys(uow: UnitOfWork, patient_id: str, hashes: Sequence[int]) -> None:
