@@ -14,7 +14,7 @@ from yilian.db import Database
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
 from yilian.kernel.crypto import Keyring
-from yilian.mpi import PatientIndexObserver
+from yilian.mpi import PatientIndexObserver, check_configuration
 from yilian.mpi import operations as mpi_operations
 from yilian.mpi import virtual_types as mpi_virtual_types
 from yilian.security.audit_view import virtual_types
@@ -43,6 +43,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
     env = os.environ if env is None else env
+    check_configuration(dict(env))  # a bad threshold stops the start, with its reason
     return FhirSettings(
         enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
         enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),

@@ -90,6 +90,14 @@ def thresholds_from_env(base: Thresholds, env: dict[str, str] | None = None) -> 
     return Thresholds(*values)
 
 
+def check_configuration(env: dict[str, str] | None = None) -> None:
+    """Refuse a bad ``YILIAN_MPI_*`` setting when the platform starts, not at the first write.
+
+    Checked against the shipped model's thresholds; a trained model's are overridden the same way.
+    """
+    thresholds_from_env(MatchModel.default().thresholds, env)
+
+
 def current_matcher(uow: UnitOfWork) -> Matcher:
     """The matcher with the newest stored model (``yilian mpi train``), or the shipped default."""
     row = uow.conn.execute(select(model.c.model_id).order_by(model.c.created.desc()).limit(1)).first()

@@ -65,11 +65,16 @@ def flat(text: str) -> str:
 
 def test_steward_works_the_queue_and_merges_from_the_command_line(fresh: Database) -> None:
     url = database_url(fresh)
-    a, b, c = _seed(fresh, [
-        _patient("陈", "静", "1985-03-04", ("H1", "1"), telecom=[{"system": "phone", "value": "13700002222"}]),
-        _patient("陈", "静", "1985-04-03", ("H2", "2"), address=[{"district": "南湖区"}]),
-        _patient("司马", "光", "1950-01-01", ("H2", "3")),
-    ])
+    a, b, c = _seed(
+        fresh,
+        [
+            _patient(
+                "陈", "静", "1985-03-04", ("H1", "1"), telecom=[{"system": "phone", "value": "13700002222"}]
+            ),
+            _patient("陈", "静", "1985-04-03", ("H2", "2"), address=[{"district": "南湖区"}]),
+            _patient("司马", "光", "1950-01-01", ("H2", "3")),
+        ],
+    )
     listed = run("mpi", "reviews", "--database", url)
     assert listed.exit_code == 0, listed.output
     with UnitOfWork(fresh) as uow:
@@ -88,7 +93,9 @@ def test_steward_works_the_queue_and_merges_from_the_command_line(fresh: Databas
     assert event
     counts = run("mpi", "counts", "--database", url)
     # One person left; two merged away (b's own person when the review was accepted, and c's).
-    assert re.search(r"│ persons\s*│\s*1\b", counts.output) and re.search(r"merged persons\s*│\s*2\b", counts.output)
+    assert re.search(r"│ persons\s*│\s*1\b", counts.output) and re.search(
+        r"merged persons\s*│\s*2\b", counts.output
+    )
     undone = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
     assert undone.exit_code == 0 and "1 record" in flat(undone.output)
     again = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
@@ -100,11 +107,56 @@ def test_train_needs_records_then_stores_a_model(fresh: Database) -> None:
     too_few = run("mpi", "train", "--database", url)
     assert too_few.exit_code != 0 and "at least 50" in flat(too_few.output)
     people = [lr.record for lr in generate(60, seed=5).records[:70]]
-    _seed(fresh, [
-        {"resourceType": "Patient", "name": [{"family": r.family_name, "given": [r.given_name]}] if r.family_name else [{"text": r.full_name}],
-         "birthDate": r.birth_date.isoformat() if r.birth_date else None, "gender": r.sex}
-        for r in people
-    ])
+    _seed(
+        fresh,
+        [
+            {
+                "resourceType": "Patient",
+                "name": [{"family": r.family_name, "given": [r.given_name]}]
+                if r.family_name
+                else [{"text": r.full_name}],
+                "birthDate": r.birth_date.isoformat() if r.birth_date else None,
+                "gender": r.sex,
+            }
+            for r in people
+        ],
+    )
     trained = run("mpi", "train", "--database", url)
     assert trained.exit_code == 0, trained.output
     assert re.search(r"learned from \d+ records", flat(trained.output))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("YILIAN_MPI_CERTAIN", "high", "YILIAN_MPI_CERTAIN must be a probability between 0 and 1"),
+        ("YILIAN_MPI_POSSIBLE", "0.99", "1 >= certain >= probable >= possible >= 0"),
+    ],
+)
+def test_a_bad_match_threshold_stops_the_server_at_start_with_its_reason(
+    tmp_path: Any, name: str, value: str, says: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, name: value}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yilian.cli.main",
+            "serve",
+            "--database",
+            f"sqlite:///{tmp_path / 'y.db'}",
+            "--port",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
