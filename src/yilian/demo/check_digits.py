@@ -1,11 +1,12 @@
-"""Check characters of the institution and card numbers the demo issues.
+"""Check characters of the institution numbers the demo issues.
 
 The demo must only produce numbers that a validating system would accept, so each
 number is built with its standard's check character:
 
 - organisation code (组织机构代码, GB 11714-1997): 8 characters + MOD 11 check (``X`` for 10);
-- unified social credit code (统一社会信用代码, GB 32100-2015): 17 characters + MOD 31 check;
-- health card number (platform format, see ``yilian.kernel.naming.HEALTH_CARD``): Luhn.
+- unified social credit code (统一社会信用代码, GB 32100-2015): 17 characters + MOD 31 check.
+
+Health card numbers are not made here: the card system issues them (``yilian.card``).
 
 These are candidates for ``yilian.kernel`` once the registry validates incoming numbers.
 """
@@ -58,18 +59,3 @@ def is_valid_uscc(code: str) -> bool:
         and uscc_check(code[:17]) == code[17]
         and organization_code_check(code[8:16]) == code[16]
     )
-
-
-def luhn_check(digits: str) -> str:
-    """Luhn (ISO/IEC 7812) check digit to append to ``digits``."""
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        value = int(char)
-        if i % 2 == 0:  # doubled: rightmost payload digit, then every second one
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return str((10 - total % 10) % 10)
-
-
-def is_valid_luhn(number: str) -> bool:
-    return number.isdigit() and len(number) > 1 and luhn_check(number[:-1]) == number[-1]

@@ -62,14 +62,6 @@ def _identifiers(p: Person, home: Institution) -> list[Json]:
     out = []
     if p.id_number:
         out.append(id_number_identifier(p.id_number))
-    if p.health_card:
-        out.append(
-            identifier(
-                naming.HEALTH_CARD,
-                p.health_card,
-                concept(coding(naming.V2_IDENTIFIER_TYPE, "HC", "Health Card Number"), text="居民健康卡"),
-            )
-        )
     out.append(mrn_identifier(home, p.mrn))
     if p.insurance:
         codings = [coding(naming.V2_IDENTIFIER_TYPE, "MB", "Member Number")]

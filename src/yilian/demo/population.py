@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from yilian.demo import check_digits, geography
+from yilian.demo import geography
 from yilian.demo.geography import Area, District
 from yilian.demo.names import ChineseName, NameSampler
 from yilian.demo.registry import Registry, Staff
@@ -66,7 +66,8 @@ class Person:
     id_number: str | None
     phone: str | None
     household: int
-    health_card: str | None = None
+    # Holds a resident health card; the card system issues it, with its number, once loaded.
+    health_card: bool = False
     insurance: Insurance | None = None
     ncms_number: str | None = None
     home: str = ""  # institution key where the person registered (their MRN is from there)
@@ -136,12 +137,6 @@ class _Issuer:
     def phone(self) -> str:
         return self._unique(lambda: self.rng.choice(_MOBILE_PREFIXES) + f"{self.rng.randrange(10**8):08d}")
 
-    def health_card(self, city_code: str) -> str:
-        def make() -> str:
-            body = city_code + f"{self.rng.randrange(10**9):09d}"
-            return body + check_digits.luhn_check(body)
-
-        return self._unique(make)
 
     def number(self, prefix: str, digits: int) -> str:
         return self._unique(lambda: prefix + f"{self.rng.randrange(10**digits):0{digits}d}")
@@ -269,7 +264,7 @@ def _administrative(
     age = p.age(as_of)
     city = geography.city().code
     if rng.random() < (0.5 if age < 1 else HEALTH_CARD_COVERAGE):
-        p.health_card = issuer.health_card(city)
+        p.health_card = True
 
     employee = not p.rural and age >= 18 and rng.random() < (0.7 if age < 60 else 0.55)
     employee = employee or (p.rural and 18 <= age < 60 and rng.random() < 0.05)

@@ -37,6 +37,9 @@ class DemoRegion:
     registry: Registry
     groups: tuple[ResidentGroup, ...]
     known_duplicates: tuple[KnownDuplicate, ...]
+    # fullUrls of the Patient records of residents who hold a health card: once the region is
+    # loaded, the card system issues theirs (``yilian.card``), so the numbers follow its rules.
+    card_holders: frozenset[str] = frozenset()
 
     def bundles(self) -> list[Json]:
         """Transaction bundles to POST in order: the registry first, then ~20 residents each.
@@ -94,8 +97,9 @@ def build_demo_region(seed: int = 2026, residents: int = 300, *, as_of: dt.date 
         groups.append(ResidentGroup(tuple(p.key for p in household), tuple(entries)))
 
     city = geography.city()
+    holders = frozenset(patients.patient_url(seed, p.key) for p in population.people if p.health_card)
     return DemoRegion(
-        seed, as_of, city.code, city.name, registry, tuple(groups), tuple(d.known for d in dups)
+        seed, as_of, city.code, city.name, registry, tuple(groups), tuple(d.known for d in dups), holders
     )
 
 

@@ -564,6 +564,7 @@ def test_demo_creates_the_region_once(backend: str, fresh: Target, tmp_path: Pat
     try:
         assert sum(counts(db).values()) == int(m[1]) > 0
         assert counts(db)["Patient"] >= 20
+        assert_demo_cards_are_the_card_systems(db)
         state = history_state(db)
 
         second = yilian("demo", "--no-serve", "--residents", "20", "--database", url, cwd=tmp_path)
@@ -572,6 +573,34 @@ def test_demo_creates_the_region_once(backend: str, fresh: Target, tmp_path: Pat
         assert history_state(db) == state
     finally:
         db.dispose()
+
+
+def assert_demo_cards_are_the_card_systems(db: Database) -> None:
+    """The demo's residents hold cards the card system issued: active, each number on its
+    holder's Patient record and resolving at the front desk to that record."""
+    from yilian.api.wiring import install_keys
+    from yilian.card import card_counts, resolve
+    from yilian.db.uow import read
+    from yilian.fhir import FhirContext, FhirRequest, dispatch
+    from yilian.kernel import naming
+
+    install_keys(db)
+    ctx = FhirContext(base_url="http://testserver/fhir")
+    with read(db) as uow:
+        tally = card_counts(uow)
+        assert tally.by_status.get("active", 0) >= 10  # of 20 residents, most hold one
+        assert set(tally.by_status) == {"active"}
+        found = dispatch(uow, ctx, FhirRequest("GET", "Patient", query=[("_count", "500")]))
+        bundle = orjson.loads(found.body or b"")
+        on_records = {
+            i["value"]: e["resource"]["id"]
+            for e in bundle["entry"]
+            for i in e["resource"].get("identifier", [])
+            if i["system"] == naming.HEALTH_CARD
+        }
+        assert len(on_records) == tally.by_status["active"]
+        for card_no, patient_id in on_records.items():
+            assert resolve(uow, ctx, card_no).card.patient_id == patient_id
 
 
 def test_serve_serves_what_its_help_says(fresh: Target) -> None:

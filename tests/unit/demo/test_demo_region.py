@@ -282,11 +282,12 @@ def test_id_numbers_are_valid_and_agree_with_the_patient(region: DemoRegion, bun
 
 def test_patient_identifiers(region: DemoRegion, bundles: list[Json]) -> None:
     patients = list(resources(bundles, "Patient"))
-    cards = [v for p in patients for v in identifiers(p, naming.HEALTH_CARD)]
-    assert len(cards) == len(set(cards))
-    assert 0.7 * 300 < len(cards) < 300
-    for card in cards:
-        assert re.fullmatch(r"330500\d{10}", card) and check_digits.is_valid_luhn(card)
+    # Card numbers are the card system's to give (yilian.card, once loaded): none in the bundles,
+    # but most residents are marked to receive one, each holder one of the region's Patients.
+    assert not [v for p in patients for v in identifiers(p, naming.HEALTH_CARD)]
+    full_urls = {e["fullUrl"] for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == "Patient"}
+    assert region.card_holders <= full_urls
+    assert 0.7 * 300 < len(region.card_holders) < 300
     for p in patients:
         mrns = [i for i in p["identifier"] if i["system"].startswith(naming.PLATFORM_SID + "mrn/")]
         assert len(mrns) == 1
@@ -667,11 +668,10 @@ def test_oids_match_the_national_oid_list() -> None:
 
 
 def test_check_digit_algorithms() -> None:
-    # The worked example of GB 32100-2015 and the usual Luhn example.
+    # The worked example of GB 32100-2015.
     assert check_digits.is_valid_uscc("91350100M000100Y43")
     assert check_digits.organization_code_check("M000100Y") == "4"
     assert not check_digits.is_valid_uscc("91350100M000100Y44")
-    assert check_digits.luhn_check("7992739871") == "3"
 
 
 def test_reference_data_is_small_and_sourced() -> None:
