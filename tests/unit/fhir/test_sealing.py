@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support.paths import SHARED
 from yilian.demo import build_demo_region
@@ -580,3 +582,40 @@ def test_scrub_text_of_indexed_narrative(keyring: Keyring) -> None:
     result = seal(patient, keyring)
     scrubbed = scrub_text(patient["text"]["div"], result.plaintexts)
     assert "18337177888" not in scrubbed and "张无忌" in scrubbed
+
+
+def _scrub_by_regex(text: str, forms: set[str]) -> str:
+    """The definition scrub_text must agree with: each form's characters in a row, with
+    separators and short markup allowed between them, replaced by one space."""
+    import re
+    import unicodedata
+
+    from yilian.fhir.store.sealing import _SEPARATOR_CLASS
+
+    text = unicodedata.normalize("NFKC", text)  # full-width digits and brackets count as their ASCII
+    pattern = "|".join(
+        _SEPARATOR_CLASS.join(re.escape(c) for c in form) for form in sorted(forms, key=len, reverse=True)
+    )
+    return re.sub(pattern, " ", text, flags=re.IGNORECASE)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["1", "3", "8", "0", "X", "x", " ", "-", "（", "<b>", "</span>", "<", "电", "话", "。"]
+        ),
+        max_size=40,
+    ),
+    st.permutations("1380X").map(lambda p: "".join(p)),
+    st.integers(min_value=3, max_value=5),
+)
+def test_scrub_text_removes_what_the_separator_pattern_matches(
+    pieces: list[str], letters: str, size: int
+) -> None:
+    # A value whose characters are all different cannot overlap itself, so "every occurrence"
+    # is one well-defined set of runs: the same the regular expression finds.
+    value = letters[:size]
+    text = "".join(pieces[:20]) + value[:2] + "-" + value[2:] + "".join(pieces[20:])
+    scrubbed = scrub_text(text, [value])
+    assert scrubbed == _scrub_by_regex(text, {value.upper()})
+    assert value.upper() not in scrubbed.upper().replace("-", "")
