@@ -272,12 +272,12 @@ def _for_storage(uow: UnitOfWork, resource: dict[str, Any], content: bytes, rows
             blind := sealing.blind_token(row["identifier_system"] or "", row["identifier_value"], keyring)
         ):
             row["identifier_value"] = blind
-    plaintexts = result.plaintexts
+    scrubber = sealing.Scrubber(result.plaintexts)
     for kind in ("text", "string"):
         for row in rows.get(kind, ()):
             for col in ("content_norm", "value_norm", "value_exact"):
                 if row.get(col):
-                    row[col] = sealing.scrub_text(row[col], plaintexts)
+                    row[col] = scrubber.scrub(row[col])
     return orjson.dumps(result.resource)
 
 

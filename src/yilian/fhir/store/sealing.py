@@ -486,27 +486,40 @@ def scrub_text(text: str, plaintexts: Iterable[str]) -> str:
     are written — separators and markup between characters, any case, full-width digits —
     so ``138-0013-8000`` goes as well as ``13800138000``. Non-ASCII text comes back in NFKC.
     """
-    forms: set[str] = set()
-    for p in plaintexts:
-        squeezed = _squeezed(p)
-        forms.add(squeezed)
-        # The forms the value is also written in: the 18-character successor of a legacy
-        # 15-digit ID number, a phone number without its +86 / 0086.
-        if len(squeezed) == 15 and squeezed.isdigit():
-            forms.add(normalise(squeezed, kind="prc-id"))
-        if squeezed.startswith(("86", "0086")):
-            forms.add(normalise(squeezed, kind="phone"))
-    forms.discard("")
-    if not forms:
-        return text
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    # A match needs the value's characters in a row once separators and markup are dropped:
-    # check that first, so the usual text (which holds none) costs no regex compilation.
-    haystack = _squeezed(text)
-    if not any(form.upper() in haystack for form in forms):
-        return text
-    return _remove_forms(text, forms)
+    return Scrubber(plaintexts).scrub(text)
+
+
+class Scrubber:
+    """:func:`scrub_text` for many texts of one record: the values' forms worked out once."""
+
+    __slots__ = ("forms",)
+
+    def __init__(self, plaintexts: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for p in plaintexts:
+            squeezed = _squeezed(p)
+            forms.add(squeezed)
+            # The forms the value is also written in: the 18-character successor of a legacy
+            # 15-digit ID number, a phone number without its +86 / 0086.
+            if len(squeezed) == 15 and squeezed.isdigit():
+                forms.add(normalise(squeezed, kind="prc-id"))
+            if squeezed.startswith(("86", "0086")):
+                forms.add(normalise(squeezed, kind="phone"))
+        forms.discard("")
+        self.forms = {f.upper() for f in forms}  # compared with upper-cased squeezed text
+
+    def scrub(self, text: str) -> str:
+        forms = self.forms
+        if not forms:
+            return text
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        # A match needs the value's characters in a row once separators and markup are dropped:
+        # check that first, so the usual text (which holds none) costs one pass.
+        haystack = _squeezed(text)
+        if not any(form in haystack for form in forms):
+            return text
+        return _remove_forms(text, forms)
 
 
 _SEPARATOR_SET: Final = frozenset(_SEPARATORS)
