@@ -82,6 +82,13 @@ class WriteObserver(Protocol):
         ...
 
 
+def is_first_version(resource: dict[str, Any] | None) -> bool:
+    """Whether an observed write made version 1: nothing derived from earlier versions can exist
+    (a deleted and re-created resource goes on counting), so an observer can skip its clean-up."""
+    meta = resource.get("meta") if resource is not None else None
+    return isinstance(meta, dict) and meta.get("versionId") == "1"
+
+
 class VirtualType(Protocol):
     """A resource type another system keeps in storage of its own and serves read-only."""
 

@@ -18,7 +18,7 @@ import orjson
 
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, bundles, dispatch
-from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, require
+from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, is_first_version, require
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.router import resource_headers
 from yilian.fhir.store.repository import current_by_keys
@@ -54,7 +54,13 @@ class PatientIndexObserver:
         if resource is not None:
             check_identifiers(resource)
         policy = getattr(ctx, "policy", ALLOW_ALL)
-        service.register(uow, patient_id=resource_id, resource=resource, actor=policy.identity)
+        service.register(
+            uow,
+            patient_id=resource_id,
+            resource=resource,
+            actor=policy.identity,
+            first=is_first_version(resource),
+        )
 
 
 def _visible(uow: UnitOfWork, ctx: FhirContext, patient_id: str) -> bool:

@@ -387,7 +387,9 @@ def _close_open_reviews(uow: UnitOfWork, patient_id: str, status: str = "obsolet
     )
 
 
-def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | None, actor: str) -> Registered:
+def register(
+    uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | None, actor: str, first: bool = False
+) -> Registered:
     """Decide who a Patient record is, as it is created, updated or deleted.
 
     - deleted: its keys and link go; the person keeps its other records;
@@ -397,9 +399,13 @@ def register(uow: UnitOfWork, *, patient_id: str, resource: dict[str, Any] | Non
       household guard in the engine's rules capped the grade), ``probable`` opens a review for a
       data steward and the record stays a person of its own meanwhile, anything less makes
       (or keeps) a person of its own.
+
+    ``first``: the write made version 1 of the record, so there is nothing of it to clean up.
     """
-    uow.conn.execute(delete(block_key).where(block_key.c.patient_id == patient_id))
-    link = uow.conn.execute(select(record_link).where(record_link.c.patient_id == patient_id)).first()
+    link = None
+    if not first:  # version 1 of a record: it has no keys, link or reviews yet
+        uow.conn.execute(delete(block_key).where(block_key.c.patient_id == patient_id))
+        link = uow.conn.execute(select(record_link).where(record_link.c.patient_id == patient_id)).first()
     if resource is None:
         if link is not None:
             uow.conn.execute(delete(record_link).where(record_link.c.patient_id == patient_id))

@@ -18,6 +18,7 @@ from sqlalchemy import delete
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
+from yilian.fhir.access import is_first_version
 from yilian.fhir.store.repository import get_current
 from yilian.security.tables import ALL_ORGS, access_grant, consent_rule
 
@@ -108,12 +109,14 @@ class GrantDeriver:
         resource: dict[str, Any] | None,
         patient_key: str | None,
     ) -> None:
+        first = is_first_version(resource)
         if resource_type in RULES:
-            uow.conn.execute(
-                delete(access_grant).where(
-                    access_grant.c.source_type == resource_type, access_grant.c.source_id == resource_id
+            if not first:
+                uow.conn.execute(
+                    delete(access_grant).where(
+                        access_grant.c.source_type == resource_type, access_grant.c.source_id == resource_id
+                    )
                 )
-            )
             if resource is not None and patient_key:
                 rows = []
                 for getter, reason in RULES[resource_type]:
@@ -123,7 +126,8 @@ class GrantDeriver:
                             rows.append(_grant(patient_key, org, reason, resource_type, resource_id))
                 insert_ignore(uow.conn, access_grant, _unique(rows))
         if resource_type == "Consent":
-            uow.conn.execute(delete(consent_rule).where(consent_rule.c.consent_id == resource_id))
+            if not first:
+                uow.conn.execute(delete(consent_rule).where(consent_rule.c.consent_id == resource_id))
             if resource is not None and patient_key and resource.get("status") == "active":
                 insert_ignore(uow.conn, consent_rule, consent_rules(uow, resource_id, patient_key, resource))
         # Authoring data about a patient is itself a reason (the institution cared for them).
