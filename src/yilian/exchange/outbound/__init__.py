@@ -18,6 +18,7 @@ from yilian.exchange.outbound.observer import OutboxObserver
 from yilian.exchange.outbound.outbox import wakeup
 from yilian.exchange.outbound.status import DestinationStatus, outbox_status
 from yilian.exchange.outbound.worker import DeliverySettings, DeliveryWorker, backoff_s, deliver_all
+from yilian.exchange.outbound.worker import settings_from_env as delivery_settings_from_env
 
 __all__ = [
     "DeliverySettings",
@@ -28,6 +29,7 @@ __all__ = [
     "backoff_s",
     "credentials_from_env",
     "deliver_all",
+    "delivery_settings_from_env",
     "outbox_status",
     "register_forward",
     "unregister_forward",

@@ -438,4 +438,32 @@ def deliver_all(db: Database, settings: DeliverySettings | None = None) -> int:
         worker.http.close()
 
 
-__all__ = ["DeliverySettings", "DeliveryWorker", "Failure", "backoff_s", "deliver_all"]
+__all__ = ["DeliverySettings", "DeliveryWorker", "Failure", "backoff_s", "deliver_all", "settings_from_env"]
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **given: Any) -> DeliverySettings:
+    """Delivery settings: ``YILIAN_DELIVERY_BACKOFF_BASE`` / ``_BACKOFF_CAP`` (seconds),
+    ``YILIAN_DELIVERY_ERROR_AFTER`` (failures), ``YILIAN_DELIVERY_POLL`` (seconds),
+    ``YILIAN_DELIVERY_TIMEOUT`` (seconds per HTTP request); keyword arguments win."""
+    import os
+
+    env = os.environ if env is None else env
+    names = {
+        "backoff_base_s": ("YILIAN_DELIVERY_BACKOFF_BASE", float),
+        "backoff_cap_s": ("YILIAN_DELIVERY_BACKOFF_CAP", float),
+        "error_after": ("YILIAN_DELIVERY_ERROR_AFTER", int),
+        "poll_s": ("YILIAN_DELIVERY_POLL", float),
+        "timeout_s": ("YILIAN_DELIVERY_TIMEOUT", float),
+    }
+    values: dict[str, Any] = {}
+    for key, (var, kind) in names.items():
+        raw = env.get(var)
+        if raw:
+            try:
+                values[key] = kind(raw)
+            except ValueError:
+                from yilian.kernel.errors import Category, YilianError
+
+                raise YilianError(Category.INVALID, f"{var} must be a number, not {raw!r}") from None
+    values.update(given)
+    return DeliverySettings(**values)
