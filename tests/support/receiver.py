@@ -49,7 +49,7 @@ class Receiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            do_POST = do_PUT = do_DELETE = _handle  # noqa: N815
+            do_POST = do_PUT = do_DELETE = _handle
 
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 pass
