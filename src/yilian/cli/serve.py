@@ -38,6 +38,12 @@ def serve(
         console.print(f"HL7 v2 over MLLP on {host}:{mllp_port}")
 
     worker = None
+    if forward_to and not deliver:
+        # Queue for the city even when another process delivers (`yilian exchange deliver`).
+        from yilian.db.uow import transact
+        from yilian.exchange.outbound import register_forward
+
+        transact(db, lambda uow: register_forward(uow, forward_to))
     if deliver:
         # Subscriptions and forwarding: a thread delivering from the outbox. Its state is all in
         # the database, so stopping here (or a crash) loses nothing; the next start continues.
