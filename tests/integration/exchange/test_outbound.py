@@ -4,6 +4,9 @@ loopback gets every notification, in order, through failures, backoff and worker
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.fhir_calls import Call, call
+from tests.support.paths import ROOT
 from tests.support.receiver import Receiver
+from tests.support.server import database_url, free_port
 from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
 from yilian.exchange.outbound import DeliverySettings, DeliveryWorker, backoff_s, outbox_status
@@ -418,3 +423,56 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
         delays = [backoff_s(attempts, 1.0, 60.0, rng) for _ in range(200)]
         assert all(step / 2 <= d <= step for d in delays)
         assert max(delays) - min(delays) > step / 10  # jittered, not a fixed delay
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+
+def _yilian(*args: str) -> subprocess.CompletedProcess[str]:
+    keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+    proc = subprocess.run(
+        [sys.executable, "-m", "yilian.cli.main", *args],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "250", "YILIAN_DELIVERY_TIMEOUT": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_outbox_deliver_and_forward_commands(db: Database, receiver: Receiver) -> None:
+    t = tag()
+    url = database_url(db)
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    down = subscribe(db, f"Observation?code={LOINC}|{t}", f"http://127.0.0.1:{free_port()}/down")
+    up = subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, payload="application/fhir+json")
+    put(db, observation(f"o-{t}", f"p-{t}", t))
+
+    run = _yilian("exchange", "deliver", "--once", "-d", url)
+    assert run.returncode == 0, run.stderr
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == [f"o-{t}"]
+
+    run = _yilian("exchange", "outbox", "-d", url)
+    assert run.returncode == 0, run.stderr
+    lines = {
+        line.split("│")[1].strip(): line
+        for line in run.stdout.splitlines()
+        if line.startswith("│ Subscription/")
+    }
+    assert "failing (1×)" in lines[f"Subscription/{down}"] and "ConnectError" in lines[f"Subscription/{down}"]
+    assert "active" in lines[f"Subscription/{up}"]
+
+    city = f"http://127.0.0.1:{free_port()}"
+    run = _yilian("exchange", "forward", city, "-d", url)
+    assert run.returncode == 0 and f"forward:{city}" in run.stdout
+    put(db, {"resourceType": "Patient", "id": f"p-{t}", "gender": "male"})
+    status = next(s for s in outbox_status(db) if s.dest_id == f"forward:{city}")
+    assert status.active and status.pending == 1
+    run = _yilian("exchange", "forward", city, "--stop", "-d", url)
+    assert run.returncode == 0 and "1 queued writes dropped" in run.stdout
+    run = _yilian("exchange", "forward", "not-a-url", "-d", url)
+    assert run.returncode == 2 and "root URL" in run.stderr
