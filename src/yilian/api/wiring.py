@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from yilian.db import Database
+from yilian.exchange.outbound import OutboxObserver
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
 from yilian.kernel.crypto import Keyring
@@ -47,8 +48,9 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
     return FhirSettings(
         enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
         enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),
-        # The index first: a Patient it refuses (an invalid ID number) derives no grants.
-        observers=(PatientIndexObserver(), GrantDeriver()),
+        # The index first: a Patient it refuses (an invalid ID number) derives no grants. The
+        # outbox last: a subscription's match is decided with the grants this write derived.
+        observers=(PatientIndexObserver(), GrantDeriver(), OutboxObserver()),
         virtual_types={**virtual_types(), **mpi_virtual_types()},
         operations=mpi_operations(),
     )

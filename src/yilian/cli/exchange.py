@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import TYPE_CHECKING
 
 import typer
@@ -21,9 +22,10 @@ from yilian.cli.common import (
 if TYPE_CHECKING:
     from yilian.db import Database
     from yilian.exchange import MllpServer
+    from yilian.exchange.outbound import DeliveryWorker
 
 exchange_app = typer.Typer(
-    help="The exchange platform: HL7 v2 dead letters (list, replay).",
+    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, deliver, forward).",
     no_args_is_help=True,
 )
 
@@ -136,3 +138,173 @@ def replay_command(
     console.print(f"replayed {len(results)}: {len(results) - failed} stored, {failed} still failing")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+# --- outbound delivery: subscriptions and forwarding --------------------------------------------
+
+ForwardIdOption = typer.Option(
+    None,
+    "--forward-client-id",
+    help="Client id this node holds on the city node (default: $YILIAN_FORWARD_CLIENT_ID).",
+)
+ForwardSecretOption = typer.Option(
+    None,
+    "--forward-client-secret",
+    help="Its client secret (default: $YILIAN_FORWARD_CLIENT_SECRET; prefer the variable: options show in ps).",
+)
+
+
+def delivery_worker(
+    db: Database,
+    *,
+    forward_to: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    source: str,
+    base_url: str,
+) -> DeliveryWorker:
+    """The worker that delivers subscriptions and forwards, registering ``forward_to`` first."""
+    from yilian.db.uow import transact
+    from yilian.exchange.outbound import DeliveryWorker as Worker
+    from yilian.exchange.outbound import (
+        credentials_from_env,
+        delivery_settings_from_env,
+        register_forward,
+    )
+    from yilian.exchange.outbound.forwarding import normalize
+
+    forward = {}
+    creds = credentials_from_env(client_id, client_secret)
+    if forward_to:
+        url = normalize(forward_to)
+        transact(db, lambda uow: register_forward(uow, url))
+        if creds is None:
+            from yilian.kernel.errors import Category, YilianError
+
+            raise YilianError(
+                Category.INVALID,
+                "--forward-to needs the city node's client credentials: --forward-client-id and "
+                "--forward-client-secret (or YILIAN_FORWARD_CLIENT_ID / YILIAN_FORWARD_CLIENT_SECRET)",
+            )
+        forward[url] = creds
+    else:
+        # Targets registered earlier keep being served when credentials are given by environment.
+        from yilian.exchange.outbound import outbox_status
+
+        if creds is not None:
+            for d in outbox_status(db):
+                if d.kind == "forward" and d.active:
+                    forward[d.endpoint] = creds
+    settings = delivery_settings_from_env(
+        forward=forward,
+        source=os.environ.get("YILIAN_FORWARD_SOURCE") or source,
+        fhir=settings_from_env(),
+        base_url=base_url,
+    )
+    return Worker(db, settings)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@exchange_app.command("outbox")
+def outbox_command(database: str | None = DatabaseOption) -> None:
+    """What waits to be delivered, per destination (subscriptions and forwarding targets)."""
+    from yilian.exchange.outbound import outbox_status
+
+    with friendly_errors():
+        rows = outbox_status(open_db(database))
+    if not rows:
+        console.print("no subscriptions and no forwarding targets")
+        return
+    table = Table(title=f"Outbound destinations: {len(rows)}")
+    for name in (
+        "destination",
+        "to",
+        "state",
+        "pending",
+        "oldest pending",
+        "delivered",
+        "last error",
+        "next try (UTC)",
+    ):
+        table.add_column(
+            name, overflow="fold", justify="right" if name in ("pending", "delivered") else "left"
+        )
+    for r in rows:
+        state = "active" if r.active else "off"
+        if r.active and r.failures:
+            state = f"failing ({r.failures}×)"
+        table.add_row(
+            escape(r.dest_id),
+            escape(r.endpoint + (f"\n{r.criteria}" if r.criteria else "")),
+            state,
+            str(r.pending),
+            _age(r.oldest_pending_age_s),
+            str(r.delivered),
+            escape(r.last_error or "-"),
+            _when(r.next_try) if r.next_try and r.pending else "-",
+        )
+    console.print(table)
+
+
+@exchange_app.command("deliver")
+def deliver_command(
+    once: bool = typer.Option(
+        False, "--once", metavar="", help="Deliver what is due now and exit (default: keep running)."
+    ),
+    forward_client_id: str | None = ForwardIdOption,
+    forward_client_secret: str | None = ForwardSecretOption,
+    database: str | None = DatabaseOption,
+) -> None:
+    """Deliver subscription notifications and forwarded writes (what `yilian serve` does in the background)."""
+    with friendly_errors():
+        db = open_db(database)
+        worker = delivery_worker(
+            db,
+            forward_to=None,
+            client_id=forward_client_id,
+            client_secret=forward_client_secret,
+            source=os.environ.get("YILIAN_FORWARD_SOURCE", "urn:yilian:node"),
+            base_url=os.environ.get("YILIAN_BASE_URL", "http://localhost:8080/fhir"),
+        )
+        if once:
+            try:
+                done = worker.run_once()
+            finally:
+                worker.http.close()
+            console.print(f"delivered {done}")
+            return
+        console.print(
+            "[bold green]医联 Yilian[/] delivering subscriptions and forwarded writes (Ctrl-C stops)"
+        )
+        worker.run_forever()
+
+
+@exchange_app.command("forward")
+def forward_command(
+    url: str = typer.Argument(..., help="The city node's root URL, e.g. https://city.example:8080."),
+    stop: bool = typer.Option(
+        False, "--stop", metavar="", help="Stop forwarding there (what is still queued is dropped)."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Queue every write of this node for the city node from now on (or --stop); `yilian serve --forward-to` does the same."""
+    from yilian.db.uow import transact
+    from yilian.exchange.outbound import register_forward, unregister_forward
+
+    with friendly_errors():
+        db = open_db(database)
+        if stop:
+            dropped = transact(db, lambda uow: unregister_forward(uow, url))
+            console.print(f"stopped forwarding to {escape(url)}; {dropped} queued writes dropped")
+        else:
+            did = transact(db, lambda uow: register_forward(uow, url))
+            console.print(f"every write is now queued for {escape(did)}")

@@ -60,7 +60,12 @@ app.add_typer(payments_app, name="payments")
 from yilian.cli.card import card_app  # noqa: E402
 
 app.add_typer(card_app, name="card")
-from yilian.cli.exchange import exchange_app, mllp_command  # noqa: E402
+from yilian.cli.exchange import (  # noqa: E402
+    ForwardIdOption,
+    ForwardSecretOption,
+    exchange_app,
+    mllp_command,
+)
 
 app.add_typer(exchange_app, name="exchange")
 app.command("mllp")(mllp_command)
@@ -96,13 +101,35 @@ def serve(
     mllp_port: int | None = typer.Option(
         None, "--mllp-port", help="Also listen for HL7 v2 over MLLP on this port."
     ),
+    deliver: bool = typer.Option(
+        True,
+        metavar=FLAG,
+        help="Deliver subscription notifications and forwarded writes in the background (--no-deliver: leave it to `yilian exchange deliver`).",
+    ),
+    forward_to: str | None = typer.Option(
+        None,
+        "--forward-to",
+        envvar="YILIAN_FORWARD_TO",
+        help="City node root URL: forward every write accepted here to it (store and forward).",
+    ),
+    forward_client_id: str | None = ForwardIdOption,
+    forward_client_secret: str | None = ForwardSecretOption,
 ) -> None:
-    """Serve the platform: FHIR API at /fhir, front page at /."""
+    """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes."""
     from yilian.cli.serve import serve as run
 
     with friendly_errors():
         db = open_db(database, upgrade=upgrade)
-        run(db, host=host, port=port, mllp_port=mllp_port)
+        run(
+            db,
+            host=host,
+            port=port,
+            mllp_port=mllp_port,
+            deliver=deliver,
+            forward_to=forward_to,
+            forward_client_id=forward_client_id,
+            forward_client_secret=forward_client_secret,
+        )
 
 
 @app.command()

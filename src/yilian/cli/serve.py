@@ -16,6 +16,10 @@ def serve(
     extra: dict[str, Any] | None = None,
     log_level: str = "info",
     mllp_port: int | None = None,
+    deliver: bool = True,
+    forward_to: str | None = None,
+    forward_client_id: str | None = None,
+    forward_client_secret: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -33,10 +37,38 @@ def serve(
         threading.Thread(target=asyncio.run, args=(server.serve_forever(),), name="mllp", daemon=True).start()
         console.print(f"HL7 v2 over MLLP on {host}:{mllp_port}")
 
+    worker = None
+    if forward_to and not deliver:
+        # Queue for the city even when another process delivers (`yilian exchange deliver`).
+        from yilian.db.uow import transact
+        from yilian.exchange.outbound import register_forward
+
+        transact(db, lambda uow: register_forward(uow, forward_to))
+    if deliver:
+        # Subscriptions and forwarding: a thread delivering from the outbox. Its state is all in
+        # the database, so stopping here (or a crash) loses nothing; the next start continues.
+        from yilian.cli.exchange import delivery_worker
+
+        worker = delivery_worker(
+            db,
+            forward_to=forward_to,
+            client_id=forward_client_id,
+            client_secret=forward_client_secret,
+            source=f"http://{host}:{port}/fhir",
+            base_url=f"http://{host}:{port}/fhir",
+        )
+        worker.start()
+        if forward_to:
+            console.print(f"forwarding every write to {forward_to}")
+
     app = create_app(db, settings_from_env(), extra=extra)
     console.print(
         f"[bold green]医联 Yilian[/] serving on [link]http://{host}:{port}/[/]  (FHIR: http://{host}:{port}/fhir)"
     )
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools"
-    )
+    try:
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools"
+        )
+    finally:
+        if worker is not None:
+            worker.stop()

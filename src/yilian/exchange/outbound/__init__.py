@@ -1,0 +1,37 @@
+"""Outbound delivery: one mechanism for "something changed here, deliver it there, at least
+once, in order, surviving restarts" — FHIR Subscriptions (rest-hook) and district → city
+forwarding (docs/subscriptions.md, docs/exchange.md).
+
+- :class:`OutboxObserver` (a FHIR write observer) queues each write for its destinations in
+  the write's own transaction;
+- :class:`DeliveryWorker` delivers them per destination in order, with retries and backoff;
+- :func:`register_forward` / :func:`unregister_forward` start and stop forwarding to a node;
+- :func:`outbox_status` says what is waiting where.
+"""
+
+from __future__ import annotations
+
+from yilian.exchange.outbound.forwarding import ForwardCredentials, credentials_from_env
+from yilian.exchange.outbound.forwarding import register as register_forward
+from yilian.exchange.outbound.forwarding import unregister as unregister_forward
+from yilian.exchange.outbound.observer import OutboxObserver
+from yilian.exchange.outbound.outbox import wakeup
+from yilian.exchange.outbound.status import DestinationStatus, outbox_status
+from yilian.exchange.outbound.worker import DeliverySettings, DeliveryWorker, backoff_s, deliver_all
+from yilian.exchange.outbound.worker import settings_from_env as delivery_settings_from_env
+
+__all__ = [
+    "DeliverySettings",
+    "DeliveryWorker",
+    "DestinationStatus",
+    "ForwardCredentials",
+    "OutboxObserver",
+    "backoff_s",
+    "credentials_from_env",
+    "deliver_all",
+    "delivery_settings_from_env",
+    "outbox_status",
+    "register_forward",
+    "unregister_forward",
+    "wakeup",
+]

@@ -1,0 +1,82 @@
+"""The write observer that fills the outbox: every FHIR write, in its own transaction.
+
+For each write it finds the active destinations that may want it — every forwarding target,
+and the subscriptions on the written type — with one indexed query, decides per subscription
+whether the write matches (the search engine, under the owner's policy), and queues one
+message per destination. It must run after the observers that derive access grants, so that
+a write which itself gives the owner a reason to see the record (an encounter at their
+hospital) counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from yilian.db import UnitOfWork
+from yilian.exchange.outbound import owners, subscriptions
+from yilian.exchange.outbound.outbox import enqueue
+from yilian.exchange.outbound.tables import destination
+from yilian.fhir.store import repository as repo
+
+# Never forwarded: a district's subscriptions are its own members' business (forwarding them
+# would make the city notify the same hospitals a second time).
+NOT_FORWARDED = frozenset({"Subscription"})
+
+
+class OutboxObserver:
+    def on_write(
+        self,
+        uow: UnitOfWork,
+        ctx: Any,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        patient_key: str | None,
+    ) -> None:
+        if resource_type == "Subscription":
+            subscriptions.on_subscription_write(uow, ctx, resource_id, resource)
+        d = destination.c
+        rows = uow.conn.execute(
+            select(d.dest_id, d.kind, d.criteria, d.owner).where(
+                d.active.is_(True),
+                or_(d.kind == "forward", and_(d.kind == "subscription", d.res_type == resource_type)),
+            )
+        ).all()
+        if not rows:
+            return
+        version = _version(uow, resource_type, resource_id, resource)
+        targets: list[str] = []
+        for row in rows:
+            if row.kind == "forward":
+                if resource_type not in NOT_FORWARDED:
+                    targets.append(row.dest_id)
+                continue
+            if resource is None:
+                continue  # a deletion matches no search (see docs/subscriptions.md)
+            policy = owners.policy_of(uow, uow.db, row.owner)
+            if policy is None:
+                continue  # the owner was revoked
+            _res_type, pairs = subscriptions.parse_criteria(row.criteria or "")
+            if subscriptions.matches(uow, ctx, policy, pairs, resource_type, resource_id):
+                targets.append(row.dest_id)
+        enqueue(
+            uow,
+            sorted(targets),
+            res_type=resource_type,
+            res_id=resource_id,
+            version=version,
+            deleted=resource is None,
+        )
+
+
+def _version(uow: UnitOfWork, res_type: str, res_id: str, resource: dict[str, Any] | None) -> int:
+    meta = resource.get("meta") if resource is not None else None
+    if isinstance(meta, dict) and str(meta.get("versionId", "")).isdigit():
+        return int(meta["versionId"])
+    current = repo.get_current(uow.conn, res_type, res_id)
+    return current.version if current is not None else 0
+
+
+__all__ = ["NOT_FORWARDED", "OutboxObserver"]

@@ -1,0 +1,478 @@
+"""Outbound delivery on both databases: the outbox rides on the write's transaction, Subscription
+criteria match exactly what the search engine finds for the owner, and a real HTTP receiver on
+loopback gets every notification, in order, through failures, backoff and worker restarts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from tests.support.fhir_calls import Call, call
+from tests.support.paths import ROOT
+from tests.support.receiver import Receiver
+from tests.support.server import database_url, free_port
+from yilian.api.wiring import platform_settings
+from yilian.db import Database, UnitOfWork
+from yilian.exchange.outbound import DeliverySettings, DeliveryWorker, backoff_s, outbox_status
+from yilian.exchange.outbound.tables import destination, message
+from yilian.fhir import FhirContext
+from yilian.security.clients import register_client
+from yilian.security.policy import SecurityPolicy
+from yilian.security.principal import SYSTEM, Principal
+from yilian.security.scopes import parse_scopes
+
+SETTINGS = platform_settings({})
+LOINC = "http://loinc.org"
+
+
+def ctx_for(uow: UnitOfWork, principal: Principal | None = None) -> FhirContext:
+    if principal is None:
+        return FhirContext(base_url="http://testserver/fhir", settings=SETTINGS)
+    return FhirContext(
+        base_url="http://testserver/fhir", settings=SETTINGS, policy=SecurityPolicy(principal, uow.db)
+    )
+
+
+def write(db: Database, method: str, url: str, body: Any = None, principal: Principal | None = None) -> Call:
+    with UnitOfWork(db, write=True) as uow:
+        return call(uow, ctx_for(uow, principal), method, url, body)
+
+
+def put(db: Database, res: dict[str, Any], principal: Principal | None = None) -> Call:
+    r = write(db, "PUT", f"{res['resourceType']}/{res['id']}", res, principal)
+    assert r.status in (200, 201), r
+    return r
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def observation(oid: str, patient: str, code: str, *, status: str = "final") -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": status,
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+def subscription(
+    criteria: str, endpoint: str, *, payload: str | None = None, header: list[str] | None = None
+) -> dict[str, Any]:
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint}
+    if payload:
+        channel["payload"] = payload
+    if header:
+        channel["header"] = header
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "test",
+        "criteria": criteria,
+        "channel": channel,
+    }
+
+
+def subscribe(
+    db: Database, criteria: str, endpoint: str, principal: Principal | None = None, **kw: Any
+) -> str:
+    r = write(db, "POST", "Subscription", subscription(criteria, endpoint, **kw), principal)
+    assert r.status == 201, r
+    return str(r.json["id"])
+
+
+def queued(db: Database, sub_id: str) -> list[tuple[str, str, int]]:
+    """(type, id, seq) of what is queued for a subscription, in sequence order."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(message.c.res_type, message.c.res_id, message.c.seq)
+            .where(message.c.dest_id == f"Subscription/{sub_id}")
+            .order_by(message.c.seq)
+        ).all()
+    return [(r.res_type, r.res_id, r.seq) for r in rows]
+
+
+def org_client(db: Database, org: str) -> Principal:
+    put(db, {"resourceType": "Organization", "id": org, "name": f"hospital {org}"})
+    with UnitOfWork(db, write=True) as uow:
+        client, _ = register_client(uow, name=f"HIS {org}", org_id=org, scopes="system/*.cruds")
+    return Principal(
+        kind=SYSTEM,
+        subject=client.client_id,
+        scopes=parse_scopes("system/*.cruds"),
+        org_id=org,
+        client_id=client.client_id,
+    )
+
+
+def patient_treated_at(db: Database, pid: str, org: str) -> None:
+    put(
+        db,
+        {
+            "resourceType": "Patient",
+            "id": pid,
+            "name": [{"family": "王", "given": ["芳"]}],
+            "gender": "female",
+            "birthDate": "1980-05-12",
+        },
+    )
+    put(
+        db,
+        {
+            "resourceType": "Encounter",
+            "id": f"enc-{pid}",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{pid}"},
+            "serviceProvider": {"reference": f"Organization/{org}"},
+        },
+    )
+
+
+def fast(**kw: Any) -> DeliverySettings:
+    base: dict[str, Any] = {
+        "backoff_base_s": 0.05,
+        "backoff_cap_s": 0.2,
+        "error_after": 2,
+        "poll_s": 0.05,
+        "timeout_s": 2.0,
+        "fhir": SETTINGS,
+    }
+    base.update(kw)
+    return DeliverySettings(**base)
+
+
+def run_until(worker: DeliveryWorker, done: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "delivery did not finish in time"
+        worker.run_once()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+# --- the outbox and the write's transaction ----------------------------------------------------
+
+
+def test_a_rolled_back_write_leaves_no_outbox_row_and_a_committed_one_is_numbered(db: Database) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", "http://127.0.0.1:9/hook")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), UnitOfWork(db, write=True) as uow:
+        r = call(uow, ctx_for(uow), "PUT", f"Observation/o1-{t}", observation(f"o1-{t}", f"p-{t}", t))
+        assert r.status == 201
+        assert (
+            len(uow.conn.execute(select(message).where(message.c.dest_id == f"Subscription/{sub}")).all())
+            == 1
+        )
+        raise Boom
+    assert queued(db, sub) == []
+
+    put(db, observation(f"o2-{t}", f"p-{t}", t))
+    put(db, observation(f"o3-{t}", f"p-{t}", t))
+    assert queued(db, sub) == [("Observation", f"o2-{t}", 1), ("Observation", f"o3-{t}", 2)]
+    with db.engine.connect() as conn:
+        assert (
+            conn.execute(
+                select(message.c.txn).where(
+                    message.c.dest_id == f"Subscription/{sub}", message.c.txn.is_not(None)
+                )
+            ).all()
+            == []
+        )
+
+
+def test_a_failed_batch_entry_takes_its_notification_with_it(db: Database) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", "http://127.0.0.1:9/hook")
+    bad = observation(f"bad-{t}", f"missing-{t}", t)  # refers to a patient that does not exist
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": observation(f"ok-{t}", f"p-{t}", t),
+                "request": {"method": "PUT", "url": f"Observation/ok-{t}"},
+            },
+            {"resource": bad, "request": {"method": "PUT", "url": f"Observation/bad-{t}"}},
+        ],
+    }
+    r = write(db, "POST", "", bundle)
+    assert r.status == 200, r
+    statuses = [e["response"]["status"] for e in r.json["entry"]]
+    assert statuses[0].startswith("201") and not statuses[1].startswith("2")
+    assert queued(db, sub) == [("Observation", f"ok-{t}", 1)]
+
+
+# --- subscriptions: creation, validation ---------------------------------------------------------
+
+
+def test_a_requested_subscription_is_activated_and_a_bad_one_refused(db: Database) -> None:
+    sub = subscribe(db, "ServiceRequest?status=active", "http://127.0.0.1:9/hook")
+    r = write(db, "GET", f"Subscription/{sub}")
+    assert r.json["status"] == "active"
+
+    cases = {
+        "Observation?no-such-param=1": 422,
+        "NoSuchType?code=1": 422,
+        "Observation?date=not-a-date": 422,
+        "Observation?_include=Observation:subject": 422,
+    }
+    for criteria, status in cases.items():
+        r = write(db, "POST", "Subscription", subscription(criteria, "http://127.0.0.1:9/hook"))
+        assert r.status == status, (criteria, r)
+        assert r.json["resourceType"] == "OperationOutcome"
+        assert "criteria" in r.json["issue"][0]["diagnostics"].lower() or "Subscription.criteria" in str(
+            r.json
+        )
+    websocket = subscription("Observation?code=1", "http://127.0.0.1:9/hook")
+    websocket["channel"]["type"] = "websocket"
+    refused = write(db, "POST", "Subscription", websocket)
+    assert refused.status == 400 and refused.json["issue"][0]["code"] == "not-supported"
+    not_http = subscription("Observation?code=1", "ftp://example.org/x")
+    assert write(db, "POST", "Subscription", not_http).status == 422
+    bad_header = subscription("Observation?code=1", "http://127.0.0.1:9/hook", header=["no colon here"])
+    assert write(db, "POST", "Subscription", bad_header).status == 422
+
+
+# --- matching is the search engine's -------------------------------------------------------------
+
+
+def test_matching_token_string_and_reference_criteria_exactly(db: Database) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"zhang-{t}", "name": [{"family": f"张{t}", "given": ["伟"]}]})
+    put(db, {"resourceType": "Patient", "id": f"li-{t}", "name": [{"family": f"李{t}", "given": ["娜"]}]})
+    by_code = subscribe(db, f"Observation?code={LOINC}|{t}-1", "http://127.0.0.1:9/hook")
+    by_code_any_system = subscribe(db, f"Observation?code={t}-1", "http://127.0.0.1:9/hook")
+    by_subject = subscribe(
+        db, f"Observation?subject=Patient/zhang-{t}&status=final", "http://127.0.0.1:9/hook"
+    )
+    by_family = subscribe(db, f"Patient?family=张{t}", "http://127.0.0.1:9/hook")
+
+    put(db, observation(f"a-{t}", f"zhang-{t}", f"{t}-1"))  # code and subject match
+    other_system = observation(f"b-{t}", f"li-{t}", f"{t}-1")
+    other_system["code"]["coding"][0]["system"] = "http://example.org/local"
+    put(db, other_system)  # same code, another system
+    put(db, observation(f"c-{t}", f"zhang-{t}", f"{t}-2", status="preliminary"))  # subject yes, status no
+    put(db, observation(f"d-{t}", f"li-{t}", f"{t}-3"))  # nothing
+    put(db, observation(f"c-{t}", f"zhang-{t}", f"{t}-2"))  # now final: matches by_subject
+    put(db, {"resourceType": "Patient", "id": f"li-{t}", "name": [{"family": f"李{t}"}]})  # not 张
+    put(db, {"resourceType": "Patient", "id": f"zhang-{t}", "name": [{"family": f"张{t}"}], "gender": "male"})
+
+    assert [q[1] for q in queued(db, by_code)] == [f"a-{t}"]
+    assert [q[1] for q in queued(db, by_code_any_system)] == [f"a-{t}", f"b-{t}"]
+    assert [q[1] for q in queued(db, by_subject)] == [f"a-{t}", f"c-{t}"]
+    assert [q[1] for q in queued(db, by_family)] == [f"zhang-{t}"]
+
+
+def test_an_org_a_subscription_never_carries_org_b_data(db: Database, receiver: Receiver) -> None:
+    t = tag()
+    hospital_a = org_client(db, f"org-a-{t}")
+    org_client(db, f"org-b-{t}")
+    patient_treated_at(db, f"pa-{t}", f"org-a-{t}")
+    patient_treated_at(db, f"pb-{t}", f"org-b-{t}")
+    sub = subscribe(
+        db, f"Observation?code={LOINC}|{t}", receiver.url, hospital_a, payload="application/fhir+json"
+    )
+
+    put(db, observation(f"oa-{t}", f"pa-{t}", t))
+    put(db, observation(f"ob-{t}", f"pb-{t}", t))  # the same code, a patient hospital A has no reason to see
+    assert [q[1] for q in queued(db, sub)] == [f"oa-{t}"]
+
+    worker = DeliveryWorker(db, fast())
+    run_until(worker, lambda: len(receiver.received) >= 1)
+    worker.stop()
+    bodies = [orjson.loads(r.body) for r in receiver.received]
+    assert [b["id"] for b in bodies] == [f"oa-{t}"]
+    assert all(b["subject"]["reference"] == f"Patient/pa-{t}" for b in bodies)
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+def test_receiver_down_then_up_gets_everything_in_order(db: Database) -> None:
+    t = tag()
+    receiver = Receiver()  # not started: nothing listens on its port yet
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(
+        db,
+        f"Observation?code={LOINC}|{t}",
+        receiver.url,
+        payload="application/fhir+json",
+        header=["Authorization: Bearer hook-secret"],
+    )
+    ids = [f"o{i}-{t}" for i in range(6)]
+    for oid in ids:
+        put(db, observation(oid, f"p-{t}", t))
+
+    worker = DeliveryWorker(db, fast(backoff_base_s=0.2, backoff_cap_s=0.4))
+    for _ in range(3):  # three failed attempts: backoff state is written down
+        worker.run_once()
+        with db.engine.connect() as conn:
+            head = conn.execute(
+                select(message).where(message.c.dest_id == f"Subscription/{sub}").order_by(message.c.seq)
+            ).first()
+            dest = conn.execute(
+                select(destination).where(destination.c.dest_id == f"Subscription/{sub}")
+            ).one()
+        assert head is not None and head.state == "pending" and head.last_error
+        assert dest.next_try is not None and dest.next_try > head.created and dest.last_error
+        time.sleep(0.45)
+    with db.engine.connect() as conn:
+        head = conn.execute(
+            select(message).where(message.c.dest_id == f"Subscription/{sub}").order_by(message.c.seq)
+        ).first()
+    assert head is not None and head.attempts == 3
+    assert write(db, "GET", f"Subscription/{sub}").json["status"] == "error"  # after error_after failures
+    status = next(s for s in outbox_status(db) if s.dest_id == f"Subscription/{sub}")
+    assert status.pending == 6 and status.failures == 3 and status.last_error
+
+    receiver.start()
+    try:
+        run_until(worker, lambda: len(receiver.received) >= 6)
+    finally:
+        worker.stop()
+        receiver.stop()
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == ids
+    assert receiver.sequence_numbers() == [1, 2, 3, 4, 5, 6]
+    assert all(r.headers["authorization"] == "Bearer hook-secret" for r in receiver.received)
+    assert all(r.headers["content-type"] == "application/fhir+json" for r in receiver.received)
+    assert write(db, "GET", f"Subscription/{sub}").json["status"] == "active"
+    status = next(s for s in outbox_status(db) if s.dest_id == f"Subscription/{sub}")
+    assert status.pending == 0 and status.delivered == 6 and status.failures == 0
+
+
+def test_an_empty_notification_when_no_payload_is_asked_for(db: Database, receiver: Receiver) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url)
+    put(db, observation(f"o-{t}", f"p-{t}", t))
+    worker = DeliveryWorker(db, fast())
+    run_until(worker, lambda: len(receiver.received) >= 1)
+    worker.stop()
+    assert receiver.received[0].method == "POST" and receiver.received[0].body == b""
+
+
+def test_a_new_worker_continues_after_one_dies_holding_the_lease(db: Database, receiver: Receiver) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, payload="application/fhir+json")
+    ids = [f"o{i}-{t}" for i in range(5)]
+    for oid in ids[:3]:
+        put(db, observation(oid, f"p-{t}", t))
+
+    first = DeliveryWorker(db, fast(batch=2, lease_s=1.0))
+    others: set[str] = set()
+    while (claim := first._claim(exclude=others)) is not None and claim.dest_id != f"Subscription/{sub}":
+        others.add(claim.dest_id)  # other tests' destinations in this database
+        first._release(claim.dest_id)
+    assert claim is not None  # it takes the destination…
+    first._work(claim)  # …delivers two messages, and dies without releasing its lease
+    assert len(receiver.received) == 2
+    for oid in ids[3:]:
+        put(db, observation(oid, f"p-{t}", t))
+
+    second = DeliveryWorker(db, fast(lease_s=1.0))  # a restarted process: a new worker, same database
+    assert second.run_once() == 0  # the lease still holds: it leaves the destination alone
+    run_until(second, lambda: len(receiver.received) >= 5)
+    second.stop()
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == ids
+    assert receiver.sequence_numbers() == [1, 2, 3, 4, 5]
+    assert all(q[2] for q in queued(db, sub))
+
+
+def test_a_deleted_subscription_stops_and_drops_what_was_queued(db: Database) -> None:
+    t = tag()
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", "http://127.0.0.1:9/hook")
+    put(db, observation(f"o1-{t}", f"p-{t}", t))
+    assert write(db, "DELETE", f"Subscription/{sub}").status in (200, 204)
+    put(db, observation(f"o2-{t}", f"p-{t}", t))
+    status = next(s for s in outbox_status(db) if s.dest_id == f"Subscription/{sub}")
+    assert not status.active and status.pending == 0
+    assert [q[1] for q in queued(db, sub)] == [f"o1-{t}"]  # kept as cancelled, never sent
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
+    import random
+
+    rng = random.Random(7)
+    for attempts, step in ((1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0), (30, 60.0)):
+        delays = [backoff_s(attempts, 1.0, 60.0, rng) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert max(delays) - min(delays) > step / 10  # jittered, not a fixed delay
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+
+def _yilian(*args: str) -> subprocess.CompletedProcess[str]:
+    keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+    proc = subprocess.run(
+        [sys.executable, "-m", "yilian.cli.main", *args],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "250", "YILIAN_DELIVERY_TIMEOUT": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_outbox_deliver_and_forward_commands(db: Database, receiver: Receiver) -> None:
+    t = tag()
+    url = database_url(db)
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    down = subscribe(db, f"Observation?code={LOINC}|{t}", f"http://127.0.0.1:{free_port()}/down")
+    up = subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, payload="application/fhir+json")
+    put(db, observation(f"o-{t}", f"p-{t}", t))
+
+    run = _yilian("exchange", "deliver", "--once", "-d", url)
+    assert run.returncode == 0, run.stderr
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == [f"o-{t}"]
+
+    run = _yilian("exchange", "outbox", "-d", url)
+    assert run.returncode == 0, run.stderr
+    lines = {
+        line.split("│")[1].strip(): line
+        for line in run.stdout.splitlines()
+        if line.startswith("│ Subscription/")
+    }
+    assert "failing (1×)" in lines[f"Subscription/{down}"] and "ConnectError" in lines[f"Subscription/{down}"]
+    assert "active" in lines[f"Subscription/{up}"]
+
+    city = f"http://127.0.0.1:{free_port()}"
+    run = _yilian("exchange", "forward", city, "-d", url)
+    assert run.returncode == 0 and f"forward:{city}" in run.stdout
+    put(db, {"resourceType": "Patient", "id": f"p-{t}", "gender": "male"})
+    status = next(s for s in outbox_status(db) if s.dest_id == f"forward:{city}")
+    assert status.active and status.pending == 1
+    run = _yilian("exchange", "forward", city, "--stop", "-d", url)
+    assert run.returncode == 0 and "1 queued writes dropped" in run.stdout
+    run = _yilian("exchange", "forward", "not-a-url", "-d", url)
+    assert run.returncode == 2 and "root URL" in run.stderr
