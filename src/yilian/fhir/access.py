@@ -32,10 +32,14 @@ class AccessPolicy(Protocol):
         """A condition on a ``resource`` alias keeping only rows the caller may see (None: all)."""
         ...
 
-    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
+    def can_see(
+        self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None
+    ) -> bool:
         """Whether one stored resource (of this type, in this patient's compartment) is visible.
 
         Consulted inside the request's unit of work, so what the request itself wrote counts.
+        ``resource_id`` is needed for types whose resources belong to their creator (a
+        Subscription); a caller that does not pass it is refused those.
         """
         ...
 
@@ -54,7 +58,9 @@ class AllowAll:
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         return None
 
-    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
+    def can_see(
+        self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None
+    ) -> bool:
         return True
 
     @property

@@ -20,7 +20,8 @@ from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
 from yilian.fhir.access import is_first_version
 from yilian.fhir.store.repository import get_current
-from yilian.security.tables import ALL_ORGS, access_grant, consent_rule
+from yilian.security.principal import OPERATOR_OWNER
+from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
 
 Getter = Callable[[dict[str, Any]], Iterator[Any]]
 
@@ -110,6 +111,14 @@ class GrantDeriver:
         patient_key: str | None,
     ) -> None:
         first = is_first_version(resource)
+        if resource_type in OWNED_TYPES and first:
+            # Its creator owns it for good: later versions keep the owner (and only the owner,
+            # or the operator, can see it to write them).
+            principal = getattr(getattr(ctx, "policy", None), "principal", None)
+            owner = principal.owner_key if principal is not None else OPERATOR_OWNER
+            insert_ignore(
+                uow.conn, resource_owner, [{"res_type": resource_type, "res_id": resource_id, "owner": owner}]
+            )
         if resource_type in RULES:
             if not first:
                 uow.conn.execute(

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select, tuple_
 from sqlalchemy.sql.expression import FromClause
 
 from yilian.db import Database, UnitOfWork
 from yilian.security.principal import Principal
-from yilian.security.tables import ALL_ORGS, access_grant, consent_rule
+from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
 
 
 class SecurityPolicy:
@@ -44,10 +44,24 @@ class SecurityPolicy:
 
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         p = self.principal
-        if p.patient_keys is not None:
-            return or_(r.c.patient_key.is_(None), r.c.patient_key.in_(sorted(p.patient_keys)))
-        if p.is_operator or p.break_glass:
+        if p.is_operator:
             return None
+        owned = self._owned_filter(r)
+        if p.patient_keys is not None:
+            return and_(or_(r.c.patient_key.is_(None), r.c.patient_key.in_(sorted(p.patient_keys))), owned)
+        if p.break_glass:  # an emergency opens patients' records, not other institutions' own resources
+            return owned
+        return and_(self._patient_filter(r), owned)
+
+    def _owned_filter(self, r: FromClause) -> ColumnElement[bool]:
+        """Rows of an owned type only when the caller owns them; every other row as it is."""
+        mine = select(resource_owner.c.res_type, resource_owner.c.res_id).where(
+            resource_owner.c.owner == self.principal.owner_key
+        )
+        return or_(r.c.res_type.not_in(sorted(OWNED_TYPES)), tuple_(r.c.res_type, r.c.res_id).in_(mine))
+
+    def _patient_filter(self, r: FromClause) -> ColumnElement[bool]:
+        p = self.principal
         org = p.org_id
         named_deny = select(consent_rule.c.patient_key).where(
             consent_rule.c.org_id == org, consent_rule.c.effect == "deny"
@@ -70,10 +84,14 @@ class SecurityPolicy:
             ),
         )
 
-    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
+    def can_see(
+        self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None
+    ) -> bool:
+        p = self.principal
+        if resource_type in OWNED_TYPES and not p.is_operator:
+            return resource_id is not None and self._owns(uow, resource_type, resource_id)
         if patient_key is None:
             return True
-        p = self.principal
         if p.patient_keys is not None:
             return patient_key in p.patient_keys
         if p.is_operator or p.break_glass:
@@ -82,6 +100,17 @@ class SecurityPolicy:
         if cached is None:
             cached = self._seen[patient_key] = self._lookup(uow, patient_key)
         return cached
+
+    def _owns(self, uow: UnitOfWork | None, resource_type: str, resource_id: str) -> bool:
+        stmt = select(resource_owner.c.owner).where(
+            resource_owner.c.res_type == resource_type, resource_owner.c.res_id == resource_id
+        )
+        if uow is not None:
+            owner = uow.conn.execute(stmt).scalar_one_or_none()
+        else:
+            with self.db.engine.connect() as conn:
+                owner = conn.execute(stmt).scalar_one_or_none()
+        return owner == self.principal.owner_key
 
     # --- the lookup for one patient ---------------------------------------------------------------
 

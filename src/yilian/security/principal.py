@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from yilian.security.scopes import Scopes
 
 SYSTEM, STAFF, RESIDENT = "system", "staff", "resident"
+OPERATOR_OWNER = "operator"  # owner of what the platform operator (or a trusted in-process caller) creates
 # Purpose-of-use codes (HL7 v3 ActReason) that open a record in an emergency.
 BREAK_GLASS_PURPOSES = frozenset({"BTG", "ETREAT"})
 
@@ -34,6 +35,13 @@ class Principal:
     @property
     def identity(self) -> str:
         return f"{self.kind}:{self.subject}"
+
+    @property
+    def owner_key(self) -> str:
+        """Who owns what this principal creates (:data:`yilian.security.tables.OWNED_TYPES`)."""
+        if self.org_id is not None:
+            return f"org:{self.org_id}"
+        return f"who:{self.identity}" if self.kind == RESIDENT else OPERATOR_OWNER
 
     def with_purpose(self, purpose: str, reason: str) -> Principal:
         return replace(self, purpose=purpose, reason=reason)

@@ -117,3 +117,19 @@ consent_rule = Table(
 )
 
 ALL_ORGS = "*"
+
+# Resource types whose resources only their owner (the institution, or the resident, that
+# created them) and the platform operator may see: they are about the owner, not about a
+# patient, and can hold the owner's secrets (a Subscription's endpoint headers) or tell what it
+# watches (its criteria can name patients).
+OWNED_TYPES: frozenset[str] = frozenset({"Subscription"})
+
+resource_owner = Table(
+    "resource_owner",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    # "org:<Organization id>", "who:<kind>:<subject>" for a resident, or "operator".
+    Column("owner", String(200), nullable=False),
+    Index("ix_resource_owner_owner", "owner", "res_type"),
+)

@@ -36,7 +36,7 @@ class SeesOnly:
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         return r.c.patient_key.in_(sorted(self.patients)) | r.c.patient_key.is_(None)
 
-    def can_see(self, uow: Any, resource_type: str, patient_key: str | None) -> bool:
+    def can_see(self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None) -> bool:
         return patient_key is None or patient_key in self.patients
 
     @property

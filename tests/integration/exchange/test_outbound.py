@@ -415,6 +415,43 @@ def test_a_deleted_subscription_stops_and_drops_what_was_queued(db: Database) ->
     assert [q[1] for q in queued(db, sub)] == [f"o1-{t}"]  # kept as cancelled, never sent
 
 
+def test_a_subscription_is_seen_only_by_the_institution_that_owns_it(db: Database) -> None:
+    """Its endpoint headers can hold the owner's secret and its criteria can name patients: no
+    other institution finds it by read, search, history, _id or _has, nor changes it."""
+    a, b = org_client(db, f"hosp-a-{tag()}"), org_client(db, f"hosp-b-{tag()}")
+    secret = f"Authorization: Bearer s3cret-{tag()}"
+    sub = subscribe(db, "Observation?code=http://loinc.org|8867-4", "http://127.0.0.1:9/hook", a, header=[secret])
+
+    def get(url: str, who: Principal) -> Call:
+        with UnitOfWork(db) as uow:
+            return call(uow, ctx_for(uow, who), "GET", url)
+
+    mine = get(f"Subscription/{sub}", a)
+    assert mine.status == 200 and secret in mine.json["channel"]["header"]
+    for url in (f"Subscription/{sub}", f"Subscription/{sub}/_history/1", f"Subscription/{sub}/_history"):
+        r = get(url, b)
+        assert r.status == 404, (url, r)
+        assert "s3cret" not in orjson.dumps(r.json).decode()
+    for url in ("Subscription", f"Subscription?_id={sub}", "Subscription?status=active", "Subscription/_history"):
+        assert [e["resource"]["id"] for e in get(url, a).json.get("entry", []) if "resource" in e].count(sub) >= 1, url
+        assert "s3cret" not in orjson.dumps(get(url, b).json).decode(), url
+        assert get(url, b).json.get("total", 0) == 0 or url.endswith("_history"), url
+    changed = subscription("Observation?code=http://loinc.org|8867-4", "http://127.0.0.1:9/stolen")
+    changed["id"] = sub
+    assert write(db, "PUT", f"Subscription/{sub}", changed, b).status in (403, 404)
+    # A delete of what the caller cannot see is the delete of nothing (no hint that it exists).
+    write(db, "DELETE", f"Subscription/{sub}", None, b)
+    kept = get(f"Subscription/{sub}", a)
+    assert kept.status == 200 and kept.json["channel"]["endpoint"] == "http://127.0.0.1:9/hook"
+    assert kept.json["meta"]["versionId"] == mine.json["meta"]["versionId"]  # B changed nothing
+    # The platform operator (no institution) sees every subscription in the region.
+    assert get(f"Subscription/{sub}", operator()).status == 200
+
+
+def operator() -> Principal:
+    return Principal(kind=SYSTEM, subject="operator", scopes=parse_scopes("system/*.cruds"), org_id=None)
+
+
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     import random
 

@@ -332,7 +332,7 @@ class DeliveryWorker:
                 policy is not None
                 and stored is not None
                 and policy.allows(READ, msg.res_type)
-                and policy.can_see(uow, msg.res_type, stored.patient_key)
+                and policy.can_see(uow, msg.res_type, stored.patient_key, msg.res_id)
             )
         if not visible:
             return "withheld"

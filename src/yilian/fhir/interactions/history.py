@@ -74,7 +74,7 @@ def history(
             raise YilianError(Category.INVALID, f"history does not take the parameter {name!r}")
     if res_id is not None and res_type is not None:
         current = repo.get_current(uow.conn, res_type, res_id)
-        if current is None or not policy.can_see(uow, res_type, current.patient_key):
+        if current is None or not policy.can_see(uow, res_type, current.patient_key, res_id):
             raise not_visible(res_type, res_id)
     # History is filtered like reads: by compartment (each version's own) and by type scopes.
     visible = policy.row_filter(resource_version)

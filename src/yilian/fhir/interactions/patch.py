@@ -44,7 +44,7 @@ def patch(
     check_type(res_type)
     require(ctx.policy, UPDATE, res_type)
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
-    if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key):
+    if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
         raise not_visible(res_type, res_id)
     if current.deleted:
         raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted")

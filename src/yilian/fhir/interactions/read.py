@@ -35,7 +35,7 @@ def read_fast(reader: repo.FastReader, ctx: FhirContext, res_type: str, res_id: 
 def _found(
     ctx: FhirContext, uow: UnitOfWork | None, current: repo.StoredVersion | None, res_type: str, res_id: str
 ) -> Resource:
-    if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key):
+    if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
         raise not_visible(res_type, res_id)
     if current.deleted:
         raise YilianError(Category.GONE, f"{res_type}/{res_id} was deleted (version {current.version})")
@@ -51,7 +51,7 @@ def vread(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, version
     except ValueError:
         raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version!r}") from None
     found = repo.get_version(uow.conn, res_type, res_id, number)
-    if found is not None and not ctx.policy.can_see(uow, res_type, found.patient_key):
+    if found is not None and not ctx.policy.can_see(uow, res_type, found.patient_key, res_id):
         raise not_visible(res_type, res_id)
     if found is None:
         if repo.get_current(uow.conn, res_type, res_id) is None:

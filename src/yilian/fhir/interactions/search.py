@@ -226,7 +226,7 @@ def run(
     included = [
         inc
         for inc in included
-        if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key)
+        if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key, inc.res_id)
     ]
     return SearchResult(matches, included, total, next_cursor, req, warnings)
 

@@ -67,7 +67,7 @@ def _write(
 ) -> WriteResult:
     label = f"{res_type}/{res_id}"
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
-    if current is not None and not ctx.policy.can_see(uow, res_type, current.patient_key):
+    if current is not None and not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
         # Another institution's record: as if it did not exist — and it cannot be overwritten.
         raise YilianError(Category.FORBIDDEN, f"{label} is not in a record this caller may change")
     if current is None or current.deleted:
