@@ -420,7 +420,9 @@ def test_a_subscription_is_seen_only_by_the_institution_that_owns_it(db: Databas
     other institution finds it by read, search, history, _id or _has, nor changes it."""
     a, b = org_client(db, f"hosp-a-{tag()}"), org_client(db, f"hosp-b-{tag()}")
     secret = f"Authorization: Bearer s3cret-{tag()}"
-    sub = subscribe(db, "Observation?code=http://loinc.org|8867-4", "http://127.0.0.1:9/hook", a, header=[secret])
+    sub = subscribe(
+        db, "Observation?code=http://loinc.org|8867-4", "http://127.0.0.1:9/hook", a, header=[secret]
+    )
 
     def get(url: str, who: Principal) -> Call:
         with UnitOfWork(db) as uow:
@@ -432,8 +434,15 @@ def test_a_subscription_is_seen_only_by_the_institution_that_owns_it(db: Databas
         r = get(url, b)
         assert r.status == 404, (url, r)
         assert "s3cret" not in orjson.dumps(r.json).decode()
-    for url in ("Subscription", f"Subscription?_id={sub}", "Subscription?status=active", "Subscription/_history"):
-        assert [e["resource"]["id"] for e in get(url, a).json.get("entry", []) if "resource" in e].count(sub) >= 1, url
+    for url in (
+        "Subscription",
+        f"Subscription?_id={sub}",
+        "Subscription?status=active",
+        "Subscription/_history",
+    ):
+        assert [e["resource"]["id"] for e in get(url, a).json.get("entry", []) if "resource" in e].count(
+            sub
+        ) >= 1, url
         assert "s3cret" not in orjson.dumps(get(url, b).json).decode(), url
         assert get(url, b).json.get("total", 0) == 0 or url.endswith("_history"), url
     changed = subscription("Observation?code=http://loinc.org|8867-4", "http://127.0.0.1:9/stolen")
