@@ -210,7 +210,7 @@ def process(
                 raw,
                 header,
                 msg,
-                Hl7Error(f"internal error: {type(exc).__name__}"[:400], code="207"),
+                Hl7Error(f"internal error: {type(exc).__name__}: {exc}"[:400], code="207"),
                 sender,
             )
     raise AssertionError("unreachable")

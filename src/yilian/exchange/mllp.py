@@ -164,6 +164,10 @@ class MllpServer:
                 # before the first bytes of the ClientHello are read as plain data.
                 try:
                     await writer.start_tls(self.ssl_context, ssl_handshake_timeout=30)
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+                    # The peer went away mid-handshake (a port probe, a health check): no denial.
+                    log.info("MLLP connection from %s closed in the TLS handshake: %s", peer, exc)
+                    return
                 except ssl.SSLError as exc:
                     await loop.run_in_executor(self._pool, self._deny_handshake, peer, exc)
                     return
