@@ -84,8 +84,8 @@ TlsKeyOption = typer.Option(None, "--tls-key", help="PEM private key for --tls-c
 TlsClientCaOption = typer.Option(
     None,
     "--tls-client-ca",
-    help="PEM CA certificate(s) that issue senders' client certificates: require mutual TLS; each "
-    "certificate must be bound to a client (`yilian client bind-cert`).",
+    help="PEM file of the CA certificates that issue the senders client certificates: require mutual TLS. "
+    "Each certificate must be bound to a client with yilian client bind-cert.",
 )
 InsecureOption = typer.Option(
     False,
