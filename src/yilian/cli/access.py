@@ -23,6 +23,7 @@ from yilian.security.client_certs import (
     not_after_text,
     read_certificate,
     set_hl7_senders,
+    unbind_certificate,
 )
 from yilian.security.clients import Client, list_clients, register_client, revoke_client
 from yilian.security.oauth import public_jwks
@@ -94,6 +95,10 @@ def bind_cert(db: Database, client_id: str, cert_file: Path) -> dict[str, Any]:
     return {"client_id": client_id, "certificate": _cert_json(bound)}
 
 
+def unbind_cert(db: Database, sha256: str) -> None:
+    transact(db, lambda uow: unbind_certificate(uow, sha256.replace(":", "").strip()))
+
+
 def hl7_senders(db: Database, client_id: str, senders: list[str]) -> tuple[str, ...]:
     return transact(db, lambda uow: set_hl7_senders(uow, client_id, senders))
 
@@ -109,7 +114,7 @@ def print_clients(db: Database) -> None:
     for c, certs in clients:
         how = "private_key_jwt" if c.jwks else ("client_secret" if c.has_secret else "public (PKCE)")
         if certs:
-            how += "".join(f"\nTLS cert {b.sha256[:16]}… (to {not_after_text(b.not_after)})" for b in certs)
+            how += "".join(f"\nTLS cert SHA-256 {b.sha256} (to {not_after_text(b.not_after)})" for b in certs)
         table.add_row(
             c.client_id,
             c.name,

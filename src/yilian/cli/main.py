@@ -222,6 +222,21 @@ def client_bind_cert(
         console.print_json(clients_json(bind_cert(open_db(database), client_id, cert)))
 
 
+@client_app.command("unbind-cert")
+def client_unbind_cert(
+    sha256: str = typer.Argument(
+        ..., help="The certificate's SHA-256 fingerprint (see `yilian client list`)."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Unbind a TLS client certificate (retired or compromised): its connections are refused from now on."""
+    from yilian.cli.access import unbind_cert
+
+    with friendly_errors():
+        unbind_cert(open_db(database), sha256)
+        console.print(f"certificate {sha256} unbound")
+
+
 @client_app.command("hl7-senders")
 def client_hl7_senders(
     client_id: str = typer.Argument(..., help="The client (see `yilian client list`)."),

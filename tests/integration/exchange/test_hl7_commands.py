@@ -195,6 +195,11 @@ def test_mllp_command_with_client_certificates(db: Database, tmp_path: Path) -> 
         # Without a certificate: refused, and told why.
         refused = _send_tls(port, ca.ca_file, None, raw)
         assert _msa(refused)[1] == "AR" and b"no client certificate" in refused
+        # A certificate unbound (retired, compromised) no longer gets in.
+        sha = bound.stdout.split('"sha256": "')[1].split('"')[0]
+        assert _yilian("client", "unbind-cert", sha, "--database", url).returncode == 0
+        retired = _send_tls(port, ca.ca_file, other, raw)
+        assert _msa(retired)[1] == "AR" and b"not bound to a registered client" in retired
     finally:
         _stop(proc)
 
