@@ -116,7 +116,9 @@ class Mllp:
         self.sock.close()
 
 
-def run_parallel(work: list[Any], workers: int, make: Callable[[], Any], call: Callable[[Any, Any], bool]) -> tuple[float, int]:
+def run_parallel(
+    work: list[Any], workers: int, make: Callable[[], Any], call: Callable[[Any, Any], bool]
+) -> tuple[float, int]:
     """Seconds to get through ``work`` with ``workers`` threads (each with its own connection), failures."""
     shares = [work[i::workers] for i in range(workers)]
     failures = [0] * workers
@@ -156,7 +158,9 @@ def server(backend: str, tls: bool) -> Iterator[tuple[Server, int, str, ssl.SSLC
         client_tls: ssl.SSLContext | None = None
         cert_args: list[str] = []
         with UnitOfWork(db, write=True) as uow:
-            client, _ = register_client(uow, name="bench gateway", org_id=None, scopes="system/*.cruds", hl7_senders=("*",))
+            client, _ = register_client(
+                uow, name="bench gateway", org_id=None, scopes="system/*.cruds", hl7_senders=("*",)
+            )
             token = issue(uow, system_principal(client), lifetime_s=7200).access_token
             if tls:
                 from tests.support.certs import Authority
@@ -164,7 +168,14 @@ def server(backend: str, tls: bool) -> Iterator[tuple[Server, int, str, ssl.SSLC
                 ca = Authority(Path(tmp))
                 srv, cli = ca.issue("localhost", server=True), ca.issue("bench-sender")
                 bind_certificate(uow, client.client_id, read_certificate(cli.pem))
-                cert_args = ["--tls-cert", str(srv.cert), "--tls-key", str(srv.key), "--tls-client-ca", str(ca.ca_file)]
+                cert_args = [
+                    "--tls-cert",
+                    str(srv.cert),
+                    "--tls-key",
+                    str(srv.key),
+                    "--tls-client-ca",
+                    str(ca.ca_file),
+                ]
                 client_tls = ssl.create_default_context(cafile=str(ca.ca_file))
                 client_tls.load_cert_chain(str(cli.cert), str(cli.key))
             uow.commit()
@@ -192,14 +203,21 @@ def run(backend: str, messages: int, senders: int, rounds: int, tls: bool) -> li
             return [orjson.dumps(to_fhir(parse(r)).bundle()) for r in raws]
 
         # Warm up both paths (reference data: facilities, practitioners, code lookups).
-        run_parallel(copies(tmpl, len(tmpl), "wm"), senders, lambda: Mllp(mllp_port, client_tls), lambda c, m: accepted(c.send(m)))
+        run_parallel(
+            copies(tmpl, len(tmpl), "wm"),
+            senders,
+            lambda: Mllp(mllp_port, client_tls),
+            lambda c, m: accepted(c.send(m)),
+        )
         run_parallel(bundles(copies(tmpl, len(tmpl), "wh")), senders, http_client, post)
         mllp_s = http_s = 0.0
         mllp_fail = http_fail = 0
         per_round = messages // rounds
         for r in range(rounds):
             raws = copies(tmpl, per_round, f"m{r}x")
-            s, f = run_parallel(raws, senders, lambda: Mllp(mllp_port, client_tls), lambda c, m: accepted(c.send(m)))
+            s, f = run_parallel(
+                raws, senders, lambda: Mllp(mllp_port, client_tls), lambda c, m: accepted(c.send(m))
+            )
             mllp_s += s
             mllp_fail += f
             s, f = run_parallel(bundles(copies(tmpl, per_round, f"h{r}x")), senders, http_client, post)

@@ -86,7 +86,9 @@ def test_listener_refuses_to_start_without_sender_authentication(db: Database) -
     plain = _yilian("mllp", "--port", str(free_port()), "--database", url)
     assert plain.returncode == 2 and "--insecure-trust-network" in plain.stdout + plain.stderr
     served = _yilian("serve", "--port", str(free_port()), "--mllp-port", str(free_port()), "--database", url)
-    assert served.returncode == 2 and "must authenticate its senders" in " ".join((served.stdout + served.stderr).split())
+    assert served.returncode == 2 and "must authenticate its senders" in " ".join(
+        (served.stdout + served.stderr).split()
+    )
     # The insecure mode still needs a registered, active client to attribute messages to.
     alone = _yilian("mllp", "--port", str(free_port()), "--insecure-trust-network", "--database", url)
     assert alone.returncode == 2 and "--as-client" in alone.stdout + alone.stderr

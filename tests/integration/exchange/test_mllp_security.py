@@ -55,7 +55,9 @@ def _organization(db: Database, name: str) -> str:
     return str(orjson.loads(resp.body or b"{}")["id"])
 
 
-def _client(db: Database, name: str, org: str | None, scopes: str, senders: tuple[str, ...], cert: Issued | None) -> str:
+def _client(
+    db: Database, name: str, org: str | None, scopes: str, senders: tuple[str, ...], cert: Issued | None
+) -> str:
     with UnitOfWork(db, write=True) as uow:
         client, _ = register_client(uow, name=name, org_id=org, scopes=scopes, hl7_senders=senders)
         if cert is not None:
@@ -72,7 +74,14 @@ def pki(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]
     hosp_a = _organization(db, "县第一人民医院")
     clients = {
         "his": _client(db, "HIS A", hosp_a, "system/*.cruds", ("HOSPA",), certs["his"]),
-        "lis": _client(db, "LIS A", hosp_a, "system/Observation.c system/DiagnosticReport.c", ("LAB|HOSPA",), certs["lis"]),
+        "lis": _client(
+            db,
+            "LIS A",
+            hosp_a,
+            "system/Observation.c system/DiagnosticReport.c",
+            ("LAB|HOSPA",),
+            certs["lis"],
+        ),
         "revoked": _client(db, "old HIS", hosp_a, "system/*.cruds", ("HOSPA",), certs["revoked"]),
         "later-revoked": _client(db, "HIS A2", hosp_a, "system/*.cruds", ("HOSPA",), certs["later-revoked"]),
     }
@@ -159,7 +168,9 @@ def patients(db: Database, mrn: str) -> list[dict[str, Any]]:
 
 def audits(db: Database, control_id: str) -> list[AuditRow]:
     with UnitOfWork(db) as uow:
-        rows = uow.conn.execute(select(audit_event).where(audit_event.c.entity.like(f"% {control_id}"))).mappings()
+        rows = uow.conn.execute(
+            select(audit_event).where(audit_event.c.entity.like(f"% {control_id}"))
+        ).mappings()
         return [AuditRow.of(r) for r in rows]
 
 
@@ -185,10 +196,14 @@ def test_a_client_with_a_bound_certificate_is_accepted_and_audited(db: Database,
     assert event["type"]["code"] == "110107"  # DICOM Import
     d = details(row)
     assert d["MSH-10"] == cid and d["MSH-9"] == "ADT^A01" and d["MSH-4"] == "HOSPA"
-    written = {x["valueString"] for e in event["entity"] for x in e.get("detail", []) if x["type"] == "resource-type"}
+    written = {
+        x["valueString"] for e in event["entity"] for x in e.get("detail", []) if x["type"] == "resource-type"
+    }
     assert {"Patient", "Encounter"} <= written
     # The ID number in PID-3 is in the record, never in the log.
-    assert ID_NUMBER not in bytes(row.content).decode() and ID_NUMBER[:6] + "********" not in (row.entity or "")
+    assert ID_NUMBER not in bytes(row.content).decode() and ID_NUMBER[:6] + "********" not in (
+        row.entity or ""
+    )
 
 
 @pytest.mark.parametrize("who", ["none", "unbound", "revoked"])
@@ -198,7 +213,11 @@ def test_unauthenticated_senders_are_refused_with_err_and_audited(db: Database, 
     with Connection(pki, cert) as conn:
         ack = conn.send(admit(cid, mrn))
     assert ack["MSA"][1:3] == ["AR", cid]
-    expected = {"none": "no client certificate", "unbound": "not bound to a registered client", "revoked": "is revoked"}
+    expected = {
+        "none": "no client certificate",
+        "unbound": "not bound to a registered client",
+        "revoked": "is revoked",
+    }
     assert expected[who] in err_text(ack)
     assert patients(db, mrn) == []
     (row,) = audits(db, cid)
@@ -213,10 +232,16 @@ def test_unauthenticated_senders_are_refused_with_err_and_audited(db: Database, 
     assert not [r for r in kept if cid.encode() in bytes(r)]
 
 
-def test_a_certificate_from_another_ca_fails_the_handshake_and_is_audited(db: Database, pki: Pki, tmp_path: Path) -> None:
+def test_a_certificate_from_another_ca_fails_the_handshake_and_is_audited(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
     stranger = Authority(tmp_path / "other", name="Stranger CA").issue("his")
     with UnitOfWork(db) as uow:
-        before = len(uow.conn.execute(select(audit_event.c.id).where(audit_event.c.entity == "HL7v2 MLLP connection")).all())
+        before = len(
+            uow.conn.execute(
+                select(audit_event.c.id).where(audit_event.c.entity == "HL7v2 MLLP connection")
+            ).all()
+        )
     with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)), Connection(pki, stranger) as conn:
         conn.send(admit(unique("X"), unique("MRN")))
     # The client may see its handshake fail before the listener has written the denial.
@@ -225,13 +250,17 @@ def test_a_certificate_from_another_ca_fails_the_handshake_and_is_audited(db: Da
         with UnitOfWork(db) as uow:
             rows = [
                 AuditRow.of(r)
-                for r in uow.conn.execute(select(audit_event).where(audit_event.c.entity == "HL7v2 MLLP connection")).mappings()
+                for r in uow.conn.execute(
+                    select(audit_event).where(audit_event.c.entity == "HL7v2 MLLP connection")
+                ).mappings()
             ]
         if len(rows) > before or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert len(rows) == before + 1
-    assert rows[-1].subtype == "access-denied" and "TLS handshake refused" in rows[-1].resource()["outcomeDesc"]
+    assert (
+        rows[-1].subtype == "access-denied" and "TLS handshake refused" in rows[-1].resource()["outcomeDesc"]
+    )
 
 
 def test_revocation_takes_effect_on_an_open_connection(db: Database, pki: Pki) -> None:
