@@ -125,9 +125,7 @@ def unmigrated_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'new' / 'yilian.db'}"
         return
     schema = f"yl_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
@@ -146,20 +144,14 @@ def newest_revision() -> str | None:
 
 
 def counts(db: Database) -> dict[str, int]:
-    stmt = (
-        select(resource.c.res_type, func.count())
-        .where(resource.c.deleted.is_(False))
-        .group_by(resource.c.res_type)
-    )
+    stmt = select(resource.c.res_type, func.count()).where(resource.c.deleted.is_(False)).group_by(resource.c.res_type)
     with db.engine.connect() as conn:
         return {t: int(n) for t, n in conn.execute(stmt)}
 
 
 def contents(db: Database) -> dict[tuple[str, str], Any]:
     """Every current resource, without what the server stamps on each write."""
-    stmt = select(resource.c.res_type, resource.c.res_id, resource.c.content).where(
-        resource.c.deleted.is_(False)
-    )
+    stmt = select(resource.c.res_type, resource.c.res_id, resource.c.content).where(resource.c.deleted.is_(False))
     out: dict[tuple[str, str], Any] = {}
     with db.engine.connect() as conn:
         for rtype, rid, content in conn.execute(stmt):
@@ -183,10 +175,7 @@ def history_state(db: Database) -> tuple[int, int | None]:
 
 def versions(db: Database) -> dict[tuple[str, str], int]:
     with db.engine.connect() as conn:
-        return {
-            (t, i): int(v)
-            for t, i, v in conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version))
-        }
+        return {(t, i): int(v) for t, i, v in conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version))}
 
 
 def smallest_synthea() -> dict[str, str]:
@@ -242,65 +231,22 @@ COMMANDS = _commands()
 def test_every_command_is_covered_here() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {
-        "",
-        "serve",
-        "demo",
-        "import",
-        "export",
-        "db",
-        "db upgrade",
-        "db current",
-        "client",
-        "client add",
-        "client list",
-        "client revoke",
-        "client bind-cert",
-        "client unbind-cert",
+        "", "serve", "demo", "import", "export", "db", "db upgrade", "db current",
+        "client", "client add", "client list", "client revoke", "client bind-cert", "client unbind-cert",
         "client hl7-senders",
-        "user",
-        "user add",
-        "audit",
-        "audit verify",
-        "audit seal",
-        "audit prune",
-        "mpi",
-        "mpi dedupe",
-        "mpi link",
-        "mpi train",
-        "mpi reviews",
-        "mpi accept",
-        "mpi reject",
-        "mpi merge",
-        "mpi unmerge",
-        "mpi counts",
-        "card",
-        "card issue",
-        "card issue-batch",
-        "card activate",
-        "card report-lost",
-        "card replace",
-        "card suspend",
-        "card resume",
-        "card revoke",
-        "card show",
-        "card counts",
-        "mllp",
-        "exchange",
-        "exchange dead-letters",
-        "exchange replay",
-        "payments",
-        "payments close-day",
-        "payments day",
-        "payments wallet",
-        "payments statement",
-        "payments trial-balance",
-        "payments expire-holds",
+        "user", "user add",
+        "audit", "audit verify", "audit seal", "audit prune",
+        "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",
+        "mpi unmerge", "mpi counts",
+        "card", "card issue", "card issue-batch", "card activate", "card report-lost", "card replace",
+        "card suspend", "card resume", "card revoke", "card show", "card counts",
+        "mllp", "exchange", "exchange dead-letters", "exchange replay",
+        "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
+        "payments trial-balance", "payments expire-holds",
     }
 
 
-@pytest.mark.parametrize(
-    "path,command", [pytest.param(p, c, id=" ".join(p) or "yilian") for p, c in COMMANDS]
-)
+@pytest.mark.parametrize("path,command", [pytest.param(p, c, id=" ".join(p) or "yilian") for p, c in COMMANDS])
 def test_help_of_every_command(path: list[str], command: Any, tmp_path: Path) -> None:
     wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}  # one line per option: texts can be searched
     run = yilian(*path, "--help", cwd=tmp_path, env=wide)
@@ -310,11 +256,7 @@ def test_help_of_every_command(path: list[str], command: Any, tmp_path: Path) ->
     summary = " ".join((command.help or "").split("\n\n")[0].split())
     assert summary and summary in flat, f"the help does not show the command's description {summary!r}"
     for param in command.params:
-        for name in (
-            [*param.opts, *getattr(param, "secondary_opts", [])]
-            if param.param_type_name == "option"
-            else [param.name]
-        ):
+        for name in [*param.opts, *getattr(param, "secondary_opts", [])] if param.param_type_name == "option" else [param.name]:
             assert name in flat, f"yilian {' '.join(path)} --help does not mention {name}"
         if param.param_type_name == "option" and param.name != "help":
             assert (param.help or "").split(".")[0] in flat
@@ -325,15 +267,11 @@ def test_the_readme_describes_commands_that_exist() -> None:
     """Each `yilian …` in README.md's command table is a command with the options it shows."""
     by_path = {" ".join(path): cmd for path, cmd in COMMANDS}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    usages = re.findall(
-        r"`(yilian [^`]+)`", "\n".join(line for line in readme.splitlines() if line.startswith("| `yilian"))
-    )
+    usages = re.findall(r"`(yilian [^`]+)`", "\n".join(line for line in readme.splitlines() if line.startswith("| `yilian")))
     assert usages
     for usage in usages:
         words = usage.split()[1:]
-        path = " ".join(
-            w for w in words[: next((i for i, w in enumerate(words) if not w.isalpha()), len(words))]
-        )
+        path = " ".join(w for w in words[: next((i for i, w in enumerate(words) if not w.isalpha()), len(words))])
         assert path in by_path, f"README mentions `{usage}` but there is no `yilian {path}`"
         opts = {o for p in by_path[path].params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
         for option in re.findall(r"--[a-z][a-z0-9-]*", usage):
@@ -366,20 +304,14 @@ def test_usage_errors_are_readable(args: list[str], says: str, tmp_path: Path) -
 # -- the database --------------------------------------------------------------------------------
 
 
-def test_db_upgrade_is_idempotent_and_current_tells(
-    backend: str, unmigrated_url: str, tmp_path: Path
-) -> None:
+def test_db_upgrade_is_idempotent_and_current_tells(backend: str, unmigrated_url: str, tmp_path: Path) -> None:
     head = newest_revision()
     before = yilian("db", "current", "--database", unmigrated_url, cwd=tmp_path)
     if backend == "sqlite":
         assert before.code == 2 and "there is no database file" in before.err  # and none is created
         assert not (tmp_path / "new").exists()
     else:
-        assert (
-            before.code == 0
-            and "current: (empty database)" in before.out
-            and "needs `yilian db upgrade`" in before.out
-        )
+        assert before.code == 0 and "current: (empty database)" in before.out and "needs `yilian db upgrade`" in before.out
 
     first = yilian("db", "upgrade", "--database", unmigrated_url, cwd=tmp_path)
     assert first.code == 0, first.err
@@ -434,9 +366,7 @@ def test_import_microsoft_ndjson_templates_as_they_are(fresh: Target, tmp_path: 
     templates = _ms_templates()
     assert set(re.findall(r"##(\w+)##", "".join(templates.values()))) == {"PatientID", "ObservationID"}
     lines = sum(1 for t in templates.values() for line in t.splitlines() if line.strip())
-    run = yilian(
-        "import", *(MS_NORMATIVE / name for name in templates), "--database", fresh.url, cwd=tmp_path
-    )
+    run = yilian("import", *(MS_NORMATIVE / name for name in templates), "--database", fresh.url, cwd=tmp_path)
     assert run.code == 1
     assert total_row(run.out) == (lines, 0, lines)
     assert "line 1: id '##PatientID##' is not a valid FHIR id" in run.err
@@ -459,18 +389,14 @@ def _fill_templates(folder: Path) -> str:
     (folder / "patients").mkdir(parents=True)
     (folder / "README.txt").write_text("not FHIR: import skips it\n", encoding="utf-8")
     (folder / "patients" / "Import-Patient.ndjson").write_text(
-        re.sub("##PatientID##", lambda _: uuid.uuid4().hex, templates["Import-Patient.ndjson"]),
-        encoding="utf-8",
+        re.sub("##PatientID##", lambda _: uuid.uuid4().hex, templates["Import-Patient.ndjson"]), encoding="utf-8"
     )
     (folder / "patients" / "Import-SinglePatientTemplate.ndjson").write_text(
-        templates["Import-SinglePatientTemplate.ndjson"].replace("##PatientID##", patient_id),
-        encoding="utf-8",
+        templates["Import-SinglePatientTemplate.ndjson"].replace("##PatientID##", patient_id), encoding="utf-8"
     )
     # Sorts before patients/: the Observation arrives before the Patient it refers to.
     (folder / "Import-Observation.ndjson").write_text(
-        templates["Import-Observation.ndjson"]
-        .replace("##ObservationID##", uuid.uuid4().hex)
-        .replace("##PatientID##", patient_id),
+        templates["Import-Observation.ndjson"].replace("##ObservationID##", uuid.uuid4().hex).replace("##PatientID##", patient_id),
         encoding="utf-8",
     )
     return patient_id
@@ -482,11 +408,7 @@ def test_import_a_folder_of_filled_templates_then_again(fresh: Target, tmp_path:
     strict = yilian("import", folder, "--database", fresh.url, cwd=tmp_path)
     assert strict.code == 1
     assert "reference to a resource that does not exist: Organization/1" in strict.err
-    assert total_row(strict.out) == (
-        6,
-        0,
-        6,
-    )  # each patient refers to one of them; the Observation to a patient
+    assert total_row(strict.out) == (6, 0, 6)  # each patient refers to one of them; the Observation to a patient
     assert counts(fresh.db) == {}
 
     run = yilian("import", folder, "--database", fresh.url, cwd=tmp_path, env=LENIENT)
@@ -536,9 +458,7 @@ def test_import_a_transaction_that_fails_loads_none_of_it(fresh: Target, tmp_pat
 
 
 def test_import_a_path_that_does_not_exist(tmp_path: Path) -> None:
-    run = yilian(
-        "import", tmp_path / "nowhere.ndjson", "--database", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path
-    )
+    run = yilian("import", tmp_path / "nowhere.ndjson", "--database", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert run.code == 2
     assert run.err_lines == [f"错误 error: {tmp_path / 'nowhere.ndjson'} does not exist"]
     assert run.out == ""
@@ -564,9 +484,7 @@ def test_export_to_a_folder_one_file_per_type(fresh: Target, tmp_path: Path) -> 
         assert {d["resourceType"] for d in docs} == {rtype}
     assert re.search(rf"total\s*│\s*{sum(expected.values())}\s*│", run.out)
 
-    some = yilian(
-        "export", "--type", "Patient,Observation", "-o", tmp_path / "some", "-d", fresh.url, cwd=tmp_path
-    )
+    some = yilian("export", "--type", "Patient,Observation", "-o", tmp_path / "some", "-d", fresh.url, cwd=tmp_path)
     assert some.code == 0, some.err
     assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["Observation.ndjson", "Patient.ndjson"]
     assert len(_ndjson(tmp_path / "some" / "Observation.ndjson")) == expected["Observation"]
@@ -623,23 +541,9 @@ def test_export_then_import_into_an_empty_database_gives_the_same_resources(
 
 def test_import_resources_that_refer_to_each_other_in_a_cycle(fresh: Target, tmp_path: Path) -> None:
     """Neither can be written first: they are written together, references checked at the end."""
-    a = {
-        "resourceType": "Patient",
-        "id": "twin-a",
-        "link": [{"other": {"reference": "Patient/twin-b"}, "type": "seealso"}],
-    }
-    b = {
-        "resourceType": "Patient",
-        "id": "twin-b",
-        "link": [{"other": {"reference": "Patient/twin-a"}, "type": "seealso"}],
-    }
-    dangling = {
-        "resourceType": "Observation",
-        "id": "o1",
-        "status": "final",
-        "code": {"text": "x"},
-        "subject": {"reference": "Patient/absent"},
-    }
+    a = {"resourceType": "Patient", "id": "twin-a", "link": [{"other": {"reference": "Patient/twin-b"}, "type": "seealso"}]}
+    b = {"resourceType": "Patient", "id": "twin-b", "link": [{"other": {"reference": "Patient/twin-a"}, "type": "seealso"}]}
+    dangling = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/absent"}}
     path = tmp_path / "cycle.ndjson"
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in (a, b, dangling)) + b"\n")
     run = yilian("import", path, "-d", fresh.url, cwd=tmp_path)
@@ -682,22 +586,15 @@ def test_serve_serves_what_its_help_says(fresh: Target) -> None:
     "args,says",
     [
         (["--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
-        (
-            ["--no-upgrade", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"],
-            "Connection refused",
-        ),
+        (["--no-upgrade", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
         (["--database", "not a database url"], "not a database URL"),
         (["--database", "mysql://root@localhost/yilian"], "Yilian runs on SQLite or PostgreSQL"),
     ],
     ids=["unreachable", "unreachable without upgrade", "malformed", "unsupported"],
 )
-def test_serve_with_an_unusable_database_says_so_in_one_line(
-    args: list[str], says: str, tmp_path: Path
-) -> None:
+def test_serve_with_an_unusable_database_says_so_in_one_line(args: list[str], says: str, tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    run = yilian(
-        "serve", "--port", free_port(), *(a.format(port=port) for a in args), cwd=tmp_path, timeout=60
-    )
+    run = yilian("serve", "--port", free_port(), *(a.format(port=port) for a in args), cwd=tmp_path, timeout=60)
     assert run.code != 0
     assert len(run.err_lines) == 1, run.err
     assert run.err_lines[0].startswith("错误 error:") and says in run.err_lines[0]
@@ -722,21 +619,10 @@ def test_serve_with_a_database_that_does_not_exist(tmp_path: Path) -> None:
         (["export", "--out", "{tmp}/a-file/sub"], "Not a directory"),
         (["import", "{tmp}/empty"], "no .json or .ndjson files"),
         (["db", "upgrade", "--database", "sqlite:///{tmp}/a-file/x.db"], "cannot open the database"),
-        (
-            ["db", "current", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"],
-            "Connection refused",
-        ),
+        (["db", "current", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
         (["import", "{tmp}/empty", "--database", "nonsense"], "not a database URL"),
     ],
-    ids=[
-        "export type",
-        "export since",
-        "export out",
-        "import empty folder",
-        "upgrade unwritable",
-        "current unreachable",
-        "import bad url",
-    ],
+    ids=["export type", "export since", "export out", "import empty folder", "upgrade unwritable", "current unreachable", "import bad url"],
 )
 def test_bad_input_gets_a_readable_message(args: list[str], says: str, fresh: Target, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("a file, not a folder\n", encoding="utf-8")
