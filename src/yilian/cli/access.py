@@ -16,7 +16,16 @@ from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.search import find
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.naming import INSTITUTION_LEVEL
-from yilian.security.clients import list_clients, register_client, revoke_client
+from yilian.security.client_certs import (
+    BoundCertificate,
+    bind_certificate,
+    certificates_of,
+    not_after_text,
+    read_certificate,
+    set_hl7_senders,
+    unbind_certificate,
+)
+from yilian.security.clients import Client, list_clients, register_client, revoke_client
 from yilian.security.oauth import public_jwks
 from yilian.security.people import add_user
 
@@ -30,7 +39,10 @@ def add_client(
     jwks_file: Path | None,
     redirect_uris: list[str],
     public: bool,
+    cert_file: Path | None = None,
+    hl7_senders: list[str] | None = None,
 ) -> dict[str, Any]:
+    cert = read_certificate(_read(cert_file)) if cert_file is not None else None
     jwks = None
     if jwks_file is not None:
         try:
@@ -47,6 +59,7 @@ def add_client(
             jwks=jwks,
             redirect_uris=tuple(redirect_uris),
             with_secret=not public and jwks is None,
+            hl7_senders=tuple(hl7_senders or ()),
         )
         out: dict[str, Any] = {
             "client_id": client.client_id,
@@ -54,6 +67,10 @@ def add_client(
             "org": client.org_id,
             "scope": str(client.scopes),
         }
+        if client.hl7_senders:
+            out["hl7_senders"] = list(client.hl7_senders)
+        if cert is not None:
+            out["certificate"] = _cert_json(bind_certificate(uow, client.client_id, cert))
         if secret:
             out["client_secret"] = secret
         return out
@@ -61,19 +78,50 @@ def add_client(
     return transact(db, work)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise YilianError(Category.INVALID, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _cert_json(bound: BoundCertificate) -> dict[str, Any]:
+    return {"sha256": bound.sha256, "subject": bound.subject, "not_after": not_after_text(bound.not_after)}
+
+
+def bind_cert(db: Database, client_id: str, cert_file: Path) -> dict[str, Any]:
+    cert = read_certificate(_read(cert_file))
+    bound = transact(db, lambda uow: bind_certificate(uow, client_id, cert))
+    return {"client_id": client_id, "certificate": _cert_json(bound)}
+
+
+def unbind_cert(db: Database, sha256: str) -> None:
+    transact(db, lambda uow: unbind_certificate(uow, sha256.replace(":", "").strip()))
+
+
+def hl7_senders(db: Database, client_id: str, senders: list[str]) -> tuple[str, ...]:
+    return transact(db, lambda uow: set_hl7_senders(uow, client_id, senders))
+
+
 def print_clients(db: Database) -> None:
-    clients = transact(db, list_clients, write=False)
+    def load(uow: UnitOfWork) -> list[tuple[Client, list[BoundCertificate]]]:
+        return [(c, certificates_of(uow, c.client_id)) for c in list_clients(uow)]
+
+    clients = transact(db, load, write=False)
     table = Table(title="已注册的系统客户端 Registered clients")
-    for col in ("client_id", "name", "institution", "scopes", "authentication", "active"):
+    for col in ("client_id", "name", "institution", "scopes", "authentication", "HL7 senders", "active"):
         table.add_column(col, overflow="fold")
-    for c in clients:
+    for c, certs in clients:
         how = "private_key_jwt" if c.jwks else ("client_secret" if c.has_secret else "public (PKCE)")
+        if certs:
+            how += "".join(f"\nTLS cert SHA-256 {b.sha256} (to {not_after_text(b.not_after)})" for b in certs)
         table.add_row(
             c.client_id,
             c.name,
             c.org_id or "平台运营 operator",
             str(c.scopes),
             how,
+            ", ".join(c.hl7_senders) or "—",
             "yes" if c.active else "[red]revoked",
         )
     console.print(table)

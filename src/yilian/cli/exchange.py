@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import typer
@@ -30,37 +31,109 @@ exchange_app = typer.Typer(
 )
 
 
-def mllp_server(
-    db: Database, *, host: str, port: int, tls_cert: str | None, tls_key: str | None
-) -> MllpServer:
+@dataclass(frozen=True)
+class MllpOptions:
+    """How the listener authenticates senders (the options `yilian mllp` and `yilian serve` share)."""
+
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    insecure_trust_network: bool = False
+    as_client: str | None = None
+
+
+def mllp_server(db: Database, *, host: str, port: int, options: MllpOptions) -> MllpServer:
     from yilian.exchange import IntakeSettings, MllpServer, tls_context
+    from yilian.kernel.errors import Category, YilianError
 
-    if bool(tls_cert) != bool(tls_key):
-        from yilian.kernel.errors import Category, YilianError
-
+    o = options
+    if bool(o.tls_cert) != bool(o.tls_key):
         raise YilianError(Category.INVALID, "--tls-cert and --tls-key go together")
-    ssl = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    return MllpServer(db, IntakeSettings(fhir=settings_from_env()), host=host, port=port, ssl_context=ssl)
+    if o.tls_client_ca and not o.tls_cert:
+        raise YilianError(Category.INVALID, "--tls-client-ca needs --tls-cert and --tls-key")
+    if o.as_client and not o.insecure_trust_network:
+        raise YilianError(
+            Category.INVALID,
+            "--as-client attributes every connection to one client: it needs --insecure-trust-network "
+            "(with mutual TLS each connection is the client its certificate is bound to)",
+        )
+    if o.insecure_trust_network:
+        if o.tls_client_ca:
+            raise YilianError(
+                Category.INVALID, "--insecure-trust-network and --tls-client-ca exclude each other"
+            )
+        if not o.as_client:
+            raise YilianError(
+                Category.INVALID,
+                "--insecure-trust-network needs --as-client CLIENT_ID: messages are still written, "
+                "and audited, as a registered client",
+            )
+    ssl = tls_context(o.tls_cert, o.tls_key, o.tls_client_ca) if o.tls_cert and o.tls_key else None
+    server = MllpServer(
+        db,
+        IntakeSettings(fhir=settings_from_env()),
+        host=host,
+        port=port,
+        ssl_context=ssl,
+        trusted_client=o.as_client if o.insecure_trust_network else None,
+    )
+    server.check_mode()  # refuse now, with a readable message, rather than in the event loop
+    return server
+
+
+TlsCertOption = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve MLLP over TLS.")
+TlsKeyOption = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert.")
+TlsClientCaOption = typer.Option(
+    None,
+    "--tls-client-ca",
+    help="PEM file of the CA certificates that issue the senders client certificates: require mutual TLS. "
+    "Each certificate must be bound to a client with yilian client bind-cert.",
+)
+InsecureOption = typer.Option(
+    False,
+    "--insecure-trust-network",
+    help="No client certificates: trust the network itself. For a closed lab network only; "
+    "needs --as-client.",
+)
+AsClientOption = typer.Option(
+    None,
+    "--as-client",
+    help="With --insecure-trust-network: the registered client every message is written and audited as.",
+)
 
 
 def mllp_command(
     port: int = typer.Option(2575, "--port", help="Port to listen on (2575 is the registered MLLP port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    tls_cert: str | None = typer.Option(
-        None, "--tls-cert", help="PEM certificate chain: serve MLLP over TLS."
-    ),
-    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
+    tls_cert: str | None = TlsCertOption,
+    tls_key: str | None = TlsKeyOption,
+    tls_client_ca: str | None = TlsClientCaOption,
+    insecure_trust_network: bool = InsecureOption,
+    as_client: str | None = AsClientOption,
     database: str | None = DatabaseOption,
 ) -> None:
-    """Listen for HL7 v2 messages over MLLP (ADT, ORU, VXU, SIU, REF, ORM/OML) and store them as FHIR."""
+    """Listen for HL7 v2 messages over MLLP (ADT, ORU, VXU, SIU, REF, ORM/OML) and store them as FHIR.
+
+    Senders authenticate with TLS client certificates bound to registered clients
+    (--tls-cert, --tls-key, --tls-client-ca); see docs/exchange.md.
+    """
     from yilian.exchange.mllp import run
 
     with friendly_errors():
         db = open_db(database)
-        server = mllp_server(db, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
-        scheme = "MLLP/TLS" if server.ssl_context else "MLLP"
-        console.print(f"[bold green]医联 Yilian[/] HL7 v2 listener on {scheme} {host}:{port}")
+        options = MllpOptions(tls_cert, tls_key, tls_client_ca, insecure_trust_network, as_client)
+        server = mllp_server(db, host=host, port=port, options=options)
+        console.print(f"[bold green]医联 Yilian[/] HL7 v2 listener on {describe(server)} {host}:{port}")
         run(server)
+
+
+def describe(server: MllpServer) -> str:
+    from yilian.exchange.mllp import authenticates_clients
+
+    if authenticates_clients(server.ssl_context):
+        return "MLLP/TLS with client certificates"
+    scheme = "MLLP/TLS" if server.ssl_context else "MLLP"
+    return f"{scheme} [bold red](insecure: trusting the network, every sender is {server.trusted_client})[/]"
 
 
 def _when(us: int) -> str:
@@ -114,6 +187,12 @@ def dead_letters_command(
 def replay_command(
     ids: list[int] = typer.Argument(None, help="Dead-letter ids (see `yilian exchange dead-letters`)."),
     all_: bool = typer.Option(False, "--all", metavar="", help="Replay every open dead letter."),
+    as_client: str | None = typer.Option(
+        None,
+        "--as-client",
+        help="The client to write as for dead letters received before senders were recorded "
+        "(others are replayed as the client that sent them).",
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Process dead letters again after a fix; exit status 1 if any still fails."""
@@ -125,7 +204,10 @@ def replay_command(
 
             raise YilianError(Category.INVALID, "name dead-letter ids or give --all")
         results = replay(
-            open_db(database), settings=IntakeSettings(fhir=settings_from_env()), ids=None if all_ else ids
+            open_db(database),
+            settings=IntakeSettings(fhir=settings_from_env()),
+            ids=None if all_ else ids,
+            as_client=as_client,
         )
     failed = 0
     for dead_id, outcome in results:

@@ -61,8 +61,13 @@ from yilian.cli.card import card_app  # noqa: E402
 
 app.add_typer(card_app, name="card")
 from yilian.cli.exchange import (  # noqa: E402
+    AsClientOption,
     ForwardIdOption,
     ForwardSecretOption,
+    InsecureOption,
+    TlsCertOption,
+    TlsClientCaOption,
+    TlsKeyOption,
     exchange_app,
     mllp_command,
 )
@@ -99,8 +104,16 @@ def serve(
         True, metavar=FLAG, help="Bring the database schema up to date before serving."
     ),
     mllp_port: int | None = typer.Option(
-        None, "--mllp-port", help="Also listen for HL7 v2 over MLLP on this port."
+        None,
+        "--mllp-port",
+        help="Also listen for HL7 v2 over MLLP on this port (with the TLS options below, or "
+        "--insecure-trust-network --as-client).",
     ),
+    tls_cert: str | None = TlsCertOption,
+    tls_key: str | None = TlsKeyOption,
+    tls_client_ca: str | None = TlsClientCaOption,
+    insecure_trust_network: bool = InsecureOption,
+    as_client: str | None = AsClientOption,
     deliver: bool = typer.Option(
         True,
         metavar=FLAG,
@@ -116,15 +129,21 @@ def serve(
     forward_client_secret: str | None = ForwardSecretOption,
 ) -> None:
     """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes."""
+    from yilian.cli.exchange import MllpOptions
     from yilian.cli.serve import serve as run
+    from yilian.kernel.errors import Category, YilianError
 
     with friendly_errors():
         db = open_db(database, upgrade=upgrade)
+        mllp = MllpOptions(tls_cert, tls_key, tls_client_ca, insecure_trust_network, as_client)
+        if mllp_port is None and mllp != MllpOptions():
+            raise YilianError(Category.INVALID, "the MLLP options need --mllp-port")
         run(
             db,
             host=host,
             port=port,
             mllp_port=mllp_port,
+            mllp=mllp,
             deliver=deliver,
             forward_to=forward_to,
             forward_client_id=forward_client_id,
@@ -182,6 +201,15 @@ def client_add(
         [], "--redirect-uri", help="For apps that sign people in (authorization code + PKCE); repeatable."
     ),
     public: bool = typer.Option(False, "--public", metavar=FLAG, help="An app without a secret (PKCE only)."),
+    cert: Path | None = typer.Option(
+        None, "--cert", help="A TLS client certificate (PEM or DER) to bind: the client's identity on MLLP."
+    ),
+    hl7_sender: list[str] = typer.Option(
+        [],
+        "--hl7-sender",
+        help="An HL7 v2 sender it may send as over MLLP: FACILITY (MSH-4) or APPLICATION|FACILITY; "
+        "repeatable; '*' (any) for operator clients only.",
+    ),
     database: str | None = DatabaseOption,
 ) -> None:
     """Register a system client and print its client_id (and client_secret, shown once) as JSON."""
@@ -199,9 +227,55 @@ def client_add(
                     jwks_file=jwks,
                     redirect_uris=redirect_uri,
                     public=public,
+                    cert_file=cert,
+                    hl7_senders=hl7_sender,
                 )
             )
         )
+
+
+@client_app.command("bind-cert")
+def client_bind_cert(
+    client_id: str = typer.Argument(..., help="The client (see `yilian client list`)."),
+    cert: Path = typer.Argument(..., help="Its TLS client certificate, PEM or DER."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Bind a TLS client certificate to a client: the MLLP listener then knows it by that certificate."""
+    from yilian.cli.access import bind_cert, clients_json
+
+    with friendly_errors():
+        console.print_json(clients_json(bind_cert(open_db(database), client_id, cert)))
+
+
+@client_app.command("unbind-cert")
+def client_unbind_cert(
+    sha256: str = typer.Argument(
+        ..., help="The certificate's SHA-256 fingerprint (see `yilian client list`)."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Unbind a TLS client certificate (retired or compromised): its connections are refused from now on."""
+    from yilian.cli.access import unbind_cert
+
+    with friendly_errors():
+        unbind_cert(open_db(database), sha256)
+        console.print(f"certificate {sha256} unbound")
+
+
+@client_app.command("hl7-senders")
+def client_hl7_senders(
+    client_id: str = typer.Argument(..., help="The client (see `yilian client list`)."),
+    senders: list[str] = typer.Argument(
+        None, help="FACILITY (MSH-4) or APPLICATION|FACILITY, any number; none: it may send no HL7."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Set the HL7 v2 senders (MSH-3/MSH-4) a client may send messages as over MLLP."""
+    from yilian.cli.access import hl7_senders
+
+    with friendly_errors():
+        stored = hl7_senders(open_db(database), client_id, senders or [])
+        console.print(f"client {client_id} may send HL7 v2 as: {', '.join(stored) or 'nobody'}")
 
 
 @client_app.command("list")

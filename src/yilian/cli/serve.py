@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from yilian.cli.common import console, settings_from_env
+from yilian.cli.exchange import MllpOptions
 from yilian.db import Database
 
 
@@ -16,6 +17,7 @@ def serve(
     extra: dict[str, Any] | None = None,
     log_level: str = "info",
     mllp_port: int | None = None,
+    mllp: MllpOptions | None = None,
     deliver: bool = True,
     forward_to: str | None = None,
     forward_client_id: str | None = None,
@@ -31,11 +33,11 @@ def serve(
         import asyncio
         import threading
 
-        from yilian.cli.exchange import mllp_server
+        from yilian.cli.exchange import describe, mllp_server
 
-        server = mllp_server(db, host=host, port=mllp_port, tls_cert=None, tls_key=None)
+        server = mllp_server(db, host=host, port=mllp_port, options=mllp or MllpOptions())
         threading.Thread(target=asyncio.run, args=(server.serve_forever(),), name="mllp", daemon=True).start()
-        console.print(f"HL7 v2 over MLLP on {host}:{mllp_port}")
+        console.print(f"HL7 v2 over {describe(server)} on {host}:{mllp_port}")
 
     worker = None
     if forward_to and not deliver:

@@ -7,6 +7,12 @@
    follow-up writes), and writes the log row with the ACK: all commit together or none do.
 3. A failure rolls that back and records a dead letter (again in its own transaction) with the
    reason, and the sender gets AE or AR with an ERR segment saying where the problem is.
+
+Every message is written as the registered system client that sent it (its certificate, or the
+listener's configured client in the insecure mode): the client must be active, MSH-3/MSH-4 must
+be a sender it is registered for, and its scopes and institution make the access decision on
+every write, as a token's would. Each message leaves one AuditEvent, in the transaction that
+stores it, or with its dead letter when it fails or is refused.
 """
 
 from __future__ import annotations
@@ -32,9 +38,16 @@ from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.parse import Message, parse
 from yilian.exchange.hl7.to_fhir import Mapping_, Origin, to_fhir
 from yilian.fhir import FhirContext, FhirRequest, FhirSettings, dispatch
-from yilian.fhir.interactions.writes import flush
+from yilian.fhir.access import CREATE, UPDATE
+from yilian.fhir.interactions.writes import TOUCHED, flush
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.ids import new_id
+from yilian.security.audit import AuditRecord
+from yilian.security.audit import record as audit_record
+from yilian.security.audit.privacy import scrub
+from yilian.security.client_certs import sender_allowed
+from yilian.security.clients import Client, get_client, system_principal
+from yilian.security.policy import policy_for
 
 log = logging.getLogger("yilian.exchange.hl7")
 
@@ -64,9 +77,11 @@ class IntakeSettings:
     # CX-4 namespace or universal id (or "namespace|type") -> Identifier.system
     authorities: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def context(self) -> FhirContext:
-        return FhirContext(base_url=self.base_url, settings=self.fhir)
+    def context_for(self, client: Client, db: Database) -> FhirContext:
+        """The sender's access decision on every write, as its token would make it over REST."""
+        return FhirContext(
+            base_url=self.base_url, settings=self.fhir, policy=policy_for(system_principal(client), db)
+        )
 
 
 @dataclass(frozen=True)
@@ -86,23 +101,52 @@ def digest(raw: bytes) -> str:
     return hashlib.sha256(normalised).hexdigest()
 
 
-def receive(db: Database, raw: bytes, *, settings: IntakeSettings, peer: str | None = None) -> Outcome:
-    """Land, store and acknowledge one message (the bytes between the MLLP frame markers)."""
+def receive(
+    db: Database, raw: bytes, *, settings: IntakeSettings, client_id: str, peer: str | None = None
+) -> Outcome:
+    """Land, store and acknowledge one message (the bytes between the MLLP frame markers) sent
+    by the registered system client ``client_id``."""
     inbox_id = new_id()
     transact(
         db,
         lambda uow: uow.conn.execute(
             insert(tables.inbox).values(
-                inbox_id=inbox_id, received=_now_us(), peer=peer, raw=raw, state="received"
+                inbox_id=inbox_id,
+                received=_now_us(),
+                peer=peer,
+                client_id=client_id,
+                raw=raw,
+                state="received",
             )
         ),
     )
-    return process(db, inbox_id, raw, settings=settings)
+    return process(db, inbox_id, raw, settings=settings, client_id=client_id, peer=peer)
 
 
-def process(db: Database, inbox_id: str, raw: bytes, *, settings: IntakeSettings) -> Outcome:
-    """Store a landed message (a first delivery or a replay of a dead letter)."""
+def refuse(db: Database, raw: bytes, *, reason: str, agent: str, peer: str | None = None) -> Outcome:
+    """Answer a message from a sender that is not authenticated: AR with ERR saying why, and a
+    denial in the audit log. Nothing of the message is kept (it is not ours to keep)."""
     header = Header.salvage(raw)
+    err = Hl7Error(f"not authorised: {reason}", code="207", reject=True, denied=True)
+    ack = build_ack(header, "AR", error=err)
+    rec = _audit(None, agent, header, None, err=err, peer=peer)
+    transact(db, lambda uow: audit_record(uow, rec))
+    log.warning("HL7 message refused from %s (%s): %s", peer, agent, reason)
+    return Outcome(ack, "AR", "", error=err)
+
+
+def process(
+    db: Database,
+    inbox_id: str,
+    raw: bytes,
+    *,
+    settings: IntakeSettings,
+    client_id: str,
+    peer: str | None = None,
+) -> Outcome:
+    """Store a landed message (a first delivery or a replay of a dead letter) as ``client_id``."""
+    header = Header.salvage(raw)
+    sender = _Sender(client_id, peer, inbox_id)
     try:
         msg = parse(raw)
         header = Header.of(msg)
@@ -116,15 +160,18 @@ def process(db: Database, inbox_id: str, raw: bytes, *, settings: IntakeSettings
                 reject=True,
             )
     except Hl7Error as err:
-        return _dead(db, inbox_id, raw, header, None, err)
+        return _dead(db, inbox_id, raw, header, None, err, sender)
     mapping_box: list[Mapping_] = []
     for attempt in range(ATTEMPTS):
         last = attempt + 1 == ATTEMPTS
         try:
-            return transact(db, lambda uow: _store(uow, inbox_id, raw, msg, header, settings, mapping_box))
+            return transact(db, lambda uow: _store(uow, db, sender, raw, msg, header, settings, mapping_box))
         except Hl7Error as err:
-            return _dead(db, inbox_id, raw, header, msg, err)
+            return _dead(db, inbox_id, raw, header, msg, err, sender)
         except YilianError as err:
+            if err.category in (Category.FORBIDDEN, Category.UNAUTHENTICATED):
+                # The sender's scopes or institution refuse a write: the same every time.
+                return _dead(db, inbox_id, raw, header, msg, _refused(err, client_id), sender)
             # A write can lose a race with another connection's (two new messages creating the
             # same new Patient or facility at once): a fresh transaction sees the winner's rows.
             # A message that is simply wrong fails the same way each time and is then kept.
@@ -132,7 +179,13 @@ def process(db: Database, inbox_id: str, raw: bytes, *, settings: IntakeSettings
                 time.sleep(0.02 * (attempt + 1))
                 continue
             return _dead(
-                db, inbox_id, raw, header, msg, _from_fhir(err, mapping_box[-1] if mapping_box else None)
+                db,
+                inbox_id,
+                raw,
+                header,
+                msg,
+                _from_fhir(err, mapping_box[-1] if mapping_box else None),
+                sender,
             )
         except IntegrityError:
             # The same message claimed by another connection at the same moment: the next pass
@@ -147,6 +200,7 @@ def process(db: Database, inbox_id: str, raw: bytes, *, settings: IntakeSettings
                 header,
                 msg,
                 Hl7Error("the message clashed with a concurrent write; resend it", code="206"),
+                sender,
             )
         except Exception as exc:  # the sender must get an answer whatever broke
             log.exception("HL7 message %s failed", msg.control_id)
@@ -157,19 +211,90 @@ def process(db: Database, inbox_id: str, raw: bytes, *, settings: IntakeSettings
                 header,
                 msg,
                 Hl7Error(f"internal error: {type(exc).__name__}: {exc}"[:400], code="207"),
+                sender,
             )
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class _Sender:
+    client_id: str
+    peer: str | None
+    inbox_id: str
+
+
+def _authorise(uow: UnitOfWork, sender: _Sender, msg: Message) -> Client:
+    """The sending client, if it may send this message at all (checked per message: a client
+    revoked while its connection is open is refused from its next message on)."""
+    client = get_client(uow, sender.client_id)
+    if client is None or not client.active:
+        state = "is not registered" if client is None else "is revoked"
+        raise Hl7Error(
+            f"not authorised: client {sender.client_id} {state}", code="207", reject=True, denied=True
+        )
+    application, facility = msg.msh.raw(3), msg.msh.raw(4)
+    if not sender_allowed(client.hl7_senders, application, facility, component=msg.d.component):
+        allowed = ", ".join(client.hl7_senders) or "none"
+        raise Hl7Error(
+            f"not authorised: client {client.client_id} may not send as MSH-3 {application!r} / "
+            f"MSH-4 {facility!r} (registered senders: {allowed})",
+            code="103",
+            segment="MSH",
+            sequence=1,
+            field=4,
+            reject=True,
+            denied=True,
+        )
+    return client
+
+
+def _check_scopes(client: Client, mapping: Mapping_) -> None:
+    """Refuse a message whose writes the client's scopes do not cover, before writing any.
+
+    An entry keyed on a business identifier may create or update (the sender cannot know
+    which), so it needs both; reference data (conditional create) needs create; a merge needs
+    update of Patient. Checked up front so the answer does not depend on what is stored.
+    """
+    need: dict[str, set[str]] = {}
+    for entry in mapping.entries:
+        kind = entry["resource"]["resourceType"]
+        perms = {CREATE} if entry["request"]["method"] == "POST" else {CREATE, UPDATE}
+        need.setdefault(kind, set()).update(perms)
+    if mapping.merges:
+        need.setdefault("Patient", set()).add(UPDATE)
+    missing = [
+        f"{'create' if p == CREATE else 'update'} {kind}"
+        for kind, perms in sorted(need.items())
+        for p in sorted(perms)
+        if not client.scopes.allows(p, kind)
+    ]
+    if missing:
+        raise Hl7Error(
+            f"not authorised: the scopes of client {client.client_id} ({client.scopes}) do not allow "
+            + ", ".join(missing),
+            code="207",
+            reject=True,
+            denied=True,
+        )
+
+
+def _refused(err: YilianError, client_id: str) -> Hl7Error:
+    reason = err.message.replace("the access token", f"the scopes of client {client_id}")
+    return Hl7Error(f"not authorised: {reason}"[:400], code="207", reject=True, denied=True)
+
+
 def _store(
     uow: UnitOfWork,
-    inbox_id: str,
+    db: Database,
+    sender: _Sender,
     raw: bytes,
     msg: Message,
     header: Header,
     settings: IntakeSettings,
     mapping_box: list[Mapping_],
 ) -> Outcome:
+    inbox_id = sender.inbox_id
+    client = _authorise(uow, sender, msg)
     key = _log_key(msg, raw)
     conn = uow.conn
     t = tables.message
@@ -187,6 +312,7 @@ def _store(
         conn.execute(
             update(tables.inbox).where(tables.inbox.c.inbox_id == inbox_id).values(state="duplicate")
         )
+        audit_record(uow, _audit(client, client.client_id, header, msg, peer=sender.peer, inbox_id=inbox_id))
         return Outcome(
             bytes(found.ack),
             found.ack_code,
@@ -215,7 +341,8 @@ def _store(
     )
     mapping = to_fhir(msg, authorities=settings.authorities)
     mapping_box.append(mapping)
-    ctx = settings.context
+    _check_scopes(client, mapping)
+    ctx = settings.context_for(client, db)
     _keep_links(uow, ctx, mapping)
     resp = dispatch(uow, ctx, FhirRequest("POST", "", body=mapping.bundle()))
     # Created entries say where they went (Location); updated ones have had their id stamped
@@ -234,7 +361,7 @@ def _store(
             survivor,
             old,
             origin,
-            actor=f"hl7v2:{key[0]}|{key[1]}",
+            actor=f"hl7v2:{client.client_id}:{key[0]}|{key[1]}",
             reason=f"{msg.message_code}^{msg.trigger_event} {msg.control_id}",
         )
     flush(uow)
@@ -258,6 +385,19 @@ def _store(
         update(dl)
         .where(and_(dl.c.digest == key[3], dl.c.status == "open"))
         .values(status="resolved", resolved=_now_us())
+    )
+    audit_record(
+        uow,
+        _audit(
+            client,
+            client.client_id,
+            header,
+            msg,
+            peer=sender.peer,
+            inbox_id=inbox_id,
+            patients=set(uow.state.get(TOUCHED, ())),
+            resources=resources,
+        ),
     )
     return Outcome(ack, "AA", inbox_id, resources=tuple(resources))
 
@@ -284,13 +424,24 @@ def _from_fhir(err: YilianError, mapping: Mapping_ | None) -> Hl7Error:
 
 
 def _dead(
-    db: Database, inbox_id: str, raw: bytes, header: Header, msg: Message | None, err: Hl7Error
+    db: Database,
+    inbox_id: str,
+    raw: bytes,
+    header: Header,
+    msg: Message | None,
+    err: Hl7Error,
+    sender: _Sender,
 ) -> Outcome:
     ack = build_ack(header, err.ack_code, error=err)
     dl = tables.dead_letter
 
     def record(uow: UnitOfWork) -> None:
         conn = uow.conn
+        # The failure or refusal is an access too: its event commits with the dead letter.
+        client = get_client(uow, sender.client_id)
+        audit_record(
+            uow, _audit(client, sender.client_id, header, msg, err=err, peer=sender.peer, inbox_id=inbox_id)
+        )
         existing = conn.execute(
             select(dl.c.dead_id, dl.c.attempts).where(and_(dl.c.inbox_id == inbox_id, dl.c.status == "open"))
         ).first()
@@ -326,14 +477,61 @@ def _dead(
 
     transact(db, record)
     log.warning(
-        "HL7 message %s from %s: %s %s %s",
+        "HL7 message %s from %s (client %s): %s %s %s",
         header.control_id,
         header.sending_facility,
+        sender.client_id,
         err.ack_code,
         err.location,
-        err.reason,
+        scrub(err.reason),  # a reason may quote a value: no ID or phone number in the log
     )
     return Outcome(ack, err.ack_code, inbox_id, error=err)
+
+
+def _audit(
+    client: Client | None,
+    agent: str,
+    header: Header,
+    msg: Message | None,
+    *,
+    err: Hl7Error | None = None,
+    peer: str | None = None,
+    inbox_id: str | None = None,
+    patients: set[str] | frozenset[str] = frozenset(),
+    resources: list[str] | None = None,
+) -> AuditRecord:
+    """The message's AuditEvent (a DICOM "Import" of HL7 v2 data, or a denial): the sending
+    client and its institution, MSH-9, MSH-10, MSH-3/MSH-4, the patients whose records it
+    wrote, and the FHIR types written. Identifiers in the reason are masked by the record."""
+    message_type = f"{msg.message_code}^{msg.trigger_event}" if msg else header.trigger or "?"
+    control_id = (msg.control_id if msg else header.control_id)[:64]
+    details = [
+        ("MSH-9", message_type),
+        ("MSH-10", control_id),
+        ("MSH-3", (msg.msh.raw(3) if msg else header.sending_application)[:180]),
+        ("MSH-4", (msg.msh.raw(4) if msg else header.sending_facility)[:180]),
+    ]
+    if inbox_id:
+        details.append(("hl7-inbox", inbox_id))
+    if err is not None:
+        details.append(("ack", f"{err.ack_code} {err.code}"))
+    outcome = 0 if err is None else (8 if err.code in ("206", "207") and not err.denied else 4)
+    host = peer.rsplit(":", 1)[0] if peer else None
+    return AuditRecord(
+        action="C",
+        subtype="access-denied" if err is not None and err.denied else "hl7v2-message",
+        agent_kind=("operator" if client.org_id is None else "system") if client else "system",
+        agent_id=agent[:128] or "unauthenticated",
+        agent_name=client.name if client else None,
+        outcome=outcome,
+        org_id=client.org_id if client else None,
+        patient_keys=tuple(sorted(patients)),
+        entity=f"HL7v2 {message_type} {control_id}",
+        resource_types=tuple(sorted({r.split("/")[0] for r in resources or ()})),
+        details=tuple(details),
+        source_ip=host[:64] if host else None,
+        outcome_desc=err.reason[:500] if err is not None else None,
+    )
 
 
 def _now_us() -> int:

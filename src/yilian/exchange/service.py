@@ -57,15 +57,21 @@ def dead_letters(db: Database, *, include_resolved: bool = False, limit: int = 1
 
 
 def replay(
-    db: Database, *, settings: IntakeSettings, ids: Sequence[int] | None = None
+    db: Database,
+    *,
+    settings: IntakeSettings,
+    ids: Sequence[int] | None = None,
+    as_client: str | None = None,
 ) -> list[tuple[int, Outcome]]:
     """Process open dead letters again (all of them when ``ids`` is None), oldest first.
 
-    A replay that succeeds resolves the dead letter; one that fails again stays open with the
-    new reason and one more attempt counted.
+    Each is written as the client that sent it (a message is never replayed under someone
+    else's rights); ``as_client`` names the client for messages received before the listener
+    recorded one. A replay that succeeds resolves the dead letter; one that fails again stays
+    open with the new reason and one more attempt counted.
     """
     dl, inbox = tables.dead_letter, tables.inbox
-    query = select(dl.c.dead_id, dl.c.status, inbox.c.inbox_id, inbox.c.raw).join(
+    query = select(dl.c.dead_id, dl.c.status, inbox.c.inbox_id, inbox.c.raw, inbox.c.client_id).join(
         inbox, inbox.c.inbox_id == dl.c.inbox_id
     )
     if ids is not None:
@@ -85,9 +91,20 @@ def replay(
             raise YilianError(
                 Category.CONFLICT, f"dead letter {', '.join(map(str, closed))} is already resolved"
             )
+    unattributed = [r.dead_id for r in rows if not r.client_id]
+    if unattributed and as_client is None:
+        raise YilianError(
+            Category.INVALID,
+            f"dead letter {', '.join(map(str, unattributed))} has no sending client on record "
+            "(received before senders were authenticated): name one with --as-client",
+        )
     results = []
     for r in rows:
-        results.append((r.dead_id, process(db, r.inbox_id, bytes(r.raw), settings=settings)))
+        client_id = r.client_id or as_client
+        assert client_id is not None
+        results.append(
+            (r.dead_id, process(db, r.inbox_id, bytes(r.raw), settings=settings, client_id=client_id))
+        )
     return results
 
 

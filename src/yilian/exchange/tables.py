@@ -21,6 +21,9 @@ inbox = Table(
     Column("inbox_id", String(36), primary_key=True),
     Column("received", BigInteger, nullable=False),  # microseconds since the epoch
     Column("peer", String(160), nullable=True),
+    # The registered system client the message came from (its certificate, or the listener's
+    # --as-client in the insecure mode): a replay writes under that client's access policy.
+    Column("client_id", String(64), nullable=True),
     Column("raw", Document, nullable=False),
     Column("state", String(16), nullable=False),  # received | stored | duplicate | failed
     Index("ix_hl7_inbox_received", "received"),

@@ -15,6 +15,8 @@ from yilian.db import UnitOfWork
 from yilian.fhir.search.values import instant_to_us
 from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
+from yilian.security.client_certs import check_senders, parse_senders
+from yilian.security.principal import SYSTEM, Principal
 from yilian.security.scopes import Scopes, parse_scopes
 from yilian.security.tables import access_token, client
 
@@ -29,6 +31,7 @@ class Client:
     jwks: dict[str, Any] | None
     redirect_uris: tuple[str, ...]
     active: bool
+    hl7_senders: tuple[str, ...] = ()  # HL7 v2 senders it may send as (security.client_certs)
 
 
 def hash_secret(secret: str) -> str:
@@ -46,6 +49,7 @@ def _row_to_client(row: Any) -> Client:
         jwks=json.loads(row.jwks) if row.jwks else None,
         redirect_uris=tuple((row.redirect_uris or "").split()),
         active=bool(row.active),
+        hl7_senders=parse_senders(row.hl7_senders),
     )
 
 
@@ -60,6 +64,7 @@ def register_client(
     with_secret: bool = True,
     client_id: str | None = None,
     secret: str | None = None,
+    hl7_senders: tuple[str, ...] = (),
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once, stored only as a hash)."""
     if not name.strip():
@@ -69,6 +74,7 @@ def register_client(
         raise YilianError(Category.INVALID, "a client needs at least one data scope, e.g. system/*.rs")
     if org_id is not None:
         _check_org(uow, org_id)
+    senders = check_senders(hl7_senders, operator=org_id is None)
     if jwks is not None and not isinstance(jwks.get("keys"), list):
         raise YilianError(Category.INVALID, 'the public key set must be a JWKS ({"keys": [...]})')
     cid = client_id or "yl-" + secrets.token_hex(8)
@@ -85,6 +91,7 @@ def register_client(
             secret_hash=hash_secret(secret) if secret else None,
             jwks=json.dumps(jwks) if jwks else None,
             redirect_uris=" ".join(redirect_uris) or None,
+            hl7_senders=json.dumps(list(senders), ensure_ascii=False) if senders else None,
             active=True,
             created=instant_to_us(clock.now()),
         )
@@ -120,6 +127,14 @@ def revoke_client(uow: UnitOfWork, client_id: str) -> None:
     if done.rowcount == 0:
         raise YilianError(Category.NOT_FOUND, f"no client {client_id}")
     uow.conn.execute(access_token.delete().where(access_token.c.client_id == client_id))
+
+
+def system_principal(c: Client) -> Principal:
+    """What a system client acts as when it calls without a token (the MLLP listener, which
+    knows it by its certificate): its own scopes and institution, as a token would carry."""
+    return Principal(
+        kind=SYSTEM, subject=c.client_id, scopes=c.scopes, org_id=c.org_id, client_id=c.client_id
+    )
 
 
 def check_secret(c: Client, uow: UnitOfWork, secret: str) -> bool:

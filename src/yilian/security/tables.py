@@ -18,6 +18,24 @@ client = Table(
     Column("redirect_uris", Text, nullable=True),  # space-separated, for people signing in through an app
     Column("active", Boolean, nullable=False, default=True),
     Column("created", BigInteger, nullable=False),
+    # HL7 v2 senders (MSH-4 facility, or "MSH-3|MSH-4") this client may send messages as over
+    # MLLP, as a JSON list; None or empty: none. "*" (platform-operator clients only): any.
+    Column("hl7_senders", Text, nullable=True),
+)
+
+# Client certificates bound to a client (mutual TLS on the MLLP listener), by the SHA-256 of
+# the certificate's DER bytes: a certificate is pinned, not merely its subject, so another
+# certificate the same CA issues with the same name is not taken for it. Several per client,
+# so a certificate can be renewed before the old one expires.
+client_cert = Table(
+    "auth_client_cert",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("not_after", BigInteger, nullable=False),  # microseconds since the epoch
+    Column("added", BigInteger, nullable=False),
+    Index("ix_auth_client_cert_client", "client_id"),
 )
 
 access_token = Table(

@@ -232,7 +232,9 @@ def test_every_command_is_covered_here() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {
         "", "serve", "demo", "import", "export", "db", "db upgrade", "db current",
-        "client", "client add", "client list", "client revoke", "user", "user add",
+        "client", "client add", "client list", "client revoke", "client bind-cert", "client unbind-cert",
+        "client hl7-senders",
+        "user", "user add",
         "audit", "audit verify", "audit seal", "audit prune",
         "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",
         "mpi unmerge", "mpi counts",
@@ -273,7 +275,7 @@ def test_the_readme_describes_commands_that_exist() -> None:
         path = " ".join(w for w in words[: next((i for i, w in enumerate(words) if not w.isalpha()), len(words))])
         assert path in by_path, f"README mentions `{usage}` but there is no `yilian {path}`"
         opts = {o for p in by_path[path].params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
-        for option in re.findall(r"--[a-z][a-z-]*", usage):
+        for option in re.findall(r"--[a-z][a-z0-9-]*", usage):
             assert option in opts, f"README shows `{usage}` but `yilian {path}` has no {option}"
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import os
 import socket
 import ssl
@@ -16,12 +16,9 @@ from typing import Any
 import hl7.client
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import SHARED
+from tests.support.certs import Authority, Issued
 from tests.support.paths import ROOT
 from tests.support.server import database_url, free_port
 from yilian.api.wiring import platform_settings
@@ -77,7 +74,30 @@ def _msa(reply: bytes) -> list[str]:
     return line.split("|")
 
 
+def _register(db: Database, name: str, *args: str) -> dict[str, Any]:
+    out = _yilian("client", "add", name, *args, "--database", database_url(db))
+    assert out.returncode == 0, out.stdout + out.stderr
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found
+
+
+def test_listener_refuses_to_start_without_sender_authentication(db: Database) -> None:
+    url = database_url(db)
+    plain = _yilian("mllp", "--port", str(free_port()), "--database", url)
+    assert plain.returncode == 2 and "--insecure-trust-network" in plain.stdout + plain.stderr
+    served = _yilian("serve", "--port", str(free_port()), "--mllp-port", str(free_port()), "--database", url)
+    assert served.returncode == 2 and "must authenticate its senders" in " ".join(
+        (served.stdout + served.stderr).split()
+    )
+    # The insecure mode still needs a registered, active client to attribute messages to.
+    alone = _yilian("mllp", "--port", str(free_port()), "--insecure-trust-network", "--database", url)
+    assert alone.returncode == 2 and "--as-client" in alone.stdout + alone.stderr
+    nobody = _yilian("mllp", "--insecure-trust-network", "--as-client", "yl-nobody", "--database", url)
+    assert nobody.returncode == 2 and "no client yl-nobody" in nobody.stdout + nobody.stderr
+
+
 def test_serve_with_mllp_port(db: Database) -> None:
+    gateway = _register(db, "serve gateway", "--scope", "system/*.cruds", "--hl7-sender", "*")["client_id"]
     http_port, mllp_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -92,6 +112,9 @@ def test_serve_with_mllp_port(db: Database) -> None:
             "--no-upgrade",
             "--mllp-port",
             str(mllp_port),
+            "--insecure-trust-network",
+            "--as-client",
+            gateway,
         ],
         cwd=ROOT,
         env=_env(),
@@ -110,33 +133,39 @@ def test_serve_with_mllp_port(db: Database) -> None:
         _stop(proc)
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
+def _send_tls(port: int, ca: Path, client: Issued | None, raw: bytes) -> bytes:
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as s,
+    ):
+        s.sendall(b"\x0b" + raw + b"\x1c\x0d")
+        reply = b""
+        while not reply.endswith(b"\x1c\x0d"):
+            chunk = s.recv(4096)
+            assert chunk
+            reply += chunk
+    return reply
 
 
-def test_mllp_command_over_tls(db: Database, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+def test_mllp_command_with_client_certificates(db: Database, tmp_path: Path) -> None:
+    ca = Authority(tmp_path / "pki")
+    server, his, other = ca.issue("localhost", server=True), ca.issue("his"), ca.issue("other his")
+    # Registered with its certificate and its sending facility in one command; a second
+    # certificate bound afterwards (a renewal) works too.
+    added = _register(
+        db, "县医院 HIS", "--scope", "system/*.cruds", "--cert", str(his.cert), "--hl7-sender", "*"
+    )
+    assert len(added["certificate"]["sha256"]) == 64
+    url = database_url(db)
+    bound = _yilian("client", "bind-cert", added["client_id"], str(other.cert), "--database", url)
+    assert bound.returncode == 0 and "other his" in bound.stdout
+    senders = _yilian("client", "hl7-senders", added["client_id"], "*", "--database", url)
+    assert senders.returncode == 0
+    listed = _yilian("client", "list", "--database", url)
+    assert "TLS cert" in listed.stdout
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -147,11 +176,13 @@ def test_mllp_command_over_tls(db: Database, tmp_path: Path) -> None:
             "--port",
             str(port),
             "--tls-cert",
-            str(cert),
+            str(server.cert),
             "--tls-key",
-            str(key),
+            str(server.key),
+            "--tls-client-ca",
+            str(ca.ca_file),
             "--database",
-            database_url(db),
+            url,
         ],
         cwd=ROOT,
         env=_env(),
@@ -160,19 +191,17 @@ def test_mllp_command_over_tls(db: Database, tmp_path: Path) -> None:
     )
     try:
         _wait_for_port(port, proc)
-        context = ssl.create_default_context(cafile=str(cert))
         raw = (MESSAGES / "ADT04-28.hl7").read_bytes()
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=30) as plain,
-            context.wrap_socket(plain, server_hostname="localhost") as s,
-        ):
-            s.sendall(b"\x0b" + raw + b"\x1c\x0d")
-            reply = b""
-            while not reply.endswith(b"\x1c\x0d"):
-                chunk = s.recv(4096)
-                assert chunk
-                reply += chunk
-        assert _msa(reply)[1:3] == ["AA", "1270326314"]
+        assert _msa(_send_tls(port, ca.ca_file, his, raw))[1:3] == ["AA", "1270326314"]
+        assert _msa(_send_tls(port, ca.ca_file, other, raw))[1:3] == ["AA", "1270326314"]
+        # Without a certificate: refused, and told why.
+        refused = _send_tls(port, ca.ca_file, None, raw)
+        assert _msa(refused)[1] == "AR" and b"no client certificate" in refused
+        # A certificate unbound (retired, compromised) no longer gets in.
+        sha = bound.stdout.split('"sha256": "')[1].split('"')[0]
+        assert _yilian("client", "unbind-cert", sha, "--database", url).returncode == 0
+        retired = _send_tls(port, ca.ca_file, other, raw)
+        assert _msa(retired)[1] == "AR" and b"not bound to a registered client" in retired
     finally:
         _stop(proc)
 
@@ -180,6 +209,7 @@ def test_mllp_command_over_tls(db: Database, tmp_path: Path) -> None:
 def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     url = database_url(db)
     settings = IntakeSettings(fhir=platform_settings())
+    gateway = _register(db, "replay gateway", "--scope", "system/*.cruds", "--hl7-sender", "*")["client_id"]
     raw = (MESSAGES / "SIU-S14-01.hl7").read_bytes().replace(b"|MSG00014|", b"|CLI-DL-1|")
 
     def broken(_: Any) -> None:
@@ -188,11 +218,12 @@ def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.Monk
     events, _ = to_fhir.SUPPORTED["SIU"]
     with monkeypatch.context() as patch:
         patch.setitem(to_fhir.SUPPORTED, "SIU", (events, broken))
-        assert receive(db, raw, settings=settings).code == "AE"
+        assert receive(db, raw, settings=settings, client_id=gateway).code == "AE"
     bad = receive(
         db,
         b"MSH|^~\\&|LIS|L7|Y|C|20261203||ORU^R01|CLI-DL-2|P|2.5\rPID|1||Q1^^^L7^MR\rOBR|1|O7|F7|GLU^Glucose^L\rOBX|1|NM|GLU^Glucose^L||n/a\r",
         settings=settings,
+        client_id=gateway,
     )
     assert bad.code == "AE"
     letters = {d.control_id: d for d in dead_letters(db)}

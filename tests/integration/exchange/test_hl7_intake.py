@@ -23,6 +23,7 @@ from yilian.exchange import IntakeSettings, MllpServer, dead_letters, replay
 from yilian.exchange.hl7 import to_fhir
 from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.kernel import naming
+from yilian.security.clients import register_client
 
 MESSAGES = SHARED / "hl7v2" / "microsoft-fhir-converter" / "messages"
 EXPECTED = SHARED / "hl7v2" / "microsoft-fhir-converter" / "expected-fhir"
@@ -34,10 +35,24 @@ def settings() -> IntakeSettings:
 
 
 @pytest.fixture(scope="module")
-def port(db: Database, settings: IntakeSettings) -> Iterator[int]:
-    """The listener, on its own event loop in a thread, as ``yilian serve --mllp-port`` runs it."""
+def gateway(db: Database) -> str:
+    """The client every message here is sent as: a platform-operator gateway that may send as
+    any facility (the shared messages come from many), with every scope. The access decision
+    and audit themselves are tested in test_mllp_security.py."""
+    with UnitOfWork(db, write=True) as uow:
+        client, _ = register_client(
+            uow, name="lab gateway", org_id=None, scopes="system/*.cruds", hl7_senders=("*",)
+        )
+        uow.commit()
+    return client.client_id
+
+
+@pytest.fixture(scope="module")
+def port(db: Database, settings: IntakeSettings, gateway: str) -> Iterator[int]:
+    """The listener, on its own event loop in a thread, as ``yilian serve --mllp-port`` runs it
+    (the insecure mode: plain TCP, every connection attributed to ``gateway``)."""
     loop = asyncio.new_event_loop()
-    server = MllpServer(db, settings, host="127.0.0.1", port=0, workers=4)
+    server = MllpServer(db, settings, host="127.0.0.1", port=0, workers=4, trusted_client=gateway)
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

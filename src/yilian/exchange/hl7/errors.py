@@ -38,6 +38,7 @@ class Hl7Error(Exception):
         field: int | None = None,
         component: int | None = None,
         reject: bool = False,
+        denied: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -47,6 +48,9 @@ class Hl7Error(Exception):
         self.field = field
         self.component = component
         self.reject = reject
+        # Refused by the access decision (unknown or revoked sender, a facility it may not send
+        # as, scopes): audited as a denial.
+        self.denied = denied
 
     @property
     def ack_code(self) -> str:

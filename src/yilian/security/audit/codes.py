@@ -50,6 +50,8 @@ AUTHENTICATION: Final[dict[str, tuple[str, str] | None]] = {
     "token": None,  # no DICOM code: a token issued to a system client
 }
 _DICOM_SUBTYPES: Final = {c[0]: name for name, c in AUTHENTICATION.items() if c is not None}
+# Data received from outside and stored (DICOM 110107 "Import"): HL7 v2 messages.
+IMPORTS: Final = frozenset({"hl7v2-message"})
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]
 def event_type(subtype: str) -> dict[str, Any]:
     if subtype in AUTHENTICATION:
         return coding(DICOM, "110114", "User Authentication")
+    if subtype in IMPORTS:
+        return coding(DICOM, "110107", "Import")
     return coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation")
 
 

@@ -72,7 +72,9 @@ def _entities(record: AuditRecord) -> list[dict[str, Any]]:
         }
         for key in record.patient_keys
     ]
-    details = [{"type": c.DETAIL_RESOURCE_TYPE, "valueString": t} for t in record.resource_types]
+    details = [{"type": c.DETAIL_RESOURCE_TYPE, "valueString": t} for t in record.resource_types] + [
+        {"type": k, "valueString": v} for k, v in record.details
+    ]
     if record.entity:
         data: dict[str, Any] = {}
         # A reference when it is one (Type/id, Type/id/_history/v); a name otherwise

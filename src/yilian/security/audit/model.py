@@ -52,12 +52,16 @@ class AuditRecord:
     user_agent: str | None = None
     outcome_desc: str | None = None
     agent_name: str | None = None  # a display name for the agent
+    # (type, value) details of the entity accessed beyond its resource types, e.g. an HL7 v2
+    # message's MSH-9 and MSH-10; carried in the AuditEvent only, not in columns.
+    details: tuple[tuple[str, str], ...] = ()
     recorded: dt.datetime | None = None  # None: now
 
     def __post_init__(self) -> None:
         # Sequences given as lists become tuples: records are values and may be hashed or queued.
         object.__setattr__(self, "patient_keys", tuple(dict.fromkeys(self.patient_keys)))
         object.__setattr__(self, "resource_types", tuple(self.resource_types))
+        object.__setattr__(self, "details", tuple((str(k), scrub(str(v)) or "") for k, v in self.details))
         # Free text may quote an ID or phone number (a search by identifier): never stored plain.
         for name in ("entity", "query", "outcome_desc"):
             object.__setattr__(self, name, scrub(getattr(self, name)))
