@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.support.fhir_calls import Call, call
 from tests.support.paths import ROOT
@@ -383,7 +383,9 @@ def test_a_new_worker_continues_after_one_dies_holding_the_lease(db: Database, r
     for oid in ids[:3]:
         put(db, observation(oid, f"p-{t}", t))
 
-    first = DeliveryWorker(db, fast(batch=2, lease_s=1.0))
+    # Leases long enough that the machine's load cannot run them out while the test watches;
+    # the time passing is then simulated by moving the dead worker's lease into the past.
+    first = DeliveryWorker(db, fast(batch=2, lease_s=60.0))
     others: set[str] = set()
     while (claim := first._claim(exclude=others)) is not None and claim.dest_id != f"Subscription/{sub}":
         others.add(claim.dest_id)  # other tests' destinations in this database
@@ -394,8 +396,12 @@ def test_a_new_worker_continues_after_one_dies_holding_the_lease(db: Database, r
     for oid in ids[3:]:
         put(db, observation(oid, f"p-{t}", t))
 
-    second = DeliveryWorker(db, fast(lease_s=1.0))  # a restarted process: a new worker, same database
+    second = DeliveryWorker(db, fast(lease_s=60.0))  # a restarted process: a new worker, same database
     assert second.run_once() == 0  # the lease still holds: it leaves the destination alone
+    with db.engine.begin() as conn:  # … until it runs out
+        conn.execute(
+            update(destination).where(destination.c.dest_id == f"Subscription/{sub}").values(lease_until=0)
+        )
     run_until(second, lambda: len(receiver.received) >= 5)
     second.stop()
     assert [orjson.loads(r.body)["id"] for r in receiver.received] == ids
