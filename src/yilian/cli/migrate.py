@@ -73,7 +73,6 @@ def run_migrate(
 def print_summary(report: MigrationReport, report_path: Path | None) -> None:
     table = Table(title=f"迁移结果 Migration summary — {escape(report.source)}")
     table.add_column("table")
-    table.add_column("file", overflow="fold")
     table.add_column("resource")
     names = ("read", "written", "unchanged", "rejected", "merged")
     headers = ("rows read", "written", "unchanged", "rejected", "merged")
@@ -83,8 +82,8 @@ def print_summary(report: MigrationReport, report_path: Path | None) -> None:
         cells = [str(getattr(t, n)) for n in names]
         if t.rejected:
             cells[3] = f"[red]{t.rejected}[/]"
-        table.add_row(escape(t.table), escape(t.file), t.resource, *cells)
-    table.add_row("[bold]total", "", "", *(f"[bold]{report.total(n)}" for n in names))
+        table.add_row(escape(t.table), t.resource, *cells)
+    table.add_row("[bold]total", "", *(f"[bold]{report.total(n)}" for n in names))
     console.print(table)
     console.print(
         f"{report.total('read')} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "

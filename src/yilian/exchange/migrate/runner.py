@@ -23,6 +23,7 @@ database error repeats exactly (counts are taken after commit).
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,21 +215,31 @@ def _write_batch(
     tr: TableReport,
     report: MigrationReport,
 ) -> None:
-    def work(uow: UnitOfWork) -> list[_Outcome]:
+    def work(uow: UnitOfWork, deferred: bool) -> list[_Outcome]:
         resolve = ids.resolver(uow, ctx)
         out = []
-        for p in batch:
-            if p.problems:
-                out.append(_Outcome("rejected", problems=tuple(p.problems)))
-                continue
-            t = transform(table, p.row.values, p.key, resolve=resolve, tz=plan.timezone)
-            if t.resource is None:
-                out.append(_Outcome("rejected", problems=tuple(t.problems)))
-                continue
-            out.append(_create(uow, ctx, table, p.key, t.resource))
+        with writes.deferred_checks(uow) if deferred else nullcontext():
+            for p in batch:
+                if p.problems:
+                    out.append(_Outcome("rejected", problems=tuple(p.problems)))
+                    continue
+                t = transform(table, p.row.values, p.key, resolve=resolve, tz=plan.timezone)
+                if t.resource is None:
+                    out.append(_Outcome("rejected", problems=tuple(t.problems)))
+                    continue
+                out.append(_create(uow, ctx, table, p.key, t.resource))
+        if deferred:
+            writes.finish(uow, ctx)
         return out
 
-    outcomes = transact(db, work)
+    # References come from ids the server gave this run (or found by search), so checking them
+    # once per chunk rather than once per row almost never fails; when it does (a resource
+    # deleted meanwhile), the chunk is rolled back and written again row by row, so that the
+    # one bad row is reported and the rest land.
+    try:
+        outcomes = transact(db, lambda uow: work(uow, True))
+    except YilianError:
+        outcomes = transact(db, lambda uow: work(uow, False))
     for p, o in zip(batch, outcomes, strict=True):
         if o.status == "rejected":
             tr.rejected += 1
@@ -252,17 +263,14 @@ def _create(uow: UnitOfWork, ctx: FhirContext, table: TablePlan, key: str, resou
         headers={"if-none-exist": criteria(table.identifier_system, key), "prefer": "return=minimal"},
         body=resource,
     )
+    # No savepoint of our own: a conditional create validates before it writes, and writes (and
+    # runs the observers) inside a savepoint that it rolls back when anything fails.
     try:
-        with writes.savepoint(uow) as rollback:
-            try:
-                resp = dispatch(uow, ctx, req)
-                assert resp.resource is not None
-                res_id = resp.resource.res_id
-                created = resp.status == 201
-                merged = created and table.resource == "Patient" and _joined_a_person(uow, res_id)
-            except YilianError:
-                rollback()
-                raise
+        resp = dispatch(uow, ctx, req)
+        assert resp.resource is not None
+        res_id = resp.resource.res_id
+        created = resp.status == 201
+        merged = created and table.resource == "Patient" and _joined_a_person(uow, res_id)
     except YilianError as err:
         return _Outcome("rejected", problems=tuple(_problems(table, err)))
     return _Outcome("written" if created else "unchanged", res_id, merged)
