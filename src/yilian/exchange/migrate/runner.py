@@ -136,6 +136,8 @@ def migrate(
     landed and lists every row that did not. Raises before writing anything when a file or a
     column the mapping needs is missing."""
     started = time.perf_counter()
+    if not data_dir.is_dir():
+        raise YilianError(Category.NOT_FOUND, f"there is no folder {data_dir}")
     issues = source.check(plan, data_dir)
     if issues:
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""

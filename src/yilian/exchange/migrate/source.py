@@ -47,8 +47,6 @@ def check(plan: Plan, data_dir: Path) -> list[Issue]:
     """Every file there, with every column the mapping reads: checked before anything is written,
     so that a changed export layout stops the run with a list of what to change in the mapping."""
     issues: list[Issue] = []
-    if not data_dir.is_dir():
-        return [Issue(f"{data_dir} is not a folder")]
     for table in plan.tables:
         path = data_dir / table.file
         if not path.is_file():
