@@ -231,7 +231,7 @@ COMMANDS = _commands()
 def test_every_command_is_covered_here() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {
-        "", "serve", "demo", "import", "export", "db", "db upgrade", "db current",
+        "", "serve", "demo", "import", "export", "migrate", "db", "db upgrade", "db current",
         "client", "client add", "client list", "client revoke", "user", "user add",
         "audit", "audit verify", "audit seal", "audit prune",
         "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",

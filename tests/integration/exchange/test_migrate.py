@@ -144,7 +144,9 @@ def test_immunizations_use_cvx(everything: dict[str, list[dict[str, Any]]]) -> N
     codes = sorted(
         (c["system"], c["code"]) for i in everything["Immunization"] for c in i["vaccineCode"]["coding"]
     )
-    assert codes == sorted(("http://hl7.org/fhir/sid/cvx", r["CODE"]) for r in csv_rows(DATA, "immunizations"))
+    assert codes == sorted(
+        ("http://hl7.org/fhir/sid/cvx", r["CODE"]) for r in csv_rows(DATA, "immunizations")
+    )
 
 
 def test_numeric_observations_are_quantities_and_the_rest_strings(
@@ -236,9 +238,13 @@ def test_the_command_prints_a_summary_and_writes_the_report(fresh: Database, tmp
     assert "immunizations.csv line" in run.err and "PATIENT" in run.err
     with report.open(newline="", encoding="utf-8") as fh:
         problems = list(csv.DictReader(fh))
-    assert [(p["file"], p["line"], p["column"]) for p in problems] == [("immunizations.csv", str(line), "PATIENT")]
+    assert [(p["file"], p["line"], p["column"]) for p in problems] == [
+        ("immunizations.csv", str(line), "PATIENT")
+    ]
     assert "no-such-patient" in problems[0]["reason"]
-    again = yilian("migrate", "synthea", folder, "--database", database_url(fresh), cwd=tmp_path, env={"COLUMNS": "200"})
+    again = yilian(
+        "migrate", "synthea", folder, "--database", database_url(fresh), cwd=tmp_path, env={"COLUMNS": "200"}
+    )
     total = next(line for line in again.out.splitlines() if "total" in line)
     written = [c.strip() for c in total.split("│")[1:-1]][3]
     assert written == "0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+
 import pytest
 
 from yilian.exchange.migrate import Plan, TablePlan, compile_text, load_mapping
@@ -260,7 +261,7 @@ def test_the_shipped_synthea_mapping_loads_in_dependency_order() -> None:
             "name repeats, so say which one: name[0]",
         ),
         (
-            "p:\n  resource: Patient\n  key: ID\n  elements:\n    - {path: \"gender[0]\", column: X}\n",
+            'p:\n  resource: Patient\n  key: ID\n  elements:\n    - {path: "gender[0]", column: X}\n',
             "gender does not repeat",
         ),
         (
@@ -333,7 +334,7 @@ def test_every_mapping_error_is_listed_at_once() -> None:
     with pytest.raises(YilianError) as info:
         plan_of(
             "p:\n  resource: Patient\n  key: ID\n  elements:\n"
-            "    - {path: nmae.family, column: X}\n    - {path: \"gender[0]\", column: X}\n"
+            '    - {path: nmae.family, column: X}\n    - {path: "gender[0]", column: X}\n'
         )
     assert len(info.value.issues) == 2
     assert "and 1 more" in info.value.message

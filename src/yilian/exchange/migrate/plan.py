@@ -46,6 +46,7 @@ class Condition:
 
     def holds(self, row: dict[str, str]) -> bool:
         value = (row.get(self.column) or "").strip()
+        ok: bool
         if self.kind == "present":
             ok = bool(value) == self.arg
         elif self.kind == "equals":
@@ -173,7 +174,7 @@ def load(spec: str | Path) -> Plan:
 
 def compile_text(text: str, *, origin: str = "<mapping>") -> Plan:
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -297,7 +298,9 @@ class _Compiler:
         target_type = None
         if el.reference is not None:
             if fhir_type != "Reference":
-                self.fail(f"{where}.path", f"{el.path} is a {fhir_type}; a reference fills a Reference element")
+                self.fail(
+                    f"{where}.path", f"{el.path} is a {fhir_type}; a reference fills a Reference element"
+                )
                 return None
             target = self.mapping.tables.get(el.reference)
             if target is None:
@@ -314,7 +317,7 @@ class _Compiler:
                 )
                 return None
         elif fhir_type not in values.PRIMITIVES:
-            parts = sorted(fhir_model().structure(fhir_type).properties) if fhir_model().structure(fhir_type) else []
+            parts = _properties(fhir_type)
             shown = ", ".join(p for p in parts if p not in ("id", "extension", "modifierExtension"))
             self.fail(
                 f"{where}.path",
@@ -360,7 +363,9 @@ class _Compiler:
             when=_conditions(el.when),
         )
 
-    def path(self, resource: str, path: str, where: str) -> tuple[tuple[Step, ...], str, tuple[str, ...]] | None:
+    def path(
+        self, resource: str, path: str, where: str
+    ) -> tuple[tuple[Step, ...], str, tuple[str, ...]] | None:
         fm = fhir_model()
         steps: list[Step] = []
         type_name = resource
@@ -377,7 +382,7 @@ class _Compiler:
                 return None
             prop = fm.property(type_name, name)
             if prop is None:
-                known = sorted(fm.structure(type_name).properties) if fm.structure(type_name) else []
+                known = _properties(type_name)
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 self.fail(where, f"{path!r}: {type_name} has no element {name!r}{hint}")
@@ -392,6 +397,11 @@ class _Compiler:
             steps.append(Step(name, int(index) if index is not None else None))
             targets = spec.targets
         return tuple(steps), type_name, targets
+
+
+def _properties(type_name: str) -> list[str]:
+    spec = fhir_model().structure(type_name)
+    return sorted(spec.properties) if spec is not None else []
 
 
 def _text(value: m.Scalar) -> str:

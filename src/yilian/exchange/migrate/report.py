@@ -43,7 +43,7 @@ class TableReport:
     merged: int = 0  # Patients the patient index linked to a person who already had a record
 
     def counts(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 @dataclass

@@ -23,8 +23,8 @@ database error repeats exactly (counts are taken after commit).
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -84,9 +84,7 @@ class _Outcome:
 
 def _escape(value: str) -> str:
     # Search-value escaping (FHIR search §escaping): a key may hold | , $ or \.
-    return (
-        value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
-    )
+    return value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
 
 
 def criteria(system: str, key: str) -> str:
@@ -201,7 +199,11 @@ def _pending(table: TablePlan, srow: SourceRow, seen: dict[str, int]) -> _Pendin
             return _Pending(
                 srow,
                 key,
-                [RowProblem(",".join(table.key_columns), f"the key {key!r} is already used by an earlier row")],
+                [
+                    RowProblem(
+                        ",".join(table.key_columns), f"the key {key!r} is already used by an earlier row"
+                    )
+                ],
             )
         key = f"{key}#{n}"
     return _Pending(srow, key)
@@ -258,7 +260,9 @@ def _write_batch(
             tr.unchanged += 1
 
 
-def _create(uow: UnitOfWork, ctx: FhirContext, table: TablePlan, key: str, resource: dict[str, object]) -> _Outcome:
+def _create(
+    uow: UnitOfWork, ctx: FhirContext, table: TablePlan, key: str, resource: dict[str, object]
+) -> _Outcome:
     req = FhirRequest(
         "POST",
         table.resource,

@@ -84,7 +84,7 @@ def convert(text: str, fhir_type: str, fmt: str | None, tz: dt.tzinfo) -> Any:
         if not is_integer(text):
             raise ValueError(f"{text!r} is not a whole number")
         number = int(text)
-        if fhir_type == "positiveInt" and number < 1 or fhir_type == "unsignedInt" and number < 0:
+        if (fhir_type == "positiveInt" and number < 1) or (fhir_type == "unsignedInt" and number < 0):
             raise ValueError(f"{text!r} is not a {fhir_type}")
         return number
     if fhir_type == "boolean":
