@@ -25,9 +25,10 @@ from tests.support.paths import SHARED
 from tests.support.server import database_url
 from yilian.api.wiring import platform_settings
 from yilian.db import Database
-from yilian.exchange.migrate import MigrationReport, load_mapping, migrate
+from yilian.exchange.migrate import MigrationReport, compile_text, load_mapping, migrate
 from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import resource
+from yilian.mpi.tables import record_link
 
 DATA = SHARED / "synthea-csv"
 SOURCE = "urn:yilian:source:synthea:"
@@ -215,6 +216,72 @@ def test_a_row_whose_patient_is_missing_is_reported_not_dropped(db: Database, tm
     [problem] = done.problems
     assert (problem.file, problem.line, problem.column) == ("immunizations.csv", line, "PATIENT")
     assert "00000000-no-such-patient" in problem.reason
+
+
+def test_the_same_people_from_another_source_become_the_same_persons(db: Database, tmp_path: Path) -> None:
+    """Another legacy system's export of the same patient: a record of its own (its own source
+    key), which the patient index links to the person already there."""
+    folder, _ = small_copy(tmp_path, "x")
+    text = (Path(load_mapping("synthea").origin)).read_text(encoding="utf-8")
+    other = compile_text(text.replace("\nsource: synthea\n", "\nsource: other-his\n"), origin="other.yaml")
+    done = migrate(db, other, folder, settings=platform_settings())
+    patients = next(t for t in done.tables if t.table == "patients")
+    assert (patients.read, patients.written, patients.merged) == (1, 1, 1)
+    kept = csv_rows(folder, "patients")[0]["Id"]
+    records = [p for p in stored(db)["Patient"] if any(i["value"] == kept for i in p["identifier"])]
+    assert len(records) == 2
+    with db.engine.connect() as conn:
+        persons = {
+            r[0]
+            for r in conn.execute(
+                select(record_link.c.person_id).where(
+                    record_link.c.patient_id.in_([p["id"] for p in records])
+                )
+            )
+        }
+    assert len(persons) == 1
+
+
+LEGACY_MAPPING = """
+source: legacy
+encoding: gb18030
+tables:
+  people:
+    resource: Patient
+    file: people.csv
+    key: PID
+    elements:
+      - {path: "name[0].text", column: NAME}
+      - {path: gender, column: SEX, map: {"1": male, "2": female}, unmapped: keep}
+      - {path: birthDate, column: DOB, format: "%Y%m%d"}
+"""
+
+
+def test_rows_the_server_refuses_or_that_do_not_read_are_reported(db: Database, tmp_path: Path) -> None:
+    folder = tmp_path / "his"
+    folder.mkdir()
+    (folder / "people.csv").write_bytes(
+        "PID,NAME,SEX,DOB\n"
+        "a1,张伟,1,19800101\n"
+        "a2,李娜,X,19810202\n"  # kept unmapped: not a FHIR gender, the server refuses it
+        "a1,王芳,2,19820303\n"  # the key again
+        "a3,刘洋,1\n"  # a field short
+        "a4,陈静,2,1983-04-04\n".encode("gb18030")  # not %Y%m%d
+    )
+    done = migrate(db, compile_text(LEGACY_MAPPING), folder, settings=platform_settings())
+    [people] = done.tables
+    assert (people.read, people.written, people.rejected) == (5, 1, 4)
+    by_line = {p.line: p for p in done.problems}
+    assert sorted(by_line) == [3, 4, 5, 6]
+    assert by_line[3].column == "SEX" and "refused by the server" in by_line[3].reason
+    assert by_line[4].column == "PID" and "already used" in by_line[4].reason
+    assert "3 fields; the header has 4" in by_line[5].reason
+    assert by_line[6].column == "DOB" and "%Y%m%d" in by_line[6].reason
+    [zhang] = [
+        p for p in stored(db)["Patient"] if p["identifier"][-1]["system"] == "urn:yilian:source:legacy:people"
+    ]
+    assert zhang["name"] == [{"text": "张伟"}]
+    assert zhang["birthDate"] == "1980-01-01"
 
 
 @pytest.fixture(params=BACKENDS)
