@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import textwrap
+from pathlib import Path
 
+import orjson
 import pytest
 
-from yilian.exchange.migrate import Plan, TablePlan, compile_text, load_mapping
+from yilian.exchange.migrate import (
+    MigrationReport,
+    Plan,
+    Problem,
+    TablePlan,
+    TableReport,
+    compile_text,
+    load_mapping,
+)
 from yilian.exchange.migrate.transform import Transformed, source_key, transform
 from yilian.kernel.errors import YilianError
 
@@ -360,3 +371,26 @@ def test_time_zone_offsets_are_checked() -> None:
         compile_text("source: x\ntimezone: Asia/Shanghai\ntables: {p: {resource: Patient, key: ID}}\n")
     plan = compile_text("source: x\ntimezone: '-05:00'\ntables: {p: {resource: Patient, key: ID}}\n")
     assert plan.timezone.utcoffset(None) == dt.timedelta(hours=-5)
+
+
+def test_the_report_is_written_as_csv_or_json(tmp_path: Path) -> None:
+    report = MigrationReport("his", "m.yaml", "/data")
+    report.tables.append(TableReport("visits", "visits.csv", "Encounter", read=3, written=2, rejected=1))
+    report.problems.append(Problem("visits.csv", 4, 3, "visits", "v3", "PID", "refers to Patient 'x'"))
+    report.write(tmp_path / "r.csv")
+    with (tmp_path / "r.csv").open(newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == [
+            {
+                "file": "visits.csv",
+                "line": "4",
+                "row": "3",
+                "table": "visits",
+                "key": "v3",
+                "column": "PID",
+                "reason": "refers to Patient 'x'",
+            }
+        ]
+    report.write(tmp_path / "sub" / "r.json")
+    doc = orjson.loads((tmp_path / "sub" / "r.json").read_bytes())
+    assert doc["tables"][0]["rejected"] == 1
+    assert doc["problems"][0]["column"] == "PID"
