@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlencode
 
+import orjson
+
 from yilian import mpi
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
@@ -221,11 +223,15 @@ def _write_batch(
 ) -> None:
     def work(uow: UnitOfWork, deferred: bool) -> list[_Outcome]:
         resolve = ids.resolver(uow, ctx)
+        there = _already_there(uow, ctx, table, [p.key for p in batch if not p.problems])
         out = []
         with writes.deferred_checks(uow) if deferred else nullcontext():
             for p in batch:
                 if p.problems:
                     out.append(_Outcome("rejected", problems=tuple(p.problems)))
+                    continue
+                if p.key in there:
+                    out.append(_Outcome("unchanged", there[p.key]))
                     continue
                 t = transform(table, p.row.values, p.key, resolve=resolve, tz=plan.timezone)
                 if t.resource is None:
@@ -258,6 +264,35 @@ def _write_batch(
             tr.merged += int(o.merged)
         else:
             tr.unchanged += 1
+
+
+def _already_there(uow: UnitOfWork, ctx: FhirContext, table: TablePlan, keys: list[str]) -> dict[str, str]:
+    """Which of a chunk's keys an earlier run loaded (key → resource id), in one search.
+
+    Only a shortcut: a re-run then costs one search per chunk instead of one conditional create
+    per row. Rows not found still go through the conditional create, which is what guarantees
+    that nothing is created twice (two runs at once included).
+    """
+    if not keys:
+        return {}
+    writes.flush(uow)
+    wanted = ",".join(f"{table.identifier_system}|{_escape(k)}" for k in keys)
+    query = [
+        ("identifier", wanted),
+        ("_elements", "identifier"),
+        ("_count", str(len(keys))),
+        ("_total", "none"),
+    ]
+    body = orjson.loads(dispatch(uow, ctx, FhirRequest("GET", table.resource, query=query)).body or b"{}")
+    found: dict[str, str] = {}
+    for entry in body.get("entry") or []:
+        res = entry.get("resource") or {}
+        if entry.get("search", {}).get("mode", "match") != "match":
+            continue
+        for ident in res.get("identifier") or []:
+            if ident.get("system") == table.identifier_system and isinstance(ident.get("value"), str):
+                found[ident["value"]] = res["id"]
+    return found
 
 
 def _create(
