@@ -12,7 +12,8 @@ over deterministic ids (a hash of the key as ``Patient/<id>``, written by update
 because an update writes a new version each run (history grows, observers run again, and the
 patient index would re-decide a steward's link), while a conditional create that matches is a
 read. The identifier also keeps the legacy key searchable (``Encounter?identifier=…``), which
-people reconciling the migration ask for. What it does not do: a row whose content changed in
+people reconciling the migration ask for, and lets a chunk find its rows already loaded with one
+search (:func:`_already_there`), so a re-run skips them cheaply. What it does not do: a row whose content changed in
 the legacy system since the last run is *not* updated (it counts as unchanged).
 
 Rows are written in chunks of :data:`CHUNK`, one transaction each, every row in a savepoint of
