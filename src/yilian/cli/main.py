@@ -400,6 +400,33 @@ def import_(
 
 
 @app.command()
+def migrate(
+    mapping: str = typer.Argument(
+        ..., help="The mapping file (YAML, docs/migrate.md), or the name of a shipped mapping: synthea."
+    ),
+    data_dir: Path = typer.Argument(..., help="The folder holding the legacy system's CSV files."),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        "-r",
+        help="Write the data-quality report here: every row not loaded, with file, line, column and reason (.json for JSON, else CSV).",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Migrate a legacy system's CSV tables into FHIR resources through a YAML mapping (running it again creates nothing new).
+
+    Tables load in the order their references need (organizations and practitioners before patients, patients before encounters). Patients go through the patient index. A row that cannot be loaded is reported with its file, line, column and reason, and the rest still loads (exit status 1).
+    """
+    from yilian.cli.migrate import run_migrate
+
+    with friendly_errors():
+        db = open_db(database)
+        done = run_migrate(db, settings_from_env(), mapping, data_dir, report)
+    if done.problems:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
 def export(
     out: Path = typer.Option(
         Path("export"),

@@ -231,7 +231,7 @@ COMMANDS = _commands()
 def test_every_command_is_covered_here() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {
-        "", "serve", "demo", "import", "export", "db", "db upgrade", "db current",
+        "", "serve", "demo", "import", "export", "migrate", "db", "db upgrade", "db current",
         "client", "client add", "client list", "client revoke", "client bind-cert", "client unbind-cert",
         "client hl7-senders",
         "user", "user add",
