@@ -81,15 +81,17 @@ def _point(value: str, what: str) -> str:
     return value
 
 
-def _usable(uow: UnitOfWork, card_no: str) -> cards.CardView:
-    return cards.require_usable(uow, card_no)
+def _usable(uow: UnitOfWork, card_no: str, patients: frozenset[str] | None = None) -> cards.CardView:
+    return cards.require_usable(uow, card_no, patients=patients)
 
 
 # --------------------------------------------------------------------------- wallet
 
 
-def wallet(uow: UnitOfWork, *, card_no: str) -> WalletView:
-    card = _usable(uow, card_no)
+def wallet(uow: UnitOfWork, *, card_no: str, patients: frozenset[str] | None = None) -> WalletView:
+    """The wallet behind a usable card. ``patients``: only cards issued on these Patients (a
+    resident's own); any other answers as an unknown card."""
+    card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     return WalletView(card.card_no, balance, held)
 
@@ -156,9 +158,12 @@ class StatementLine:
         }
 
 
-def statement(uow: UnitOfWork, *, card_no: str, limit: int = 50) -> tuple[WalletView, list[StatementLine]]:
-    """The wallet and its newest movements, newest first, each with the balance it left."""
-    card = _usable(uow, card_no)
+def statement(
+    uow: UnitOfWork, *, card_no: str, limit: int = 50, patients: frozenset[str] | None = None
+) -> tuple[WalletView, list[StatementLine]]:
+    """The wallet and its newest movements, newest first, each with the balance it left
+    (``patients`` as for :func:`wallet`)."""
+    card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     view = WalletView(card.card_no, balance, held)
     p, x = t.posting, t.txn
@@ -524,6 +529,7 @@ class HoldView:
     posted_fen: int | None
     txn_id: str | None
     expires: dt.datetime
+    patient_id: str  # whose wallet holds it (not in the reply: the card number says whose)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -550,6 +556,7 @@ def _hold_view(row: Any) -> HoldView:
         None if row.posted_fen is None else int(row.posted_fen),
         row.txn_id,
         from_us(row.expires),
+        row.patient_id,
     )
 
 
