@@ -130,7 +130,7 @@ def top_up(uow: UnitOfWork, *, card_no: str, amount_fen: int, channel: str, org:
         org=org,
         memo=f"top-up via {channel}",
     )
-    balance, held = ledger.balance(uow, spec.account_id)
+    balance, held = ledger.balance_after(uow, posted, spec.account_id)
     return TopUp(posted.txn_id, amount_fen, WalletView(card.card_no, balance, held))
 
 
@@ -390,7 +390,7 @@ def charge(
             ).decode(),
         },
     )
-    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
 
 
@@ -509,7 +509,7 @@ def refund(uow: UnitOfWork, *, charge_id: str, amount_fen: int, reason: str) -> 
             "reason": reason.strip(),
         },
     )
-    balance, _ = ledger.balance(uow, wallet_account(row.patient_id))
+    balance, _ = ledger.balance_after(uow, posted, wallet_account(row.patient_id))
     return RefundResult(
         refund_id, charge_id, posted.txn_id, amount_fen, ins, aid_part, self_part, left - amount_fen, balance
     )
