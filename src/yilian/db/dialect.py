@@ -25,6 +25,6 @@ def insert_new(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
     then skips the row if that one committed, or inserts it if it rolled back."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # RETURNING rather than rowcount: the driver's rowcount is not dependable for a skipped row.
-    key = list(table.primary_key.columns)[0]
+    key = next(iter(table.primary_key.columns))
     stmt = dialect.insert(table).values(row).on_conflict_do_nothing().returning(key)
     return conn.execute(stmt).first() is not None
