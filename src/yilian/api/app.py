@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 import yilian.portal as portal_static
 from yilian import __version__
+from yilian.api import openapi
 from yilian.api.auth import Authenticator
 from yilian.api.auth_routes import smart_config, token_endpoint
 from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path
@@ -83,6 +85,14 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
         return JSONResponse({"status": "ready", "database": db.dialect})
 
+    api = ApiRoutes(db, authenticator, writer)
+    api_routes = system_routes(api)
+    # Generated once from the registrations above: the document is the routes, not a copy of them.
+    spec = orjson.dumps(openapi.document(api.specs), option=orjson.OPT_INDENT_2)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
     app = Starlette(
         routes=[
             Route("/", home),
@@ -91,7 +101,8 @@ def create_app(
             Route("/auth/token", token_endpoint(db, writer), methods=["POST"]),
             Route("/.well-known/smart-configuration", smart_config),
             *login_routes(db, writer),
-            *system_routes(ApiRoutes(db, authenticator, writer)),
+            Route(openapi.PATH, openapi_json),
+            *api_routes,
             Mount(
                 "/static",
                 StaticFiles(directory=str(Path(portal_static.__file__).parent / "static")),
@@ -101,4 +112,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.db = db
+    app.state.api_specs = api.specs
     return YilianApp(fhir, app)

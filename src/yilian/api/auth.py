@@ -1,7 +1,7 @@
 """Who is calling: bearer tokens (systems and apps) and session cookies (people in the portal).
 
 Every path needs one, except the few that hold no data: the token endpoint, sign-in, the
-capability statement, the SMART configuration, health checks and static portal assets.
+capability statement, the SMART configuration, the OpenAPI document of /api, health checks and static portal assets.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ OPEN_PATHS = frozenset(
         "/fhir/metadata",
         "/fhir/.well-known/smart-configuration",
         "/.well-known/smart-configuration",
+        "/api/openapi.json",  # the JSON API's OpenAPI document: the interface, no data
     }
 )
 OPEN_PREFIXES = ("/static/",)

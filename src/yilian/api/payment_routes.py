@@ -18,12 +18,13 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.routing import BaseRoute
 
 from yilian import card, payments
+from yilian.api import payment_replies as replies
 from yilian.api.rest import ApiRoutes, Call, Permission, Reply, operator_only
 from yilian.db import UnitOfWork
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import idempotency
 from yilian.payments.model import CHANNELS, DEFAULT_HOLD_SECONDS, SETTINGS
-from yilian.security.principal import Principal
+from yilian.security.principal import RESIDENT, Principal
 
 Fen = Annotated[
     StrictInt, Field(gt=0, le=10**15, description="an amount in fen (分), a positive whole number")
@@ -109,6 +110,30 @@ def _own_org(principal: Principal, org: str) -> None:
         )
 
 
+def _mover(principal: Principal) -> None:
+    """Money is moved by an institution (its counter, terminal or HIS) or the operator, never by a
+    resident's own token: a resident's app reads, it does not pay."""
+    if principal.kind == RESIDENT or principal.patient_keys is not None:
+        raise YilianError(
+            Category.FORBIDDEN, "payments are taken at an institution; a resident's token can only read"
+        )
+
+
+def _patients(principal: Principal) -> frozenset[str] | None:
+    """The Patients whose wallets the caller may read (None: any card presented to it)."""
+    return principal.patient_keys
+
+
+def _own_record(principal: Principal, patient_id: str, org: str, what: str) -> None:
+    """A charge or hold: the resident's own, or the institution's own."""
+    keys = principal.patient_keys
+    if keys is not None:
+        if patient_id not in keys:  # the same answer as for an id that does not exist
+            raise payments.PaymentError(Category.NOT_FOUND, f"unknown-{what}", f"no {what} with this id")
+        return
+    _own_org(principal, org)
+
+
 Handler = Callable[[UnitOfWork, Call[Any]], Reply]
 
 
@@ -134,10 +159,12 @@ def keyed(template: str, handler: Handler) -> Handler:
         idempotency.remember(uow, caller=caller, key=key, status=reply.status, body=reply.raw)
         return reply
 
+    run.__doc__ = handler.__doc__
     return run
 
 
 def _top_up(uow: UnitOfWork, call: Call[TopUpBody]) -> Reply:
+    """Put money on a card's wallet at an institution's counter or self-service machine."""
     body = call.require_body()
     _own_org(call.principal, body.org)
     done = payments.top_up(
@@ -147,16 +174,22 @@ def _top_up(uow: UnitOfWork, call: Call[TopUpBody]) -> Reply:
 
 
 def _wallet(uow: UnitOfWork, call: Call[Any]) -> Reply:
-    view = payments.wallet(uow, card_no=call.params["card_no"])
+    """The wallet behind a usable card: balance, held by open deposits, available. The wallet is
+    the resident's: a replacement card shows the same balance; a lost or replaced card is
+    refused with its reason."""
+    view = payments.wallet(uow, card_no=call.params["card_no"], patients=_patients(call.principal))
     return Reply(view.as_json(), entity=_wallet_entity(view.card_no))
 
 
 def _statement(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """The wallet and its newest movements, newest first, each with the balance it left."""
     try:
         limit = int(call.query.get("limit", "50"))
     except ValueError:
         raise YilianError(Category.INVALID, "limit must be a whole number") from None
-    view, lines = payments.statement(uow, card_no=call.params["card_no"], limit=limit)
+    view, lines = payments.statement(
+        uow, card_no=call.params["card_no"], limit=limit, patients=_patients(call.principal)
+    )
     return Reply(
         {**view.as_json(), "entries": [line.as_json() for line in lines]},
         entity=_wallet_entity(view.card_no),
@@ -164,6 +197,9 @@ def _statement(uow: UnitOfWork, call: Call[Any]) -> Reply:
 
 
 def _charge(uow: UnitOfWork, call: Call[ChargeBody]) -> Reply:
+    """A point-of-care charge (诊间结算): adjudicated against the resident's coverage in force, the
+    insurer's and medical aid's shares paid at once (即时结报), the rest taken from the wallet —
+    all in one ledger transaction, or nothing."""
     body = call.require_body()
     _own_org(call.principal, body.org)
     result = payments.charge(
@@ -203,12 +239,14 @@ def _charge_view(row: Any) -> dict[str, Any]:
 
 
 def _get_charge(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """One charge as it was made: its items, shares, refunds so far and the adjudication."""
     row = payments.get_charge(uow, charge_id=call.params["charge_id"])
-    _own_org(call.principal, row.org)
+    _own_record(call.principal, row.patient_id, row.org, "charge")
     return Reply(_charge_view(row), patients=[row.patient_id], entity=f"ChargeItem/{row.charge_id}")
 
 
 def _refund(uow: UnitOfWork, call: Call[RefundBody]) -> Reply:
+    """Give back part or all of a charge, as a new transaction; each payer gets back its share."""
     body = call.require_body()
     row = payments.get_charge(uow, charge_id=call.params["charge_id"])
     _own_org(call.principal, row.org)
@@ -217,6 +255,7 @@ def _refund(uow: UnitOfWork, call: Call[RefundBody]) -> Reply:
 
 
 def _hold(uow: UnitOfWork, call: Call[HoldBody]) -> Reply:
+    """Reserve an inpatient deposit (预交金) on the wallet until it is posted, voided or expires."""
     body = call.require_body()
     _own_org(call.principal, body.org)
     view = payments.hold_deposit(
@@ -232,12 +271,14 @@ def _hold(uow: UnitOfWork, call: Call[HoldBody]) -> Reply:
 
 
 def _get_hold(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """One deposit hold and its state."""
     view = payments.get_hold(uow, hold_id=call.params["hold_id"])
-    _own_org(call.principal, view.org)
+    _own_record(call.principal, view.patient_id, view.org, "hold")
     return Reply(view.as_json(), entity=f"Account/hold/{view.hold_id}")
 
 
 def _post_hold(uow: UnitOfWork, call: Call[PostHoldBody]) -> Reply:
+    """Settle a deposit: the amount goes to the institution, the rest is released; exactly once."""
     body = call.require_body()
     _own_org(call.principal, payments.get_hold(uow, hold_id=call.params["hold_id"]).org)
     view = payments.post_hold(uow, hold_id=call.params["hold_id"], amount_fen=body.amount_fen)
@@ -245,25 +286,64 @@ def _post_hold(uow: UnitOfWork, call: Call[PostHoldBody]) -> Reply:
 
 
 def _void_hold(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """Release a deposit whole; exactly once."""
     _own_org(call.principal, payments.get_hold(uow, hold_id=call.params["hold_id"]).org)
     view = payments.void_hold(uow, hold_id=call.params["hold_id"])
     return Reply(view.as_json(), entity=f"Account/hold/{view.hold_id}")
 
 
 def _close_day(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """Close a finished business day (日终清算): its settlement batch — card issuer and each fund to
+    each institution — written and frozen; a day closes once."""
     day = payments.parse_day(call.params["date"])
     report = payments.close_day(uow, day=day, closed_by=call.principal.identity)
     return Reply(report, status=201, entity=f"PaymentReconciliation/{day}")
 
 
+def _clearing_reader(principal: Principal) -> None:
+    """The operator sees the whole day; an institution only its own lines; a resident nothing."""
+    if principal.patient_keys is not None or (principal.org_id is None and not principal.is_operator):
+        raise YilianError(Category.FORBIDDEN, "the clearing is for the operator and the institutions")
+
+
 def _day(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """A business day's clearing: the closed batch with its reconciliation re-checked against the
+    ledger, or an open day's positions so far. An institution sees only its own lines."""
     day = payments.parse_day(call.params["date"])
     detail = call.query.get("detail", "").lower() in ("1", "true", "yes")
-    return Reply(payments.day_report(uow, day=day, detail=detail), entity=f"PaymentReconciliation/{day}")
+    report = payments.day_report(uow, day=day, detail=detail, payee=call.principal.org_id)
+    return Reply(report, entity=f"PaymentReconciliation/{day}")
 
 
 def _trial_balance(uow: UnitOfWork, call: Call[Any]) -> Reply:
+    """Every account's balance, checked against its postings; debits equal credits."""
     return Reply(payments.trial_balance(uow).as_json(), entity="Account/trial-balance")
+
+
+C = Category
+# The refusal codes each route may answer with (and their category, hence their HTTP status).
+CARD = (
+    ("bad-card-number", C.INVALID),
+    ("unknown-card", C.NOT_FOUND),
+    ("card-not-activated", C.CONFLICT),
+    ("card-lost", C.CONFLICT),
+    ("card-suspended", C.CONFLICT),
+    ("card-replaced", C.GONE),
+    ("card-revoked", C.GONE),
+)
+KEYED = (
+    ("idempotency-key-missing", C.INVALID),
+    ("idempotency-key-invalid", C.INVALID),
+    ("idempotency-key-reused", C.UNPROCESSABLE),
+    ("idempotency-key-in-flight", C.CONFLICT),
+)
+MONEY = (("bad-amount", C.INVALID), ("day-closed", C.CONFLICT))
+PLACE = (("bad-request", C.INVALID), ("unknown-institution", C.NOT_FOUND))
+HOLD = (
+    ("unknown-hold", C.NOT_FOUND),
+    ("hold-finished", C.CONFLICT),
+    ("hold-expired", C.CONFLICT),
+)
 
 
 def routes(api: ApiRoutes) -> list[BaseRoute]:
@@ -273,20 +353,44 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
         permission: Permission,
         body: type[BaseModel] | None,
         subtype: str,
-        **kw: Any,
+        reply: type[BaseModel],
+        status: int,
+        reasons: tuple[tuple[str, Category], ...],
+        check: Callable[[Principal], None] = _mover,
     ) -> BaseRoute:
         return api.route(
-            path, keyed(path, handler), method="POST", permission=permission, body=body, subtype=subtype, **kw
+            path,
+            keyed(path, handler),
+            method="POST",
+            permission=permission,
+            body=body,
+            subtype=subtype,
+            reply=reply,
+            status=status,
+            idempotent=True,
+            reasons=KEYED + reasons,
+            check=check,
         )
 
     return [
-        write("/api/cards/{card_no}/top-ups", _top_up, WRITE_ACCOUNT, TopUpBody, "payment-top-up"),
+        write(
+            "/api/cards/{card_no}/top-ups",
+            _top_up,
+            WRITE_ACCOUNT,
+            TopUpBody,
+            "payment-top-up",
+            replies.TopUpReply,
+            201,
+            CARD + MONEY + PLACE + (("bad-channel", C.INVALID),),
+        ),
         api.route(
             "/api/cards/{card_no}/wallet",
             _wallet,
             method="GET",
             permission=READ_ACCOUNT,
             subtype="payment-wallet",
+            reply=replies.WalletReply,
+            reasons=CARD,
         ),
         api.route(
             "/api/cards/{card_no}/statement",
@@ -294,28 +398,104 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             method="GET",
             permission=READ_ACCOUNT,
             subtype="payment-statement",
+            reply=replies.StatementReply,
+            query={"limit": "how many movements, newest first (1-1000, default 50)"},
+            reasons=CARD,
         ),
-        write("/api/charges", _charge, WRITE_CHARGE, ChargeBody, "payment-charge"),
+        write(
+            "/api/charges",
+            _charge,
+            WRITE_CHARGE,
+            ChargeBody,
+            "payment-charge",
+            replies.ChargeReply,
+            201,
+            CARD
+            + MONEY
+            + PLACE
+            + HOLD
+            + (
+                ("insufficient-balance", C.CONFLICT),
+                ("no-items", C.INVALID),
+                ("bad-item", C.INVALID),
+                ("hold-mismatch", C.CONFLICT),
+                ("institution-unclassified", C.INVALID),
+                ("unknown-charge-item", C.NOT_FOUND),
+                ("charge-item-mismatch", C.CONFLICT),
+            ),
+        ),
         api.route(
             "/api/charges/{charge_id}",
             _get_charge,
             method="GET",
             permission=READ_CHARGE,
             subtype="payment-charge",
+            reply=replies.ChargeDetailReply,
+            reasons=(("unknown-charge", C.NOT_FOUND),),
         ),
-        write("/api/charges/{charge_id}/refunds", _refund, WRITE_CHARGE, RefundBody, "payment-refund"),
-        write("/api/holds", _hold, WRITE_ACCOUNT, HoldBody, "payment-hold"),
+        write(
+            "/api/charges/{charge_id}/refunds",
+            _refund,
+            WRITE_CHARGE,
+            RefundBody,
+            "payment-refund",
+            replies.RefundReply,
+            201,
+            (
+                *MONEY,
+                ("unknown-charge", C.NOT_FOUND),
+                ("bad-request", C.INVALID),
+                ("refund-exceeds-charge", C.CONFLICT),
+            ),
+        ),
+        write(
+            "/api/holds",
+            _hold,
+            WRITE_ACCOUNT,
+            HoldBody,
+            "payment-hold",
+            replies.HoldReply,
+            201,
+            CARD + PLACE + (("bad-amount", C.INVALID), ("insufficient-balance", C.CONFLICT)),
+        ),
         api.route(
-            "/api/holds/{hold_id}", _get_hold, method="GET", permission=READ_ACCOUNT, subtype="payment-hold"
+            "/api/holds/{hold_id}",
+            _get_hold,
+            method="GET",
+            permission=READ_ACCOUNT,
+            subtype="payment-hold",
+            reply=replies.HoldReply,
+            reasons=(("unknown-hold", C.NOT_FOUND),),
         ),
-        write("/api/holds/{hold_id}/post", _post_hold, UPDATE_ACCOUNT, PostHoldBody, "payment-hold-post"),
-        write("/api/holds/{hold_id}/void", _void_hold, UPDATE_ACCOUNT, None, "payment-hold-void"),
+        write(
+            "/api/holds/{hold_id}/post",
+            _post_hold,
+            UPDATE_ACCOUNT,
+            PostHoldBody,
+            "payment-hold-post",
+            replies.HoldReply,
+            200,
+            MONEY + HOLD + (("post-exceeds-hold", C.CONFLICT),),
+        ),
+        write(
+            "/api/holds/{hold_id}/void",
+            _void_hold,
+            UPDATE_ACCOUNT,
+            None,
+            "payment-hold-void",
+            replies.HoldReply,
+            200,
+            HOLD,
+        ),
         write(
             "/api/settlement/days/{date}/close",
             _close_day,
             WRITE_CLEARING,
             None,
             "payment-close-day",
+            replies.CloseDayReply,
+            201,
+            (("bad-date", C.INVALID), ("day-not-over", C.CONFLICT), ("day-closed", C.CONFLICT)),
             check=operator_only,
         ),
         api.route(
@@ -324,7 +504,10 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             method="GET",
             permission=READ_CLEARING,
             subtype="payment-day",
-            check=operator_only,
+            check=_clearing_reader,
+            reply=replies.DayReply,
+            query={"detail": "true: list every transaction each line ties"},
+            reasons=(("bad-date", C.INVALID),),
         ),
         api.route(
             "/api/ledger/trial-balance",
@@ -333,5 +516,6 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             permission=READ_ACCOUNT,
             subtype="payment-trial-balance",
             check=operator_only,
+            reply=replies.TrialBalanceReply,
         ),
     ]

@@ -11,6 +11,10 @@ treatment, so no system can forget one:
   other exception turned into a 500 problem without a traceback reaching the client;
 - one audit record per call, written in the same transaction as a change (so a change and its
   audit commit together) or through the group-commit writer for reads and refusals.
+
+Every registration is also kept as a :class:`RouteSpec` (path, method, permission, body and reply
+models, success status, the problem reasons it may answer): the OpenAPI document
+(:mod:`yilian.api.openapi`) is generated from exactly these, so it cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -85,6 +89,26 @@ class Permission:
         return scopes.allows(self.letter, self.resource_type)
 
 
+@dataclass(frozen=True)
+class RouteSpec:
+    """One registered route as the OpenAPI document describes it (see :mod:`yilian.api.openapi`)."""
+
+    path: str
+    method: str
+    permission: Permission
+    subtype: str
+    summary: str
+    body: type[BaseModel] | None = None
+    reply: type[BaseModel] | None = None
+    status: int = 200
+    operator_only: bool = False
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    content_type: str | None = None  # a body that is not JSON (the card register's text/csv)
+    idempotent: bool = False  # needs an Idempotency-Key header
+    # The machine-readable ``reason`` codes its refusals may carry, with their category (→ status).
+    reasons: tuple[tuple[str, Category], ...] = ()
+
+
 def _action(method: str) -> str:
     return {"GET": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}.get(method, "E")
 
@@ -96,6 +120,7 @@ class ApiRoutes:
         self.db = db
         self.authenticator = authenticator
         self.writer = writer
+        self.specs: list[RouteSpec] = []
 
     def route(
         self,
@@ -107,10 +132,39 @@ class ApiRoutes:
         body: type[BaseModel] | None = None,
         subtype: str,
         check: Callable[[Principal], None] | None = None,
+        reply: type[BaseModel] | None = None,
+        status: int = 200,
+        summary: str | None = None,
+        query: dict[str, str] | None = None,
+        content_type: str | None = None,
+        idempotent: bool = False,
+        reasons: Sequence[tuple[str, Category]] = (),
     ) -> Route:
         """``check`` is an extra access decision on the caller (e.g. operator-only), made after the
-        scope check and before the body is read."""
+        scope check and before the body is read. The rest describe the route for the OpenAPI
+        document: ``reply`` the model of a successful reply (sent with ``status``), ``summary``
+        (default: the handler's docstring), ``query`` the query parameters it reads, ``content_type``
+        a non-JSON body, ``idempotent`` whether it takes an Idempotency-Key, ``reasons`` its
+        refusals' codes."""
         writes = method != "GET"
+        doc = summary or (handler.__doc__ or "").strip().split("\n\n")[0]
+        self.specs.append(
+            RouteSpec(
+                path=path,
+                method=method,
+                permission=permission,
+                subtype=subtype,
+                summary=" ".join(doc.split()) or subtype,
+                body=body,
+                reply=reply,
+                status=status,
+                operator_only=check is operator_only,
+                query=tuple((query or {}).items()),
+                content_type=content_type,
+                idempotent=idempotent,
+                reasons=tuple(reasons),
+            )
+        )
 
         async def endpoint(request: Request) -> Response:
             headers = headers_of(request.scope)

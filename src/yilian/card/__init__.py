@@ -9,6 +9,7 @@ docs/identifiers.md.
 from yilian.card.model import (
     REGISTER_COLUMNS,
     CardNumber,
+    CardRefusal,
     CardStatus,
     Refusal,
     RegisterRow,
@@ -45,6 +46,7 @@ __all__ = [
     "CardCounts",
     "CardEvent",
     "CardNumber",
+    "CardRefusal",
     "CardStatus",
     "CardView",
     "Refusal",

@@ -144,8 +144,18 @@ def mask(card_no: str) -> str:
     return prc_id.mask(head) + sep + tail
 
 
+class CardRefusal(YilianError):
+    """Why a card number cannot be used, with a machine-readable ``reason`` (``card-lost``,
+    ``card-replaced``, ``unknown-card``…): a till tells a lost card from a mistyped one without
+    parsing the message. The API puts the reason in the problem document."""
+
+    def __init__(self, category: Category, reason: str, message: str) -> None:
+        super().__init__(category, message)
+        self.reason = reason
+
+
 def _invalid(message: str) -> YilianError:
-    return YilianError(Category.INVALID, message)
+    return CardRefusal(Category.INVALID, "bad-card-number", message)
 
 
 def parse_card_number(value: str, *, today: dt.date | None = None) -> CardNumber:

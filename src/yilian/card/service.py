@@ -24,6 +24,7 @@ from yilian.card.model import (
     CURRENT,
     Action,
     CardKind,
+    CardRefusal,
     CardStatus,
     RegisterRow,
     check_district,
@@ -176,7 +177,7 @@ def _number_key(keyring: Keyring, card_no: str) -> str:
 def _no_such_card() -> YilianError:
     # The same answer whether the number is unknown or belongs to a patient the caller may not
     # see: a card number must not confirm that somebody is registered.
-    return YilianError(Category.NOT_FOUND, "no health card with this number")
+    return CardRefusal(Category.NOT_FOUND, "unknown-card", "no health card with this number")
 
 
 def _row_by_number(uow: UnitOfWork, card_no: str, *, for_update: bool = False) -> Row[Any]:
@@ -627,38 +628,54 @@ def card_history(uow: UnitOfWork, ctx: FhirContext, card_no: str) -> list[CardEv
 
 
 def unusable_reason(view: CardView) -> YilianError | None:
-    """Why the card cannot be used now (None if it can): what the front desk and the till say."""
+    """Why the card cannot be used now (None if it can): what the front desk and the till say,
+    with its own reason code for each state."""
     day = view.status_at.astimezone(_CHINA).date().isoformat()
     status = view.status
     if status is CardStatus.ACTIVE:
         return None
     if status is CardStatus.ISSUED:
-        return YilianError(
+        return CardRefusal(
             Category.CONFLICT,
+            "card-not-activated",
             f"health card issued on {day} has not been activated yet; the holder activates it first",
         )
     if status is CardStatus.LOST:
-        return YilianError(
+        return CardRefusal(
             Category.CONFLICT,
+            "card-lost",
             f"health card reported lost on {day}; it is refused until the holder resumes it or gets a replacement card",
         )
     if status is CardStatus.SUSPENDED:
-        return YilianError(
-            Category.CONFLICT, f"health card suspended by the issuer on {day}; it cannot be used"
+        return CardRefusal(
+            Category.CONFLICT,
+            "card-suspended",
+            f"health card suspended by the issuer on {day}; it cannot be used",
         )
     if status is CardStatus.REPLACED:
         successor = f" ({mask(view.replaced_by)})" if view.replaced_by else ""
-        return YilianError(
-            Category.GONE, f"health card replaced on {day}; use the replacement card{successor}"
+        return CardRefusal(
+            Category.GONE,
+            "card-replaced",
+            f"health card replaced on {day}; use the replacement card{successor}",
         )
-    return YilianError(Category.GONE, f"health card revoked on {day}; it can no longer be used")
+    return CardRefusal(
+        Category.GONE, "card-revoked", f"health card revoked on {day}; it can no longer be used"
+    )
 
 
-def require_usable(uow: UnitOfWork, card_no: str) -> CardView:
+def require_usable(uow: UnitOfWork, card_no: str, *, patients: frozenset[str] | None = None) -> CardView:
     """The card, if it can be used now; else the reason (CONFLICT: lost, suspended, not activated;
     GONE: replaced, revoked; NOT_FOUND; INVALID for a malformed number). For other systems
-    (payments) that already decided the caller may act on the card."""
-    view = _view(uow, _row_by_number(uow, card_no))
+    (payments) that already decided the caller may act on the card.
+
+    ``patients``: the caller may only use cards issued on these Patients (a resident: their own
+    and their children's). Any other card is answered as unknown, before its state is looked at,
+    so a resident cannot learn whether somebody else's card exists or was reported lost."""
+    row = _row_by_number(uow, card_no)
+    if patients is not None and row.patient_id not in patients:
+        raise _no_such_card()
+    view = _view(uow, row)
     refusal = unusable_reason(view)
     if refusal is not None:
         raise refusal

@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, case, func, insert, literal, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
@@ -45,27 +45,54 @@ def parse_day(text: str) -> dt.date:
         ) from None
 
 
-def _positions(uow: UnitOfWork, day: dt.date) -> dict[tuple[str, str], dict[str, int]]:
-    """(payer, institution) → {txn_id: amount the payer owes for it}."""
+def _per_txn(key: str, payee: str | None = None) -> Select[Any]:
+    """(payer, payee, txn_id, amount the payer owes for it) for every clearing transaction of the
+    day, computed by the database in one grouped query (no row of the day passes through Python).
+
+    The payer and the kinds are written into the SQL as literals rather than bound: PostgreSQL must
+    see the ``CASE`` in the select list and in ``GROUP BY`` as the same expression."""
     x, p, a = t.txn, t.posting, t.account
-    rows = uow.conn.execute(
-        select(x.c.txn_id, x.c.org, a.c.kind, a.c.account_id, func.sum(p.c.amount).label("amount"))
-        .join(p, p.c.txn_id == x.c.txn_id)
-        .join(a, a.c.account_id == p.c.account_id)
-        .where(
-            x.c.business_date == day.isoformat(),
-            x.c.org.is_not(None),
-            a.c.kind.in_(PAYER_KINDS),
-            x.c.kind != "top-up",
-        )
-        .group_by(x.c.txn_id, x.c.org, a.c.kind, a.c.account_id)
+    payer = case(
+        (a.c.kind == literal_column("'wallet'"), literal_column(f"'{ISSUER}'")), else_=a.c.account_id
     )
-    out: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for row in rows:
-        who = ISSUER if row.kind == "wallet" else row.account_id
-        per_txn = out[(who, row.org)]
-        per_txn[row.txn_id] = per_txn.get(row.txn_id, 0) - int(row.amount)
-    return out
+    where = [
+        x.c.business_date == key,
+        x.c.org.is_not(None),
+        a.c.kind.in_([literal_column(f"'{k}'") for k in PAYER_KINDS]),
+        x.c.kind != literal_column("'top-up'"),
+    ]
+    if payee is not None:
+        where.append(x.c.org == payee)
+    return (
+        select(
+            payer.label("payer"),
+            x.c.org.label("payee"),
+            x.c.txn_id,
+            (-func.sum(p.c.amount)).label("amount_fen"),
+        )
+        .select_from(x.join(p, p.c.txn_id == x.c.txn_id).join(a, a.c.account_id == p.c.account_id))
+        .where(*where)
+        .group_by(payer, x.c.org, x.c.txn_id)
+    )
+
+
+def _positions(uow: UnitOfWork, key: str, payee: str | None = None) -> list[dict[str, Any]]:
+    """The day's lines so far (payer, payee, amount, transactions), aggregated in the database."""
+    per = _per_txn(key, payee).subquery()
+    rows = uow.conn.execute(
+        select(
+            per.c.payer,
+            per.c.payee,
+            func.sum(per.c.amount_fen).label("amount_fen"),
+            func.count().label("txn_count"),
+        )
+        .group_by(per.c.payer, per.c.payee)
+        .order_by(per.c.payer, per.c.payee)
+    )
+    return [
+        {"payer": r.payer, "payee": r.payee, "amount_fen": int(r.amount_fen), "txn_count": int(r.txn_count)}
+        for r in rows
+    ]
 
 
 def _lines_json(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,36 +131,48 @@ def close_day(uow: UnitOfWork, *, day: dt.date, closed_by: str) -> dict[str, Any
         status = conn.execute(locked).scalar_one()
     if status != "open":
         raise refuse(Category.CONFLICT, "day-closed", f"business day {key} is already closed")
-    positions = _positions(uow, day)
-    lines: list[dict[str, Any]] = []
-    for (payer, payee), per_txn in sorted(positions.items()):
-        amount = sum(per_txn.values())
-        line_id = conn.execute(
-            insert(t.batch_line).returning(t.batch_line.c.line_id),
-            {
-                "business_date": key,
-                "payer": payer,
-                "payee": payee,
-                "amount_fen": amount,
-                "txn_count": len(per_txn),
-            },
-        ).scalar_one()
-        conn.execute(
-            insert(t.batch_txn),
-            [
-                {"line_id": line_id, "txn_id": txn_id, "amount_fen": value}
-                for txn_id, value in sorted(per_txn.items())
-            ],
+    # Set-based: the lines are one INSERT … SELECT grouped by (payer, payee), and the ties of
+    # each line to its transactions a second one joining the per-transaction amounts to the
+    # lines just written; a million transactions never become Python objects.
+    per = _per_txn(key).subquery()
+    bl = t.batch_line
+    conn.execute(
+        insert(bl).from_select(
+            ["business_date", "payer", "payee", "amount_fen", "txn_count"],
+            select(
+                literal(key),
+                per.c.payer,
+                per.c.payee,
+                func.sum(per.c.amount_fen),
+                func.count(),
+            ).group_by(per.c.payer, per.c.payee),
         )
-        lines.append(
-            {
-                "line_id": int(line_id),
-                "payer": payer,
-                "payee": payee,
-                "amount_fen": amount,
-                "txn_count": len(per_txn),
-            }
+    )
+    conn.execute(
+        insert(t.batch_txn).from_select(
+            ["line_id", "txn_id", "amount_fen"],
+            select(bl.c.line_id, per.c.txn_id, per.c.amount_fen).select_from(
+                per.join(
+                    bl,
+                    (bl.c.business_date == key) & (bl.c.payer == per.c.payer) & (bl.c.payee == per.c.payee),
+                )
+            ),
         )
+    )
+    lines = [
+        {
+            "line_id": int(r.line_id),
+            "payer": r.payer,
+            "payee": r.payee,
+            "amount_fen": int(r.amount_fen),
+            "txn_count": int(r.txn_count),
+        }
+        for r in conn.execute(
+            select(bl.c.line_id, bl.c.payer, bl.c.payee, bl.c.amount_fen, bl.c.txn_count).where(
+                bl.c.business_date == key
+            )
+        )
+    ]
     txn_count = conn.execute(
         select(func.count()).select_from(t.txn).where(t.txn.c.business_date == key)
     ).scalar_one()
@@ -165,58 +204,93 @@ def _totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {"by_payer": dict(sorted(by_payer.items())), "by_payee": dict(sorted(by_payee.items()))}
 
 
-def day_report(uow: UnitOfWork, *, day: dt.date, detail: bool = False) -> dict[str, Any]:
+def day_report(
+    uow: UnitOfWork, *, day: dt.date, detail: bool = False, payee: str | None = None
+) -> dict[str, Any]:
     """The day as closed (with its reconciliation re-checked against the ledger now), or, for a
-    day still open, the positions so far (not a batch: they can still change)."""
+    day still open, the positions so far (not a batch: they can still change).
+
+    ``payee``: only that institution's lines (what a hospital may see of the clearing); the
+    totals, the transaction count and the reconciliation are then of its lines alone."""
     d = t.day
     key = day.isoformat()
     row = uow.conn.execute(select(d.c.status, d.c.report).where(d.c.business_date == key)).first()
     if row is None or row.status != "closed":
-        positions = _positions(uow, day)
-        lines = [
-            {"payer": payer, "payee": payee, "amount_fen": sum(v.values()), "txn_count": len(v)}
-            for (payer, payee), v in sorted(positions.items())
-        ]
+        lines = _positions(uow, key, payee)
         return {"business_date": key, "status": "open", "lines": lines, "totals": _totals(lines)}
     report: dict[str, Any] = orjson.loads(row.report)
-    report["reconciliation"] = reconcile(uow, day=day, detail=detail)
+    if payee is not None:
+        report["lines"] = [line for line in report["lines"] if line["payee"] == payee]
+        report["totals"] = _totals(report["lines"])
+        x = t.txn
+        report["transactions"] = int(
+            uow.conn.execute(
+                select(func.count()).select_from(x).where(x.c.business_date == key, x.c.org == payee)
+            ).scalar_one()
+        )
+    report["reconciliation"] = reconcile(uow, day=day, detail=detail, payee=payee)
     return report
 
 
-def reconcile(uow: UnitOfWork, *, day: dt.date, detail: bool = False) -> dict[str, Any]:
+def reconcile(
+    uow: UnitOfWork, *, day: dt.date, detail: bool = False, payee: str | None = None
+) -> dict[str, Any]:
     """Tie every batch line to its transactions and the transactions back to the ledger.
 
-    Checks: (1) each line's amount equals the sum of the transaction amounts recorded for it;
-    (2) recomputing the positions from the postings gives the same lines, transaction by
-    transaction — nothing in the day's ledger is missing from the batch, nothing is extra.
+    Checks: (1) each line's amount and count equal the sum and number of the transaction amounts
+    recorded for it; (2) recomputing the per-transaction amounts from the postings gives exactly
+    the recorded ties (compared in the database with ``EXCEPT`` both ways) — nothing in the day's
+    ledger is missing from the batch, nothing is extra.
     """
     bl, bt = t.batch_line, t.batch_txn
     key = day.isoformat()
-    lines = uow.conn.execute(select(bl).where(bl.c.business_date == key).order_by(bl.c.line_id)).all()
-    tied: dict[int, dict[str, int]] = defaultdict(dict)
-    ids = [line.line_id for line in lines]
-    if ids:
-        for row in uow.conn.execute(
-            select(bt.c.line_id, bt.c.txn_id, bt.c.amount_fen).where(bt.c.line_id.in_(ids))
-        ):
-            tied[int(row.line_id)][row.txn_id] = int(row.amount_fen)
-    ledger_now = _positions(uow, day)
+    conn = uow.conn
+    line_where = [bl.c.business_date == key]
+    if payee is not None:
+        line_where.append(bl.c.payee == payee)
+    tied = (
+        select(bt.c.line_id, func.sum(bt.c.amount_fen).label("tied"), func.count().label("n"))
+        .group_by(bt.c.line_id)
+        .subquery()
+    )
+    lines = conn.execute(
+        select(bl.c.line_id, bl.c.payer, bl.c.payee, bl.c.amount_fen, bl.c.txn_count, tied.c.tied, tied.c.n)
+        .select_from(bl.outerjoin(tied, tied.c.line_id == bl.c.line_id))
+        .where(*line_where)
+        .order_by(bl.c.line_id)
+    ).all()
     problems = []
-    out_lines = []
+    out_lines: list[dict[str, Any]] = []
     for line in lines:
-        txns = tied.get(int(line.line_id), {})
-        if sum(txns.values()) != line.amount_fen or len(txns) != line.txn_count:
+        tied_fen, count = int(line.tied or 0), int(line.n or 0)
+        if tied_fen != line.amount_fen or count != line.txn_count:
             problems.append(f"line {line.line_id}: amount or count differs from its transactions")
-        if ledger_now.pop((line.payer, line.payee), None) != txns:
-            problems.append(f"line {line.line_id} ({line.payer} → {line.payee}): differs from the ledger")
-        entry: dict[str, Any] = {
-            "line_id": int(line.line_id),
-            "tied_fen": sum(txns.values()),
-            "txn_count": len(txns),
-        }
-        if detail:
-            entry["transactions"] = [{"txn_id": k, "amount_fen": v} for k, v in sorted(txns.items())]
-        out_lines.append(entry)
-    for payer, payee in ledger_now:
-        problems.append(f"the ledger has {payer} → {payee} positions that no batch line clears")
+        out_lines.append({"line_id": int(line.line_id), "tied_fen": tied_fen, "txn_count": count})
+    recorded = (
+        select(bl.c.payer, bl.c.payee, bt.c.txn_id, bt.c.amount_fen)
+        .select_from(bt.join(bl, bl.c.line_id == bt.c.line_id))
+        .where(*line_where)
+    )
+    ledger_now = _per_txn(key, payee)
+    for label, query in (
+        ("the ledger has transactions that no batch line ties", ledger_now.except_(recorded)),
+        ("batch lines tie transactions the ledger does not have", recorded.except_(ledger_now)),
+    ):
+        diff = query.subquery()
+        for r in conn.execute(
+            select(diff.c.payer, diff.c.payee, func.count())
+            .group_by(diff.c.payer, diff.c.payee)
+            .order_by(diff.c.payer, diff.c.payee)
+        ):
+            problems.append(f"{label}: {r.payer} → {r.payee} ({r[2]} transactions)")
+    if detail and out_lines:
+        ties: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in conn.execute(
+            select(bt.c.line_id, bt.c.txn_id, bt.c.amount_fen)
+            .where(bt.c.line_id.in_([entry["line_id"] for entry in out_lines]))
+            .order_by(bt.c.line_id, bt.c.txn_id)
+        ):
+            ties[int(r.line_id)].append({"txn_id": r.txn_id, "amount_fen": int(r.amount_fen)})
+        for entry in out_lines:
+            entry["transactions"] = ties.get(entry["line_id"], [])
     return {"reconciled": not problems, "problems": problems, "lines": out_lines}

@@ -91,7 +91,12 @@ def enrolments(
     response = dispatch(
         uow,
         _CTX,
-        FhirRequest("GET", "Coverage", query=[("beneficiary", f"Patient/{patient_id}"), ("_count", "100")]),
+        FhirRequest(
+            "GET",
+            "Coverage",
+            # No total: the charge needs the coverages, not a count of them (one query fewer).
+            query=[("beneficiary", f"Patient/{patient_id}"), ("_count", "100"), ("_total", "none")],
+        ),
     )
     bundle = orjson.loads(response.body or b"{}")
     out = []

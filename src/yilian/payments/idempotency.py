@@ -1,7 +1,8 @@
 """Idempotency keys: a retried payment returns the first reply, byte for byte, and changes nothing.
 
-The key row is inserted *first*, in the same transaction as the payment it guards. A concurrent
-retry with the same key then blocks on that row's unique index until the first transaction ends:
+The key row is inserted *first* (``INSERT … ON CONFLICT DO NOTHING``, one statement), in the same
+transaction as the payment it guards. A concurrent retry with the same key then blocks on that
+row's unique index until the first transaction ends:
 if it committed, the retry finds the stored reply; if it rolled back (the payment was refused),
 the retry runs as if it were the first. So exactly one ledger transaction is ever written per
 key, on PostgreSQL by the unique index and on SQLite by its single writer.
@@ -18,10 +19,10 @@ import hashlib
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
 
 from yilian.db import UnitOfWork
+from yilian.db.dialect import insert_new
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.payments import tables as t
@@ -69,22 +70,20 @@ def claim(uow: UnitOfWork, *, caller: str, key: str, fingerprint: str) -> Stored
     """Claim the key for this transaction (None: go ahead), or the reply the key already has."""
     conn = uow.conn
     i = t.idempotency
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(i),
-                {
-                    "caller": caller,
-                    "key": key,
-                    "request_hash": fingerprint,
-                    "status": PENDING,
-                    "response": b"",
-                    "created": to_us(clock.now()),
-                },
-            )
+    claimed = insert_new(
+        conn,
+        i,
+        {
+            "caller": caller,
+            "key": key,
+            "request_hash": fingerprint,
+            "status": PENDING,
+            "response": b"",
+            "created": to_us(clock.now()),
+        },
+    )
+    if claimed:
         return None
-    except IntegrityError:
-        pass
     row = conn.execute(
         select(i.c.request_hash, i.c.status, i.c.response).where(i.c.caller == caller, i.c.key == key)
     ).one()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -64,22 +64,26 @@ def _insert_account(conn: Connection, spec: AccountSpec) -> None:
         pass
 
 
-def _apply(conn: Connection, spec: AccountSpec, amount: int) -> None:
-    """Add ``amount`` (signed) to the account's balance, refusing to cross its floor."""
+def _apply(conn: Connection, spec: AccountSpec, amount: int) -> tuple[int, int]:
+    """Add ``amount`` (signed) to the account's balance, refusing to cross its floor; the new
+    (balance, held), read in the same statement (``RETURNING``: no second read for the reply)."""
     a = t.account
     guarded = (
         update(a)
         .where(a.c.account_id == spec.account_id)
         .where((a.c.floor.is_(None)) | (a.c.balance + amount - a.c.held >= a.c.floor))
         .values(balance=a.c.balance + amount)
+        .returning(a.c.balance, a.c.held)
     )
-    if conn.execute(guarded).rowcount == 1:
-        return
+    done = conn.execute(guarded).first()
+    if done is not None:
+        return int(done.balance), int(done.held)
     row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).first()
     if row is None:
         _insert_account(conn, spec)
-        if conn.execute(guarded).rowcount == 1:
-            return
+        done = conn.execute(guarded).first()
+        if done is not None:
+            return int(done.balance), int(done.held)
         row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).one()
     raise refuse(
         Category.CONFLICT,
@@ -114,6 +118,8 @@ class Posted:
     txn_id: str
     at: int  # µs
     business_date: dt.date
+    # (balance, held) after the transaction of every account it changed
+    balances: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def post(
@@ -144,10 +150,11 @@ def post(
         merged[spec.account_id] = (spec, amount + (previous[1] if previous else 0))
     # Accounts with a floor first: they are the only ones that can refuse, so a refusal comes
     # before anything is written and leaves even a caller's wider transaction untouched.
+    balances: dict[str, tuple[int, int]] = {}
     for account_id in sorted(merged, key=lambda k: (merged[k][0].floor is None, k)):
         spec, amount = merged[account_id]
         if amount:
-            _apply(conn, spec, amount)
+            balances[account_id] = _apply(conn, spec, amount)
     txn_id = new_id()
     us = to_us(when)
     conn.execute(
@@ -166,7 +173,7 @@ def post(
         insert(t.posting),
         [{"txn_id": txn_id, "account_id": spec.account_id, "amount": amount} for spec, amount in lines],
     )
-    return Posted(txn_id, us, day)
+    return Posted(txn_id, us, day, balances)
 
 
 def hold(uow: UnitOfWork, spec: AccountSpec, amount: int) -> None:
@@ -197,6 +204,13 @@ def release(uow: UnitOfWork, account_id: str, amount: int) -> None:
     )
     if done.rowcount != 1:
         raise AssertionError(f"release of {amount} on {account_id} exceeds what is held")
+
+
+def balance_after(uow: UnitOfWork, posted: Posted, account_id: str) -> tuple[int, int]:
+    """(balance, held) of an account after ``posted``: as the transaction's own update returned
+    it, or read if the transaction did not touch the account."""
+    found = posted.balances.get(account_id)
+    return found if found is not None else balance(uow, account_id)
 
 
 def balance(uow: UnitOfWork, account_id: str) -> tuple[int, int]:

@@ -81,15 +81,17 @@ def _point(value: str, what: str) -> str:
     return value
 
 
-def _usable(uow: UnitOfWork, card_no: str) -> cards.CardView:
-    return cards.require_usable(uow, card_no)
+def _usable(uow: UnitOfWork, card_no: str, patients: frozenset[str] | None = None) -> cards.CardView:
+    return cards.require_usable(uow, card_no, patients=patients)
 
 
 # --------------------------------------------------------------------------- wallet
 
 
-def wallet(uow: UnitOfWork, *, card_no: str) -> WalletView:
-    card = _usable(uow, card_no)
+def wallet(uow: UnitOfWork, *, card_no: str, patients: frozenset[str] | None = None) -> WalletView:
+    """The wallet behind a usable card. ``patients``: only cards issued on these Patients (a
+    resident's own); any other answers as an unknown card."""
+    card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     return WalletView(card.card_no, balance, held)
 
@@ -128,7 +130,7 @@ def top_up(uow: UnitOfWork, *, card_no: str, amount_fen: int, channel: str, org:
         org=org,
         memo=f"top-up via {channel}",
     )
-    balance, held = ledger.balance(uow, spec.account_id)
+    balance, held = ledger.balance_after(uow, posted, spec.account_id)
     return TopUp(posted.txn_id, amount_fen, WalletView(card.card_no, balance, held))
 
 
@@ -156,9 +158,12 @@ class StatementLine:
         }
 
 
-def statement(uow: UnitOfWork, *, card_no: str, limit: int = 50) -> tuple[WalletView, list[StatementLine]]:
-    """The wallet and its newest movements, newest first, each with the balance it left."""
-    card = _usable(uow, card_no)
+def statement(
+    uow: UnitOfWork, *, card_no: str, limit: int = 50, patients: frozenset[str] | None = None
+) -> tuple[WalletView, list[StatementLine]]:
+    """The wallet and its newest movements, newest first, each with the balance it left
+    (``patients`` as for :func:`wallet`)."""
+    card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     view = WalletView(card.card_no, balance, held)
     p, x = t.posting, t.txn
@@ -385,7 +390,7 @@ def charge(
             ).decode(),
         },
     )
-    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
 
 
@@ -504,7 +509,7 @@ def refund(uow: UnitOfWork, *, charge_id: str, amount_fen: int, reason: str) -> 
             "reason": reason.strip(),
         },
     )
-    balance, _ = ledger.balance(uow, wallet_account(row.patient_id))
+    balance, _ = ledger.balance_after(uow, posted, wallet_account(row.patient_id))
     return RefundResult(
         refund_id, charge_id, posted.txn_id, amount_fen, ins, aid_part, self_part, left - amount_fen, balance
     )
@@ -524,6 +529,7 @@ class HoldView:
     posted_fen: int | None
     txn_id: str | None
     expires: dt.datetime
+    patient_id: str  # whose wallet holds it (not in the reply: the card number says whose)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -550,6 +556,7 @@ def _hold_view(row: Any) -> HoldView:
         None if row.posted_fen is None else int(row.posted_fen),
         row.txn_id,
         from_us(row.expires),
+        row.patient_id,
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.integration.payments.builders import Region, make_coverage, make_patient, make_region
 from tests.integration.payments.conftest import CardDesk
@@ -387,3 +387,30 @@ def test_a_bill_above_deposit_and_wallet_releases_nothing(
     view = payments.wallet(uow, card_no=card)
     assert (view.balance_fen, view.held_fen) == (50_000, 40_000)  # the savepoint undid the release
     assert payments.get_hold(uow, hold_id=deposit.hold_id).status == "held"
+
+
+def test_reconciliation_finds_a_batch_that_no_longer_matches_the_ledger(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=200_000)
+    for org in (region.city_hospital, region.township_centre):
+        payments.charge(uow, card_no=card, org=org, department="clinic", items=[DRUG])
+    today = dt.date(2026, 6, 15)
+    pinned[0] += dt.timedelta(days=1)
+    payments.close_day(uow, day=today, closed_by="ops")
+    assert payments.day_report(uow, day=today)["reconciliation"]["reconciled"]
+    bl, bt = t.batch_line, t.batch_txn
+    city = uow.conn.execute(
+        select(bl.c.line_id).where(bl.c.payee == region.city_hospital, bl.c.payer == "card-issuer")
+    ).scalar_one()
+    # A tie altered behind the ledger's back: its line no longer sums, and the ledger disagrees.
+    uow.conn.execute(update(bt).where(bt.c.line_id == city).values(amount_fen=bt.c.amount_fen + 1))
+    recon = payments.day_report(uow, day=today)["reconciliation"]
+    assert not recon["reconciled"]
+    assert any(f"line {city}:" in p for p in recon["problems"]), recon
+    assert any("the ledger has transactions that no batch line ties" in p for p in recon["problems"])
+    assert any("batch lines tie transactions the ledger does not have" in p for p in recon["problems"])
+    # A hospital's view of the same day names only its own lines' problems.
+    township = payments.day_report(uow, day=today, payee=region.township_centre)
+    assert township["reconciliation"]["reconciled"], township
+    assert {line["payee"] for line in township["lines"]} == {region.township_centre}

@@ -1,0 +1,456 @@
+"""Card payments: a point-of-care charge through the HTTP API, and the day close, against pgbench.
+
+Targets (issue 6), each against ``pgbench -b tpcb-like`` TPS with 4 clients on the same
+PostgreSQL in the same run (the mean of a run before and a run after Yilian's):
+
+- single charge through the API end to end on PostgreSQL: at least 0.5x;
+- day close of 1,000,000 transactions, in transactions cleared per second: at least 1.5x.
+
+The same loads on SQLite are stated alongside (no target).
+
+    python -m bench.bench_payments [--seconds 15] [--close-txns 1000000] [--quick]
+                                   [--backends postgresql,sqlite]
+
+Charges: ``yilian serve`` on a fresh schema (then an empty SQLite file) holding one city hospital,
+an insurer and 200 residents with active cards and topped-up wallets (half of them insured by the
+NCMS scheme, so their charges are adjudicated: deductible, ratio, annual cap counters). wrk drives
+``POST /api/charges`` with 4 connections (4 concurrent API clients), each request a fresh
+``Idempotency-Key``, one drug line, the hospital's client token; every charge is adjudicated,
+posted double-entry, audited and committed durably. Afterwards: every acknowledged charge (201) is
+in ``pay_charge`` and no more than the requests still in flight at the stop besides, and the trial
+balance holds.
+
+Day close: the ledger rows of one past business day are generated directly in the database
+(``INSERT … SELECT`` over a generated series: going through the API would take hours at the
+charge rate above): N charge transactions spread over 20 institutions and 50,000 wallets, each
+with its wallet posting and merchant posting, 60% with an insurance-fund share too (2.6 postings a
+transaction). Then ``payments.close_day`` (the use case the API and the CLI call) closes the day
+in one unit of work: the batch lines and the per-transaction ties written, the report returned.
+Timed from the call to the commit; afterwards the reconciliation is checked.
+
+pgbench runs in a scratch database created for this run (``yilian_bench_pay_<random>``) and
+dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from sqlalchemy import func, select, text
+
+from bench.bench_create import server_keys
+from bench.common import PG_URL, console, postgres_url, sqlite_url, table, yilian_server
+from yilian import payments
+from yilian.api.wiring import install_keys
+from yilian.db import Database, UnitOfWork, open_database
+from yilian.migrations import upgrade
+from yilian.payments import tables as t
+
+CLOSE_DAY = dt.date(2026, 1, 5)  # a past business day, so it can be closed
+
+WRK_CHARGE = """
+-- POST a charge per request, cycling through the cards in args[1], a fresh Idempotency-Key each.
+local cards = {}
+local i = 0
+local n = 0
+local threads = {}
+local counter = 0
+created = 0
+other = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do cards[#cards + 1] = line end
+  org = args[2]
+  token = args[3]
+  run = args[4]
+  i = (tid * 37) % #cards
+end
+
+function request()
+  i = i % #cards + 1
+  n = n + 1
+  local body = '{"card_no":"' .. cards[i] .. '","org":"' .. org .. '","department":"pharmacy",' ..
+    '"items":[{"code":"YP-0001","name":"amoxicillin","category":"drug","unit_price_fen":1500,"quantity":2}]}'
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token,
+    ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. n}
+  return wrk.format("POST", "/api/charges", headers, body)
+end
+
+function response(status, hdrs, body)
+  if status == 201 then created = created + 1 else other = other + 1 end
+end
+
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    io.write(string.format("thread %d: created %d other %d\\n", t:get("tid"), t:get("created"), t:get("other")))
+  end
+end
+"""
+
+
+# --------------------------------------------------------------------------- pgbench
+
+
+class PgBench:
+    """pgbench's tpcb-like load in a scratch database of its own, created here and dropped after."""
+
+    def __init__(self) -> None:
+        self.name = f"yilian_bench_pay_{uuid.uuid4().hex[:8]}"
+        parts = urlsplit(PG_URL)
+        self.conn = [
+            "-h",
+            parts.hostname or "127.0.0.1",
+            "-p",
+            str(parts.port or 5432),
+            "-U",
+            parts.username or "postgres",
+        ]
+
+    def __enter__(self) -> PgBench:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {self.name}")
+        subprocess.run(
+            ["pgbench", *self.conn, "-i", "-s", "10", "-q", self.name], capture_output=True, check=True
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {self.name}")
+
+    def run(self, seconds: int, clients: int = 4) -> float:
+        out = subprocess.run(
+            [
+                "pgbench",
+                *self.conn,
+                "-b",
+                "tpcb-like",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                self.name,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+        assert m, out
+        tps = float(m.group(1))
+        console.print(f"  pgbench tpcb-like, {clients} clients: {tps:,.0f} TPS")
+        return tps
+
+
+# --------------------------------------------------------------------------- charges
+
+
+def seed_charges(db: Database, cards: int) -> tuple[str, list[str], str]:
+    """A hospital, an insurer, ``cards`` residents with usable cards and money; the hospital's token."""
+    from tests.integration.payments.builders import make_coverage, make_org, make_patient
+    from tests.integration.payments.conftest import CardDesk
+    from tests.support.auth import system_token
+
+    desk = CardDesk()
+    with UnitOfWork(db, write=True) as uow:
+        hospital = make_org(uow, name="湖州市第一人民医院", level="3")
+        insurer = make_org(uow, name="湖州市医疗保障局", level=None)
+    numbers = []
+    for n in range(cards):
+        with UnitOfWork(db, write=True) as uow:
+            patient = make_patient(uow, family="王", given=f"芳{n}")
+            if n % 2 == 0:
+                make_coverage(
+                    uow,
+                    patient_id=patient,
+                    payor_org=insurer,
+                    scheme="ncms",
+                    start="2026-01-01",
+                    end="2027-12-31",
+                )
+            number = desk.issue(uow, patient)
+            payments.top_up(uow, card_no=number, amount_fen=100_000_000, channel="cash", org=hospital)
+            numbers.append(number)
+    token = system_token(
+        db, scopes="system/Account.cru system/ChargeItem.cr", org_id=hospital, name="bench HIS"
+    )
+    return hospital, numbers, token
+
+
+def wrk_charges(
+    base: str, cards_file: Path, org: str, token: str, *, connections: int, seconds: int
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="yl-wrk-") as tmp:
+        script = Path(tmp) / "charge.lua"
+        script.write_text(WRK_CHARGE)
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                str(min(2, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--timeout",
+                "60s",
+                "--latency",
+                "-s",
+                str(script),
+                base,
+                "--",
+                str(cards_file),
+                org,
+                token,
+                uuid.uuid4().hex[:12],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    assert m, out
+    elapsed = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+    created = sum(int(x) for x in re.findall(r"created (\d+)", out))
+    other = sum(int(x) for x in re.findall(r"other (\d+)", out))
+    result: dict[str, Any] = {"tps": created / elapsed, "created": created, "other": other}
+    for pct in ("50", "99"):
+        lm = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        result[f"p{pct}"] = (
+            float(lm.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[lm.group(2)] if lm else float("nan")
+        )
+    return result
+
+
+def charge_count(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.charge)).scalar_one())
+
+
+def measure_charges(url: str, backend: str, seconds: int, cards: int) -> dict[str, Any]:
+    db = open_database(url)
+    upgrade(db)
+    install_keys(db)  # cards are sealed at rest, as in the server
+    console.print(f"  {backend}: seeding {cards} residents with cards and wallets")
+    org, numbers, token = seed_charges(db, cards)
+    with tempfile.TemporaryDirectory() as tmp:
+        cards_file = Path(tmp) / "cards.txt"
+        cards_file.write_text("\n".join(numbers) + "\n")
+        with yilian_server(url) as srv:
+            warm = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=3)
+            if warm["created"] == 0:
+                raise RuntimeError(
+                    f"{backend}: no charge succeeded in the warm-up ({warm['other']} other responses)"
+                )
+            time.sleep(2)  # the warm-up's last requests finish before the count
+            before = charge_count(db)
+            r = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=seconds)
+        stored = charge_count(db) - before
+    if not r["created"] <= stored <= r["created"] + 4 or r["other"]:
+        raise AssertionError(
+            f"{backend}: {r['created']} charges acknowledged, {stored} stored, {r['other']} other replies"
+        )
+    with UnitOfWork(db) as uow:
+        if not payments.trial_balance(uow).balanced:
+            raise AssertionError(f"{backend}: the trial balance does not hold after the load")
+    db.dispose()
+    r["check"] = (
+        f"{r['created']:,} acknowledged, all stored (+{stored - r['created']} in flight); trial balance holds"
+    )
+    console.print(f"  {backend}, 4 clients: {r['tps']:,.0f} charges/s; {r['check']}")
+    return r
+
+
+# --------------------------------------------------------------------------- day close
+
+
+def _series(db: Database, n: int) -> str:
+    if db.dialect == "postgresql":
+        return f"(SELECT g AS n FROM generate_series(1, {n}) AS g) AS s"
+    return f"(WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {n}) SELECT n FROM c) AS s"
+
+
+def generate_day(db: Database, n: int) -> None:
+    """``n`` charge transactions of :data:`CLOSE_DAY`, written set-based (not timed)."""
+    day = CLOSE_DAY.isoformat()
+    at = int(dt.datetime(2026, 1, 5, 3, 0, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    total = "(1000 + (s.n % 9000))"
+    insurer = f"(CASE WHEN s.n % 5 < 3 THEN {total} * 6 / 10 ELSE 0 END)"
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO pay_account (account_id, kind, owner, floor, balance, held, created) "
+                f"SELECT 'wallet:bench-' || (s.n - 1), 'wallet', 'bench-' || (s.n - 1), 0, 0, 0, {at} FROM {_series(db, 50_000)}"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_account (account_id, kind, owner, floor, balance, held, created) "
+                f"SELECT 'org:bench-org-' || (s.n - 1) || '\\:clinic', 'merchant', 'bench-org-' || (s.n - 1), NULL, 0, 0, {at} "
+                f"FROM {_series(db, 20)}"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_account (account_id, kind, owner, floor, balance, held, created) "
+                f"VALUES ('fund:ncms:330500', 'fund', 'ncms', NULL, 0, 0, {at})"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_txn (txn_id, kind, at, business_date, ref, org, memo) "
+                f"SELECT 'bench-' || s.n, 'charge', {at} + s.n, '{day}', 'bench-' || s.n, 'bench-org-' || (s.n % 20), NULL "
+                f"FROM {_series(db, n)}"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_posting (txn_id, account_id, amount) "
+                f"SELECT 'bench-' || s.n, 'org:bench-org-' || (s.n % 20) || '\\:clinic', {total} FROM {_series(db, n)}"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_posting (txn_id, account_id, amount) "
+                f"SELECT 'bench-' || s.n, 'wallet:bench-' || (s.n % 50000), -({total} - {insurer}) FROM {_series(db, n)}"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO pay_posting (txn_id, account_id, amount) "
+                f"SELECT 'bench-' || s.n, 'fund:ncms:330500', -{insurer} FROM {_series(db, n)} WHERE s.n % 5 < 3"
+            )
+        )
+        conn.execute(text(f"INSERT INTO pay_day (business_date, status) VALUES ('{day}', 'open')"))
+    if db.dialect == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE pay_txn, pay_posting, pay_account"))
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+
+
+def measure_close(url: str, backend: str, n: int) -> dict[str, Any]:
+    db = open_database(url)
+    upgrade(db)
+    started = time.perf_counter()
+    generate_day(db, n)
+    console.print(
+        f"  {backend}: generated {n:,} transactions of {CLOSE_DAY} in {time.perf_counter() - started:,.0f} s"
+    )
+    started = time.perf_counter()
+    with UnitOfWork(db, write=True) as uow:
+        report = payments.close_day(uow, day=CLOSE_DAY, closed_by="bench")
+    seconds = time.perf_counter() - started
+    cleared = sum(line["txn_count"] for line in report["lines"])
+    if report["transactions"] != n:
+        raise AssertionError(f"{backend}: the close counted {report['transactions']} transactions, not {n}")
+    with UnitOfWork(db) as uow:
+        recon = payments.day_report(uow, day=CLOSE_DAY)["reconciliation"]
+    if not recon["reconciled"]:
+        raise AssertionError(f"{backend}: the closed day does not reconcile: {recon['problems'][:3]}")
+    db.dispose()
+    rate = n / seconds
+    console.print(
+        f"  {backend}: closed {n:,} transactions ({cleared:,} transaction ties on {len(report['lines'])} lines) "
+        f"in {seconds:,.1f} s: {rate:,.0f} transactions/s; reconciled"
+    )
+    return {"backend": backend, "seconds": seconds, "rate": rate, "lines": len(report["lines"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--close-txns", type=int, default=1_000_000)
+    ap.add_argument("--cards", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="5-second runs, a 50,000-transaction day")
+    ap.add_argument("--backends", default="postgresql,sqlite")
+    args = ap.parse_args()
+    seconds = 5 if args.quick else args.seconds
+    n = 50_000 if args.quick else args.close_txns
+    cards = 40 if args.quick else args.cards
+    server_keys()
+    backends = args.backends.split(",")
+    baseline: list[float] = []
+    charges: list[dict[str, Any]] = []
+    closes: list[dict[str, Any]] = []
+    if "postgresql" in backends:
+        with PgBench() as bench:
+            baseline.append(bench.run(seconds))
+            with postgres_url() as url:
+                charges.append(
+                    {**measure_charges(url, "postgresql", seconds, cards), "backend": "postgresql"}
+                )
+            with postgres_url() as url:
+                closes.append(measure_close(url, "postgresql", n))
+            baseline.append(bench.run(seconds))
+    if "sqlite" in backends:
+        with sqlite_url() as url:
+            charges.append({**measure_charges(url, "sqlite", seconds, cards), "backend": "sqlite"})
+        with sqlite_url() as url:
+            closes.append(measure_close(url, "sqlite", n))
+    base = statistics.mean(baseline) if baseline else float("nan")
+    rows: list[list[object]] = [
+        [f"pgbench -b tpcb-like -c 4 -j 2 (run {i})", tps, tps / base, "", ""]
+        for i, tps in enumerate(baseline, 1)
+    ]
+    for r in charges:
+        ratio = r["tps"] / base
+        target = (
+            f"≥ 0.5×: {'met' if ratio >= 0.5 else 'MISSED'}"
+            if r["backend"] == "postgresql"
+            else "(no target)"
+        )
+        rows.append(
+            [
+                f"POST /api/charges, 4 clients, {r['backend']} (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
+                r["tps"],
+                ratio,
+                target,
+                r["check"],
+            ]
+        )
+    for c in closes:
+        ratio = c["rate"] / base
+        target = (
+            f"≥ 1.5×: {'met' if ratio >= 1.5 else 'MISSED'}"
+            if c["backend"] == "postgresql"
+            else "(no target)"
+        )
+        rows.append(
+            [
+                f"close-day of {n:,} transactions, {c['backend']} ({c['seconds']:,.1f} s)",
+                c["rate"],
+                ratio,
+                target,
+                f"{c['lines']} batch lines, reconciled",
+            ]
+        )
+    table(
+        f"card payments vs pgbench (mean {base:,.0f} TPS, same run; charges over {seconds} s)",
+        ["what", "per second", "ratio", "target", "check"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

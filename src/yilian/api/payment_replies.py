@@ -1,0 +1,216 @@
+"""The shapes of the payments API's replies, as the OpenAPI document shows them.
+
+The handlers build their replies as plain JSON (the bytes of a keyed reply are stored and replayed
+as they were first sent), so these models describe the replies rather than produce them; the API
+tests validate every reply they receive against its model, with unknown fields forbidden, so a
+field added, renamed or dropped in the code without the model fails a test instead of silently
+leaving the document behind.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WalletReply(_Reply):
+    card_no: str = Field(description="the card number as presented")
+    balance_fen: int = Field(description="stored value on the wallet, in fen")
+    held_fen: int = Field(description="reserved by open deposit holds")
+    available_fen: int = Field(description="balance less held: what a charge can take")
+
+
+class TopUpReply(_Reply):
+    txn_id: str
+    amount_fen: int
+    wallet_balance_fen: int
+    wallet_held_fen: int
+    wallet_available_fen: int
+
+
+class StatementEntry(_Reply):
+    txn_id: str
+    at: str = Field(description="ISO 8601, Beijing time")
+    kind: str = Field(description="top-up, charge, refund or hold-post")
+    amount_fen: int = Field(description="signed: positive into the wallet, negative out of it")
+    balance_after_fen: int
+    org: str | None
+    ref: str | None = Field(description="the charge or hold it records")
+    memo: str | None
+
+
+class StatementReply(WalletReply):
+    entries: list[StatementEntry] = Field(description="newest first")
+
+
+class Step(_Reply):
+    rule: str = Field(
+        description="catalogue, deductible, ratio, cap, aid-deductible, aid-ratio, aid-cap, self-pay…"
+    )
+    amount_fen: int
+    detail: str
+
+
+class CoverageUsed(_Reply):
+    scheme: str
+    region: str
+    coverage: str = Field(description="Coverage/{id}")
+    payor: str | None
+
+
+class Explanation(_Reply):
+    insurer_policy: str | None
+    aid_policy: str | None
+    coverage: list[CoverageUsed]
+    steps: list[Step]
+    text: str = Field(description="the steps as one sentence")
+
+
+class ChargeReply(_Reply):
+    charge_id: str
+    txn_id: str
+    total_fen: int
+    insurer_fen: int = Field(description="paid by the insurance fund at once (即时结报)")
+    aid_fen: int = Field(description="paid by medical aid on what insurance left")
+    self_pay_fen: int = Field(description="taken from the wallet")
+    wallet_balance_fen: int
+    explanation: Explanation
+
+
+class ChargedItem(_Reply):
+    code: str
+    name: str
+    category: str
+    unit_price_fen: int
+    quantity: int
+    amount_fen: int
+    charge_item: str | None = Field(default=None, description="ChargeItem/{id}, when the line bills one")
+
+
+class Adjudication(_Reply):
+    insurer_policy: str | None
+    aid_policy: str | None
+    insurer_scheme: str | None
+    aid_scheme: str | None
+    level: str
+    institution_region: str
+    diagnoses: list[str]
+    coverage: list[CoverageUsed]
+    usage: list[tuple[str, str, int]] = Field(description="[fund, bucket, fen] added to year-to-date usage")
+    usage_year: int
+    steps: list[Step]
+
+
+class ChargeDetailReply(_Reply):
+    charge_id: str
+    card_no: str
+    org: str
+    department: str
+    encounter: str | None
+    setting: str
+    business_date: str
+    total_fen: int
+    insurer_fen: int
+    aid_fen: int
+    self_pay_fen: int
+    refunded_fen: int
+    items: list[ChargedItem]
+    explanation: Adjudication
+
+
+class RefundReply(_Reply):
+    refund_id: str
+    charge_id: str
+    txn_id: str
+    amount_fen: int
+    insurer_fen: int
+    aid_fen: int
+    self_pay_fen: int
+    refundable_fen: int = Field(description="what is left to refund of the charge")
+    wallet_balance_fen: int
+
+
+class HoldReply(_Reply):
+    hold_id: str
+    card_no: str
+    org: str
+    department: str
+    amount_fen: int
+    status: str = Field(description="held, posted, voided or expired")
+    posted_fen: int | None
+    txn_id: str | None
+    expires: str = Field(description="ISO 8601, Beijing time")
+
+
+class BatchLine(_Reply):
+    line_id: int | None = Field(default=None, description="present once the day is closed")
+    payer: str = Field(description="card-issuer, or a fund account (fund:<scheme>:<region>)")
+    payee: str = Field(description="the institution (Organization id)")
+    amount_fen: int = Field(description="what the payer owes the payee: charges less refunds")
+    txn_count: int
+
+
+class Totals(_Reply):
+    by_payer: dict[str, int]
+    by_payee: dict[str, int]
+
+
+class TiedTransaction(_Reply):
+    txn_id: str
+    amount_fen: int
+
+
+class ReconciledLine(_Reply):
+    line_id: int
+    tied_fen: int
+    txn_count: int
+    transactions: list[TiedTransaction] | None = Field(default=None, description="with ?detail=true")
+
+
+class Reconciliation(_Reply):
+    reconciled: bool
+    problems: list[str]
+    lines: list[ReconciledLine]
+
+
+class CloseDayReply(_Reply):
+    business_date: str
+    status: str = Field(description="closed")
+    closed_at: str
+    closed_by: str
+    transactions: int = Field(description="ledger transactions dated that day")
+    lines: list[BatchLine]
+    totals: Totals
+
+
+class DayReply(_Reply):
+    business_date: str
+    status: str = Field(description="open (positions so far) or closed (the batch)")
+    closed_at: str | None = None
+    closed_by: str | None = None
+    transactions: int | None = None
+    lines: list[BatchLine]
+    totals: Totals
+    reconciliation: Reconciliation | None = Field(
+        default=None, description="closed days: the batch re-checked against the ledger now"
+    )
+
+
+class AccountBalance(_Reply):
+    account: str
+    kind: str
+    owner: str
+    balance_fen: int
+    held_fen: int
+
+
+class TrialBalanceReply(_Reply):
+    accounts: list[AccountBalance]
+    debits_fen: int
+    credits_fen: int
+    total_fen: int = Field(description="sum of every balance: zero when the books balance")
+    balanced: bool
+    mismatched_accounts: list[str]
