@@ -27,6 +27,7 @@ from yilian.fhir.interactions.writes import TOUCHED
 from yilian.fhir.router import FhirRequest, FhirResponse, dispatch, fast_read, is_write
 from yilian.fhir.store.repository import FastReader
 from yilian.kernel.errors import Category, YilianError
+from yilian.kernel.nul import refuse_nul
 from yilian.security.audit import AuditRecord, AuditWriter
 from yilian.security.audit import record as audit_record
 from yilian.security.policy import policy_for
@@ -125,6 +126,8 @@ class FhirEndpoint:
         principal: Principal | None = None
         try:
             req = await self._request(scope, receive)
+            refuse_nul("the request", [req.path, *(v for pair in req.query for v in pair)])
+            refuse_nul("the body", [req.body])
             base = self._base_url(scope)
             if req.path == ".well-known/smart-configuration" and req.method in ("GET", "HEAD"):
                 return 200, orjson.dumps(smart_configuration(base)), {}

@@ -36,6 +36,7 @@ from yilian.api.auth import Authenticator, headers_of
 from yilian.api.problems import problem
 from yilian.db import Database, UnitOfWork
 from yilian.kernel.errors import Category, Issue, YilianError
+from yilian.kernel.nul import refuse_nul
 from yilian.security.audit import AuditRecord, AuditWriter, record
 from yilian.security.principal import Principal
 from yilian.security.scopes import Scopes
@@ -187,6 +188,10 @@ class ApiRoutes:
                     )
                 if check is not None:
                     check(principal)
+                refuse_nul(
+                    "the request",
+                    [request.url.path, *(v for pair in request.query_params.multi_items() for v in pair)],
+                )
                 raw = await request.body()
                 if len(raw) > MAX_BODY:
                     raise YilianError(Category.INVALID, f"the request body is larger than {MAX_BODY} bytes")
@@ -255,6 +260,7 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise YilianError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
+    refuse_nul("the body", [data])
     try:
         return model.model_validate(data)
     except ValidationError as exc:

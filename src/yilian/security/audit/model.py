@@ -12,6 +12,7 @@ import orjson
 
 from yilian.fhir.search.values import us_to_instant
 from yilian.kernel.errors import invalid
+from yilian.kernel.nul import visible_nul
 from yilian.security.audit.codes import ACTIONS, AGENT_KINDS, OUTCOMES
 from yilian.security.audit.privacy import scrub
 from yilian.security.principal import BREAK_GLASS_PURPOSES
@@ -64,7 +65,9 @@ class AuditRecord:
         object.__setattr__(self, "details", tuple((str(k), scrub(str(v)) or "") for k, v in self.details))
         # Free text may quote an ID or phone number (a search by identifier): never stored plain.
         for name in ("entity", "query", "outcome_desc"):
-            object.__setattr__(self, name, scrub(getattr(self, name)))
+            object.__setattr__(self, name, visible_nul(scrub(getattr(self, name))))
+        for name in ("agent_id", "agent_name", "user_agent"):
+            object.__setattr__(self, name, visible_nul(getattr(self, name)))
         if self.action not in ACTIONS:
             raise invalid(f"audit record: action {self.action!r} is not one of C R U D E", "action")
         if self.outcome not in OUTCOMES:
