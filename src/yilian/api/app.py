@@ -51,7 +51,11 @@ class YilianApp:
 
 
 def create_app(
-    db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None
+    db: Database,
+    settings: FhirSettings | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    bulk_dir: Path | None = None,
 ) -> YilianApp:
     authenticator = Authenticator(db)
     # The audit writer and the sealer live as long as the server: started here, closed (after
@@ -60,7 +64,7 @@ def create_app(
     sealer = Sealer(db)
     fhir = FhirEndpoint(db, settings, authenticator, writer)
     # Bulk $export / $import: jobs run in a worker thread of this process, and resume after a restart.
-    bulk = BulkEndpoint(db, fhir.settings, authenticator, writer)
+    bulk = BulkEndpoint(db, fhir.settings, authenticator, writer, directory=bulk_dir)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
