@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from yilian.db import Database
+from yilian.exchange.bulk import bulk_operations
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
 from yilian.kernel.crypto import Keyring
@@ -49,5 +50,5 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
         # The index first: a Patient it refuses (an invalid ID number) derives no grants.
         observers=(PatientIndexObserver(), GrantDeriver()),
         virtual_types={**virtual_types(), **mpi_virtual_types()},
-        operations=mpi_operations(),
+        operations=(*mpi_operations(), *bulk_operations()),
     )

@@ -82,6 +82,18 @@ class WriteObserver(Protocol):
         ...
 
 
+class BatchWriteObserver(WriteObserver, Protocol):
+    """An observer that can take a bulk load's new resources together (optional).
+
+    ``on_new_many`` receives resources that had never been stored before (no earlier version,
+    not even a deleted one), as ``(type, id, resource, patient_key)``, in the same transaction;
+    it must leave the database as ``on_write`` called for each would. Bulk loads call it
+    instead of ``on_write`` when an observer has it.
+    """
+
+    def on_new_many(self, uow: Any, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]) -> None: ...
+
+
 class VirtualType(Protocol):
     """A resource type another system keeps in storage of its own and serves read-only."""
 

@@ -132,6 +132,34 @@ class GrantDeriver:
             insert_ignore(uow.conn, access_grant, [_grant(patient_key, org, "author", "author", org)])
 
 
+    def on_new_many(
+        self, uow: UnitOfWork, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]
+    ) -> None:
+        """A bulk load's new resources: the grants of all of them in one insert.
+
+        New resources are the source of no grant yet, so there is nothing to delete first;
+        consents (rare, and with rules of their own) go one by one.
+        """
+        rows: list[dict[str, str]] = []
+        owners: dict[str, str | None] = {}
+        org = getattr(getattr(ctx, "policy", None), "author_org", None)
+        for resource_type, resource_id, resource, patient_key in items:
+            if resource_type == "Consent":
+                self.on_write(uow, ctx, resource_type, resource_id, resource, patient_key)
+                continue
+            if not patient_key:
+                continue
+            for getter, reason in RULES.get(resource_type, ()):
+                for ref in getter(resource):
+                    if ref not in owners:
+                        owners[ref] = organization_of(uow, ref)
+                    if owners[ref]:
+                        rows.append(_grant(patient_key, str(owners[ref]), reason, resource_type, resource_id))
+            if org:
+                rows.append(_grant(patient_key, org, "author", "author", org))
+        insert_ignore(uow.conn, access_grant, _unique(rows))
+
+
 def _grant(patient: str, org: str, reason: str, source_type: str, source_id: str) -> dict[str, str]:
     return {
         "patient_key": patient,

@@ -32,6 +32,7 @@ from yilian.exchange.bulk.jobs import (
     get_job,
     load_job,
 )
+from yilian.exchange.bulk.operations import bulk_operations
 from yilian.exchange.bulk.worker import BulkWorker
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Job",
     "Line",
     "allowed_types",
+    "bulk_operations",
     "cancel",
     "create_job",
     "get_job",

@@ -271,8 +271,13 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
     bulk_insert(conn, resource_version.name, versions)
     for kind, kind_rows in index.items():
         bulk_insert(conn, INDEX_TABLES[kind].name, kind_rows)
-    for p, row in zip(fresh, new_rows, strict=True):
-        for observer in ctx.settings.observers:
+    # The observers (patient index, access grants) in their order, each seeing every new resource.
+    for observer in ctx.settings.observers:
+        many = getattr(observer, "on_new_many", None)
+        if many is not None:
+            many(uow, ctx, [(p.res_type, p.res_id, p.resource, row["patient_key"]) for p, row in zip(fresh, new_rows, strict=True)])
+            continue
+        for p, row in zip(fresh, new_rows, strict=True):
             observer.on_write(uow, ctx, p.res_type, p.res_id, p.resource, row["patient_key"])
 
 
@@ -285,12 +290,21 @@ def bulk_insert(conn: Connection, table_name: str, rows: list[dict[str, Any]]) -
         if table_name == resource_version.name
         else next(t for t in INDEX_TABLES.values() if t.name == table_name)
     )
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
     columns = [c.name for c in table.columns]
     raw = conn.connection.driver_connection
     assert raw is not None
+    if conn.dialect.name == "sqlite":
+        # The driver's executemany with plain tuples, on the connection's own transaction:
+        # SQLAlchemy's per-row parameter processing costs more than SQLite's insert.
+        marks = ", ".join("?" for _ in columns)
+        raw.executemany(
+            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})",
+            [tuple(r.get(c) for c in columns) for r in rows],
+        )
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
     with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
         for r in rows:
             copy.write_row(tuple(r.get(c) for c in columns))
