@@ -52,15 +52,16 @@ def _prepare(i: int, doc: Any) -> _Prepared:
         raise YilianError(
             Category.INVALID, f"not a FHIR resource (a JSON object) but a JSON {type(doc).__name__}"
         )
-    res = writes.check_body(doc)
-    rtype: str = res["resourceType"]
-    rid = res.get("id")
-    if rid is None:
-        rid, method = new_id(), "POST"
-    elif not isinstance(rid, str) or not is_valid_fhir_id(rid):
+    rid = doc.get("id")
+    if rid is not None and (not isinstance(rid, str) or not is_valid_fhir_id(rid)):
+        # Checked before validation, as a single PUT would: the id names the resource.
         raise YilianError(
             Category.INVALID, f"id {rid!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
         )
+    res = writes.check_body(doc)
+    rtype: str = res["resourceType"]
+    if rid is None:
+        rid, method = new_id(), "POST"
     else:
         method = "PUT"
     refs: dict[tuple[str, str], str] = {}
