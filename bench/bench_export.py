@@ -40,17 +40,43 @@ def rows(n: int) -> Iterator[tuple[str, str, int, int, bool, str, bytes]]:
     for i in range(n):
         p = f"bp{i % PATIENTS}"
         if i < PATIENTS:
-            doc = {"resourceType": "Patient", "id": p, "meta": {"versionId": "1"}, "gender": "female",
-                   "name": [{"family": f"家{i}", "given": ["测试"]}], "birthDate": "1980-01-01"}
+            doc = {
+                "resourceType": "Patient",
+                "id": p,
+                "meta": {"versionId": "1"},
+                "gender": "female",
+                "name": [{"family": f"家{i}", "given": ["测试"]}],
+                "birthDate": "1980-01-01",
+            }
             yield "Patient", p, 1, LAST_UPDATED + i, False, p, orjson.dumps(doc)
             continue
         doc = {
-            "resourceType": "Observation", "id": f"bo{i}", "meta": {"versionId": "1"}, "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}], "text": "Heart rate"},
+            "resourceType": "Observation",
+            "id": f"bo{i}",
+            "meta": {"versionId": "1"},
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
+                "text": "Heart rate",
+            },
             "subject": {"reference": f"Patient/{p}"},
             "effectiveDateTime": "2024-05-01T08:00:00+08:00",
-            "valueQuantity": {"value": 60 + i % 40, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+            "valueQuantity": {
+                "value": 60 + i % 40,
+                "unit": "/min",
+                "system": "http://unitsofmeasure.org",
+                "code": "/min",
+            },
         }
         yield "Observation", f"bo{i}", 1, LAST_UPDATED + i, False, p, orjson.dumps(doc)
 
@@ -107,7 +133,17 @@ def child(url: str) -> None:
         size = sum(p.stat().st_size for p in Path(out).iterdir())
     assert result is not None
     peak = _status_kb("VmHWM")
-    print(json.dumps({"seconds": elapsed, "exported": result.exported, "rss_before_kb": before, "peak_kb": peak, "bytes": size}))
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "exported": result.exported,
+                "rss_before_kb": before,
+                "peak_kb": peak,
+                "bytes": size,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -125,18 +161,38 @@ def main() -> None:
             with sqlite_url() if backend == "sqlite" else postgres_url() as url:
                 gen = generate(url, n)
                 run = subprocess.run(
-                    [sys.executable, "-m", "bench.bench_export", "--child", url], capture_output=True, text=True, check=True
+                    [sys.executable, "-m", "bench.bench_export", "--child", url],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 r = json.loads(run.stdout.strip().splitlines()[-1])
                 assert r["exported"] == n, r
-                out.append([
-                    backend, f"{n:,}", f"{gen:.1f}", f"{r['seconds']:.1f}", f"{n / r['seconds']:,.0f}",
-                    f"{r['bytes'] / 1e6:,.0f}", f"{r['rss_before_kb'] / 1024:.0f}", f"{r['peak_kb'] / 1024:.0f}",
-                ])
+                out.append(
+                    [
+                        backend,
+                        f"{n:,}",
+                        f"{gen:.1f}",
+                        f"{r['seconds']:.1f}",
+                        f"{n / r['seconds']:,.0f}",
+                        f"{r['bytes'] / 1e6:,.0f}",
+                        f"{r['rss_before_kb'] / 1024:.0f}",
+                        f"{r['peak_kb'] / 1024:.0f}",
+                    ]
+                )
                 print(out[-1], flush=True)
     table(
         "$export of generated resources (system level, operator's policy)",
-        ["backend", "resources", "generate s", "export s", "resources/s", "NDJSON MB", "RSS before MB", "peak RSS MB"],
+        [
+            "backend",
+            "resources",
+            "generate s",
+            "export s",
+            "resources/s",
+            "NDJSON MB",
+            "RSS before MB",
+            "peak RSS MB",
+        ],
         out,
     )
 

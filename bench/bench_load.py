@@ -31,8 +31,8 @@ from bench.common import PG_URL, SHARED, postgres_url, sqlite_url, table
 from yilian.api.wiring import install_keys, platform_settings
 from yilian.db import open_database
 from yilian.db.uow import transact
-from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.exchange.bulk import Line, load_lines
+from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.fhir.interactions import writes
 from yilian.fhir.search.indexer import extract
 from yilian.migrations import upgrade
@@ -65,7 +65,10 @@ def ndjson_of(bs: list[dict[str, Any]]) -> list[bytes]:
 
         def fix(node: Any, local: dict[str, str] = local) -> Any:
             if isinstance(node, dict):
-                return {k: (local.get(v, v) if k == "reference" and isinstance(v, str) else fix(v)) for k, v in node.items()}
+                return {
+                    k: (local.get(v, v) if k == "reference" and isinstance(v, str) else fix(v))
+                    for k, v in node.items()
+                }
             if isinstance(node, list):
                 return [fix(x) for x in node]
             return node
@@ -86,7 +89,13 @@ def yilian_bulk(url: str, lines: list[bytes]) -> float:
         extract(doc, doc["resourceType"])
     errors = io.BytesIO()
     start = time.perf_counter()
-    tally = load_lines(db, ctx, (Line("bench", n, t) for n, t in enumerate(lines, 1)), errors=errors, keep_going=lambda _n: True)
+    tally = load_lines(
+        db,
+        ctx,
+        (Line("bench", n, t) for n, t in enumerate(lines, 1)),
+        errors=errors,
+        keep_going=lambda _n: True,
+    )
     elapsed = time.perf_counter() - start
     assert tally is not None and tally.refused == 0, errors.getvalue()[:500]
     db.dispose()
@@ -101,7 +110,12 @@ def yilian_load(url: str, bs: list[dict[str, Any]]) -> float:
     bs = [orjson.loads(orjson.dumps(b)) for b in bs]
     start = time.perf_counter()
     for b in bs:
-        transact(db, lambda uow, body=b: dispatch(uow, ctx, FhirRequest("POST", "", headers={"prefer": "return=minimal"}, body=body)))
+        transact(
+            db,
+            lambda uow, body=b: dispatch(
+                uow, ctx, FhirRequest("POST", "", headers={"prefer": "return=minimal"}, body=body)
+            ),
+        )
     elapsed = time.perf_counter() - start
     db.dispose()
     return elapsed
@@ -112,7 +126,9 @@ def sqlite_bare(rows: list[tuple[str, str, bytes]]) -> float:
         conn = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE resource (res_type TEXT, res_id TEXT, content BLOB, PRIMARY KEY (res_type, res_id))")
+        conn.execute(
+            "CREATE TABLE resource (res_type TEXT, res_id TEXT, content BLOB, PRIMARY KEY (res_type, res_id))"
+        )
         start = time.perf_counter()
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO resource VALUES (?, ?, ?)", rows)
@@ -124,7 +140,9 @@ def sqlite_bare(rows: list[tuple[str, str, bytes]]) -> float:
 
 def postgres_copy(rows: list[tuple[str, str, bytes]]) -> float:
     with psycopg.connect(PG_URL) as conn:
-        conn.execute("CREATE TEMP TABLE bench_copy (res_type text, res_id text, content jsonb, PRIMARY KEY (res_type, res_id))")
+        conn.execute(
+            "CREATE TEMP TABLE bench_copy (res_type text, res_id text, content jsonb, PRIMARY KEY (res_type, res_id))"
+        )
         conn.commit()
         start = time.perf_counter()
         with conn.cursor() as cur, cur.copy("COPY bench_copy (res_type, res_id, content) FROM STDIN") as copy:
@@ -159,7 +177,11 @@ def main() -> None:
         out.append([f"{backend}: bare {label}", n / b, 1.0])
         out.append([f"{backend}: Yilian transactions (validated, indexed)", n / o, b / o])
         out.append([f"{backend}: Yilian bulk NDJSON ($import path)", n / k, b / k])
-    table(f"bulk load of {n} Synthea resources: resources/s (best of {args.rounds}), ratio vs bare", ["load", "resources/s", "ratio"], out)
+    table(
+        f"bulk load of {n} Synthea resources: resources/s (best of {args.rounds}), ratio vs bare",
+        ["load", "resources/s", "ratio"],
+        out,
+    )
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ class BatchWriteObserver(WriteObserver, Protocol):
     instead of ``on_write`` when an observer has it.
     """
 
-    def on_new_many(self, uow: Any, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]) -> None: ...
+    def on_new_many(
+        self, uow: Any, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]
+    ) -> None: ...
 
 
 class VirtualType(Protocol):

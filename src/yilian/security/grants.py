@@ -131,7 +131,6 @@ class GrantDeriver:
         if org and patient_key and resource is not None:
             insert_ignore(uow.conn, access_grant, [_grant(patient_key, org, "author", "author", org)])
 
-
     def on_new_many(
         self, uow: UnitOfWork, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]
     ) -> None:

@@ -26,10 +26,14 @@ ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 ORG_A, ORG_B = "bulk-org-a", "bulk-org-b"
 
 
-def send(app: Any, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+def send(
+    app: Any, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+) -> httpx.Response:
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=120) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", timeout=120
+        ) as client:
             return await client.request(method, path, headers=headers or {}, **kw)
 
     return asyncio.run(go())
@@ -57,9 +61,18 @@ def operator(db: Database) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def orgs(db: Database, app: YilianApp, operator: dict[str, str]) -> dict[str, dict[str, str]]:
     for org in (ORG_A, ORG_B):
-        r = send(app, "PUT", f"/fhir/Organization/{org}", headers=operator, json={"resourceType": "Organization", "id": org, "name": org})
+        r = send(
+            app,
+            "PUT",
+            f"/fhir/Organization/{org}",
+            headers=operator,
+            json={"resourceType": "Organization", "id": org, "name": org},
+        )
         assert r.status_code in (200, 201), r.text
-    return {org: bearer(system_token(db, scopes="system/*.cruds", org_id=org, name=f"EMR {org}")) for org in (ORG_A, ORG_B)}
+    return {
+        org: bearer(system_token(db, scopes="system/*.cruds", org_id=org, name=f"EMR {org}"))
+        for org in (ORG_A, ORG_B)
+    }
 
 
 def put(app: YilianApp, headers: dict[str, str], res: dict[str, Any]) -> None:
@@ -68,7 +81,13 @@ def put(app: YilianApp, headers: dict[str, str], res: dict[str, Any]) -> None:
 
 
 def patient(pid: str, family: str) -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": pid, "name": [{"family": family, "given": ["测试"]}], "gender": "female", "birthDate": "1980-01-01"}
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "name": [{"family": family, "given": ["测试"]}],
+        "gender": "female",
+        "birthDate": "1980-01-01",
+    }
 
 
 def observation(oid: str, pid: str, value: float) -> dict[str, Any]:
@@ -111,7 +130,9 @@ def finish(app: YilianApp, status_path: str, headers: dict[str, str]) -> dict[st
     return manifest
 
 
-def download(app: YilianApp, manifest: dict[str, Any], headers: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+def download(
+    app: YilianApp, manifest: dict[str, Any], headers: dict[str, str]
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for item in manifest["output"]:
         r = send(app, "GET", item["url"].removeprefix("http://testserver"), headers=headers)
@@ -135,7 +156,9 @@ def is_outcome(r: httpx.Response, status: int) -> str:
     return str(body["issue"][0].get("diagnostics", ""))
 
 
-def test_kick_off_status_download_round_trip(app: YilianApp, db: Database, operator: dict[str, str], data: dict[str, list[str]]) -> None:
+def test_kick_off_status_download_round_trip(
+    app: YilianApp, db: Database, operator: dict[str, str], data: dict[str, list[str]]
+) -> None:
     status = kick_off(app, "/fhir/$export", operator)
     waiting = send(app, "GET", status, headers=operator)
     assert waiting.status_code == 202
@@ -155,13 +178,22 @@ def test_kick_off_status_download_round_trip(app: YilianApp, db: Database, opera
     # Kick-off and downloads are in the audit log.
     job_id = status.rsplit("/", 1)[1]
     with db.engine.connect() as conn:
-        entities = [r.entity for r in conn.execute(select(audit_event.c.entity).where(audit_event.c.entity.like(f"bulk-job/{job_id}%")))]
+        entities = [
+            r.entity
+            for r in conn.execute(
+                select(audit_event.c.entity).where(audit_event.c.entity.like(f"bulk-job/{job_id}%"))
+            )
+        ]
     assert f"bulk-job/{job_id}" in entities
     assert sum(1 for e in entities if e.endswith(".ndjson")) >= len(manifest["output"])
 
 
-def test_type_and_since_are_honoured(app: YilianApp, operator: dict[str, str], data: dict[str, list[str]]) -> None:
-    files = download(app, finish(app, kick_off(app, "/fhir/$export?_type=Observation", operator), operator), operator)
+def test_type_and_since_are_honoured(
+    app: YilianApp, operator: dict[str, str], data: dict[str, list[str]]
+) -> None:
+    files = download(
+        app, finish(app, kick_off(app, "/fhir/$export?_type=Observation", operator), operator), operator
+    )
     assert set(files) == {"Observation"}
     assert {r for r in data[ORG_A] + data[ORG_B] if r.startswith("Observation/")} <= refs(files)
     # The last of the fixture's writes: everything else was written before it.
@@ -169,30 +201,70 @@ def test_type_and_since_are_honoured(app: YilianApp, operator: dict[str, str], d
     time.sleep(0.01)
     put(app, operator, observation("bxa-o0", "bxa-p0", 99))
     later = download(
-        app, finish(app, kick_off(app, "/fhir/$export", operator, params={"_since": cut, "_type": "Observation,Patient"}), operator), operator
+        app,
+        finish(
+            app,
+            kick_off(app, "/fhir/$export", operator, params={"_since": cut, "_type": "Observation,Patient"}),
+            operator,
+        ),
+        operator,
     )
     # Only what changed since (the updated observation), not the rest.
     assert "Observation/bxa-o0" in refs(later)
     assert "Observation/bxb-o1" not in refs(later)
     assert not any(r.startswith("Patient/") for r in refs(later))
     # POST with Parameters says the same.
-    body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Patient"}, {"name": "_outputFormat", "valueString": "application/fhir+ndjson"}]}
-    posted = download(app, finish(app, kick_off(app, "/fhir/$export", operator, method="POST", json=body), operator), operator)
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "_type", "valueString": "Patient"},
+            {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+        ],
+    }
+    posted = download(
+        app,
+        finish(app, kick_off(app, "/fhir/$export", operator, method="POST", json=body), operator),
+        operator,
+    )
     assert set(posted) == {"Patient"}
 
 
-def test_patient_and_group_exports_keep_to_compartments(app: YilianApp, operator: dict[str, str], data: dict[str, list[str]]) -> None:
+def test_patient_and_group_exports_keep_to_compartments(
+    app: YilianApp, operator: dict[str, str], data: dict[str, list[str]]
+) -> None:
     files = download(app, finish(app, kick_off(app, "/fhir/Patient/$export", operator), operator), operator)
     assert "Organization" not in files  # registry data is in no patient's compartment
     assert set(data[ORG_A]) | set(data[ORG_B]) <= refs(files)
-    put(app, operator, {"resourceType": "Group", "id": "bulk-group", "type": "person", "actual": True, "member": [{"entity": {"reference": "Patient/bxa-p1"}}, {"entity": {"reference": "Patient/bxb-p2"}}]})
-    grouped = download(app, finish(app, kick_off(app, "/fhir/Group/bulk-group/$export", operator), operator), operator)
+    put(
+        app,
+        operator,
+        {
+            "resourceType": "Group",
+            "id": "bulk-group",
+            "type": "person",
+            "actual": True,
+            "member": [
+                {"entity": {"reference": "Patient/bxa-p1"}},
+                {"entity": {"reference": "Patient/bxb-p2"}},
+            ],
+        },
+    )
+    grouped = download(
+        app, finish(app, kick_off(app, "/fhir/Group/bulk-group/$export", operator), operator), operator
+    )
     # The members' compartments (the Group itself is in its first member's, by the definition).
-    assert refs(grouped) - {"Group/bulk-group"} == {"Patient/bxa-p1", "Observation/bxa-o1", "Patient/bxb-p2", "Observation/bxb-o2"}
+    assert refs(grouped) - {"Group/bulk-group"} == {
+        "Patient/bxa-p1",
+        "Observation/bxa-o1",
+        "Patient/bxb-p2",
+        "Observation/bxb-o2",
+    }
     is_outcome(send(app, "GET", "/fhir/Group/no-such-group/$export", headers={**ASYNC, **operator}), 404)
 
 
-def test_an_institution_exports_only_its_own_and_polls_only_its_own(app: YilianApp, orgs: dict[str, dict[str, str]], data: dict[str, list[str]]) -> None:
+def test_an_institution_exports_only_its_own_and_polls_only_its_own(
+    app: YilianApp, orgs: dict[str, dict[str, str]], data: dict[str, list[str]]
+) -> None:
     a, b = orgs[ORG_A], orgs[ORG_B]
     status = kick_off(app, "/fhir/$export", a)
     manifest = finish(app, status, a)
@@ -202,7 +274,9 @@ def test_an_institution_exports_only_its_own_and_polls_only_its_own(app: YilianA
     assert not (set(data[ORG_B]) & got)
     # B can neither poll A's job nor fetch its files: as if there were no such job.
     is_outcome(send(app, "GET", status, headers=b), 404)
-    is_outcome(send(app, "GET", manifest["output"][0]["url"].removeprefix("http://testserver"), headers=b), 404)
+    is_outcome(
+        send(app, "GET", manifest["output"][0]["url"].removeprefix("http://testserver"), headers=b), 404
+    )
     is_outcome(send(app, "DELETE", status, headers=b), 404)
     assert send(app, "GET", status, headers=a).status_code == 200
 
@@ -210,7 +284,9 @@ def test_an_institution_exports_only_its_own_and_polls_only_its_own(app: YilianA
 def test_scopes_limit_what_may_be_exported(app: YilianApp, db: Database, data: dict[str, list[str]]) -> None:
     only_patients = bearer(system_token(db, scopes="system/Patient.rs", name="patients only"))
     is_outcome(send(app, "GET", "/fhir/$export?_type=Observation", headers={**ASYNC, **only_patients}), 403)
-    files = download(app, finish(app, kick_off(app, "/fhir/$export", only_patients), only_patients), only_patients)
+    files = download(
+        app, finish(app, kick_off(app, "/fhir/$export", only_patients), only_patients), only_patients
+    )
     assert set(files) == {"Patient"}
     no_read = bearer(system_token(db, scopes="system/Patient.c", name="create only"))
     is_outcome(send(app, "GET", "/fhir/$export", headers={**ASYNC, **no_read}), 403)
@@ -227,18 +303,24 @@ def test_scopes_limit_what_may_be_exported(app: YilianApp, db: Database, data: d
         ("", {"Accept": "application/fhir+json"}, "respond-async"),
     ],
 )
-def test_bad_parameters_are_refused_with_an_outcome(app: YilianApp, operator: dict[str, str], query: str, headers: dict[str, str], says: str) -> None:
+def test_bad_parameters_are_refused_with_an_outcome(
+    app: YilianApp, operator: dict[str, str], query: str, headers: dict[str, str], says: str
+) -> None:
     message = is_outcome(send(app, "GET", f"/fhir/$export?{query}", headers={**headers, **operator}), 400)
     assert says in message
 
 
 def test_lenient_handling_ignores_unknown_parameters(app: YilianApp, operator: dict[str, str]) -> None:
     headers = {**operator, "Prefer": "respond-async, handling=lenient"}
-    r = send(app, "GET", "/fhir/$export?_typeFilter=Observation%3Fstatus%3Dfinal&_type=Patient", headers=headers)
+    r = send(
+        app, "GET", "/fhir/$export?_typeFilter=Observation%3Fstatus%3Dfinal&_type=Patient", headers=headers
+    )
     assert r.status_code == 202, r.text
 
 
-def test_delete_cancels_and_removes_the_files(app: YilianApp, operator: dict[str, str], bulk_dir: Path, data: dict[str, list[str]]) -> None:
+def test_delete_cancels_and_removes_the_files(
+    app: YilianApp, operator: dict[str, str], bulk_dir: Path, data: dict[str, list[str]]
+) -> None:
     status = kick_off(app, "/fhir/$export?_type=Patient", operator)
     finish(app, status, operator)
     job_id = status.rsplit("/", 1)[1]
@@ -250,7 +332,9 @@ def test_delete_cancels_and_removes_the_files(app: YilianApp, operator: dict[str
     assert not (bulk_dir / job_id).exists()
 
 
-def test_a_job_survives_a_restart(db: Database, operator: dict[str, str], bulk_dir: Path, data: dict[str, list[str]]) -> None:
+def test_a_job_survives_a_restart(
+    db: Database, operator: dict[str, str], bulk_dir: Path, data: dict[str, list[str]]
+) -> None:
     first = make_app(db, bulk_dir)
     status = kick_off(first, "/fhir/$export?_type=Patient", operator)
     # The first server stops before its worker ran the job; a new one on the same database finishes it.
@@ -261,13 +345,24 @@ def test_a_job_survives_a_restart(db: Database, operator: dict[str, str], bulk_d
     status2 = kick_off(first, "/fhir/$export?_type=Observation", operator)
     job_id = status2.rsplit("/", 1)[1]
     with db.engine.begin() as conn:
-        conn.execute(update(bulk_job).where(bulk_job.c.job_id == job_id).values(state="running", worker="gone", updated=0))
+        conn.execute(
+            update(bulk_job)
+            .where(bulk_job.c.job_id == job_id)
+            .values(state="running", worker="gone", updated=0)
+        )
     third = make_app(db, bulk_dir)
     files = download(third, finish(third, status2, operator), operator)
     assert set(files) == {"Observation"}
 
 
-def test_export_then_import_reproduces_the_resources(app: YilianApp, db: Database, operator: dict[str, str], data: dict[str, list[str]], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_export_then_import_reproduces_the_resources(
+    app: YilianApp,
+    db: Database,
+    operator: dict[str, str],
+    data: dict[str, list[str]],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     files = download(app, finish(app, kick_off(app, "/fhir/$export", operator), operator), operator)
     backend = "sqlite" if db.is_sqlite else "postgresql"
     target, token = new_database(backend, tmp_path)
@@ -276,7 +371,13 @@ def test_export_then_import_reproduces_the_resources(app: YilianApp, db: Databas
         other = make_app(target, tmp_path / "bulk")
         op = bearer(system_token(target, scopes="system/*.cruds", name="importer"))
         body = b"".join(orjson.dumps(doc) + b"\n" for t in sorted(files) for doc in files[t])
-        r = send(other, "POST", "/fhir/$import", headers={**ASYNC, **op, "Content-Type": "application/fhir+ndjson"}, content=body)
+        r = send(
+            other,
+            "POST",
+            "/fhir/$import",
+            headers={**ASYNC, **op, "Content-Type": "application/fhir+ndjson"},
+            content=body,
+        )
         assert r.status_code == 202, r.text
         manifest = finish(other, r.headers["content-location"].removeprefix("http://testserver"), op)
         assert manifest["error"] == []
@@ -292,11 +393,15 @@ def test_export_then_import_reproduces_the_resources(app: YilianApp, db: Databas
         drop_database(backend, target, token)
 
 
-def test_import_refuses_bad_lines_with_their_numbers_and_loads_the_rest(app: YilianApp, db: Database, operator: dict[str, str], orgs: dict[str, dict[str, str]]) -> None:
+def test_import_refuses_bad_lines_with_their_numbers_and_loads_the_rest(
+    app: YilianApp, db: Database, operator: dict[str, str], orgs: dict[str, dict[str, str]]
+) -> None:
     lines = [
         orjson.dumps(patient("imp-p1", "导入")),
         b"{not json",
-        orjson.dumps({"resourceType": "Observation", "id": "imp-o-bad", "subject": {"reference": "Patient/imp-p1"}}),
+        orjson.dumps(
+            {"resourceType": "Observation", "id": "imp-o-bad", "subject": {"reference": "Patient/imp-p1"}}
+        ),
         orjson.dumps(observation("imp-o1", "imp-p1", 70)),
         orjson.dumps(observation("imp-o2", "nobody-here", 70)),
         orjson.dumps({"resourceType": "NoSuchType", "id": "x"}),
@@ -314,7 +419,32 @@ def test_import_refuses_bad_lines_with_their_numbers_and_loads_the_rest(app: Yil
     got = send(app, "GET", err["url"].removeprefix("http://testserver"), headers=operator)
     assert got.status_code == 200
     messages = [orjson.loads(x)["issue"][0]["diagnostics"] for x in got.content.splitlines()]
-    assert [m.split(":", 1)[0] for m in messages] == ["body line 2", "body line 3", "body line 6", "body line 5"]
+    assert [m.split(":", 1)[0] for m in messages] == [
+        "body line 2",
+        "body line 3",
+        "body line 6",
+        "body line 5",
+    ]
     assert "nobody-here" in messages[3]
     assert send(app, "GET", "/fhir/Observation/imp-o1", headers=operator).status_code == 200
     assert send(app, "GET", "/fhir/Observation/imp-o-bad", headers=operator).status_code == 404
+
+
+def test_the_capability_statement_lists_export(app: YilianApp) -> None:
+    cap = send(app, "GET", "/fhir/metadata").json()
+    rest = cap["rest"][0]
+    assert "export" in {op["name"] for op in rest.get("operation", [])}
+    by_type = {r["type"]: {op["name"] for op in r.get("operation", [])} for r in rest["resource"]}
+    assert "export" in by_type["Patient"]
+    assert "export" in by_type["Group"]
+
+
+def test_since_with_an_unencoded_time_zone_is_read_as_meant(app: YilianApp, operator: dict[str, str]) -> None:
+    # "+08:00" sent without percent-encoding arrives as " 08:00".
+    r = send(
+        app,
+        "GET",
+        "/fhir/$export?_since=2020-01-01T08:00:00+08:00&_type=Patient",
+        headers={**ASYNC, **operator},
+    )
+    assert r.status_code == 202, r.text

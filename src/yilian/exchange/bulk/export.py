@@ -96,6 +96,8 @@ def parse_request(level: str, pairs: list[tuple[str, str]], *, lenient: bool = F
                     raise YilianError(Category.INVALID, f"_type names an unknown resource type {t!r}")
             req.types = sorted(set(req.types or []) | set(wanted))
         elif name == "_since":
+            # An unencoded "+08:00" arrives as " 08:00" (form decoding): read it as meant.
+            value = value.strip().replace(" ", "+")
             r = date_range(value) if "T" in value or len(value) == 10 else None
             if r is None:
                 raise YilianError(

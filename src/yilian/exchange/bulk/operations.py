@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from yilian.fhir.access import Operation
 from yilian.kernel.errors import Category, YilianError
 
 _IG = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
@@ -32,7 +31,8 @@ class ExportOperation:
         )
 
 
-def bulk_operations() -> tuple[Operation, ...]:
+def bulk_operations() -> tuple[Any, ...]:
+    """The operations as `FhirSettings.operations` takes them (`yilian.fhir.access.Operation`)."""
     return (
         ExportOperation(None, False, f"{_IG}/export"),
         ExportOperation("Patient", False, f"{_IG}/patient-export"),

@@ -276,7 +276,14 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
     for observer in ctx.settings.observers:
         many = getattr(observer, "on_new_many", None)
         if many is not None:
-            many(uow, ctx, [(p.res_type, p.res_id, p.resource, row["patient_key"]) for p, row in zip(fresh, new_rows, strict=True)])
+            many(
+                uow,
+                ctx,
+                [
+                    (p.res_type, p.res_id, p.resource, row["patient_key"])
+                    for p, row in zip(fresh, new_rows, strict=True)
+                ],
+            )
             continue
         for p, row in zip(fresh, new_rows, strict=True):
             observer.on_write(uow, ctx, p.res_type, p.res_id, p.resource, row["patient_key"])
