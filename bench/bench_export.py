@@ -102,11 +102,11 @@ def generate(url: str, n: int) -> float:
         conn.execute("COMMIT")
         conn.close()
     else:
-        with psycopg.connect(url) as conn:
-            with conn.cursor() as cur, cur.copy(f"COPY resource ({COLUMNS}) FROM STDIN") as copy:
+        with psycopg.connect(url) as pg:
+            with pg.cursor() as cur, cur.copy(f"COPY resource ({COLUMNS}) FROM STDIN") as copy:
                 for r in rows(n):
                     copy.write_row(r)
-            conn.execute("ANALYZE resource")
+            pg.execute("ANALYZE resource")
     return time.perf_counter() - start
 
 

@@ -174,9 +174,9 @@ def main() -> None:
             bare.append(sqlite_bare(rows) if backend == "sqlite" else postgres_copy(rows))
         o, k, b = min(ours), min(bulk), min(bare)
         label = "sqlite3 executemany" if backend == "sqlite" else "COPY into jsonb"
-        out.append([f"{backend}: bare {label}", n / b, 1.0])
-        out.append([f"{backend}: Yilian transactions (validated, indexed)", n / o, b / o])
-        out.append([f"{backend}: Yilian bulk NDJSON ($import path)", n / k, b / k])
+        out.append([f"{backend}: bare {label}", n / b, "1.000"])
+        out.append([f"{backend}: Yilian transactions (validated, indexed)", n / o, f"{b / o:.3f}"])
+        out.append([f"{backend}: Yilian bulk NDJSON ($import path)", n / k, f"{b / k:.3f}"])
     table(
         f"bulk load of {n} Synthea resources: resources/s (best of {args.rounds}), ratio vs bare",
         ["load", "resources/s", "ratio"],
