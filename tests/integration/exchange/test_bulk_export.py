@@ -448,3 +448,53 @@ def test_since_with_an_unencoded_time_zone_is_read_as_meant(app: YilianApp, oper
         headers={**ASYNC, **operator},
     )
     assert r.status_code == 202, r.text
+
+
+def test_import_reads_named_files_only_under_the_import_directory(
+    app: YilianApp, operator: dict[str, str], tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "2026").mkdir(parents=True)
+    (inbox / "2026" / "Patient.ndjson").write_bytes(orjson.dumps(patient("file-p1", "文件")) + b"\n")
+    (tmp_path / "outside.ndjson").write_bytes(orjson.dumps(patient("file-p2", "外面")) + b"\n")
+    app.bulk.import_dir = inbox.resolve()
+
+    def params(url: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+                {
+                    "name": "input",
+                    "part": [{"name": "type", "valueCode": "Patient"}, {"name": "url", "valueUrl": url}],
+                },
+            ],
+        }
+
+    headers = {**ASYNC, **operator}
+    for bad in ("../outside.ndjson", "/etc/passwd", "2026/missing.ndjson"):
+        assert "not a file under the import directory" in is_outcome(
+            send(app, "POST", "/fhir/$import", headers=headers, json=params(bad)), 400
+        )
+    r = send(app, "POST", "/fhir/$import", headers=headers, json=params("2026/Patient.ndjson"))
+    assert r.status_code == 202, r.text
+    manifest = finish(app, r.headers["content-location"].removeprefix("http://testserver"), operator)
+    assert manifest["output"] == [{"type": "Patient", "count": 1}]
+    assert send(app, "GET", "/fhir/Patient/file-p1", headers=operator).status_code == 200
+    assert send(app, "GET", "/fhir/Patient/file-p2", headers=operator).status_code == 404
+
+
+def test_a_cancelled_job_stops_at_its_next_heartbeat(
+    db: Database, app: YilianApp, operator: dict[str, str]
+) -> None:
+    from yilian.exchange.bulk import jobs
+
+    app.bulk.worker.run_pending()  # nothing else waiting: the claim below takes this test's job
+    status = kick_off(app, "/fhir/$export?_type=Patient", operator)
+    job_id = status.rsplit("/", 1)[1]
+    claimed = jobs.claim_next(db, "test-worker", stale_after_us=30_000_000)
+    assert claimed is not None and claimed.job_id == job_id
+    assert jobs.heartbeat(db, job_id, "test-worker", processed=10)
+    assert send(app, "DELETE", status, headers=operator).status_code == 202
+    assert not jobs.heartbeat(db, job_id, "test-worker", processed=20)
+    is_outcome(send(app, "GET", status, headers=operator), 404)
