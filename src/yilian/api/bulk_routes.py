@@ -297,6 +297,10 @@ class BulkEndpoint:
         self, request: Request, principal: Principal, level: str, group_id: str | None, ip: str | None
     ) -> Response:
         lenient = self._require_async(request)
+        if principal.break_glass:
+            # Emergency access opens one patient's record for one caregiver; it never opens a
+            # bulk copy of whatever the glass would show.
+            raise YilianError(Category.FORBIDDEN, "break-the-glass access does not extend to bulk export")
         pairs = await self._pairs(request)
         patients = [v for k, v in pairs if k == "patient"]
         req = bulk.parse_request(level, [(k, v) for k, v in pairs if k != "patient"], lenient=lenient)

@@ -293,6 +293,17 @@ def test_scopes_limit_what_may_be_exported(app: YilianApp, db: Database, data: d
     is_outcome(send(app, "GET", "/fhir/$export", headers=ASYNC), 401)
 
 
+def test_breaking_the_glass_does_not_open_a_bulk_export(
+    app: YilianApp, orgs: dict[str, dict[str, str]], data: dict[str, list[str]]
+) -> None:
+    glass = {
+        **orgs[ORG_A],
+        "X-Purpose-Of-Use": "BTG",
+        "X-Break-Glass-Reason": "unconscious patient in the ER",
+    }
+    assert "break-the-glass" in is_outcome(send(app, "GET", "/fhir/$export", headers={**ASYNC, **glass}), 403)
+
+
 @pytest.mark.parametrize(
     ("query", "headers", "says"),
     [
