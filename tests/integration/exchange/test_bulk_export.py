@@ -509,3 +509,33 @@ def test_a_cancelled_job_stops_at_its_next_heartbeat(
     assert send(app, "DELETE", status, headers=operator).status_code == 202
     assert not jobs.heartbeat(db, job_id, "test-worker", processed=20)
     is_outcome(send(app, "GET", status, headers=operator), 404)
+
+
+def test_an_import_run_again_after_a_restart_writes_nothing_twice(
+    db: Database, operator: dict[str, str], bulk_dir: Path
+) -> None:
+    first = make_app(db, bulk_dir)
+    body = b"".join(
+        orjson.dumps({"resourceType": "Patient", "name": [{"family": f"重启{n}"}], "gender": "male"}) + b"\n"
+        for n in range(3)
+    )
+    headers = {**ASYNC, **operator, "Content-Type": "application/fhir+ndjson"}
+    r = send(first, "POST", "/fhir/$import", headers=headers, content=body)
+    assert r.status_code == 202, r.text
+    status = r.headers["content-location"].removeprefix("http://testserver")
+    job_id = status.rsplit("/", 1)[1]
+    # A new server finds the spooled body and loads it; then, as if that server had stopped
+    # before recording the end, another runs the job again from the start.
+    second = make_app(db, bulk_dir)
+    assert finish(second, status, operator)["output"] == [{"type": "Patient", "count": 3}]
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(bulk_job)
+            .where(bulk_job.c.job_id == job_id)
+            .values(state="running", worker="gone", updated=0)
+        )
+    third = make_app(db, bulk_dir)
+    assert finish(third, status, operator)["output"] == [{"type": "Patient", "count": 3}]
+    for n in range(3):
+        found = send(third, "GET", f"/fhir/Patient?family=重启{n}&_summary=count", headers=operator).json()
+        assert found["total"] == 1
