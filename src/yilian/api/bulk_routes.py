@@ -367,6 +367,10 @@ class BulkEndpoint:
                 Category.FORBIDDEN,
                 "bulk import is the platform operator's task (a client without an institution)",
             )
+        if not (principal.scopes.allows("c", "*") and principal.scopes.allows("u", "*")):
+            raise YilianError(
+                Category.FORBIDDEN, "bulk import needs system/*.cu (create and update of every type)"
+            )
         job_id = str(uuid.uuid4())
         job_dir = self.directory / job_id
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -389,11 +393,6 @@ class BulkEndpoint:
             inputs.append({"name": "body", "path": str(spool)})
         else:
             inputs = self._named_inputs(await request.body())
-        if not principal.scopes.allows("c", "*") and not principal.scopes.allows("u", "*"):
-            shutil.rmtree(job_dir, ignore_errors=True)
-            raise YilianError(
-                Category.FORBIDDEN, "bulk import needs system/*.cu (create and update of every type)"
-            )
         base = self._base(request)
         url = str(request.url)
 
@@ -412,7 +411,11 @@ class BulkEndpoint:
             )
             return job
 
-        job = await run_in_threadpool(transact, self.db, work)
+        try:
+            job = await run_in_threadpool(transact, self.db, work)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # no job, so nothing may keep its spool
+            raise
         self.worker.wake()
         return Response(
             orjson.dumps(outcomes.information(f"import job {job.job_id} accepted")),

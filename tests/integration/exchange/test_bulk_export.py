@@ -421,6 +421,9 @@ def test_import_refuses_bad_lines_with_their_numbers_and_loads_the_rest(
     headers = {**ASYNC, "Content-Type": "application/fhir+ndjson"}
     # An institution may not bulk-load the region's record.
     is_outcome(send(app, "POST", "/fhir/$import", headers={**headers, **orgs[ORG_A]}, content=body), 403)
+    # Nor may an operator's client that cannot create and update every type.
+    reader = bearer(system_token(db, scopes="system/*.rs", name="operator reader"))
+    is_outcome(send(app, "POST", "/fhir/$import", headers={**headers, **reader}, content=body), 403)
     r = send(app, "POST", "/fhir/$import", headers={**headers, **operator}, content=body)
     assert r.status_code == 202, r.text
     manifest = finish(app, r.headers["content-location"].removeprefix("http://testserver"), operator)
