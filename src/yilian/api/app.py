@@ -21,7 +21,8 @@ from yilian import __version__
 from yilian.api import openapi
 from yilian.api.auth import Authenticator
 from yilian.api.auth_routes import smart_config, token_endpoint
-from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path
+from yilian.api.bulk_routes import BulkEndpoint
+from yilian.api.fhir_endpoint import FhirEndpoint, is_fhir_path, relative_path_raw
 from yilian.api.pages import front_page
 from yilian.api.rest import ApiRoutes
 from yilian.api.systems import system_routes
@@ -35,20 +36,28 @@ class YilianApp:
     """The whole platform as one ASGI app: FHIR requests go straight to their endpoint (the hot
     path skips the router), everything else through Starlette's routes."""
 
-    def __init__(self, fhir: FhirEndpoint, rest: Starlette) -> None:
+    def __init__(self, fhir: FhirEndpoint, rest: Starlette, bulk: BulkEndpoint) -> None:
         self.fhir = fhir
         self.rest = rest
+        self.bulk = bulk
         self.state = rest.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_fhir_path(scope):
+            if "$" in scope["path"] and self.bulk.handles(relative_path_raw(scope)):
+                await self.bulk(scope, receive, send)
+                return
             await self.fhir(scope, receive, send)
         else:
             await self.rest(scope, receive, send)
 
 
 def create_app(
-    db: Database, settings: FhirSettings | None = None, *, extra: dict[str, Any] | None = None
+    db: Database,
+    settings: FhirSettings | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
+    bulk_dir: Path | None = None,
 ) -> YilianApp:
     authenticator = Authenticator(db)
     # The audit writer and the sealer live as long as the server: started here, closed (after
@@ -56,13 +65,17 @@ def create_app(
     writer = AuditWriter(db)
     sealer = Sealer(db)
     fhir = FhirEndpoint(db, settings, authenticator, writer)
+    # Bulk $export / $import: jobs run in a worker thread of this process, and resume after a restart.
+    bulk = BulkEndpoint(db, fhir.settings, authenticator, writer, directory=bulk_dir)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         sealer.start()
+        bulk.worker.start()
         try:
             yield
         finally:
+            bulk.worker.stop()
             sealer.stop()
             writer.close()
 
@@ -113,4 +126,4 @@ def create_app(
     )
     app.state.db = db
     app.state.api_specs = api.specs
-    return YilianApp(fhir, app)
+    return YilianApp(fhir, app, bulk)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from yilian.db import Database
+from yilian.exchange.bulk import bulk_operations
 from yilian.exchange.outbound import OutboxObserver
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
@@ -52,5 +53,5 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
         # outbox last: a subscription's match is decided with the grants this write derived.
         observers=(PatientIndexObserver(), GrantDeriver(), OutboxObserver()),
         virtual_types={**virtual_types(), **mpi_virtual_types()},
-        operations=mpi_operations(),
+        operations=(*mpi_operations(), *bulk_operations()),
     )

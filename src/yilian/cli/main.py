@@ -389,6 +389,8 @@ def import_(
     """Load FHIR resources: transaction/batch Bundles as such, other resources with their own ids (importing again adds no resources).
 
     Files may come in any order: a resource referring to one loaded later is retried once that is in. A resource that fails is reported with its file, line and reason, and the rest still loads (exit status 1).
+
+    Resources are validated, indexed and seen by the patient index one by one, but written 500 to a transaction in bulk (the path the server's $import uses; see docs/bulk.md).
     """  # one line per paragraph: Rich keeps a docstring's line breaks in --help
     from yilian.cli.transfer import run_import
 

@@ -95,6 +95,20 @@ def is_first_version(resource: dict[str, Any] | None) -> bool:
     return isinstance(meta, dict) and meta.get("versionId") == "1"
 
 
+class BatchWriteObserver(WriteObserver, Protocol):
+    """An observer that can take a bulk load's new resources together (optional).
+
+    ``on_new_many`` receives resources that had never been stored before (no earlier version,
+    not even a deleted one), as ``(type, id, resource, patient_key)``, in the same transaction;
+    it must leave the database as ``on_write`` called for each would. Bulk loads call it
+    instead of ``on_write`` when an observer has it.
+    """
+
+    def on_new_many(
+        self, uow: Any, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]
+    ) -> None: ...
+
+
 class VirtualType(Protocol):
     """A resource type another system keeps in storage of its own and serves read-only."""
 

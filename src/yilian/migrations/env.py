@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import yilian.card.tables
+import yilian.exchange.bulk.tables
 import yilian.exchange.outbound.tables
 import yilian.exchange.tables
 import yilian.fhir.store.tables

@@ -112,13 +112,7 @@ class GrantDeriver:
     ) -> None:
         first = is_first_version(resource)
         if resource_type in OWNED_TYPES and first:
-            # Its creator owns it for good: later versions keep the owner (and only the owner,
-            # or the operator, can see it to write them).
-            principal = getattr(getattr(ctx, "policy", None), "principal", None)
-            owner = principal.owner_key if principal is not None else OPERATOR_OWNER
-            insert_ignore(
-                uow.conn, resource_owner, [{"res_type": resource_type, "res_id": resource_id, "owner": owner}]
-            )
+            _record_owner(uow, ctx, resource_type, resource_id)
         if resource_type in RULES:
             if not first:
                 uow.conn.execute(
@@ -143,6 +137,45 @@ class GrantDeriver:
         org = getattr(getattr(ctx, "policy", None), "author_org", None)
         if org and patient_key and resource is not None:
             insert_ignore(uow.conn, access_grant, [_grant(patient_key, org, "author", "author", org)])
+
+    def on_new_many(
+        self, uow: UnitOfWork, ctx: Any, items: list[tuple[str, str, dict[str, Any], str | None]]
+    ) -> None:
+        """A bulk load's new resources: the grants of all of them in one insert.
+
+        New resources are the source of no grant yet, so there is nothing to delete first;
+        consents (rare, and with rules of their own) go one by one.
+        """
+        rows: list[dict[str, str]] = []
+        owners: dict[str, str | None] = {}
+        org = getattr(getattr(ctx, "policy", None), "author_org", None)
+        for resource_type, resource_id, resource, patient_key in items:
+            if resource_type in OWNED_TYPES:
+                _record_owner(uow, ctx, resource_type, resource_id)
+            if resource_type == "Consent":
+                self.on_write(uow, ctx, resource_type, resource_id, resource, patient_key)
+                continue
+            if not patient_key:
+                continue
+            for getter, reason in RULES.get(resource_type, ()):
+                for ref in getter(resource):
+                    if ref not in owners:
+                        owners[ref] = organization_of(uow, ref)
+                    if owners[ref]:
+                        rows.append(_grant(patient_key, str(owners[ref]), reason, resource_type, resource_id))
+            if org:
+                rows.append(_grant(patient_key, org, "author", "author", org))
+        insert_ignore(uow.conn, access_grant, _unique(rows))
+
+
+def _record_owner(uow: UnitOfWork, ctx: Any, resource_type: str, resource_id: str) -> None:
+    """Its creator owns it for good: later versions keep the owner (and only the owner, or the
+    operator, can see it to write them)."""
+    principal = getattr(getattr(ctx, "policy", None), "principal", None)
+    owner = principal.owner_key if principal is not None else OPERATOR_OWNER
+    insert_ignore(
+        uow.conn, resource_owner, [{"res_type": resource_type, "res_id": resource_id, "owner": owner}]
+    )
 
 
 def _grant(patient: str, org: str, reason: str, source_type: str, source_id: str) -> dict[str, str]:

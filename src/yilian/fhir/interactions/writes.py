@@ -116,6 +116,11 @@ def patient_key(res_type: str, res_id: str, rows: IndexRows, uow: UnitOfWork | N
     return None
 
 
+def in_patient_compartment(res_type: str) -> bool:
+    """Whether resources of this type belong to a patient's compartment when they name one."""
+    return res_type == "Patient" or bool(_patient_compartment_params().get(res_type))
+
+
 def check_body(resource: Any, res_type: str | None = None) -> dict[str, Any]:
     """The resource is a JSON object of ``res_type`` that passes validation."""
     if not isinstance(resource, dict):
@@ -403,6 +408,11 @@ def store_next(
         current.pk,
         pkey if resource is not None else current.patient_key,
     )
+
+
+# The bulk writer (bulk_write.py) runs the same steps per chunk.
+stamp = _stamp
+for_storage = _for_storage
 
 
 @contextmanager
