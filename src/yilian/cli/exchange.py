@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from yilian.exchange.outbound import DeliveryWorker
 
 exchange_app = typer.Typer(
-    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, deliver, forward).",
+    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, skip, deliver, forward).",
     no_args_is_help=True,
 )
 
@@ -314,11 +314,12 @@ def outbox_command(database: str | None = DatabaseOption) -> None:
         "pending",
         "oldest pending",
         "delivered",
+        "skipped",
         "last error",
         "next try (UTC)",
     ):
         table.add_column(
-            name, overflow="fold", justify="right" if name in ("pending", "delivered") else "left"
+            name, overflow="fold", justify="right" if name in ("pending", "delivered", "skipped") else "left"
         )
     for r in rows:
         state = "active" if r.active else "off"
@@ -331,10 +332,44 @@ def outbox_command(database: str | None = DatabaseOption) -> None:
             str(r.pending),
             _age(r.oldest_pending_age_s),
             str(r.delivered),
+            str(r.skipped),
             escape(r.last_error or "-"),
             _when(r.next_try) if r.next_try and r.pending else "-",
         )
     console.print(table)
+
+
+@exchange_app.command("skip")
+def skip_command(
+    destination: str = typer.Argument(
+        ..., help="The destination, as `yilian exchange outbox` names it (Subscription/<id>, forward:<url>)."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why it is set aside (kept with the message)."),
+    seq: int | None = typer.Option(
+        None,
+        "--seq",
+        help="The message's sequence number (default: the next one due, which holds the rest back).",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Set aside a message the destination refuses for good, so the ones after it can go.
+
+    The message is kept, marked skipped with who and why; nothing is deleted.
+    """
+    import getpass
+
+    from yilian.db.uow import transact
+    from yilian.exchange.outbound import skip_message
+
+    with friendly_errors():
+        db = open_db(database)
+        actor = f"cli:{getpass.getuser()}"
+        done = transact(db, lambda uow: skip_message(uow, destination, reason=reason, actor=actor, seq=seq))
+    console.print(
+        f"skipped message {done.seq} of {escape(done.dest_id)}: {done.res_type}/{done.res_id} version "
+        f"{done.version}, after {done.attempts} attempts"
+        + (f" (last error: {escape(done.last_error)})" if done.last_error else "")
+    )
 
 
 @exchange_app.command("deliver")

@@ -528,3 +528,46 @@ def test_outbox_deliver_and_forward_commands(db: Database, receiver: Receiver) -
     assert run.returncode == 0 and "1 queued writes dropped" in run.stdout
     run = _yilian("exchange", "forward", "not-a-url", "-d", url)
     assert run.returncode == 2 and "root URL" in run.stderr
+
+
+def test_a_message_refused_for_good_is_skipped_and_the_rest_go(db: Database, receiver: Receiver) -> None:
+    """In-order delivery means one message the receiver never takes holds back the rest; the
+    operator sets it aside (kept, with who and why) and the next ones go at once."""
+    t = tag()
+    url = database_url(db)
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, payload="application/fhir+json")
+    ids = [f"o{i}-{t}" for i in range(3)]
+    for oid in ids:
+        put(db, observation(oid, f"p-{t}", t))
+    worker = DeliveryWorker(db, fast(backoff_base_s=30.0, backoff_cap_s=60.0))
+    receiver.status = 422  # the receiver refuses the first one (and would forever)
+
+    def failing() -> bool:
+        return next(s for s in outbox_status(db) if s.dest_id == f"Subscription/{sub}").failures > 0
+
+    run_until(worker, failing)
+    assert queued(db, sub)[0][1] == ids[0] and not receiver.received
+
+    run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "", "-d", url)
+    assert run.returncode != 0 and "a reason is required" in run.stderr
+    run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "referenced drug not on the city list", "-d", url)
+    assert run.returncode == 0, run.stderr
+    assert f"skipped message 1 of Subscription/{sub}: Observation/{ids[0]}" in " ".join(run.stdout.split())
+
+    receiver.status = 200
+    receiver.received.clear()
+    run_until(worker, lambda: len(receiver.received) >= 2)  # at once: the 30 s backoff was the skipped one's
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == ids[1:]
+    with db.engine.connect() as conn:
+        states = conn.execute(
+            select(message.c.seq, message.c.state, message.c.last_error)
+            .where(message.c.dest_id == f"Subscription/{sub}")
+            .order_by(message.c.seq)
+        ).all()
+    assert [s.state for s in states] == ["skipped", "delivered", "delivered"]
+    assert "referenced drug not on the city list" in states[0].last_error and "422" in states[0].last_error
+    status = next(s for s in outbox_status(db) if s.dest_id == f"Subscription/{sub}")
+    assert (status.pending, status.delivered, status.skipped) == (0, 2, 1)
+    run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "again", "-d", url)
+    assert run.returncode != 0 and "no pending message" in run.stderr

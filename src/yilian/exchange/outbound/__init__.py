@@ -6,7 +6,8 @@ forwarding (docs/subscriptions.md, docs/exchange.md).
   the write's own transaction;
 - :class:`DeliveryWorker` delivers them per destination in order, with retries and backoff;
 - :func:`register_forward` / :func:`unregister_forward` start and stop forwarding to a node;
-- :func:`outbox_status` says what is waiting where.
+- :func:`outbox_status` says what is waiting where; :func:`skip_message` sets aside a message a
+  destination refuses for good, so the ones after it can go.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from yilian.exchange.outbound.forwarding import register as register_forward
 from yilian.exchange.outbound.forwarding import unregister as unregister_forward
 from yilian.exchange.outbound.observer import OutboxObserver
 from yilian.exchange.outbound.outbox import wakeup
+from yilian.exchange.outbound.skip import Skipped, skip_message
 from yilian.exchange.outbound.status import DestinationStatus, outbox_status
 from yilian.exchange.outbound.worker import DeliverySettings, DeliveryWorker, backoff_s, deliver_all
 from yilian.exchange.outbound.worker import settings_from_env as delivery_settings_from_env
@@ -26,12 +28,14 @@ __all__ = [
     "DestinationStatus",
     "ForwardCredentials",
     "OutboxObserver",
+    "Skipped",
     "backoff_s",
     "credentials_from_env",
     "deliver_all",
     "delivery_settings_from_env",
     "outbox_status",
     "register_forward",
+    "skip_message",
     "unregister_forward",
     "wakeup",
 ]

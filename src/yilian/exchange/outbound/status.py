@@ -24,6 +24,7 @@ class DestinationStatus:
     owner: str
     pending: int
     delivered: int
+    skipped: int  # set aside by an operator (``yilian exchange skip``), kept with the reason
     oldest_pending_age_s: float | None
     failures: int
     last_error: str | None
@@ -38,6 +39,7 @@ def outbox_status(db: Database) -> list[DestinationStatus]:
             m.dest_id,
             func.sum(case((m.state == "pending", 1), else_=0)).label("pending"),
             func.sum(case((m.state == "delivered", 1), else_=0)).label("delivered"),
+            func.sum(case((m.state == "skipped", 1), else_=0)).label("skipped"),
             func.min(case((m.state == "pending", m.created), else_=None)).label("oldest"),
         )
         .group_by(m.dest_id)
@@ -46,7 +48,7 @@ def outbox_status(db: Database) -> list[DestinationStatus]:
     now = now_us()
     with read(db) as uow:
         rows = uow.conn.execute(
-            select(destination, counts.c.pending, counts.c.delivered, counts.c.oldest)
+            select(destination, counts.c.pending, counts.c.delivered, counts.c.skipped, counts.c.oldest)
             .outerjoin(counts, counts.c.dest_id == destination.c.dest_id)
             .order_by(destination.c.kind, destination.c.dest_id)
         ).all()
@@ -63,6 +65,7 @@ def outbox_status(db: Database) -> list[DestinationStatus]:
                 owner=owners.describe(json.loads(r.owner)) if r.owner else "platform",
                 pending=pending,
                 delivered=int(r.delivered or 0),
+                skipped=int(r.skipped or 0),
                 oldest_pending_age_s=(now - int(r.oldest)) / 1_000_000 if pending and r.oldest else None,
                 failures=int(r.failures or 0),
                 last_error=r.last_error if r.failures else None,

@@ -285,7 +285,9 @@ class DeliveryWorker:
             next_try = now + int(delay * 1_000_000)
             uow.conn.execute(
                 update(message)
-                .where(message.c.msg_id == msg.msg_id)
+                .where(
+                    message.c.msg_id == msg.msg_id, message.c.state == "pending"
+                )  # not if skipped meanwhile
                 .values(attempts=attempts, next_try=next_try, last_error=error[:2000])
             )
             uow.conn.execute(
