@@ -37,6 +37,7 @@ from yilian.exchange.hl7.ack import Header, build_ack
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.parse import Message, parse
 from yilian.exchange.hl7.to_fhir import Mapping_, Origin, to_fhir
+from yilian.exchange.raw_messages import seal_raw
 from yilian.fhir import FhirContext, FhirRequest, FhirSettings, dispatch
 from yilian.fhir.access import CREATE, UPDATE
 from yilian.fhir.interactions.writes import TOUCHED, flush
@@ -115,7 +116,7 @@ def receive(
                 received=_now_us(),
                 peer=peer,
                 client_id=client_id,
-                raw=raw,
+                raw=seal_raw(db, raw),
                 state="received",
             )
         ),

@@ -11,6 +11,7 @@ from yilian.db import Database
 from yilian.db.uow import read
 from yilian.exchange import tables
 from yilian.exchange.intake import IntakeSettings, Outcome, process
+from yilian.exchange.raw_messages import open_raw
 from yilian.kernel.errors import Category, YilianError
 
 
@@ -103,7 +104,10 @@ def replay(
         client_id = r.client_id or as_client
         assert client_id is not None
         results.append(
-            (r.dead_id, process(db, r.inbox_id, bytes(r.raw), settings=settings, client_id=client_id))
+            (
+                r.dead_id,
+                process(db, r.inbox_id, open_raw(db, bytes(r.raw)), settings=settings, client_id=client_id),
+            )
         )
     return results
 

@@ -414,6 +414,25 @@ def test_dead_letter_replay_after_a_fix(
     assert ack_fields(send(port, raw))["MSA"][1] == "AA"
 
 
+def test_the_inbox_keeps_messages_encrypted(db: Database, port: int, settings: IntakeSettings) -> None:
+    """What a PID segment says (ID number, phone, name) is not in the database in plain text;
+    the message is still there, byte for byte, for a replay."""
+    from sqlalchemy import select
+
+    from yilian.exchange import tables
+    from yilian.exchange.raw_messages import open_raw
+
+    raw = (
+        b"MSH|^~\\&|HIS|SEAL|Y|C|20261203||ADT^A04|SEAL-1|P|2.5\r"
+        b"PID|1||SEAL1^^^SEAL^MR~11010519491231002X^^^CHN^NNCHN||Qian^Mei||19491231|F|||||13911112222\r"
+    )
+    assert ack_fields(send(port, raw))["MSA"][1] == "AA"
+    with UnitOfWork(db) as uow:
+        stored = [bytes(r) for r in uow.conn.execute(select(tables.inbox.c.raw)).scalars()]
+    assert stored and not [r for r in stored if b"11010519491231002X" in r or b"13911112222" in r or b"Qian" in r]
+    assert raw in [open_raw(db, r) for r in stored]
+
+
 def test_updates_keep_what_the_message_does_not_own(db: Database, port: int) -> None:
     head = "MSH|^~\\&|HIS|KO|Y|C|20261203||ADT^{ev}|{cid}|P|2.5\r"
     first = head.format(ev="A01", cid="KO-1") + (
