@@ -171,16 +171,18 @@ _fold_long = functools.lru_cache(maxsize=1 << 18)(fold_long)
 _CONTENT_SKIP = frozenset({"text", "meta", "id", "resourceType"})
 
 
-def _walk(node: Any, out: list[str]) -> None:
+def _walk(node: Any, out: list[str], top: bool = True) -> None:
+    # As the indexer: narrative, meta and id are skipped at the top level only (a HumanName's or
+    # a CodeableConcept's ``text`` is content).
     if isinstance(node, str):
         out.append(node)
     elif isinstance(node, dict):
         for key, val in node.items():
-            if key not in _CONTENT_SKIP:
-                _walk(val, out)
+            if not (top and key in _CONTENT_SKIP):
+                _walk(val, out, False)
     elif isinstance(node, list):
         for item in node:
-            _walk(item, out)
+            _walk(item, out, False)
 
 
 def fast_content_text(res: dict[str, Any]) -> str:
@@ -264,6 +266,9 @@ def patient_index_rows(p: dict[str, Any]) -> IndexRows:
     for param, key in (("address-city", "city"), ("address-country", "country"), ("address-state", "state")):
         _strings(out, "Patient", param, [a[key] for a in addresses if key in a])
     _tokens(out, "Patient", "active", [(p["active"], "boolean")])
+    # `deceased` is computed (Patient.deceased.exists() and Patient.deceased != false): false for
+    # the living, who carry no deceased element, as the server's indexer says.
+    _tokens(out, "Patient", "deceased", [(bool(p.get("deceasedBoolean") or p.get("deceasedDateTime")), "boolean")])
     _tokens(out, "Patient", "identifier", [(i, "Identifier") for i in p["identifier"]])
     _tokens(out, "Patient", "address-use", [(a["use"], "code") for a in addresses], "http://hl7.org/fhir/address-use")
     _tokens(out, "Patient", "gender", [(p["gender"], "code")], "http://hl7.org/fhir/administrative-gender")
