@@ -1074,6 +1074,7 @@ def open_dataset(
     wanted = {"generator": GENERATOR_VERSION, "seed": SEED, "patients": patients, "observations": observations}
     if info is not None and all(info.get(k) == v for k, v in wanted.items()):
         console.print(f"{backend}: reusing the kept data set ({patients:,} Patients, {observations:,} Observations)")
+        upgrade(db)  # the data set stays; migrations since it was made (an index's collation…) apply
         return db, info
     if kept:
         # A kept database without this data set (another one, or a load that did not finish):

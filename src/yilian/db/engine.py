@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool, QueuePool
 
+from yilian.db.dialect import enable_index_hints
 from yilian.kernel.errors import Category, YilianError
 
 DEFAULT_SQLITE_PATH = "yilian.db"
@@ -98,6 +99,7 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
         mode = conn.get_execution_options().get("yilian_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
 
+    enable_index_hints(engine)
     return engine
 
 

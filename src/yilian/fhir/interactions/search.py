@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, false, func, or_, select
+from sqlalchemy import and_, case, distinct, false, func, or_, select
 
 from yilian.db import UnitOfWork
 from yilian.fhir.access import READ, SEARCH, require
@@ -20,7 +20,7 @@ from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.model import load_definition, model
 from yilian.fhir.search import params as sp
-from yilian.fhir.search.compiler import Compiler, base_select, sort_expression
+from yilian.fhir.search.compiler import Compiler, Lookup, base_select, order_by_selectivity, sort_expression
 from yilian.fhir.search.registry import param as lookup_param
 from yilian.fhir.search.registry import params_for
 from yilian.fhir.store import repository as repo
@@ -29,6 +29,7 @@ from yilian.fhir.store.tables import idx_reference, resource
 from yilian.kernel.errors import Category, Issue, YilianError
 
 MAX_INCLUDED = 2000
+_R = resource.alias("r")  # made once: an alias builds its column collection on first use
 MAX_ITERATE_DEPTH = 3
 
 
@@ -153,7 +154,7 @@ def run(
     conn = uow.conn
     policy = ctx.policy
     compiler = Compiler(base_url=ctx.base_url, policy=policy, keyring=sealing.keyring_for(conn.engine))
-    r = resource.alias("r")
+    r = _R
     types = _types_of(req, compartment) if not everything else req.resource_types
     if types is None:
         # A search over every type covers the types the caller may search.
@@ -167,13 +168,18 @@ def run(
     visible = policy.row_filter(r)
     if visible is not None:
         stmt = stmt.where(visible)
+    lookups: list[Lookup] = []
     for f in req.filters:
         scope = types if types is not None else sorted(model().resource_types)
         if f.param is not None and f.param.code in ("_id", "_lastUpdated") and not f.chain:
             # Columns of the resource table: the same condition for every type.
             stmt = stmt.where(compiler.condition(r, f.param.resource_type, f))
         elif len(scope) == 1:
-            stmt = stmt.where(compiler.condition(r, scope[0], f))
+            lookup = compiler.lookup(scope[0], f)
+            if lookup is None:
+                stmt = stmt.where(compiler.condition(r, scope[0], f))
+            else:
+                lookups.append(lookup)
         else:
             per_type = []
             for t in scope:
@@ -181,6 +187,8 @@ def run(
                 if tf is not None:
                     per_type.append(and_(r.c.res_type == t, compiler.condition(r, t, tf)))
             stmt = stmt.where(or_(false(), *per_type))
+    lookups = order_by_selectivity(conn, lookups)
+    stmt = stmt.where(*compiler.matching(r, lookups))
     if compartment is not None and everything:
         stmt = stmt.where(_everything_condition(r, compartment))
     elif compartment is not None and types is not None:
@@ -193,7 +201,13 @@ def run(
 
     total: int | None = None
     if req.total != "none" or req.summary == "count":
-        count_stmt = select(func.count()).select_from(stmt.subquery())
+        if lookups and len(req.filters) == len(lookups) and visible is None and compartment is None:
+            # Only index lookups, and every resource visible: the index rows alone answer, as
+            # they exist exactly for the current, undeleted resources (writes.py replaces them
+            # with each version and removes them on delete) and carry the resource's type.
+            count_stmt = _count_from_index(lookups)
+        else:
+            count_stmt = select(func.count()).select_from(stmt.subquery())
         total = int(conn.execute(count_stmt).scalar_one())
     warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
     if req.summary == "count" or req.count == 0:
@@ -226,9 +240,17 @@ def run(
     included = [
         inc
         for inc in included
-        if policy.allows(READ, inc.res_type) and policy.can_see(uow, inc.res_type, inc.patient_key, inc.res_id)
+        if policy.allows(READ, inc.res_type)
+        and policy.can_see(uow, inc.res_type, inc.patient_key, inc.res_id)
     ]
     return SearchResult(matches, included, total, next_cursor, req, warnings)
+
+
+def _count_from_index(lookups: list[Lookup]) -> Any:
+    """How many resources all ``lookups`` find, counted on the driving lookup's index rows."""
+    first, *rest = lookups
+    probes = [lk.finds(first.pk) for lk in rest]
+    return select(func.count(distinct(first.pk))).select_from(first.source).where(*first.conds, *probes)
 
 
 def _sort_keys(

@@ -9,12 +9,31 @@ one subquery per hop: the next hop's index rows joined to the resources they bel
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
-from sqlalchemy.sql.expression import FromClause
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.expression import Alias, FromClause
 
+from yilian.db.dialect import with_index
 from yilian.fhir.access import ALLOW_ALL, AccessPolicy
 from yilian.fhir.model import model
 from yilian.fhir.search.params import Filter, resolve_filter, split_prefix, split_unescaped, unescape
@@ -23,15 +42,7 @@ from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold, instant_
 from yilian.fhir.store import sealing
 from yilian.fhir.store.tables import (
     INDEX_TABLES,
-    idx_composite,
-    idx_date,
-    idx_number,
-    idx_quantity,
     idx_reference,
-    idx_string,
-    idx_text,
-    idx_token,
-    idx_uri,
     resource,
 )
 from yilian.kernel import clock
@@ -39,6 +50,8 @@ from yilian.kernel.crypto import Keyring
 from yilian.kernel.errors import Category, Issue, YilianError
 
 MAX_CHAIN_DEPTH = 4
+ESTIMATE_CAP = 1000  # rows counted per lookup when choosing which one drives a search
+INDEXES_BY_RESOURCE = {t.name: f"ix_{t.name}_resource" for t in INDEX_TABLES.values()}
 # "…T08:30:00+08:00" written into a URL without encoding the '+' arrives as "…T08:30:00 08:00".
 _SPACED_OFFSET = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
 
@@ -49,6 +62,40 @@ def _bad(message: str) -> YilianError:
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least string greater than every string that starts with ``prefix`` (code-point order).
+
+    None when there is none (the prefix is all U+10FFFF). Surrogates are skipped: they cannot be
+    encoded, so no stored value holds one.
+    """
+    chars = list(prefix)
+    while chars:
+        nxt = ord(chars[-1]) + 1
+        if nxt == 0xD800:
+            nxt = 0xE000
+        if nxt <= 0x10FFFF:
+            chars[-1] = chr(nxt)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def starts_with(col: Any, prefix: str) -> ColumnElement[bool]:
+    """``col`` starts with ``prefix``, as a range that a B-tree index on ``col`` answers.
+
+    ``LIKE 'p%'`` uses no index on SQLite (its LIKE is case-insensitive over a BINARY column)
+    nor on PostgreSQL unless the column's collation is "C". The range is exact only where the
+    column compares in code-point order: SQLite's BINARY collation, and the "C" collation that
+    ``idx_string.value_norm`` has on PostgreSQL whatever the database's default.
+    """
+    if prefix == "":
+        return true()
+    upper = prefix_successor(prefix)
+    if upper is None:
+        return col >= prefix  # type: ignore[no-any-return]
+    return and_(col >= prefix, col < upper)
 
 
 class Compiler:
@@ -64,6 +111,7 @@ class Compiler:
         # Applied to every resource a chain or _has looks into, not only to the results: what
         # the caller may not see must not decide what it gets either.
         self.policy = policy
+        self._aliases_used: Counter[str] = Counter()
 
     def _visible(self, alias: FromClause) -> ColumnElement[bool]:
         cond = self.policy.row_filter(alias)
@@ -94,9 +142,32 @@ class Compiler:
         table, pk, conds = self._index_rows(resource_type, p, f)
         return r.c.pk.not_in(select(pk).select_from(table).where(*conds))
 
+    def lookup(self, resource_type: str, f: Filter) -> Lookup | None:
+        """``f`` as index rows to look up, or None when it is not a positive index lookup."""
+        rows = self._rows(resource_type, f, 0)
+        return None if rows is None else Lookup(*rows)
+
+    def matching(self, r: FromClause, lookups: Sequence[Lookup]) -> list[ColumnElement[bool]]:
+        """Conditions keeping the resources of ``r`` that every lookup finds, the first driving.
+
+        The first lookup's rows are the candidates (``pk IN``); each other one is a probe of the
+        candidate's own rows through the ``resource_pk`` index (``EXISTS``). Testing every
+        lookup with ``IN`` instead makes SQLite build each lookup's full list of rows, 250,000
+        of them for ``gender=female`` in a city, before it can keep the one patient a PDQ
+        wants. Callers put the most selective lookup first (``order_by_selectivity``).
+        """
+        if not lookups:
+            return []
+        first, *rest = lookups
+        return [first.contains(r.c.pk), *(lk.finds(r.c.pk) for lk in rest)]
+
     def _index_rows(self, resource_type: str, p: SearchParam, f: Filter) -> tuple[FromClause, Any, list[Any]]:
-        table = INDEX_TABLES[p.type]
-        value_conds = [self._value_cond(p, f, v) for v in f.values]
+        # Each lookup reads its own alias, so two lookups in one table (family and given) can be
+        # correlated with each other; the aliases are made once per process and reused (SQLAlchemy
+        # builds an alias's column collection on first use, and equal aliases share cached SQL).
+        table = _index_alias(p.type, self._aliases_used[p.type])
+        self._aliases_used[p.type] += 1
+        value_conds = [self._value_cond(table, p, f, v) for v in f.values]
         return (
             table,
             table.c.resource_pk,
@@ -137,26 +208,26 @@ class Compiler:
 
     # --- per type ------------------------------------------------------------------------------
 
-    def _value_cond(self, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
+    def _value_cond(self, t: FromClause, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
         kind = p.type
         if kind == "string":
-            return self._string(idx_string, f.modifier, unescape(raw))
+            return self._string(t, f.modifier, unescape(raw))
         if kind == "token":
-            return self._token(f.modifier, raw, p)
+            return self._token(t, f.modifier, raw, p)
         if kind == "reference":
-            return self._reference(p, f, raw)
+            return self._reference(t, p, f, raw)
         if kind == "date":
-            return self._date_cond(idx_date.c.low, idx_date.c.high, raw)
+            return self._date_cond(t.c.low, t.c.high, raw)
         if kind == "number":
-            return self._number(idx_number.c.value, raw)
+            return self._number(t.c.value, raw)
         if kind == "quantity":
-            return self._quantity(raw)
+            return self._quantity(t, raw)
         if kind == "uri":
-            return self._uri(f.modifier, unescape(raw))
+            return self._uri(t, f.modifier, unescape(raw))
         if kind == "composite":
-            return self._composite(p, raw)
+            return self._composite(t, p, raw)
         if kind == "text":
-            return self._text(raw)
+            return self._text(t, raw)
         raise YilianError(Category.UNSUPPORTED, f"search parameter type {kind} is not supported")
 
     def _string(self, t: FromClause, modifier: str | None, value: str) -> ColumnElement[bool]:
@@ -165,10 +236,9 @@ class Compiler:
         norm = fold(value)
         if modifier == "contains":
             return t.c.value_norm.like(f"%{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
-        return t.c.value_norm.like(f"{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
+        return starts_with(t.c.value_norm, norm)
 
-    def _token(self, modifier: str | None, raw: str, p: SearchParam) -> ColumnElement[bool]:
-        t = idx_token
+    def _token(self, t: FromClause, modifier: str | None, raw: str, p: SearchParam) -> ColumnElement[bool]:
         if modifier == "text":
             norm = fold(unescape(raw))
             return t.c.text_norm.like(f"{_like_escape(norm)}%", escape="\\")  # type: ignore[no-any-return]
@@ -228,8 +298,7 @@ class Compiler:
             return None, None, value
         return f.target_type, value, None
 
-    def _reference(self, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
-        t = idx_reference
+    def _reference(self, t: FromClause, p: SearchParam, f: Filter, raw: str) -> ColumnElement[bool]:
         if f.modifier == "identifier":
             parts = split_unescaped(raw, "|")
             if len(parts) == 1:
@@ -258,8 +327,11 @@ class Compiler:
             )
         ps, pe = r
         lo, hi = low_col, high_col
+        # Every stored range has low <= high, so the bounds added below ("low <= pe" for eq and
+        # le, "high >= ps" for ge) change no answer: they give the (param, low) and (param, high)
+        # indexes a range to scan instead of every value on one side of the date.
         if prefix == "eq":
-            return and_(lo >= ps, hi <= pe)
+            return and_(lo >= ps, lo <= pe, hi <= pe)
         if prefix == "ne":
             return or_(lo < ps, hi > pe)
         if prefix == "gt":
@@ -267,9 +339,9 @@ class Compiler:
         if prefix == "lt":
             return lo < ps  # type: ignore[no-any-return]
         if prefix == "ge":
-            return or_(hi > pe, and_(lo >= ps, hi <= pe))
+            return and_(hi >= ps, or_(hi > pe, and_(lo >= ps, hi <= pe)))
         if prefix == "le":
-            return or_(lo < ps, and_(lo >= ps, hi <= pe))
+            return and_(lo <= pe, or_(lo < ps, and_(lo >= ps, hi <= pe)))
         if prefix == "sa":
             return lo > pe  # type: ignore[no-any-return]
         if prefix == "eb":
@@ -299,11 +371,10 @@ class Compiler:
         slack = abs(value) * 0.1
         return and_(col >= value - slack, col <= value + slack)
 
-    def _quantity(self, raw: str) -> ColumnElement[bool]:
+    def _quantity(self, t: FromClause, raw: str) -> ColumnElement[bool]:
         parts = split_unescaped(raw, "|")
         if len(parts) not in (1, 3):
             raise _bad(f"quantity {raw!r} must be [prefix]number or [prefix]number|system|code")
-        t = idx_quantity
         cond = self._number(t.c.value, parts[0])
         if len(parts) == 3:
             cond = and_(
@@ -311,8 +382,7 @@ class Compiler:
             )
         return cond
 
-    def _uri(self, modifier: str | None, value: str) -> ColumnElement[bool]:
-        t = idx_uri
+    def _uri(self, t: FromClause, modifier: str | None, value: str) -> ColumnElement[bool]:
         if modifier == "below":
             # Below on path segments: http://hl7.org/fhir is above http://hl7.org/fhir/ValueSet/x
             # but not above http://hl7.org/fhirx.
@@ -326,17 +396,16 @@ class Compiler:
             return t.c.uri.in_(_path_prefixes(value))
         return t.c.uri == value  # type: ignore[no-any-return]
 
-    def _text(self, raw: str) -> ColumnElement[bool]:
+    def _text(self, t: FromClause, raw: str) -> ColumnElement[bool]:
         words = fold(unescape(raw)).split()
         if not words:
             raise _bad("text search needs at least one word")
-        return and_(*(idx_text.c.content_norm.like(f"%{_like_escape(w)}%", escape="\\") for w in words))
+        return and_(*(t.c.content_norm.like(f"%{_like_escape(w)}%", escape="\\") for w in words))
 
-    def _composite(self, p: SearchParam, raw: str) -> ColumnElement[bool]:
+    def _composite(self, t: FromClause, p: SearchParam, raw: str) -> ColumnElement[bool]:
         parts = split_unescaped(raw, "$")
         if len(parts) != len(p.components):
             raise _bad(f"{p.code} takes {len(p.components)} components separated by '$', got {raw!r}")
-        t = idx_composite
         conds: list[ColumnElement[bool]] = []
         first = p.components[0].param_type
         conds.extend(self._key_component(first, parts[0], t.c.c1_system, t.c.c1_code))
@@ -469,6 +538,59 @@ class Compiler:
         return r.c.res_id.in_(sub)
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """Index rows a filter asks for: the table (or join) they are in, its resource key, conditions."""
+
+    source: FromClause
+    pk: Any
+    conds: list[Any]
+
+    def contains(self, key: Any) -> ColumnElement[bool]:
+        """``key IN`` the resources these rows belong to."""
+        return key.in_(select(self.pk).select_from(self.source).where(*self.conds))  # type: ignore[no-any-return]
+
+    def finds(self, key: Any) -> ColumnElement[bool]:
+        """EXISTS a row of the resource ``key``, read through the ``resource_pk`` index."""
+        probe = select(literal(1)).select_from(self.source).where(self.pk == key, *self.conds)
+        return exists(_by_resource(probe, self.source))
+
+    def estimate(self, cap: int) -> Any:
+        """How many rows match, counted up to ``cap`` (a bounded scan of the lookup's index range)."""
+        first = select(self.pk).select_from(self.source).where(*self.conds).limit(cap).subquery()
+        return select(func.count()).select_from(first).scalar_subquery()
+
+
+@functools.cache
+def _index_alias(kind: str, n: int) -> FromClause:
+    """The ``n``-th alias of the index table of ``kind`` in a query (``idx_token_0``, …)."""
+    table = INDEX_TABLES[kind]
+    return table.alias(f"{table.name}_{n}")
+
+
+def _by_resource(probe: Select[Any], source: FromClause) -> Select[Any]:
+    """``probe`` reading its index table by ``resource_pk`` (SQLite picks the value index otherwise)."""
+    table = source.element if isinstance(source, Alias) else source
+    if isinstance(table, Table) and table.name in INDEXES_BY_RESOURCE:
+        return with_index(probe, source, INDEXES_BY_RESOURCE[table.name])
+    return probe
+
+
+def order_by_selectivity(conn: Connection, lookups: list[Lookup], cap: int = ESTIMATE_CAP) -> list[Lookup]:
+    """``lookups`` with the fewest matching rows first (ties keep the request's order).
+
+    Each estimate is a count of at most ``cap`` rows from the lookup's own index range, all of
+    them in one statement, a fraction of a millisecond: cheaper and surer than the planners' statistics, which treat
+    (type, parameter, value) as independent and take ``gender=female`` for a rare value.
+    """
+    if len(lookups) < 2:
+        return lookups
+    sizes = list(conn.execute(select(*(lk.estimate(cap) for lk in lookups))).one())
+    return [
+        lk for _, _, lk in sorted(zip(sizes, range(len(lookups)), lookups, strict=True), key=lambda t: t[:2])
+    ]
+
+
 def _unit_conds(
     system: str, code: str, system_col: Any, code_col: Any, unit_col: Any
 ) -> list[ColumnElement[bool]]:
@@ -550,4 +672,4 @@ def base_select(r: FromClause, resource_types: list[str] | None) -> Select[Any]:
     return stmt
 
 
-__all__ = ["Compiler", "base_select", "sort_expression"]
+__all__ = ["Compiler", "Lookup", "base_select", "order_by_selectivity", "sort_expression"]

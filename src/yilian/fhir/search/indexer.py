@@ -150,7 +150,11 @@ def date_ranges(tv: TypedValue) -> Iterator[tuple[int, int]]:
         start = date_range(v["start"]) if isinstance(v.get("start"), str) else None
         end = date_range(v["end"]) if isinstance(v.get("end"), str) else None
         if start or end:
-            yield (start[0] if start else MIN_US), (end[1] if end else MAX_US)
+            low, high = (start[0] if start else MIN_US), (end[1] if end else MAX_US)
+            # A period that ends before it starts breaks invariant per-1; it is indexed as the
+            # span between its two dates, so that every stored range keeps low <= high, which
+            # the search compiler's index bounds rely on.
+            yield (low, high) if low <= high else (end[0] if end else low, start[1] if start else high)
     elif t == "Timing" and isinstance(v, dict):
         for event in v.get("event") or []:
             if isinstance(event, str) and (r := date_range(event)):

@@ -28,6 +28,8 @@ from sqlalchemy import (
 
 from yilian.db.schema import Document, SurrogateKey, metadata
 
+CODE_POINT_TEXT = Text().with_variant(Text(collation="C"), "postgresql")
+
 resource = Table(
     "resource",
     metadata,
@@ -93,7 +95,10 @@ def _index_table(name: str, *columns: Column[object], indexes: tuple[tuple[str, 
 
 idx_string = _index_table(
     "idx_string",
-    Column("value_norm", Text, nullable=False),  # case- and accent-folded, for default and :contains
+    # Case- and accent-folded, for the default prefix match and :contains. Prefix matches are
+    # index ranges in code-point order, so on PostgreSQL the column is "C" whatever the
+    # database's collation (SQLite's BINARY already is code-point order for UTF-8).
+    Column("value_norm", CODE_POINT_TEXT, nullable=False),
     Column("value_exact", Text, nullable=False),  # as written, for :exact
     indexes=(("res_type", "param", "value_norm"),),
 )
