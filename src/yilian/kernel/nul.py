@@ -3,7 +3,9 @@
 PostgreSQL cannot hold U+0000 in text (the insert or even the query fails) and SQLite would keep
 it, so the same request would fail on one database and pass on the other. Both HTTP adapters
 refuse it in a path, a query value or a JSON string with one clear message; the audit log writes
-it as U+FFFD where a refused request quotes it.
+it as U+FFFD where a refused request quotes it. Paths that reach the FHIR core without HTTP
+(``yilian import``, CSV migration, HL7 v2 intake) meet the same rule in the validator, which
+refuses U+0000 in every FHIR string value and names the element.
 """
 
 from __future__ import annotations

@@ -449,6 +449,23 @@ def test_import_reports_every_bad_resource_and_loads_the_rest(fresh: Target, tmp
     assert counts(fresh.db) == {"Patient": 2}
 
 
+def test_import_refuses_a_nul_character_on_both_databases_with_the_element_named(fresh: Target, tmp_path: Path) -> None:
+    """PostgreSQL cannot hold U+0000 in text and SQLite would: the validator refuses it first."""
+    data = tmp_path / "nul.ndjson"
+    data.write_bytes(
+        b'{"resourceType":"Patient","id":"nul-name","name":[{"family":"\\u738b\\u0000"}]}\n'
+        b'{"resourceType":"Patient","id":"fine","name":[{"family":"\\u738b"}]}\n'
+    )
+    run = yilian("import", data, "--database", fresh.url, cwd=tmp_path)
+    assert run.code == 1
+    assert total_row(run.out) == (2, 1, 1)
+    errors = [line for line in run.err_lines if line.startswith("✗")]
+    assert len(errors) == 1 and "nul.ndjson line 1:" in errors[0], run.err
+    assert "NUL character" in errors[0] and "Patient.name[0].family" in errors[0], run.err
+    assert "Traceback" not in run.err
+    assert counts(fresh.db) == {"Patient": 1}
+
+
 def test_import_a_transaction_that_fails_loads_none_of_it(fresh: Target, tmp_path: Path) -> None:
     """Microsoft's roll-back bundle (UTF-8 BOM and all): POST a Patient, then GET one that is absent."""
     run = yilian("import", MS_NORMATIVE / "Bundle-TransactionForRollBack.json", "-d", fresh.url, cwd=tmp_path)

@@ -717,3 +717,22 @@ def test_regexes_read_with_xml_schema_semantics() -> None:
     for value, valid in [("QUJD", True), ("QUJD RA==", True), ("QUJ DRA==", False), ("QUJD\u00e9", False), ("", False)]:
         assert bool(base64.matcher(value)) == valid
         assert bool(re.fullmatch(xsd_regex(r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+"), value)) == valid
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ({"resourceType": "Patient", "name": [{"family": "王\x00"}]}, "Patient.name[0].family"),  # string
+        ({"resourceType": "Patient", "telecom": [{"system": "url", "value": "x\x00"}]}, "Patient.telecom[0].value"),
+        ({"resourceType": "Patient", "implicitRules": "http://a\x00b"}, "Patient.implicitRules"),  # uri
+        ({"resourceType": "Patient", "language": "zh\x00"}, "Patient.language"),  # code
+        ({"resourceType": "Patient", "id": "a\x00"}, "Patient.id"),  # id
+        ({"resourceType": "Patient", "text": {"status": "generated", "div": "<div>\x00</div>"}}, "Patient.text.div"),
+        ({"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "valueString": "\x00"},
+         "Observation.value.ofType(string)"),
+    ],
+)
+def test_a_nul_character_is_refused_in_every_kind_of_string(resource: dict[str, Any], path: str) -> None:
+    issues = [i for i in validate(resource) if i.severity == "error"]
+    assert any(path in i.expression and "NUL character" in i.message for i in issues), issues
+    assert all(problem(rule, "ok\x00") is not None for rule in rules().values() if rule.json == "string")

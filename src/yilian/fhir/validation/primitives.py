@@ -56,7 +56,10 @@ _INT_RANGE = {
 _TOKEN_LIKE = "{x}.__class__ is str and ' ' not in {x} and {x}.isprintable() and {x}"
 # A URI is exactly a non-empty string without XML whitespace; four memchr calls beat
 # isprintable() on the long values URIs tend to be.
-_URI = "{x}.__class__ is str and ' ' not in {x} and '\\n' not in {x} and '\\t' not in {x} and '\\r' not in {x} and {x}"
+_URI = (
+    "{x}.__class__ is str and ' ' not in {x} and '\\n' not in {x} and '\\t' not in {x} and '\\r' not in {x}"
+    " and '\\x00' not in {x} and {x}"
+)
 _FAST = {
     "boolean": "{x} is True or {x} is False",
     "integer": f"{{x}}.__class__ is int and {INT32_MIN} <= {{x}} <= {INT32_MAX}",
@@ -64,19 +67,21 @@ _FAST = {
     "unsignedInt": f"{{x}}.__class__ is int and 0 <= {{x}} <= {INT32_MAX}",
     # x - x is 0.0 only for a finite float.
     "decimal": "{x}.__class__ is int or ({x}.__class__ is float and {x} - {x} == 0.0)",
-    "string": "{x}.__class__ is str and {x} and not {x}.isspace()",
-    "markdown": "{x}.__class__ is str and {x} and not {x}.isspace()",
+    # NUL is refused in every string (see ``problem``): one memchr.
+    "string": "{x}.__class__ is str and {x} and not {x}.isspace() and '\\x00' not in {x}",
+    "markdown": "{x}.__class__ is str and {x} and not {x}.isspace() and '\\x00' not in {x}",
     # Printable means no tab/CR/LF; with no space either, a non-empty value is a valid
     # code. Values with inner single spaces go to the regex.
     "code": _TOKEN_LIKE,
     "uri": _URI,
     "url": _URI,
     "canonical": _URI,
-    "xhtml": "{x}.__class__ is str and {x}.startswith('<div')",
+    "xhtml": "{x}.__class__ is str and {x}.startswith('<div') and '\\x00' not in {x}",
     # Plain letters and digits skip the regex; ids with - or . (UUIDs) take it.
     "id": "{x}.__class__ is str and (({x}.isalnum() and {x}.isascii() and len({x}) <= 64) or {aux}({x}))",
 }
 _FAST_BY_MATCHER = "{x}.__class__ is str and {aux}({x})"
+_FAST_ANY_STRING = "{x}.__class__ is str and {x} and '\\x00' not in {x}"
 FAST_BOUND_CODE = "{x}.__class__ is str and {x} in {aux}"
 
 
@@ -240,7 +245,7 @@ def rules() -> dict[str, PrimitiveRule]:
             matcher = base64_ok
         elif spec.regex and _JSON_KIND.get(name) is None and name != "xhtml":
             matcher = re.compile(xsd_regex(spec.regex)).fullmatch
-        fast = _FAST.get(name) or (_FAST_BY_MATCHER if matcher else "{x}.__class__ is str and {x}")
+        fast = _FAST.get(name) or (_FAST_BY_MATCHER if matcher else _FAST_ANY_STRING)
         aux: Any = matcher
         if matcher is not None and name in ("date", "dateTime", "instant"):
             aux = _date_time_check(matcher, dates=name != "instant", times=name != "date")
@@ -274,6 +279,10 @@ def problem(rule: PrimitiveRule, x: Any) -> tuple[str, str] | None:
         return f"{name} value must be a JSON string, found {describe(x)}", "structure"
     if not x:
         return f"empty {name}: an element must have a value or children (ele-1)", "value"
+    if "\x00" in x:
+        # FHIR strings should hold no control characters but tab, CR and LF; NUL is refused
+        # outright, as PostgreSQL cannot store it and SQLite would: one answer on both.
+        return f"{name} value contains a NUL character (U+0000), which is not allowed", "value"
     if name in ("string", "markdown") and not x.strip(_XSD_SPACE_CHARS):
         return f"{name} value must not consist only of whitespace", "value"
     if name == "xhtml":
