@@ -216,7 +216,10 @@ def run(
     keys = _sort_keys(r, req, types, bytewise=conn.dialect.name == "postgresql")
 
     labelled = [k.label(f"k{i}") for i, (k, _) in enumerate(keys)]
-    page = stmt.add_columns(*labelled[:-1]) if len(labelled) > 1 else stmt
+    # The page's rows carry the resources themselves (after the sort keys): no second query.
+    n_keys = len(keys) - 1
+    stored = repo.stored_columns(r)[1:]
+    page = stmt.add_columns(*labelled[:-1], *stored)
     sig = _query_signature(req, compartment, getattr(policy, "identity", ""))
     if req.cursor:
         values = decode_cursor(req.cursor, sig)
@@ -228,13 +231,15 @@ def run(
     rows = conn.execute(page).all()
     more = len(rows) > req.count
     rows = rows[: req.count]
-    pks = [int(row[0]) for row in rows]
-    loaded = repo.current_by_pks(conn, pks)
-    matches = [Resource.of(loaded[pk]) for pk in pks if pk in loaded]
+    engine = conn.engine
+    matches = [
+        Resource(t, i, v, lu, sealing.open_content(engine, c), d, "", pk, pkey)
+        for pk, (t, i, v, lu, d, c, pkey) in ((row[0], row[1 + n_keys :]) for row in rows)
+    ]
     next_cursor = None
     if more and rows:
         last = rows[-1]
-        values = [last[i + 1] for i in range(len(keys) - 1)] + [last[0]]
+        values = [last[i + 1] for i in range(n_keys)] + [last[0]]
         next_cursor = encode_cursor(values, sig)
     included = _includes(uow, req.includes, matches) if req.includes else []
     included = [

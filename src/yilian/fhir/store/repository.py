@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import FromClause
 
 from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import (
@@ -466,34 +467,27 @@ def history_count(
     return int(conn.execute(stmt).scalar_one())
 
 
+def stored_columns(r: FromClause) -> tuple[Any, ...]:
+    """The columns of a ``resource`` alias that ``stored_from_row`` reads, in its order."""
+    c = r.c
+    return (c.pk, c.res_type, c.res_id, c.version, c.last_updated, c.deleted, c.content, c.patient_key)
+
+
+def stored_from_row(conn: Connection, values: Sequence[Any]) -> StoredVersion:
+    """A current version from the values of ``stored_columns`` (sealed fields opened)."""
+    pk, res_type, res_id, version, last_updated, deleted, content, patient_key = values
+    return StoredVersion(
+        pk, res_type, res_id, version, last_updated, deleted, open_content(conn.engine, content), "", patient_key
+    )
+
+
 def current_by_pks(conn: Connection, pks: Sequence[int]) -> dict[int, StoredVersion]:
     out: dict[int, StoredVersion] = {}
+    columns = stored_columns(resource)
     for i in range(0, len(pks), 500):
         chunk = list(pks[i : i + 500])
-        rows = conn.execute(
-            select(
-                resource.c.pk,
-                resource.c.res_type,
-                resource.c.res_id,
-                resource.c.version,
-                resource.c.last_updated,
-                resource.c.deleted,
-                resource.c.content,
-                resource.c.patient_key,
-            ).where(resource.c.pk.in_(chunk))
-        )
-        for r in rows:
-            out[r.pk] = StoredVersion(
-                r.pk,
-                r.res_type,
-                r.res_id,
-                r.version,
-                r.last_updated,
-                r.deleted,
-                open_content(conn.engine, r.content),
-                "",
-                r.patient_key,
-            )
+        for row in conn.execute(select(*columns).where(resource.c.pk.in_(chunk))).all():
+            out[row[0]] = stored_from_row(conn, row)
     return out
 
 
