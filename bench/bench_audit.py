@@ -22,12 +22,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import insert
+
 from bench.common import console, postgres_url, sqlite_url, table
 from yilian.db import Database, UnitOfWork, open_database
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.migrations import upgrade
 from yilian.security.audit import AuditRecord, AuditWriter, Sealer, record, seal, verify
+from yilian.security.policy import policy_for
+from yilian.security.principal import Principal
+from yilian.security.scopes import parse_scopes
+from yilian.security.tables import access_grant
 
 CTX = FhirContext(base_url="http://bench/fhir")
 
@@ -40,6 +46,43 @@ def patient(i: int) -> dict[str, object]:
         "gender": "female",
         "birthDate": "1980-01-01",
     }
+
+
+OBSERVATIONS_PER_PATIENT = 5
+BENCH_ORG = "bench-org"
+
+
+def observation(oid: str, pid: str, k: int) -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": f"2024-0{1 + k}-15T08:00:00+08:00",
+        "valueQuantity": {
+            "value": 120 + k,
+            "unit": "mmHg",
+            "system": "http://unitsofmeasure.org",
+            "code": "mm[Hg]",
+        },
+    }
+
+
+def grant_treatment(db: Database, ids: list[str]) -> None:
+    """The bench institution treats every seeded patient (what an Encounter there would grant)."""
+    rows = [
+        {
+            "patient_key": pid,
+            "org_id": BENCH_ORG,
+            "reason": "treatment",
+            "source_type": "Encounter",
+            "source_id": f"e-{pid}",
+        }
+        for pid in ids
+    ]
+    with db.engine.begin() as conn:
+        conn.execute(insert(access_grant), rows)
 
 
 def audit_of(kind: str, pid: str, n: int) -> AuditRecord:
@@ -99,16 +142,30 @@ def bench_creates(db: Database, n: int) -> dict[str, list[float]]:
 def seed_patients(db: Database, n: int) -> list[str]:
     ids = [f"bench-{i}" for i in range(n)]
     for start in range(0, n, 200):
-        entries = [
-            {"resource": {**patient(i), "id": ids[i]}, "request": {"method": "PUT", "url": f"Patient/{ids[i]}"}}
-            for i in range(start, min(n, start + 200))
-        ]
+        entries: list[dict[str, object]] = []
+        for i in range(start, min(n, start + 200)):
+            entries.append(
+                {
+                    "resource": {**patient(i), "id": ids[i]},
+                    "request": {"method": "PUT", "url": f"Patient/{ids[i]}"},
+                }
+            )
+            for k in range(OBSERVATIONS_PER_PATIENT):
+                oid = f"{ids[i]}-o{k}"
+                entries.append(
+                    {
+                        "resource": observation(oid, ids[i], k),
+                        "request": {"method": "PUT", "url": f"Observation/{oid}"},
+                    }
+                )
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         transact(db, lambda uow, b=bundle: dispatch(uow, CTX, FhirRequest("POST", "", body=b)))
     return ids
 
 
-def run_reads(threads: int, per_thread: int, one_read: Callable[[int, int], object]) -> tuple[float, list[float]]:
+def run_reads(
+    threads: int, per_thread: int, one_read: Callable[[int, int], object]
+) -> tuple[float, list[float]]:
     latencies: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(threads + 1)
@@ -162,8 +219,58 @@ def bench_reads(
                 rates.setdefault(name, []).append(rps)
                 latencies.setdefault(name, []).extend(lat)
         grouped = threads * per_thread * rounds / max(writer.batches, 1)
-    notes = {"audited (group commit)": f"{grouped:.1f} rows/commit", "audited (a commit per read)": "1 row/commit"}
+    notes = {
+        "audited (group commit)": f"{grouped:.1f} rows/commit",
+        "audited (a commit per read)": "1 row/commit",
+    }
     return {name: (statistics.median(rates[name]), latencies[name], notes.get(name, "")) for name in rates}
+
+
+def bench_compartment(
+    db: Database, ids: list[str], threads: int, per_thread: int, rounds: int
+) -> dict[str, tuple[float, list[float], str]]:
+    """Issue 5's measure: a patient-compartment search with the access decision and its audit row,
+    against the same search straight through the FHIR core with neither."""
+    principal = Principal(
+        kind="system", subject="bench-client", scopes=parse_scopes("system/*.rs"), org_id=BENCH_ORG
+    )
+
+    def search(t: int, i: int, ctx: FhirContext) -> str:
+        pid = ids[(t * 7919 + i * 104729) % len(ids)]
+        with UnitOfWork(db) as uow:
+            out = dispatch(uow, ctx, FhirRequest("GET", f"Patient/{pid}/Observation"))
+            assert (
+                out.status == 200
+                and out.body is not None
+                and out.body.count(b'"mode":"match"') == OBSERVATIONS_PER_PATIENT
+            )
+        return pid
+
+    def direct(t: int, i: int) -> str:
+        return search(t, i, CTX)
+
+    def decided(t: int, i: int) -> str:
+        ctx = FhirContext(base_url=CTX.base_url, settings=CTX.settings, policy=policy_for(principal, db))
+        return search(t, i, ctx)
+
+    def secured(writer: AuditWriter, t: int, i: int) -> None:
+        writer.record_sync(audit_of("search-type", decided(t, i), i))
+
+    rates: dict[str, list[float]] = {}
+    latencies: dict[str, list[float]] = {}
+    run_reads(threads, max(10, per_thread // 10), direct)  # warm-up
+    with Sealer(db), AuditWriter(db) as writer:
+        variants: dict[str, Callable[[int, int], object]] = {
+            "direct (no access decision, no audit)": direct,
+            "access decision only": decided,
+            "access decision + audit": lambda t, i: secured(writer, t, i),
+        }
+        for _ in range(rounds):
+            for name, one in variants.items():
+                rps, lat = run_reads(threads, per_thread, one)
+                rates.setdefault(name, []).append(rps)
+                latencies.setdefault(name, []).extend(lat)
+    return {name: (statistics.median(rates[name]), latencies[name], "") for name in rates}
 
 
 def bench_chain(db: Database) -> tuple[float, float, int]:
@@ -190,6 +297,7 @@ def main() -> None:
     create_rows: list[list[object]] = []
     read_rows: list[list[object]] = []
     chain_rows: list[list[object]] = []
+    search_rows: list[list[object]] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         console.print(f"[bold]{backend}[/]")
         with database(backend) as db:
@@ -206,14 +314,28 @@ def main() -> None:
             for variant, (rps, lat, note) in reads.items():
                 mean, p50, p99 = percentiles(lat)
                 read_rows.append([f"{backend} {variant}", rps, mean, p50, p99, base_rps / rps, note])
+            grant_treatment(db, ids)
+            searches = bench_compartment(db, ids, args.threads, args.reads, args.rounds)
+            base_rps = searches["direct (no access decision, no audit)"][0]
+            for variant, (rps, lat, _note) in searches.items():
+                mean, p50, p99 = percentiles(lat)
+                search_rows.append([f"{backend} {variant}", rps, mean, p50, p99, base_rps / rps])
             seal_rate, verify_rate, rows = bench_chain(db)
             chain_rows.append([backend, rows, seal_rate, verify_rate])
 
-    table("create: one Patient per transaction (ms)", ["variant", "mean", "p50", "p99", "× plain"], create_rows)
+    table(
+        "create: one Patient per transaction (ms)", ["variant", "mean", "p50", "p99", "× plain"], create_rows
+    )
     table(
         f"read: {args.threads} threads × {args.reads} reads of a Patient, {args.rounds} rounds (reads/s: median)",
         ["variant", "reads/s", "mean ms", "p50 ms", "p99 ms", "cost × plain", "batching"],
         read_rows,
+    )
+    table(
+        f"compartment search Patient/{{id}}/Observation ({OBSERVATIONS_PER_PATIENT} matches): {args.threads} threads × "
+        f"{args.reads}, {args.rounds} rounds — issue 5's target: cost ≤ 1.30× direct",
+        ["variant", "searches/s", "mean ms", "p50 ms", "p99 ms", "cost × direct"],
+        search_rows,
     )
     table("chain", ["backend", "rows", "sealed rows/s (tail)", "verified rows/s"], chain_rows)
 
