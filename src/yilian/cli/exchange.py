@@ -15,6 +15,7 @@ from yilian.cli.common import (
     EXIT_PARTIAL,
     DatabaseOption,
     console,
+    err_console,
     friendly_errors,
     open_db,
     settings_from_env,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from yilian.exchange.outbound import DeliveryWorker
 
 exchange_app = typer.Typer(
-    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, skip, deliver, forward).",
+    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, skip, prune-outbox, deliver, forward).",
     no_args_is_help=True,
 )
 
@@ -369,6 +370,48 @@ def skip_command(
         f"skipped message {done.seq} of {escape(done.dest_id)}: {done.res_type}/{done.res_id} version "
         f"{done.version}, after {done.attempts} attempts"
         + (f" (last error: {escape(done.last_error)})" if done.last_error else "")
+    )
+
+
+@exchange_app.command("prune-outbox")
+def prune_outbox_command(
+    older_than: float = typer.Option(
+        30.0,
+        "--older-than",
+        metavar="DAYS",
+        help="Remove finished messages (delivered, withheld, cancelled) that finished more than DAYS ago (at least 1).",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Remove finished outbox messages past their retention; pending and skipped ones are kept.
+
+    `yilian serve` does this once an hour with YILIAN_OUTBOX_RETENTION_DAYS (default 30).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from yilian.exchange.outbound import prune_outbox
+    from yilian.exchange.outbound.outbox import now_us
+    from yilian.exchange.outbound.retention import prunable
+
+    with friendly_errors():
+        db = open_db(database)
+        now = now_us()
+        due = prunable(db, older_than_days=older_than, now=now)
+        with Progress(
+            TextColumn("[bold]pruning the outbox"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+        ) as bar:
+            task = bar.add_task("prune", total=due)
+            done = prune_outbox(
+                db, older_than_days=older_than, now=now, progress=lambda n: bar.advance(task, n)
+            )
+    cutoff = dt.datetime.fromtimestamp(done.cutoff_us / 1_000_000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    console.print(
+        f"removed {done.removed:,} finished messages that finished before {cutoff} UTC; "
+        f"{done.remaining_finished:,} finished messages kept"
     )
 
 

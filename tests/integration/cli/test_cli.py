@@ -241,7 +241,7 @@ def test_every_command_is_covered_here() -> None:
         "card", "card issue", "card issue-batch", "card activate", "card report-lost", "card replace",
         "card suspend", "card resume", "card revoke", "card show", "card counts",
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
-        "exchange forward",
+        "exchange forward", "exchange prune-outbox",
         "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
         "payments trial-balance", "payments expire-holds",
     }

@@ -571,3 +571,65 @@ def test_a_message_refused_for_good_is_skipped_and_the_rest_go(db: Database, rec
     assert (status.pending, status.delivered, status.skipped) == (0, 2, 1)
     run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "again", "-d", url)
     assert run.returncode != 0 and "no pending message" in run.stderr
+
+
+def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(db: Database, receiver: Receiver) -> None:
+    """The outbox would grow by the region's write rate for ever: finished messages go after
+    their retention, pending and skipped ones never, and delivery order is untouched."""
+    from yilian.exchange.outbound import prune_outbox
+    from yilian.exchange.outbound.retention import DAY_US, prunable
+
+    t = tag()
+    url = database_url(db)
+    put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+    sub = subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, payload="application/fhir+json")
+    dest = f"Subscription/{sub}"
+    ids = [f"o{i}-{t}" for i in range(5)]
+    for oid in ids[:3]:
+        put(db, observation(oid, f"p-{t}", t))
+    worker = DeliveryWorker(db, fast())
+    run_until(worker, lambda: len(receiver.received) >= 3)
+    receiver.status = 503  # the receiver goes down: the next two stay pending
+    for oid in ids[3:]:
+        put(db, observation(oid, f"p-{t}", t))
+
+    def states() -> list[tuple[int, str]]:
+        with db.engine.connect() as conn:
+            return [
+                (r.seq, r.state)
+                for r in conn.execute(
+                    select(message.c.seq, message.c.state).where(message.c.dest_id == dest).order_by(message.c.seq)
+                )
+            ]
+
+    assert states() == [(1, "delivered"), (2, "delivered"), (3, "delivered"), (4, "pending"), (5, "pending")]
+    now = int(time.time() * 1_000_000)
+    with db.engine.begin() as conn:  # seq 1 and 2 finished 40 days ago; the pending ones were queued then too
+        conn.execute(
+            update(message).where(message.c.dest_id == dest, message.c.seq <= 2).values(delivered=now - 40 * DAY_US)
+        )
+        conn.execute(update(message).where(message.c.dest_id == dest, message.c.seq >= 4).values(created=now - 40 * DAY_US))
+
+    run = _yilian("exchange", "prune-outbox", "--older-than", "0.5", "-d", url)
+    assert run.returncode != 0 and "retention must be at least 1 day" in run.stderr
+    assert prunable(db, older_than_days=30) == 2
+    run = _yilian("exchange", "prune-outbox", "--older-than", "30", "-d", url)
+    assert run.returncode == 0, run.stderr
+    assert "removed 2 finished messages" in " ".join(run.stdout.split())
+    assert states() == [(3, "delivered"), (4, "pending"), (5, "pending")]
+
+    receiver.status = 200  # back up: the pending ones go, in order, numbering untouched
+    receiver.received.clear()
+    run_until(worker, lambda: len(receiver.received) >= 2)
+    assert [orjson.loads(r.body)["id"] for r in receiver.received] == ids[3:]
+    assert states() == [(3, "delivered"), (4, "delivered"), (5, "delivered")]
+
+    # In batches of their own transactions, each reported.
+    with db.engine.begin() as conn:
+        conn.execute(update(message).where(message.c.dest_id == dest).values(delivered=now - 40 * DAY_US))
+    seen: list[int] = []
+    done = prune_outbox(db, older_than_days=30, batch=2, progress=seen.append)
+    assert done.removed == 3 and seen == [2, 1]
+    assert states() == []
+    status = next(s for s in outbox_status(db) if s.dest_id == dest)
+    assert (status.pending, status.delivered) == (0, 0)

@@ -7,7 +7,8 @@ forwarding (docs/subscriptions.md, docs/exchange.md).
 - :class:`DeliveryWorker` delivers them per destination in order, with retries and backoff;
 - :func:`register_forward` / :func:`unregister_forward` start and stop forwarding to a node;
 - :func:`outbox_status` says what is waiting where; :func:`skip_message` sets aside a message a
-  destination refuses for good, so the ones after it can go.
+  destination refuses for good, so the ones after it can go; :func:`prune_outbox` removes
+  finished messages past their retention.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from yilian.exchange.outbound.forwarding import register as register_forward
 from yilian.exchange.outbound.forwarding import unregister as unregister_forward
 from yilian.exchange.outbound.observer import OutboxObserver
 from yilian.exchange.outbound.outbox import wakeup
+from yilian.exchange.outbound.retention import PruneResult, prune_outbox
 from yilian.exchange.outbound.skip import Skipped, skip_message
 from yilian.exchange.outbound.status import DestinationStatus, outbox_status
 from yilian.exchange.outbound.worker import DeliverySettings, DeliveryWorker, backoff_s, deliver_all
@@ -28,12 +30,14 @@ __all__ = [
     "DestinationStatus",
     "ForwardCredentials",
     "OutboxObserver",
+    "PruneResult",
     "Skipped",
     "backoff_s",
     "credentials_from_env",
     "deliver_all",
     "delivery_settings_from_env",
     "outbox_status",
+    "prune_outbox",
     "register_forward",
     "skip_message",
     "unregister_forward",

@@ -41,7 +41,7 @@ from sqlalchemy import exists, or_, select, update
 
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import read, transact
-from yilian.exchange.outbound import forwarding, owners
+from yilian.exchange.outbound import forwarding, owners, retention
 from yilian.exchange.outbound.outbox import now_us, wakeup
 from yilian.exchange.outbound.tables import destination, message
 from yilian.fhir.access import ALLOW_ALL, READ
@@ -68,6 +68,9 @@ class DeliverySettings:
     source: str = "urn:yilian:node"
     fhir: FhirSettings = field(default_factory=FhirSettings)
     base_url: str = "http://localhost:8080/fhir"
+    # Finished messages older than this are removed, once an hour (0: never; else at least 1).
+    retention_days: float = 30.0
+    prune_every_s: float = 3600.0
 
 
 def backoff_s(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -121,9 +124,15 @@ class DeliveryWorker:
         self.http.close()
 
     def run_forever(self) -> None:
+        next_prune = time.monotonic()
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
+                if self.settings.retention_days and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.settings.prune_every_s
+                    pruned = retention.prune_outbox(self.db, older_than_days=self.settings.retention_days)
+                    if pruned.removed:
+                        log.info("outbox: removed %d finished messages past retention", pruned.removed)
             except Exception:  # the database may be down for a moment: keep the worker alive
                 log.exception("outbound delivery round failed; retrying")
                 worked = 0
@@ -446,7 +455,8 @@ __all__ = ["DeliverySettings", "DeliveryWorker", "Failure", "backoff_s", "delive
 def settings_from_env(env: Mapping[str, str] | None = None, **given: Any) -> DeliverySettings:
     """Delivery settings: ``YILIAN_DELIVERY_BACKOFF_BASE`` / ``_BACKOFF_CAP`` (seconds),
     ``YILIAN_DELIVERY_ERROR_AFTER`` (failures), ``YILIAN_DELIVERY_POLL`` (seconds),
-    ``YILIAN_DELIVERY_TIMEOUT`` (seconds per HTTP request); keyword arguments win."""
+    ``YILIAN_DELIVERY_TIMEOUT`` (seconds per HTTP request), ``YILIAN_OUTBOX_RETENTION_DAYS``
+    (finished messages kept; 0 keeps them for ever); keyword arguments win."""
     import os
 
     env = os.environ if env is None else env
@@ -456,6 +466,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **given: Any) -> Del
         "error_after": ("YILIAN_DELIVERY_ERROR_AFTER", int),
         "poll_s": ("YILIAN_DELIVERY_POLL", float),
         "timeout_s": ("YILIAN_DELIVERY_TIMEOUT", float),
+        "retention_days": ("YILIAN_OUTBOX_RETENTION_DAYS", float),
     }
     values: dict[str, Any] = {}
     for key, (var, kind) in names.items():
@@ -468,4 +479,6 @@ def settings_from_env(env: Mapping[str, str] | None = None, **given: Any) -> Del
 
                 raise YilianError(Category.INVALID, f"{var} must be a number, not {raw!r}") from None
     values.update(given)
+    if values.get("retention_days"):
+        retention.check_retention(values["retention_days"])
     return DeliverySettings(**values)
