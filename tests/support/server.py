@@ -30,8 +30,11 @@ def database_url(db: Database) -> str:
 class RunningServer:
     """``yilian serve`` on a free loopback port; ``base`` is its root URL."""
 
-    def __init__(self, db_url: str, *, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, db_url: str, *, env: dict[str, str] | None = None, log: Path | None = None, args: list[str] | None = None
+    ) -> None:
         self.db_url = db_url
+        self.args = list(args or [])
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -41,7 +44,7 @@ class RunningServer:
     def start(self, timeout: float = 30.0) -> RunningServer:
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "yilian.cli.main", "serve", "--database", self.db_url, "--port", str(self.port), "--no-upgrade"],
+            [sys.executable, "-m", "yilian.cli.main", "serve", "--database", self.db_url, "--port", str(self.port), "--no-upgrade", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=out,

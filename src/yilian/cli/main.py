@@ -127,6 +127,14 @@ def serve(
     ),
     forward_client_id: str | None = ForwardIdOption,
     forward_client_secret: str | None = ForwardSecretOption,
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        envvar="YILIAN_WORKERS",
+        help="Worker processes serving HTTP (one per core uses the machine; Python runs one thread at a time per process).",
+    ),
 ) -> None:
     """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes."""
     from yilian.cli.exchange import MllpOptions
@@ -148,6 +156,7 @@ def serve(
             forward_to=forward_to,
             forward_client_id=forward_client_id,
             forward_client_secret=forward_client_secret,
+            workers=workers,
         )
 
 

@@ -22,6 +22,7 @@ def serve(
     forward_to: str | None = None,
     forward_client_id: str | None = None,
     forward_client_secret: str | None = None,
+    workers: int = 1,
 ) -> None:
     import uvicorn
 
@@ -63,14 +64,37 @@ def serve(
         if forward_to:
             console.print(f"forwarding every write to {forward_to}")
 
-    app = create_app(db, settings_from_env(), extra=extra)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if workers > 1:
+        # Python runs one thread at a time per process: a worker process per core is what lets
+        # the API use the machine. Each builds the same app from the environment (api/asgi.py);
+        # the HL7 listener and the delivery worker stay in this process.
+        import os
+
+        import orjson
+
+        from yilian.api.asgi import DATABASE_VAR, FRONT_PAGE_VAR
+
+        settings_from_env()  # a bad setting stops the start here, once, with its reason
+        os.environ[DATABASE_VAR] = db.url.render_as_string(hide_password=False)
+        os.environ[FRONT_PAGE_VAR] = orjson.dumps(extra or {}).decode()
+        target: Any = "yilian.api.asgi:app_from_env"
+        options.update(factory=True, workers=workers)
+    else:
+        target = create_app(db, settings_from_env(), extra=extra)
     console.print(
         f"[bold green]医联 Yilian[/] serving on [link]http://{host}:{port}/[/]  (FHIR: http://{host}:{port}/fhir)"
+        + (f" with {workers} worker processes" if workers > 1 else "")
     )
     try:
-        uvicorn.run(
-            app, host=host, port=port, log_level=log_level, access_log=False, loop="uvloop", http="httptools"
-        )
+        uvicorn.run(target, **options)
     finally:
         if worker is not None:
             worker.stop()
