@@ -120,15 +120,36 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk_post(base: str, bodies_file: Path, token: str | None, *, connections: int, seconds: int) -> dict[str, Any]:
+def wrk_post(
+    base: str, bodies_file: Path, token: str | None, *, connections: int, seconds: int
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="yl-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_POST)
         threads = min(2, connections)
         out = subprocess.run(
-            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "60s", "--latency", "-s", str(script),
-             base, "--", str(bodies_file), tmp, token or ""],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--timeout",
+                "60s",
+                "--latency",
+                "-s",
+                str(script),
+                base,
+                "--",
+                str(bodies_file),
+                tmp,
+                token or "",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         acked: list[str] = []
         for f in sorted(Path(tmp).glob("acked-*.txt")):
@@ -191,14 +212,39 @@ def check_acknowledged(url: str, before: set[str], acked: list[str], connections
 
 def pgbench(seconds: int, clients: int = 4) -> dict[str, float]:
     parts = urlsplit(PG_URL)
-    conn = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432), "-U", parts.username or "postgres"]
+    conn = [
+        "-h",
+        parts.hostname or "127.0.0.1",
+        "-p",
+        str(parts.port or 5432),
+        "-U",
+        parts.username or "postgres",
+    ]
     with tempfile.TemporaryDirectory(prefix="yl-pgbench-") as tmp:
         out = subprocess.run(
-            ["pgbench", *conn, "-b", "tpcb-like", "-c", str(clients), "-j", "2", "-T", str(seconds),
-             "-l", "--log-prefix", f"{tmp}/tx", BENCH_DB],
-            capture_output=True, text=True, check=True,
+            [
+                "pgbench",
+                *conn,
+                "-b",
+                "tpcb-like",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-l",
+                "--log-prefix",
+                f"{tmp}/tx",
+                BENCH_DB,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
-        latencies = sorted(int(line.split()[2]) for f in Path(tmp).glob("tx*") for line in f.read_text().splitlines())
+        latencies = sorted(
+            int(line.split()[2]) for f in Path(tmp).glob("tx*") for line in f.read_text().splitlines()
+        )
     m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
     assert m, out
     return {
@@ -214,9 +260,22 @@ def pgbench_init() -> None:
         admin.execute(f"CREATE DATABASE {BENCH_DB}")
     parts = urlsplit(PG_URL)
     subprocess.run(
-        ["pgbench", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
-         "-i", "-s", "10", "-q", BENCH_DB],
-        capture_output=True, check=True,
+        [
+            "pgbench",
+            "-h",
+            parts.hostname or "127.0.0.1",
+            "-p",
+            str(parts.port or 5432),
+            "-U",
+            parts.username or "postgres",
+            "-i",
+            "-s",
+            "10",
+            "-q",
+            BENCH_DB,
+        ],
+        capture_output=True,
+        check=True,
     )
 
 
@@ -225,22 +284,36 @@ def pgbench_drop() -> None:
         admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
 
 
-def measure_yilian(url: str, backend: str, bodies_file: Path, seconds: int) -> list[dict[str, Any]]:
+def measure_yilian(
+    url: str, backend: str, bodies_file: Path, seconds: int, workers: int = 1
+) -> list[dict[str, Any]]:
     db = open_database(url)
     upgrade(db)
     token = auth_token(db)
     db.dispose()
     runs = []
-    with yilian_server(url) as srv:
+    with yilian_server(url, workers) as srv:
         # The first create compiles the Patient validators and search-parameter paths: not timed.
-        headers = {"Content-Type": "application/fhir+json", **({"Authorization": f"Bearer {token}"} if token else {})}
-        first = httpx.post(srv.base + "/fhir/Patient", content=bodies_file.read_bytes().split(b"\n", 1)[0], headers=headers, timeout=120)
+        headers = {
+            "Content-Type": "application/fhir+json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        }
+        first = httpx.post(
+            srv.base + "/fhir/Patient",
+            content=bodies_file.read_bytes().split(b"\n", 1)[0],
+            headers=headers,
+            timeout=120,
+        )
         if first.status_code != 201:
-            raise RuntimeError(f"{backend}: POST /fhir/Patient answered {first.status_code}: {first.text[:300]}")
+            raise RuntimeError(
+                f"{backend}: POST /fhir/Patient answered {first.status_code}: {first.text[:300]}"
+            )
         before = settled_patient_ids(url)
         warm = wrk_post(srv.base, bodies_file, token, connections=4, seconds=3)
         if warm["created"] == 0:
-            raise RuntimeError(f"{backend}: no create succeeded in the warm-up ({warm['other']} other responses)")
+            raise RuntimeError(
+                f"{backend}: no create succeeded in the warm-up ({warm['other']} other responses)"
+            )
         check_acknowledged(url, before, warm["acked"], 4)
         for connections in (4, 32):
             before = settled_patient_ids(url)
@@ -248,6 +321,7 @@ def measure_yilian(url: str, backend: str, bodies_file: Path, seconds: int) -> l
             r["check"] = check_acknowledged(url, before, r["acked"], connections)
             r["connections"] = connections
             r["backend"] = backend
+            r["workers"] = workers
             runs.append(r)
             console.print(f"  {backend}, {connections} connections: {r['tps']:,.0f} creates/s; {r['check']}")
     return runs
@@ -258,8 +332,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="5-second runs")
     ap.add_argument("--backends", default="postgresql,sqlite")
+    ap.add_argument("--workers", default="1", help="server worker processes to measure, e.g. 1,2")
     args = ap.parse_args()
     seconds = 5 if args.quick else args.seconds
+    worker_counts = [int(w) for w in args.workers.split(",")]
     server_keys()
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="yl-create-") as tmp:
@@ -275,26 +351,47 @@ def main() -> None:
                 baseline.append(pgbench(seconds))
                 console.print(f"  pgbench tpcb-like, 4 clients: {baseline[-1]['tps']:,.0f} TPS")
                 with postgres_url() as url:
-                    runs.extend(measure_yilian(url, "postgresql", bodies_file, seconds))
+                    for w in worker_counts:
+                        runs.extend(measure_yilian(url, "postgresql", bodies_file, seconds, w))
                 baseline.append(pgbench(seconds))
                 console.print(f"  pgbench tpcb-like, 4 clients: {baseline[-1]['tps']:,.0f} TPS")
             finally:
                 pgbench_drop()
         if "sqlite" in backends:
             with sqlite_url() as url:
-                runs.extend(measure_yilian(url, "sqlite", bodies_file, seconds))
+                for w in worker_counts:
+                    runs.extend(measure_yilian(url, "sqlite", bodies_file, seconds, w))
     base_tps = statistics.mean(b["tps"] for b in baseline) if baseline else float("nan")
     for i, b in enumerate(baseline, start=1):
-        rows.append([f"pgbench -b tpcb-like -c 4 -j 2 (run {i})", 4, b["tps"], b["p50"], b["p99"], b["tps"] / base_tps, "", ""])
+        rows.append(
+            [
+                f"pgbench -b tpcb-like -c 4 -j 2 (run {i})",
+                4,
+                b["tps"],
+                b["p50"],
+                b["p99"],
+                b["tps"] / base_tps,
+                "",
+                "",
+            ]
+        )
     for r in runs:
         ratio = r["tps"] / base_tps if baseline else float("nan")
         target = ""
         if r["backend"] == "postgresql" and r["connections"] == 4:
             target = f"≥ 0.25× pgbench: {'met' if ratio >= 0.25 else 'MISSED'}"
-        rows.append([
-            f"Yilian POST /fhir/Patient on {r['backend']}", r["connections"], r["tps"], r["p50"], r["p99"],
-            ratio, target, f"{r['created']:,} created, {r['other']} other",
-        ])
+        rows.append(
+            [
+                f"Yilian POST /fhir/Patient on {r['backend']}, {r['workers']} worker(s)",
+                r["connections"],
+                r["tps"],
+                r["p50"],
+                r["p99"],
+                ratio,
+                target,
+                f"{r['created']:,} created, {r['other']} other",
+            ]
+        )
     table(
         f"single-resource create: transactions/s over {seconds} s (ratio vs mean pgbench TPS {base_tps:,.0f}, same run)",
         ["what", "conns", "TPS", "p50 ms", "p99 ms", "ratio", "target", "responses"],

@@ -246,7 +246,7 @@ def charge_count(db: Database) -> int:
         return int(conn.execute(select(func.count()).select_from(t.charge)).scalar_one())
 
 
-def measure_charges(url: str, backend: str, seconds: int, cards: int) -> dict[str, Any]:
+def measure_charges(url: str, backend: str, seconds: int, cards: int, workers: int = 1) -> dict[str, Any]:
     db = open_database(url)
     upgrade(db)
     install_keys(db)  # cards are sealed at rest, as in the server
@@ -255,7 +255,7 @@ def measure_charges(url: str, backend: str, seconds: int, cards: int) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         cards_file = Path(tmp) / "cards.txt"
         cards_file.write_text("\n".join(numbers) + "\n")
-        with yilian_server(url) as srv:
+        with yilian_server(url, workers) as srv:
             warm = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=3)
             if warm["created"] == 0:
                 raise RuntimeError(
@@ -384,7 +384,9 @@ def main() -> None:
     ap.add_argument("--cards", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="5-second runs, a 50,000-transaction day")
     ap.add_argument("--backends", default="postgresql,sqlite")
+    ap.add_argument("--workers", default="1", help="server worker processes to measure, e.g. 1,2")
     args = ap.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
     seconds = 5 if args.quick else args.seconds
     n = 50_000 if args.quick else args.close_txns
     cards = 40 if args.quick else args.cards
@@ -396,16 +398,24 @@ def main() -> None:
     if "postgresql" in backends:
         with PgBench() as bench:
             baseline.append(bench.run(seconds))
-            with postgres_url() as url:
-                charges.append(
-                    {**measure_charges(url, "postgresql", seconds, cards), "backend": "postgresql"}
-                )
+            for w in worker_counts:
+                with postgres_url() as url:
+                    charges.append(
+                        {
+                            **measure_charges(url, "postgresql", seconds, cards, w),
+                            "backend": "postgresql",
+                            "workers": w,
+                        }
+                    )
             with postgres_url() as url:
                 closes.append(measure_close(url, "postgresql", n))
             baseline.append(bench.run(seconds))
     if "sqlite" in backends:
-        with sqlite_url() as url:
-            charges.append({**measure_charges(url, "sqlite", seconds, cards), "backend": "sqlite"})
+        for w in worker_counts:
+            with sqlite_url() as url:
+                charges.append(
+                    {**measure_charges(url, "sqlite", seconds, cards, w), "backend": "sqlite", "workers": w}
+                )
         with sqlite_url() as url:
             closes.append(measure_close(url, "sqlite", n))
     base = statistics.mean(baseline) if baseline else float("nan")
@@ -422,7 +432,7 @@ def main() -> None:
         )
         rows.append(
             [
-                f"POST /api/charges, 4 clients, {r['backend']} (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
+                f"POST /api/charges, 4 clients, {r['backend']}, {r['workers']} worker(s) (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
                 r["tps"],
                 ratio,
                 target,

@@ -26,7 +26,10 @@ from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data")
-PG_URL = os.environ.get("YILIAN_BENCH_POSTGRES", os.environ.get("YILIAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+PG_URL = os.environ.get(
+    "YILIAN_BENCH_POSTGRES",
+    os.environ.get("YILIAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+)
 console = Console()
 
 
@@ -46,7 +49,9 @@ def sqlite_url() -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """A fresh schema in the benchmark PostgreSQL, dropped afterwards."""
     schema = f"yl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
@@ -72,7 +77,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -88,8 +95,22 @@ class Server:
             self.proc.wait(10)
 
 
-def yilian_server(db_url: str) -> Server:
-    return Server([sys.executable, "-m", "yilian.cli.main", "serve", "--database", db_url, "--port", "{port}", "--no-upgrade"])
+def yilian_server(db_url: str, workers: int = 1) -> Server:
+    return Server(
+        [
+            sys.executable,
+            "-m",
+            "yilian.cli.main",
+            "serve",
+            "--database",
+            db_url,
+            "--port",
+            "{port}",
+            "--no-upgrade",
+            "--workers",
+            str(workers),
+        ]
+    )
 
 
 WRK_SCRIPT = """
@@ -105,7 +126,9 @@ end
 """
 
 
-def wrk(base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2) -> dict[str, float]:
+def wrk(
+    base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2
+) -> dict[str, float]:
     """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths``."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "paths.lua"
@@ -113,7 +136,21 @@ def wrk(base: str, paths: list[str], *, connections: int = 32, seconds: int = 10
         plist = Path(tmp) / "paths.txt"
         plist.write_text("\n".join(paths) + "\n")
         out = subprocess.run(
-            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), base, "--", str(plist)],
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                base,
+                "--",
+                str(plist),
+            ],
             capture_output=True,
             text=True,
             check=True,
