@@ -38,6 +38,20 @@ def install_keys(db: Database, env: Mapping[str, str] | None = None) -> Keyring:
     return keyring
 
 
+def key_file_of(db: Database, env: Mapping[str, str] | None = None) -> Path | None:
+    """The key file the database's keyring comes from, or None when keys come from the
+    environment (``YILIAN_DATA_KEYS``) and must be changed where they are kept."""
+    env = os.environ if env is None else env
+    if env.get("YILIAN_DATA_KEYS", "").strip() or env.get("YILIAN_INDEX_KEY", "").strip():
+        return None
+    configured = env.get("YILIAN_KEY_FILE", "").strip()
+    if configured:
+        return Path(configured)
+    if db.is_sqlite and db.url.database not in (None, "", ":memory:"):
+        return Path(str(db.url.database) + ".keys")
+    return None
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     value = env.get(name)
     return default if value is None else value.strip().lower() not in ("0", "false", "off", "no")

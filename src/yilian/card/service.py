@@ -159,6 +159,11 @@ def _day(us: int) -> str:
     return _at(us).astimezone(_CHINA).date().isoformat()
 
 
+def reencrypt_number(keyring: Keyring, sealed: str) -> str | None:
+    """A sealed card number under the current key (``yilian keys reencrypt``); None if it is."""
+    return None if keyring.is_current(sealed) else keyring.reencrypt(sealed, context=NUMBER_CONTEXT)
+
+
 def _keyring(uow: UnitOfWork) -> Keyring:
     keyring = sealing.keyring_for(uow.conn.engine)
     if keyring is None:

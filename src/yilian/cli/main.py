@@ -60,6 +60,9 @@ app.add_typer(payments_app, name="payments")
 from yilian.cli.card import card_app  # noqa: E402
 
 app.add_typer(card_app, name="card")
+from yilian.cli.keys import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
 from yilian.cli.exchange import (  # noqa: E402
     AsClientOption,
     ForwardIdOption,
@@ -132,8 +135,9 @@ def serve(
         "--workers",
         min=1,
         max=64,
+        metavar="N",
         envvar="YILIAN_WORKERS",
-        help="Worker processes serving HTTP (one per core uses the machine; Python runs one thread at a time per process).",
+        help="Worker processes serving HTTP, 1 to 64 (one per core on PostgreSQL; keep 1 on SQLite).",
     ),
 ) -> None:
     """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes."""

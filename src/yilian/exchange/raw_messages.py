@@ -13,7 +13,7 @@ import base64
 
 from yilian.db import Database
 from yilian.fhir.store.sealing import keyring_for
-from yilian.kernel.crypto import TOKEN_PREFIX
+from yilian.kernel.crypto import TOKEN_PREFIX, Keyring
 from yilian.kernel.errors import Category, YilianError
 
 _CONTEXT = "exchange/hl7v2-message"
@@ -37,3 +37,16 @@ def open_raw(db: Database, stored: bytes) -> bytes:
             Category.INTERNAL, "the inbox holds encrypted messages but the database has no keyring"
         )
     return base64.b64decode(keyring.decrypt(stored.decode("ascii"), context=_CONTEXT))
+
+
+def reencrypt_raw(keyring: Keyring, stored: bytes) -> bytes | None:
+    """A stored message under the current key (``yilian keys reencrypt``); None when it already is.
+
+    A message kept plain (written before the inbox was sealed) is sealed now.
+    """
+    if not stored.startswith(_PREFIX):
+        return keyring.encrypt(base64.b64encode(stored).decode("ascii"), context=_CONTEXT).encode("ascii")
+    token = stored.decode("ascii")
+    if keyring.is_current(token):
+        return None
+    return keyring.reencrypt(token, context=_CONTEXT).encode("ascii")

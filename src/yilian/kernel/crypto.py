@@ -93,6 +93,17 @@ def is_token(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX) and _TOKEN.fullmatch(value) is not None
 
 
+_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode("ascii"))
+
+
+def key_ids_in(stored: bytes | str) -> set[str]:
+    """The key ids of every token in a stored value (a document, a sealed field): what a
+    rotation has left to re-encrypt, or which keys a retirement would strand."""
+    if isinstance(stored, str):
+        return {m.group(1) for m in _TOKEN.finditer(stored)}
+    return {m.group(1).decode("ascii") for m in _TOKEN_BYTES.finditer(stored)}
+
+
 def token_key_id(token: str) -> str:
     """The key id a token was encrypted with."""
     m = _TOKEN.fullmatch(token)

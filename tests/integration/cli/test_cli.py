@@ -240,6 +240,7 @@ def test_every_command_is_covered_here() -> None:
         "mpi unmerge", "mpi counts",
         "card", "card issue", "card issue-batch", "card activate", "card report-lost", "card replace",
         "card suspend", "card resume", "card revoke", "card show", "card counts",
+        "keys", "keys status", "keys rotate", "keys reencrypt", "keys retire",
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
         "exchange forward", "exchange prune-outbox",
         "payments", "payments close-day", "payments day", "payments wallet", "payments statement",

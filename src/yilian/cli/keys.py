@@ -1,0 +1,226 @@
+"""``yilian keys``: the data-encryption keys of a database — status, rotate, re-encrypt, retire.
+
+Sensitive values are sealed under the keyring's current data key (ID numbers and phones in the
+FHIR record, health card numbers, the HL7 inbox). A rotation is: a new current key (``rotate``,
+or ``YILIAN_DATA_KEYS`` with the new key first), every stored value re-encrypted under it
+(``reencrypt``, in batches, safe beside a running server, safe to run again), then the old key
+removed (``retire``, refused while any value still needs it).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from yilian.cli.common import DatabaseOption, console, err_console, friendly_errors, open_db
+from yilian.db import Database
+from yilian.kernel.crypto import Keyring, key_ids_in
+from yilian.kernel.errors import Category, YilianError
+
+keys_app = typer.Typer(
+    help="Encryption keys of sealed data: status, rotate, reencrypt, retire.", no_args_is_help=True
+)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """One place where sealed values are stored, and how to bring a value to the current key."""
+
+    label: str
+    table: Any
+    column: str
+    reencrypt: Callable[[Keyring, Any], Any | None]
+
+
+def _places() -> list[Sealed]:
+    from yilian.card import reencrypt_number
+    from yilian.card.tables import card
+    from yilian.exchange.raw_messages import reencrypt_raw
+    from yilian.exchange.tables import inbox
+    from yilian.fhir.store import sealing
+    from yilian.fhir.store.tables import resource, resource_version
+
+    def document(keyring: Keyring, content: Any) -> Any | None:
+        return sealing.reencrypt(bytes(content), keyring)
+
+    return [
+        Sealed("FHIR resources (current versions)", resource, "content", document),
+        Sealed("FHIR resources (history)", resource_version, "content", document),
+        Sealed("health card numbers", card, "number_sealed", reencrypt_number),
+        Sealed("HL7 v2 inbox", inbox, "raw", lambda k, raw: reencrypt_raw(k, bytes(raw))),
+    ]
+
+
+def _keyring(db: Database) -> Keyring:
+    from yilian.fhir.store.sealing import keyring_for
+
+    keyring = keyring_for(db.engine)
+    if keyring is None:  # open_db installs it; a database without keys has nothing sealed
+        raise YilianError(Category.UNAVAILABLE, "the database has no encryption keys installed")
+    return keyring
+
+
+def _count_rows(db: Database, table: Any) -> int:
+    from sqlalchemy import func, select
+
+    with db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _scan(db: Database, keyring: Keyring, *, dry_run: bool) -> list[tuple[Sealed, Any, dict[str, int]]]:
+    """Every place, rewritten (or, with ``dry_run``, only counted), with the key ids seen."""
+    from yilian.db.rewrite import rewrite_column
+
+    results = []
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        for place in _places():
+            task = bar.add_task(place.label, total=_count_rows(db, place.table))
+            seen: dict[str, int] = {}
+
+            def transform(value: Any, place: Sealed = place, seen: dict[str, int] = seen) -> Any | None:
+                stored = bytes(value) if isinstance(value, (bytes, memoryview)) else value
+                for key_id in key_ids_in(stored):
+                    seen[key_id] = seen.get(key_id, 0) + 1
+                return place.reencrypt(keyring, stored)
+
+            count = rewrite_column(
+                db,
+                place.table,
+                place.column,
+                transform,
+                dry_run=dry_run,
+                progress=functools.partial(_advance, bar, task),
+            )
+            results.append((place, count, seen))
+    return results
+
+
+def _advance(bar: Progress, task: TaskID, n: int) -> None:
+    bar.advance(task, n)
+
+
+def _key_source(db: Database) -> str:
+    from yilian.api.wiring import key_file_of
+
+    path = key_file_of(db)
+    return f"key file {path}" if path is not None else "YILIAN_DATA_KEYS / YILIAN_INDEX_KEY (environment)"
+
+
+@keys_app.command("status")
+def status_command(database: str | None = DatabaseOption) -> None:
+    """The keyring's data keys and, for every place sealed values are stored, which keys they use."""
+    with friendly_errors():
+        db = open_db(database)
+        keyring = _keyring(db)
+        results = _scan(db, keyring, dry_run=True)
+    console.print(f"keys from {_key_source(db)}; current data key [bold]{keyring.current_key_id}[/]")
+    table = Table(title="Sealed values by data key (values holding several tokens count once per key)")
+    for name in ("where", "rows", *keyring.key_ids, "to re-encrypt"):
+        table.add_column(name, justify="left" if name == "where" else "right")
+    for place, count, seen in results:
+        table.add_row(
+            place.label,
+            f"{count.rows:,}",
+            *(f"{seen.get(k, 0):,}" for k in keyring.key_ids),
+            f"{count.changed:,}",
+        )
+    console.print(table)
+    unknown = sorted({k for _, _, seen in results for k in seen} - set(keyring.key_ids))
+    if unknown:
+        err_console.print(
+            f"[bold red]values sealed under keys this keyring does not have: {', '.join(unknown)}[/]"
+        )
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def rotate_command(database: str | None = DatabaseOption) -> None:
+    """Add a new data key to the key file and make it current (old keys stay, to read old values).
+
+    Then run `yilian keys reencrypt`, and `yilian keys retire OLD_ID` once it reports nothing left.
+    Restart running servers to pick the new key up (until then they write with the old one, which
+    the re-encryption pass catches on a second run). Keys kept in YILIAN_DATA_KEYS are rotated
+    where they are kept: put a new key first in the list.
+    """
+    from yilian.api.wiring import key_file_of
+
+    with friendly_errors():
+        db = open_db(database)
+        path = key_file_of(db)
+        if path is None:
+            raise YilianError(
+                Category.INVALID,
+                "the keys come from YILIAN_DATA_KEYS: rotate them in the secret store (a new "
+                "<id>:<base64 32 bytes> first in the list), restart, then run `yilian keys reencrypt`",
+            )
+        rotated = Keyring.load(path).with_new_current_key()
+        rotated.save(path)
+    console.print(
+        f"new current data key [bold]{rotated.current_key_id}[/] in {path} (keys: {', '.join(rotated.key_ids)}); "
+        "now run `yilian keys reencrypt`"
+    )
+
+
+@keys_app.command("reencrypt")
+def reencrypt_command(database: str | None = DatabaseOption) -> None:
+    """Re-encrypt every sealed value under the current data key, in batches (safe beside a running server; run again to finish)."""
+    with friendly_errors():
+        db = open_db(database)
+        keyring = _keyring(db)
+        results = _scan(db, keyring, dry_run=False)
+    table = Table(title=f"Re-encrypted under data key {keyring.current_key_id}")
+    for name in ("where", "rows read", "re-encrypted", "changed meanwhile (run again)"):
+        table.add_column(name, justify="left" if name == "where" else "right")
+    for place, count, _seen in results:
+        table.add_row(place.label, f"{count.rows:,}", f"{count.changed:,}", f"{count.skipped:,}")
+    console.print(table)
+
+
+@keys_app.command("retire")
+def retire_command(
+    key_id: str = typer.Argument(..., help="The old data key to remove from the key file."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Remove an old data key from the key file, once no stored value needs it."""
+    from yilian.api.wiring import key_file_of
+
+    with friendly_errors():
+        db = open_db(database)
+        path = key_file_of(db)
+        if path is None:
+            raise YilianError(
+                Category.INVALID,
+                "the keys come from YILIAN_DATA_KEYS: remove the key from the list where it is kept",
+            )
+        keyring = Keyring.load(path)
+        if key_id not in keyring.key_ids:
+            raise YilianError(
+                Category.NOT_FOUND, f"no data key {key_id!r} in {path} (keys: {', '.join(keyring.key_ids)})"
+            )
+        if key_id == keyring.current_key_id:
+            raise YilianError(Category.INVALID, f"{key_id!r} is the current key: rotate first")
+        still = [
+            (place.label, seen[key_id])
+            for place, _c, seen in _scan(db, keyring, dry_run=True)
+            if seen.get(key_id)
+        ]
+        if still:
+            where = "; ".join(f"{label}: {n:,}" for label, n in still)
+            raise YilianError(
+                Category.CONFLICT,
+                f"values are still sealed under {key_id!r} ({where}): run `yilian keys reencrypt` first",
+            )
+        keyring.without_key(key_id).save(path)
+    console.print(f"retired data key {key_id} from {path}")
