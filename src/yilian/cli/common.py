@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from yilian.db import Database, open_database
 from yilian.kernel.errors import Category, YilianError
@@ -152,3 +153,14 @@ def open_db(url: str | None, *, upgrade: bool = True) -> Database:
 
     install_keys(db)
     return db
+
+
+def progress_bar() -> Progress:
+    """The commands' progress bar (on stderr): the task's description, bar, done/total, time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
-from yilian.cli.common import console, describe, err_console, settings_from_env
+from yilian.cli.common import console, describe, progress_bar, settings_from_env
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, dispatch
@@ -67,13 +66,7 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     bundles = region.bundles()
     ctx = FhirContext(base_url="urn:yilian:demo", settings=settings_from_env())
     total = sum(len(b.get("entry", [])) for b in bundles)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("生成示范区域 building the demo region", total=total)
         holders: list[str] = []
         for bundle in bundles:

@@ -15,9 +15,9 @@ from yilian.cli.common import (
     EXIT_PARTIAL,
     DatabaseOption,
     console,
-    err_console,
     friendly_errors,
     open_db,
+    progress_bar,
     settings_from_env,
 )
 
@@ -387,8 +387,6 @@ def prune_outbox_command(
 
     `yilian serve` does this once an hour with YILIAN_OUTBOX_RETENTION_DAYS (default 30).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from yilian.exchange.outbound import prune_outbox
     from yilian.exchange.outbound.outbox import now_us
     from yilian.exchange.outbound.retention import prunable
@@ -397,14 +395,8 @@ def prune_outbox_command(
         db = open_db(database)
         now = now_us()
         due = prunable(db, older_than_days=older_than, now=now)
-        with Progress(
-            TextColumn("[bold]pruning the outbox"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as bar:
-            task = bar.add_task("prune", total=due)
+        with progress_bar() as bar:
+            task = bar.add_task("pruning the outbox", total=due)
             done = prune_outbox(
                 db, older_than_days=older_than, now=now, progress=lambda n: bar.advance(task, n)
             )

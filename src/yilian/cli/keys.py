@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from yilian.cli.common import DatabaseOption, console, err_console, friendly_errors, open_db
+from yilian.cli.common import DatabaseOption, console, err_console, friendly_errors, open_db, progress_bar
 from yilian.db import Database
 from yilian.kernel.crypto import Keyring, key_ids_in
 from yilian.kernel.errors import Category, YilianError
@@ -78,13 +78,7 @@ def _scan(db: Database, keyring: Keyring, *, dry_run: bool) -> list[tuple[Sealed
     from yilian.db.rewrite import rewrite_column
 
     results = []
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as bar:
+    with progress_bar() as bar:
         for place in _places():
             task = bar.add_task(place.label, total=_count_rows(db, place.table))
             seen: dict[str, int] = {}

@@ -29,16 +29,20 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
-from yilian.cli.common import EXIT_PARTIAL, DatabaseOption, console, err_console, friendly_errors, open_db
+from yilian.cli.common import (
+    EXIT_PARTIAL,
+    DatabaseOption,
+    console,
+    err_console,
+    friendly_errors,
+    open_db,
+    progress_bar,
+)
 from yilian.kernel.errors import Category, YilianError
 
 if TYPE_CHECKING:
@@ -278,14 +282,7 @@ class StageProgress:
 
 
 def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
+    return progress_bar()
 
 
 def _run_with_progress(run: Callable[[StageProgress], T]) -> tuple[T, StageProgress]:

@@ -273,7 +273,9 @@ def test_the_readme_describes_commands_that_exist() -> None:
     assert usages
     for usage in usages:
         words = usage.split()[1:]
-        path = " ".join(w for w in words[: next((i for i, w in enumerate(words) if not w.isalpha()), len(words))])
+        # The command path: lower-case words (hyphens allowed, as in prune-outbox) up to the first option or argument.
+        is_name = [w[:1].isalpha() and w.replace("-", "").isalpha() and w.islower() for w in words]
+        path = " ".join(words[: next((i for i, ok in enumerate(is_name) if not ok), len(words))])
         assert path in by_path, f"README mentions `{usage}` but there is no `yilian {path}`"
         opts = {o for p in by_path[path].params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
         for option in re.findall(r"--[a-z][a-z0-9-]*", usage):
