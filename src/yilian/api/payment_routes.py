@@ -308,10 +308,13 @@ def _clearing_reader(principal: Principal) -> None:
 
 def _day(uow: UnitOfWork, call: Call[Any]) -> Reply:
     """A business day's clearing: the closed batch with its reconciliation re-checked against the
-    ledger, or an open day's positions so far. An institution sees only its own lines."""
+    ledger, or an open day's positions so far. An institution sees only its own lines: those it
+    is paid, and those the funds it administers pay (YILIAN_FUND_ADMINISTRATORS)."""
     day = payments.parse_day(call.params["date"])
     detail = call.query.get("detail", "").lower() in ("1", "true", "yes")
-    report = payments.day_report(uow, day=day, detail=detail, payee=call.principal.org_id)
+    org = call.principal.org_id
+    party = payments.clearing_party(org) if org is not None else None
+    report = payments.day_report(uow, day=day, detail=detail, party=party)
     return Reply(report, entity=f"PaymentReconciliation/{day}")
 
 

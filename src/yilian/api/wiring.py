@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from yilian import payments
 from yilian.db import Database
 from yilian.exchange.bulk import bulk_operations
 from yilian.exchange.outbound import OutboxObserver
@@ -60,6 +61,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
     env = os.environ if env is None else env
     check_configuration(dict(env))  # a bad threshold stops the start, with its reason
+    payments.check_fund_administrators(env)  # so does a fund mapping naming an unknown fund
     return FhirSettings(
         enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
         enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),

@@ -4,11 +4,16 @@ Public surface (every use case takes the unit of work first and keyword argument
 commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_deposit``,
 ``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``trial_balance``;
 ``Item`` (a charge line) and ``PaymentError`` (a refusal with a machine-readable ``reason``);
-``idempotency`` for entry points that replay a keyed request's first reply.
+``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
+``clearing_party`` for what one institution (a hospital, or an insurer by the funds it
+administers, ``YILIAN_FUND_ADMINISTRATORS``) may see of a day's clearing.
 """
 
+from collections.abc import Mapping
+
 from yilian.payments import idempotency
-from yilian.payments.clearing import close_day, day_report, parse_day
+from yilian.payments.administrators import check_administrators, fund_administrators, funds_of
+from yilian.payments.clearing import Party, close_day, day_report, parse_day
 from yilian.payments.ledger import TrialBalance, trial_balance
 from yilian.payments.model import Item, PaymentError, WalletView
 from yilian.payments.service import (
@@ -25,15 +30,32 @@ from yilian.payments.service import (
     wallet,
 )
 
+
+def clearing_party(org_id: str) -> Party:
+    """What ``org_id`` may read of a day's clearing: the lines it is paid and its funds pay."""
+    return Party(org_id, funds_of(org_id))
+
+
+def check_fund_administrators(env: Mapping[str, str] | None = None) -> None:
+    """Refuse at start a fund mapping that names a fund no policy has."""
+    from yilian.payments.service import policies
+
+    check_administrators({p.fund_account for p in policies()}, env)
+
+
 __all__ = [
     "Item",
+    "Party",
     "PaymentError",
     "TrialBalance",
     "WalletView",
     "charge",
+    "check_fund_administrators",
+    "clearing_party",
     "close_day",
     "day_report",
     "expire_holds",
+    "fund_administrators",
     "get_charge",
     "get_hold",
     "hold_deposit",

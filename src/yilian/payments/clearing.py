@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, case, func, insert, literal, literal_column, select, update
+from sqlalchemy import Select, case, func, insert, literal, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
@@ -45,7 +46,25 @@ def parse_day(text: str) -> dt.date:
         ) from None
 
 
-def _per_txn(key: str, payee: str | None = None) -> Select[Any]:
+@dataclass(frozen=True)
+class Party:
+    """Whose part of the clearing a reader sees: the lines an institution is paid (``org`` as
+    payee) and the lines the funds it administers pay (``funds`` as payer)."""
+
+    org: str
+    funds: frozenset[str] = frozenset()
+
+    def txns(self, x: Any, a: Any) -> Any:
+        return or_(x.c.org == self.org, a.c.account_id.in_(sorted(self.funds)))
+
+    def lines(self, bl: Any) -> Any:
+        return or_(bl.c.payee == self.org, bl.c.payer.in_(sorted(self.funds)))
+
+    def sees(self, line: dict[str, Any]) -> bool:
+        return line["payee"] == self.org or line["payer"] in self.funds
+
+
+def _per_txn(key: str, party: Party | None = None) -> Select[Any]:
     """(payer, payee, txn_id, amount the payer owes for it) for every clearing transaction of the
     day, computed by the database in one grouped query (no row of the day passes through Python).
 
@@ -61,8 +80,8 @@ def _per_txn(key: str, payee: str | None = None) -> Select[Any]:
         a.c.kind.in_([literal_column(f"'{k}'") for k in PAYER_KINDS]),
         x.c.kind != literal_column("'top-up'"),
     ]
-    if payee is not None:
-        where.append(x.c.org == payee)
+    if party is not None:
+        where.append(party.txns(x, a))
     return (
         select(
             payer.label("payer"),
@@ -76,9 +95,9 @@ def _per_txn(key: str, payee: str | None = None) -> Select[Any]:
     )
 
 
-def _positions(uow: UnitOfWork, key: str, payee: str | None = None) -> list[dict[str, Any]]:
+def _positions(uow: UnitOfWork, key: str, party: Party | None = None) -> list[dict[str, Any]]:
     """The day's lines so far (payer, payee, amount, transactions), aggregated in the database."""
-    per = _per_txn(key, payee).subquery()
+    per = _per_txn(key, party).subquery()
     rows = uow.conn.execute(
         select(
             per.c.payer,
@@ -205,35 +224,34 @@ def _totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def day_report(
-    uow: UnitOfWork, *, day: dt.date, detail: bool = False, payee: str | None = None
+    uow: UnitOfWork, *, day: dt.date, detail: bool = False, party: Party | None = None
 ) -> dict[str, Any]:
     """The day as closed (with its reconciliation re-checked against the ledger now), or, for a
     day still open, the positions so far (not a batch: they can still change).
 
-    ``payee``: only that institution's lines (what a hospital may see of the clearing); the
-    totals, the transaction count and the reconciliation are then of its lines alone."""
+    ``party``: only the lines an institution is paid and its funds pay (what a hospital or an
+    insurer may see of the clearing); the totals, the transaction count and the reconciliation
+    are then of those lines alone."""
     d = t.day
     key = day.isoformat()
     row = uow.conn.execute(select(d.c.status, d.c.report).where(d.c.business_date == key)).first()
     if row is None or row.status != "closed":
-        lines = _positions(uow, key, payee)
+        lines = _positions(uow, key, party)
         return {"business_date": key, "status": "open", "lines": lines, "totals": _totals(lines)}
     report: dict[str, Any] = orjson.loads(row.report)
-    if payee is not None:
-        report["lines"] = [line for line in report["lines"] if line["payee"] == payee]
+    if party is not None:
+        report["lines"] = [line for line in report["lines"] if party.sees(line)]
         report["totals"] = _totals(report["lines"])
-        x = t.txn
+        per = _per_txn(key, party).subquery()
         report["transactions"] = int(
-            uow.conn.execute(
-                select(func.count()).select_from(x).where(x.c.business_date == key, x.c.org == payee)
-            ).scalar_one()
+            uow.conn.execute(select(func.count(func.distinct(per.c.txn_id)))).scalar_one()
         )
-    report["reconciliation"] = reconcile(uow, day=day, detail=detail, payee=payee)
+    report["reconciliation"] = reconcile(uow, day=day, detail=detail, party=party)
     return report
 
 
 def reconcile(
-    uow: UnitOfWork, *, day: dt.date, detail: bool = False, payee: str | None = None
+    uow: UnitOfWork, *, day: dt.date, detail: bool = False, party: Party | None = None
 ) -> dict[str, Any]:
     """Tie every batch line to its transactions and the transactions back to the ledger.
 
@@ -246,8 +264,8 @@ def reconcile(
     key = day.isoformat()
     conn = uow.conn
     line_where = [bl.c.business_date == key]
-    if payee is not None:
-        line_where.append(bl.c.payee == payee)
+    if party is not None:
+        line_where.append(party.lines(bl))
     tied = (
         select(bt.c.line_id, func.sum(bt.c.amount_fen).label("tied"), func.count().label("n"))
         .group_by(bt.c.line_id)
@@ -271,7 +289,7 @@ def reconcile(
         .select_from(bt.join(bl, bl.c.line_id == bt.c.line_id))
         .where(*line_where)
     )
-    ledger_now = _per_txn(key, payee)
+    ledger_now = _per_txn(key, party)
     for label, query in (
         ("the ledger has transactions that no batch line ties", ledger_now.except_(recorded)),
         ("batch lines tie transactions the ledger does not have", recorded.except_(ledger_now)),

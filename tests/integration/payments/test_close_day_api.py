@@ -55,12 +55,18 @@ def test_close_day_over_http(
     region: Region,
     hospital: dict[str, str],
     tomorrow_clock: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     card = new_card(db, desk, region)
     top = {"amount_fen": 100_000, "channel": "cash", "org": region.city_hospital}
     call(app, "POST", f"/api/cards/{card}/top-ups", headers=hospital, key=key(), json=top)
     charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
     assert call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge).status_code == 201
+    insured = new_card(db, desk, region, "ncms")  # the fund pays a share of this one's charges
+    call(app, "POST", f"/api/cards/{insured}/top-ups", headers=hospital, key=key(), json={**top, "amount_fen": 5_000_000})
+    big = {**charge, "card_no": insured, "items": [{**DRUG, "quantity": 40}]}
+    paid = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=big)
+    assert paid.status_code == 201 and paid.json()["insurer_fen"] > 0, paid.text
     tomorrow_clock[0] = True
     # Tokens expire by the clock: the operator's is issued "tomorrow".
     operator = bearer(system_token(db, scopes="system/*.cruds", name="tomorrow's operator"))
@@ -82,3 +88,12 @@ def test_close_day_over_http(
         if line["payer"] == "card-issuer" and line["payee"] == region.city_hospital
     ]
     assert issuer and issuer[0]["amount_fen"] > 0
+    # The insurer, once named its fund's administrator, reads the closed day's fund lines,
+    # reconciled on their own.
+    monkeypatch.setenv("YILIAN_FUND_ADMINISTRATORS", f"fund:ncms:330500={region.insurer}")
+    insurer = bearer(system_token(db, scopes="system/PaymentReconciliation.r", org_id=region.insurer, name="insurer"))
+    mine = call(app, "GET", f"/api/settlement/days/{today}?detail=1", headers=insurer).json()
+    fund = [line for line in shown["lines"] if line["payer"] == "fund:ncms:330500"]
+    assert fund and mine["lines"] == fund and mine["status"] == "closed"
+    assert mine["reconciliation"]["reconciled"], mine["reconciliation"]
+    assert mine["transactions"] == sum(line["txn_count"] for line in fund)

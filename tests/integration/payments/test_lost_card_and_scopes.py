@@ -248,3 +248,36 @@ def test_a_hospital_reads_only_its_own_clearing_lines(
     assert (
         call(app, "POST", f"/api/settlement/days/{day}/close", headers=city_his, key=key()).status_code == 403
     )
+
+
+def test_an_insurer_reads_the_lines_its_funds_pay_once_named_their_administrator(
+    app: Any, db: Database, desk: CardDesk, region: Region, operator: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    city, county = region.city_hospital, region.county_hospital
+    city_his, county_his = his(db, city), his(db, county)
+    card_no = new_card(db, desk, region, "ncms")
+    top_up(app, city_his, card_no, city, 5_000_000)
+    for org, headers in ((city, city_his), (county, county_his)):
+        done = charge(app, headers, card_no, org, quantity=40)
+        assert done.status_code == 201 and done.json()["insurer_fen"] > 0, done.text
+    with db.engine.connect() as conn:
+        day = conn.execute(select(func.max(t.txn.c.business_date))).scalar_one()
+    whole = call(app, "GET", f"/api/settlement/days/{day}", headers=operator).json()
+    fund_lines = [line for line in whole["lines"] if line["payer"] == "fund:ncms:330500"]
+    assert {line["payee"] for line in fund_lines} >= {city, county}
+
+    insurer = his(db, region.insurer)
+    monkeypatch.delenv("YILIAN_FUND_ADMINISTRATORS", raising=False)
+    unnamed = call(app, "GET", f"/api/settlement/days/{day}", headers=insurer)
+    assert unnamed.status_code == 200 and unnamed.json()["lines"] == []  # no reason yet: nothing shown
+
+    monkeypatch.setenv("YILIAN_FUND_ADMINISTRATORS", f"fund:ncms:330500={region.insurer}")
+    seen = call(app, "GET", f"/api/settlement/days/{day}?detail=true", headers=insurer)
+    assert seen.status_code == 200, seen.text
+    report = seen.json()
+    assert report["lines"] == fund_lines  # every line the fund pays, to every institution; no other
+    assert set(report["totals"]["by_payer"]) == {"fund:ncms:330500"}
+    # A hospital still sees only what it is paid, the fund's share included.
+    city_view = call(app, "GET", f"/api/settlement/days/{day}", headers=city_his).json()
+    assert {line["payee"] for line in city_view["lines"]} == {city}
+    assert call(app, "GET", "/api/ledger/trial-balance", headers=insurer).status_code == 403

@@ -411,6 +411,6 @@ def test_reconciliation_finds_a_batch_that_no_longer_matches_the_ledger(
     assert any("the ledger has transactions that no batch line ties" in p for p in recon["problems"])
     assert any("batch lines tie transactions the ledger does not have" in p for p in recon["problems"])
     # A hospital's view of the same day names only its own lines' problems.
-    township = payments.day_report(uow, day=today, payee=region.township_centre)
+    township = payments.day_report(uow, day=today, party=payments.Party(region.township_centre))
     assert township["reconciliation"]["reconciled"], township
     assert {line["payee"] for line in township["lines"]} == {region.township_centre}
