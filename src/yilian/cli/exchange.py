@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from yilian.exchange.outbound import DeliveryWorker
 
 exchange_app = typer.Typer(
-    help="The exchange platform: HL7 v2 dead letters (list, replay); outbound delivery (outbox, skip, prune-outbox, deliver, forward).",
+    help="The exchange platform: HL7 v2 dead letters (list, replay), prune-inbox; outbound delivery (outbox, skip, prune-outbox, deliver, forward).",
     no_args_is_help=True,
 )
 
@@ -371,6 +371,34 @@ def skip_command(
         f"{done.version}, after {done.attempts} attempts"
         + (f" (last error: {escape(done.last_error)})" if done.last_error else "")
     )
+
+
+@exchange_app.command("prune-inbox")
+def prune_inbox_command(
+    older_than: float = typer.Option(
+        ...,
+        "--older-than",
+        metavar="DAYS",
+        help="Remove HL7 v2 messages received more than DAYS ago (at least 1) that were stored, re-sent, or failed with their dead letter resolved.",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Remove HL7 v2 messages done with from the inbox past their retention; open dead letters' messages are kept.
+
+    The message log (sender, control id, ACK) stays, so a late re-send is still answered the same.
+    """
+    from yilian.exchange.inbox_retention import MIN_RETENTION_DAYS, prunable, prune_inbox
+    from yilian.kernel.errors import Category, YilianError
+
+    with friendly_errors():
+        if not older_than >= MIN_RETENTION_DAYS:
+            raise YilianError(Category.INVALID, f"--older-than must be at least {MIN_RETENTION_DAYS} day")
+        db = open_db(database)
+        due = prunable(db, older_than_days=older_than)
+        with progress_bar() as bar:
+            task = bar.add_task("pruning the HL7 inbox", total=due)
+            removed = prune_inbox(db, older_than_days=older_than, progress=lambda n: bar.advance(task, n))
+    console.print(f"removed {removed:,} HL7 v2 messages received more than {older_than:g} days ago")
 
 
 @exchange_app.command("prune-outbox")

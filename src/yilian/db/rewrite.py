@@ -1,4 +1,5 @@
-"""Rewriting one column of every row of a table, a batch at a time (key rotation's re-encryption).
+"""Rewriting one column of every row of a table, a batch at a time (key rotation's re-encryption),
+and deleting rows a batch at a time (retention).
 
 The rows are read in key order (keyset paging, never OFFSET) and each changed value is written
 back only if the row still holds the value that was read (compare-and-set on the column): a
@@ -10,11 +11,11 @@ interrupted run simply starts again (rows already rewritten are left as they are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, delete, or_, select, update
 
 from yilian.db.engine import Database
 from yilian.db.uow import UnitOfWork, transact
@@ -90,3 +91,35 @@ def rewrite_column(
             progress(n)
         if last is None:
             return count
+
+
+def delete_where(
+    db: Database,
+    table: Table,
+    conditions: Sequence[Any],
+    *,
+    batch: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Delete the rows matching ``conditions``, ``batch`` at a time, each batch its own short
+    transaction (retention pruning beside a running server); how many were deleted.
+
+    A batch of keys is read, then exactly those rows are deleted if they still match: portable
+    (SQLite has no ``DELETE … LIMIT`` by default), and a row changed meanwhile is left alone.
+    """
+    (key,) = table.primary_key.columns
+    removed = 0
+    while True:
+
+        def one_batch(uow: UnitOfWork) -> tuple[int, int]:
+            ids = [r[0] for r in uow.conn.execute(select(key).where(*conditions).order_by(key).limit(batch))]
+            if not ids:
+                return 0, 0
+            return len(ids), int(uow.conn.execute(delete(table).where(key.in_(ids), *conditions)).rowcount)
+
+        seen, n = transact(db, one_batch)
+        removed += n
+        if progress is not None and n:
+            progress(n)
+        if seen < batch:
+            return removed

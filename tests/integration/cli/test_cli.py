@@ -242,7 +242,7 @@ def test_every_command_is_covered_here() -> None:
         "card suspend", "card resume", "card revoke", "card show", "card counts",
         "keys", "keys status", "keys rotate", "keys reencrypt", "keys retire",
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
-        "exchange forward", "exchange prune-outbox",
+        "exchange forward", "exchange prune-outbox", "exchange prune-inbox",
         "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
         "payments trial-balance", "payments expire-holds",
     }

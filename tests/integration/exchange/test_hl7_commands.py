@@ -238,3 +238,53 @@ def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.Monk
     assert still.returncode == 1 and "still failing" in still.stdout
     remaining = [d.control_id for d in dead_letters(db)]
     assert "CLI-DL-1" not in remaining and "CLI-DL-2" in remaining
+
+
+def test_prune_inbox_removes_only_messages_done_with_past_retention(db: Database) -> None:
+    """Stored, re-sent and resolved-failed messages older than the retention go; one still being
+    processed, one whose dead letter is open, and recent ones stay; the message log stays."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from yilian.exchange.tables import dead_letter, inbox, message
+
+    day = 86_400 * 1_000_000
+    now = int(time.time() * 1_000_000)
+    tag = uuid.uuid4().hex[:8]
+    rows = {
+        f"old-stored-{tag}": ("stored", now - 40 * day, None),
+        f"old-duplicate-{tag}": ("duplicate", now - 40 * day, None),
+        f"old-failed-resolved-{tag}": ("failed", now - 40 * day, "resolved"),
+        f"old-failed-open-{tag}": ("failed", now - 40 * day, "open"),
+        f"old-received-{tag}": ("received", now - 40 * day, None),
+        f"new-stored-{tag}": ("stored", now - 1 * day, None),
+    }
+    with db.engine.begin() as conn:
+        for inbox_id, (state, received, letter) in rows.items():
+            conn.execute(inbox.insert().values(inbox_id=inbox_id, received=received, raw=b"MSH|...", state=state))
+            if letter:
+                conn.execute(
+                    dead_letter.insert().values(
+                        inbox_id=inbox_id, failed=received, digest="d" * 64, ack_code="AE", error_code="207",
+                        reason="test", ack=b"MSA|AE", attempts=1, status=letter,
+                    )
+                )
+        conn.execute(
+            message.insert().values(
+                sending_application="HIS", sending_facility=tag, control_id="1", digest="e" * 64,
+                inbox_id=f"old-stored-{tag}", message_type="ADT^A04", stored=now - 40 * day, ack_code="AA",
+                ack=b"MSA|AA|1", resources="[]",
+            )
+        )
+    url = database_url(db)
+    refused = _yilian("exchange", "prune-inbox", "--older-than", "0", "-d", url)
+    assert refused.returncode != 0 and "at least 1 day" in refused.stderr
+    run = _yilian("exchange", "prune-inbox", "--older-than", "30", "-d", url)
+    assert run.returncode == 0, run.stderr
+    assert "removed 3 HL7 v2 messages" in " ".join(run.stdout.split())
+    with db.engine.connect() as conn:
+        left = {r[0] for r in conn.execute(select(inbox.c.inbox_id).where(inbox.c.inbox_id.in_(list(rows))))}
+        log = conn.execute(select(message.c.ack).where(message.c.sending_facility == tag)).scalar_one()
+    assert left == {f"old-failed-open-{tag}", f"old-received-{tag}", f"new-stored-{tag}"}
+    assert bytes(log) == b"MSA|AA|1"  # a late re-send is still answered with the same ACK

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from yilian.db import Database, UnitOfWork
-from yilian.db.uow import transact
+from yilian.db import Database
+from yilian.db.rewrite import delete_where
 from yilian.exchange.outbound.outbox import now_us
 from yilian.exchange.outbound.tables import message
 from yilian.kernel.errors import Category, YilianError
@@ -77,24 +77,7 @@ def prune_outbox(
     """Delete finished messages that finished more than ``older_than_days`` ago; how many went."""
     cutoff = _cutoff(older_than_days, now)
     m = message.c
-    old = _old(cutoff)
-    removed = 0
-    while True:
-        # A batch of keys, then delete exactly those: portable (SQLite has no DELETE … LIMIT by
-        # default) and each transaction short.
-        def one_batch(uow: UnitOfWork) -> int:
-            conn = uow.conn
-            ids = [r[0] for r in conn.execute(select(m.msg_id).where(*old).order_by(m.msg_id).limit(batch))]
-            if not ids:
-                return 0
-            return int(conn.execute(delete(message).where(m.msg_id.in_(ids), *old)).rowcount)
-
-        n = transact(db, one_batch)
-        removed += n
-        if progress is not None and n:
-            progress(n)
-        if n < batch:
-            break
+    removed = delete_where(db, message, _old(cutoff), batch=batch, progress=progress)
     with db.engine.connect() as conn:
         left = int(
             conn.execute(select(func.count()).select_from(message).where(m.state.in_(FINISHED))).scalar_one()
