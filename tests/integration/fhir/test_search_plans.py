@@ -187,3 +187,15 @@ def test_statements_use_the_index_ranges_and_probes_they_were_shaped_for(
         assert "ix_idx_token_0" not in plan, plan
     else:
         assert re.search(r"Index Cond: .*value_norm >= ", plan), plan
+
+
+def test_a_first_page_holding_the_whole_result_is_its_own_count(uow: UnitOfWork, ctx: FhirContext, residents: None) -> None:
+    with statements(uow) as seen:
+        r = call(uow, ctx, "GET", "Patient?family=司马&_count=50")
+    assert r.status == 200 and r.json["total"] == len(r.json["entry"]) == 5  # r1 r2 r3 r4 r6
+    assert not [sql for sql, _ in seen if "count(" in sql.lower()]  # one statement: the page
+    paged = call(uow, ctx, "GET", "Patient?family=司马&_count=3")
+    assert paged.json["total"] == 5 and len(paged.json["entry"]) == 3  # a longer result is counted
+    next_url = next(link["url"] for link in paged.json["link"] if link["relation"] == "next")
+    rest = call(uow, ctx, "GET", next_url.split("/fhir/", 1)[1])
+    assert rest.json["total"] == 5 and len(rest.json["entry"]) == 2  # later pages count too

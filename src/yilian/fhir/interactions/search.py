@@ -200,6 +200,7 @@ def run(
         stmt = stmt.where(or_(false(), *comp_conds))
 
     total: int | None = None
+    count_stmt: Any = None
     if req.total != "none" or req.summary == "count":
         if lookups and len(req.filters) == len(lookups) and visible is None and compartment is None:
             # Only index lookups, and every resource visible: the index rows alone answer, as
@@ -208,9 +209,10 @@ def run(
             count_stmt = _count_from_index(lookups)
         else:
             count_stmt = select(func.count()).select_from(stmt.subquery())
-        total = int(conn.execute(count_stmt).scalar_one())
     warnings = [f"search parameter {name!r} is unknown here and was ignored" for name in req.ignored]
     if req.summary == "count" or req.count == 0:
+        if count_stmt is not None:
+            total = int(conn.execute(count_stmt).scalar_one())
         return SearchResult([], [], total, None, req, warnings)
 
     keys = _sort_keys(r, req, types, bytewise=conn.dialect.name == "postgresql")
@@ -231,6 +233,10 @@ def run(
     rows = conn.execute(page).all()
     more = len(rows) > req.count
     rows = rows[: req.count]
+    if count_stmt is not None:
+        # A first page that holds the whole result is its own count (most patient-compartment
+        # and demographic searches): no second statement, and the total agrees with the page.
+        total = len(rows) if not req.cursor and not more else int(conn.execute(count_stmt).scalar_one())
     engine = conn.engine
     matches = [
         Resource(t, i, v, lu, sealing.open_content(engine, c), d, "", pk, pkey)
