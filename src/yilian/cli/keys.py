@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -112,6 +113,16 @@ def _key_source(db: Database) -> str:
     return f"key file {path}" if path is not None else "YILIAN_DATA_KEYS / YILIAN_INDEX_KEY (environment)"
 
 
+def _key_file(db: Database, instead: str) -> Path:
+    """The key file to change, or a refusal saying what to do ``instead`` with keys from the environment."""
+    from yilian.api.wiring import key_file_of
+
+    path = key_file_of(db)
+    if path is None:
+        raise YilianError(Category.INVALID, f"the keys come from YILIAN_DATA_KEYS: {instead}")
+    return path
+
+
 @keys_app.command("status")
 def status_command(database: str | None = DatabaseOption) -> None:
     """The keyring's data keys and, for every place sealed values are stored, which keys they use."""
@@ -148,17 +159,13 @@ def rotate_command(database: str | None = DatabaseOption) -> None:
     the re-encryption pass catches on a second run). Keys kept in YILIAN_DATA_KEYS are rotated
     where they are kept: put a new key first in the list.
     """
-    from yilian.api.wiring import key_file_of
-
     with friendly_errors():
         db = open_db(database)
-        path = key_file_of(db)
-        if path is None:
-            raise YilianError(
-                Category.INVALID,
-                "the keys come from YILIAN_DATA_KEYS: rotate them in the secret store (a new "
-                "<id>:<base64 32 bytes> first in the list), restart, then run `yilian keys reencrypt`",
-            )
+        path = _key_file(
+            db,
+            "rotate them in the secret store (a new <id>:<base64 32 bytes> first in the list), "
+            "restart, then run `yilian keys reencrypt`",
+        )
         rotated = Keyring.load(path).with_new_current_key()
         rotated.save(path)
     console.print(
@@ -188,16 +195,9 @@ def retire_command(
     database: str | None = DatabaseOption,
 ) -> None:
     """Remove an old data key from the key file, once no stored value needs it."""
-    from yilian.api.wiring import key_file_of
-
     with friendly_errors():
         db = open_db(database)
-        path = key_file_of(db)
-        if path is None:
-            raise YilianError(
-                Category.INVALID,
-                "the keys come from YILIAN_DATA_KEYS: remove the key from the list where it is kept",
-            )
+        path = _key_file(db, "remove the key from the list where it is kept")
         keyring = Keyring.load(path)
         if key_id not in keyring.key_ids:
             raise YilianError(
