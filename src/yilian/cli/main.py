@@ -122,6 +122,11 @@ def serve(
         metavar=FLAG,
         help="Deliver subscription notifications and forwarded writes in the background (--no-deliver: leave it to `yilian exchange deliver`).",
     ),
+    publish: bool = typer.Option(
+        True,
+        metavar=FLAG,
+        help="Write the payments' FHIR views (Claim, ClaimResponse, Account, PaymentReconciliation) in the background (--no-publish: leave it to `yilian payments publish`).",
+    ),
     forward_to: str | None = typer.Option(
         None,
         "--forward-to",
@@ -140,7 +145,7 @@ def serve(
         help="Worker processes serving HTTP, 1 to 64 (one per core on PostgreSQL; keep 1 on SQLite).",
     ),
 ) -> None:
-    """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes."""
+    """Serve the platform: FHIR API at /fhir, front page at /; deliver subscriptions and forwarded writes; publish the payments' FHIR views."""
     from yilian.cli.exchange import MllpOptions
     from yilian.cli.serve import serve as run
     from yilian.kernel.errors import Category, YilianError
@@ -157,6 +162,7 @@ def serve(
             mllp_port=mllp_port,
             mllp=mllp,
             deliver=deliver,
+            publish=publish,
             forward_to=forward_to,
             forward_client_id=forward_client_id,
             forward_client_secret=forward_client_secret,

@@ -3,7 +3,8 @@
 ``close-day`` runs the daily clearing of a finished business day (Beijing time) and prints its
 batch; a day closes once (a second run is refused, exit status 2). ``day`` shows a day's batch
 with its reconciliation against the ledger; ``wallet`` and ``statement`` look at one card;
-``trial-balance`` checks the whole ledger; ``expire-holds`` releases deposits past their expiry.
+``trial-balance`` checks the whole ledger; ``expire-holds`` releases deposits past their expiry;
+``publish`` writes the queued FHIR views now and ``publication`` shows what waits or failed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import getpass
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from yilian.cli.common import DatabaseOption, console, friendly_errors, open_db
@@ -181,3 +183,67 @@ def expire_holds(database: str | None = DatabaseOption) -> None:
         db = open_db(database)
         done = transact(db, lambda uow: payments.expire_holds(uow))
         console.print(f"{done} hold(s) expired")
+
+
+@payments_app.command("publish")
+def publish(
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Try at once what failed before, instead of waiting out its back-off."
+    ),
+    base_url: str = typer.Option(
+        "http://localhost:8080/fhir", "--base-url", help="The FHIR base the resources' links are written for."
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Write the queued FHIR views (Claim, ClaimResponse, Account, PaymentReconciliation) now.
+
+    The server does this by itself every second (`yilian serve --no-publish` leaves it to this
+    command); exit status 1 when something could not be published (`yilian payments publication`
+    says what)."""
+    from yilian import payments
+    from yilian.cli.common import progress_bar, settings_from_env
+
+    with friendly_errors():
+        db = open_db(database)
+        settings = settings_from_env()
+        if retry_failed:
+            payments.retry_publication(db)
+        status = payments.publication_status(db)
+        written = unchanged = failed = 0
+        with progress_bar() as progress:
+            task = progress.add_task("发布 publishing", total=status.subjects)
+            while True:
+                done = payments.publish_pending(db, settings, base_url=base_url, limit=200)
+                if done.subjects == 0:
+                    break
+                written, unchanged, failed = (
+                    written + done.written,
+                    unchanged + done.unchanged,
+                    failed + done.failed,
+                )
+                progress.advance(task, done.subjects)
+                if done.failed == done.subjects:
+                    break  # only failures left, each now backing off
+        console.print(f"{written} written, {unchanged} already up to date, {failed} failed")
+        if failed or payments.publication_status(db).failing:
+            raise typer.Exit(1)
+
+
+@payments_app.command("publication")
+def publication_status(database: str | None = DatabaseOption) -> None:
+    """What waits to be published as FHIR, and what failed with its error."""
+    from yilian import payments
+
+    with friendly_errors():
+        status = payments.publication_status(open_db(database))
+        console.print(f"{status.pending} change(s) of {status.subjects} subject(s) waiting")
+        if not status.failing:
+            return
+        table = Table(title=f"failing 发布失败: {len(status.failing)}")
+        for column in ("subject", "changes", "attempts", "last error"):
+            table.add_column(
+                column, overflow="fold", justify="right" if column in ("changes", "attempts") else "left"
+            )
+        for w in status.failing:
+            table.add_row(escape(w.subject), str(w.queued), str(w.attempts), escape(w.last_error or ""))
+        console.print(table)

@@ -19,6 +19,7 @@ def serve(
     mllp_port: int | None = None,
     mllp: MllpOptions | None = None,
     deliver: bool = True,
+    publish: bool = True,
     forward_to: str | None = None,
     forward_client_id: str | None = None,
     forward_client_secret: str | None = None,
@@ -64,6 +65,15 @@ def serve(
         if forward_to:
             console.print(f"forwarding every write to {forward_to}")
 
+    publisher = None
+    if publish:
+        # The payments' FHIR views: a thread writing what the ledger queued. Like delivery, its
+        # state is the queue in the database; the HTTP worker processes never run it.
+        from yilian.payments import PublicationWorker
+
+        publisher = PublicationWorker(db, settings_from_env(), base_url=f"http://{host}:{port}/fhir")
+        publisher.start()
+
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -96,5 +106,7 @@ def serve(
     try:
         uvicorn.run(target, **options)
     finally:
+        if publisher is not None:
+            publisher.stop()
         if worker is not None:
             worker.stop()

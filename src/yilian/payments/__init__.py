@@ -7,6 +7,10 @@ commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_
 ``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
 ``clearing_party`` for what one institution (a hospital, or an insurer by the funds it
 administers, ``YILIAN_FUND_ADMINISTRATORS``) may see of a day's clearing.
+
+The FHIR views of the ledger (Claim, ClaimResponse, Account, PaymentReconciliation) are stored
+resources, written after each change by ``publish_pending`` (a ``PublicationWorker`` thread in
+the server); ``publication_status`` and ``retry_publication`` look after its queue.
 """
 
 from collections.abc import Mapping
@@ -16,6 +20,9 @@ from yilian.payments.administrators import check_administrators, fund_administra
 from yilian.payments.clearing import Party, close_day, day_report, parse_day
 from yilian.payments.ledger import TrialBalance, trial_balance
 from yilian.payments.model import Item, PaymentError, WalletView
+from yilian.payments.publication import PublicationWorker, PublishResult, QueueStatus, publish_pending
+from yilian.payments.publication import queue_status as publication_status
+from yilian.payments.publication import retry_now as retry_publication
 from yilian.payments.service import (
     charge,
     expire_holds,
@@ -47,6 +54,9 @@ __all__ = [
     "Item",
     "Party",
     "PaymentError",
+    "PublicationWorker",
+    "PublishResult",
+    "QueueStatus",
     "TrialBalance",
     "WalletView",
     "charge",
@@ -62,7 +72,10 @@ __all__ = [
     "idempotency",
     "parse_day",
     "post_hold",
+    "publication_status",
+    "publish_pending",
     "refund",
+    "retry_publication",
     "statement",
     "top_up",
     "trial_balance",

@@ -33,6 +33,7 @@ from yilian.kernel.errors import Category
 from yilian.payments import idempotency, service
 from yilian.payments import tables as t
 from yilian.payments.model import BEIJING, ISSUER, business_date, from_us, refuse, to_us
+from yilian.payments.publish_queue import DAY, enqueue
 
 PAYER_KINDS = ("wallet", "fund", "aid")
 
@@ -211,6 +212,7 @@ def close_day(uow: UnitOfWork, *, day: dt.date, closed_by: str) -> dict[str, Any
         .where(d.c.business_date == key)
         .values(status="closed", closed_at=now, closed_by=closed_by, txn_count=int(txn_count), report=body)
     )
+    enqueue(conn, [DAY + key])  # its PaymentReconciliations, one per party
     return report
 
 

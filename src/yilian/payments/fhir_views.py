@@ -1,40 +1,26 @@
-"""FHIR views of the ledger's facts for member systems, read-only: ``Claim`` and ``ClaimResponse``
-(a charge and its adjudication), ``Account`` (a resident's card wallet) and
-``PaymentReconciliation`` (a closed day's clearing batch).
+"""The FHIR resources that show the ledger's facts to member systems, built from the payments
+tables: ``Claim`` and ``ClaimResponse`` (a charge and its adjudication), ``Account`` (a
+resident's card wallet) and ``PaymentReconciliation`` (one party's part of a closed day's
+clearing). :mod:`yilian.payments.publication` writes them as stored resources.
 
-They are computed from the payments tables on every read, so they can never disagree with the
-ledger. Served as *virtual types* (``FhirSettings.virtual_types``) — reads and searches only,
-through the same access policy as stored resources (scope check, then the patient compartment).
-``ChargeItem`` is deliberately not virtual: hospitals store their own ChargeItems in the shared
-record, and a virtual type would hide them.
+Each carries a platform identifier (the charge id, the wallet's patient id, the day and party),
+which is how the publisher finds the resource it wrote before; the FHIR ids are the server's.
+``ChargeItem`` is not built here: hospitals store their own, and a charge line links to them.
 
 Money in FHIR is a JSON decimal (``12.34``); it is written from integer fen as an exact decimal
 text (``orjson.Fragment``), never through a float.
-
-Ids: ``Claim/{charge_id}``, ``ClaimResponse/{charge_id}``, ``Account/{patient_id}`` (the wallet is
-the resident's, see docs/payments.md), ``PaymentReconciliation/{YYYY-MM-DD}``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 
-from yilian.db import UnitOfWork
-from yilian.fhir import bundles
-from yilian.fhir.access import READ, SEARCH, require
-from yilian.fhir.interactions.context import FhirContext
-from yilian.fhir.interactions.outcome import Resource
-from yilian.fhir.router import FhirResponse, resource_headers
 from yilian.kernel import naming
 from yilian.kernel.clock import fhir_instant
-from yilian.kernel.errors import Category, YilianError
-from yilian.payments import tables as t
 from yilian.payments.coverage import SCHEME_SYSTEM
-from yilian.payments.model import BEIJING, from_us, wallet_account
+from yilian.payments.model import BEIJING, from_us
 
 ITEM_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "charge-item"
 SHARE_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-share"
@@ -43,7 +29,9 @@ HELD_EXT = naming.PLATFORM_EXTENSION + "account-held"
 CHARGE_ITEM_EXT = (
     naming.PLATFORM_EXTENSION + "claim-item-charge-item"
 )  # Claim.item has no ChargeItem link in R4
-MAX_RESULTS = 200
+CHARGE_SID = naming.PLATFORM_SID + "card-charge"  # Claim and ClaimResponse: the charge id
+WALLET_SID = naming.PLATFORM_SID + "card-wallet"  # Account: the wallet's patient id
+SETTLEMENT_SID = naming.PLATFORM_SID + "settlement"  # PaymentReconciliation: "<day>/<party>"
 
 
 def money(fen: int) -> dict[str, Any]:
@@ -52,16 +40,17 @@ def money(fen: int) -> dict[str, Any]:
     return {"value": orjson.Fragment(f"{sign}{yuan}.{cents:02d}".encode()), "currency": "CNY"}
 
 
-def _gone(resource_type: str, resource_id: str) -> YilianError:
-    return YilianError(Category.NOT_FOUND, f"{resource_type}/{resource_id} does not exist")
+def charge_identifier(charge_id: str) -> list[dict[str, str]]:
+    return [{"system": CHARGE_SID, "value": charge_id}]
 
 
-def _claim(row: Any) -> dict[str, Any]:
+def claim(row: Any) -> dict[str, Any]:
+    """A charge (a ``pay_charge`` row) as the Claim the institution made for it."""
     detail = orjson.loads(row.adjudication)
     items = orjson.loads(row.items)
     claim: dict[str, Any] = {
         "resourceType": "Claim",
-        "id": row.charge_id,
+        "identifier": charge_identifier(row.charge_id),
         "status": "active",
         "type": {
             "coding": [
@@ -127,13 +116,14 @@ def _share(code: str, fen: int) -> dict[str, Any]:
     return {"category": {"coding": [{"system": SHARE_SYSTEM, "code": code}]}, "amount": money(fen)}
 
 
-def _claim_response(row: Any) -> dict[str, Any]:
+def claim_response(row: Any, claim_id: str) -> dict[str, Any]:
+    """The charge's adjudication: each share, what was refunded, and every rule applied."""
     detail = orjson.loads(row.adjudication)
     coverage = detail.get("coverage") or []
     payor = next((c.get("payor") for c in coverage if c.get("payor")), None)
     response: dict[str, Any] = {
         "resourceType": "ClaimResponse",
-        "id": row.charge_id,
+        "identifier": charge_identifier(row.charge_id),
         "status": "active",
         "type": {
             "coding": [
@@ -146,7 +136,7 @@ def _claim_response(row: Any) -> dict[str, Any]:
         "use": "claim",
         "patient": {"reference": f"Patient/{row.patient_id}"},
         "created": from_us(row.at).astimezone(BEIJING).isoformat(timespec="seconds"),
-        "request": {"reference": f"Claim/{row.charge_id}"},
+        "request": {"reference": f"Claim/{claim_id}"},
         "requestor": {"reference": f"Organization/{row.org}"},
         "outcome": "complete",
         "disposition": detail["steps"][-1]["detail"] if detail.get("steps") else "adjudicated",
@@ -178,10 +168,11 @@ def _claim_response(row: Any) -> dict[str, Any]:
     return response
 
 
-def _account(patient_id: str, balance: int, held: int) -> dict[str, Any]:
+def account(patient_id: str, balance: int, held: int) -> dict[str, Any]:
+    """The resident's card wallet: balance and deposits held, in extensions (R4 has no element)."""
     return {
         "resourceType": "Account",
-        "id": patient_id,
+        "identifier": [{"system": WALLET_SID, "value": patient_id}],
         "extension": [
             {"url": BALANCE_EXT, "valueMoney": money(balance)},
             {"url": HELD_EXT, "valueMoney": money(held)},
@@ -195,17 +186,21 @@ def _account(patient_id: str, balance: int, held: int) -> dict[str, Any]:
     }
 
 
-def _reconciliation(row: Any) -> dict[str, Any]:
-    report = orjson.loads(row.report)
-    total = sum(line["amount_fen"] for line in report["lines"])
-    return {
+def reconciliation(row: Any, party: str, lines: list[dict[str, Any]], *, administers: bool) -> dict[str, Any]:
+    """One party's statement of a closed day: the lines it is paid, or (``administers``) the
+    lines the funds it administers pay."""
+    total = sum(line["amount_fen"] for line in lines)
+    body: dict[str, Any] = {
         "resourceType": "PaymentReconciliation",
-        "id": row.business_date,
+        "identifier": [{"system": SETTLEMENT_SID, "value": f"{row.business_date}/{party}"}],
         "status": "active",
         "period": {"start": row.business_date, "end": row.business_date},
         "created": fhir_instant(from_us(row.closed_at)),
         "outcome": "complete",
-        "disposition": f"clearing of business day {row.business_date}: {report['transactions']} transactions",
+        "disposition": (
+            f"clearing of business day {row.business_date} for Organization/{party}: "
+            f"{len(lines)} line(s), {sum(line['txn_count'] for line in lines)} transaction(s)"
+        ),
         "paymentDate": row.business_date,
         "paymentAmount": money(total),
         "detail": [
@@ -224,132 +219,9 @@ def _reconciliation(row: Any) -> dict[str, Any]:
                 "date": row.business_date,
                 "amount": money(line["amount_fen"]),
             }
-            for line in report["lines"]
+            for line in lines
         ],
     }
-
-
-def _resource(res_type: str, res_id: str, at_us: int, body: dict[str, Any], patient: str | None) -> Resource:
-    return Resource(res_type, res_id, 1, at_us, orjson.dumps(body), patient_key=patient)
-
-
-class _View:
-    resource_type = ""
-
-    def _rows(self, uow: UnitOfWork, ids: list[str] | None, patients: list[str] | None) -> list[Resource]:
-        raise NotImplementedError
-
-    def search(
-        self, uow: UnitOfWork, ctx: FhirContext, pairs: list[tuple[str, str]], *, path: str
-    ) -> FhirResponse:
-        require(ctx.policy, SEARCH, self.resource_type)
-        ids: list[str] | None = None
-        patients: list[str] | None = None
-        used = []
-        for name, value in pairs:
-            if name in ("_format", "_pretty", "_count"):
-                continue
-            if name == "_id":
-                ids = value.split(",")
-            elif name in ("patient", "subject"):
-                patients = [v.removeprefix("Patient/") for v in value.split(",")]
-            else:
-                raise YilianError(
-                    Category.UNSUPPORTED,
-                    f"{self.resource_type} views are searched by _id or patient, not {name}",
-                )
-            used.append((name, value))
-        if ids is None and patients is None:
-            raise YilianError(Category.UNSUPPORTED, f"search {self.resource_type} by _id or patient")
-        found = [
-            r
-            for r in self._rows(uow, ids, patients)
-            if ctx.policy.can_see(uow, self.resource_type, r.patient_key)
-        ]
-        body = bundles.searchset(
-            ctx,
-            path=path,
-            used=used,
-            matches=found[:MAX_RESULTS],
-            included=[],
-            total=len(found),
-            next_cursor=None,
-        )
-        return FhirResponse(200, body, patients=frozenset(r.patient_key for r in found if r.patient_key))
-
-    def read(self, uow: UnitOfWork, ctx: FhirContext, resource_id: str) -> FhirResponse:
-        require(ctx.policy, READ, self.resource_type)
-        rows = self._rows(uow, [resource_id], None)
-        if not rows or not ctx.policy.can_see(uow, self.resource_type, rows[0].patient_key):
-            raise _gone(self.resource_type, resource_id)
-        r = rows[0]
-        return FhirResponse(200, r.content, resource_headers(r, ctx), r)
-
-
-class _ChargeView(_View):
-    def _rows(self, uow: UnitOfWork, ids: list[str] | None, patients: list[str] | None) -> list[Resource]:
-        c = t.charge
-        stmt = select(c).order_by(c.c.at.desc()).limit(MAX_RESULTS + 1)
-        if ids is not None:
-            stmt = stmt.where(c.c.charge_id.in_(ids))
-        if patients is not None:
-            stmt = stmt.where(c.c.patient_id.in_(patients))
-        build = _claim if self.resource_type == "Claim" else _claim_response
-        return [
-            _resource(self.resource_type, row.charge_id, row.at, build(row), row.patient_id)
-            for row in uow.conn.execute(stmt)
-        ]
-
-
-class ClaimView(_ChargeView):
-    resource_type = "Claim"
-
-
-class ClaimResponseView(_ChargeView):
-    resource_type = "ClaimResponse"
-
-
-class AccountView(_View):
-    resource_type = "Account"
-
-    def _rows(self, uow: UnitOfWork, ids: list[str] | None, patients: list[str] | None) -> list[Resource]:
-        wanted = set(ids or []) if patients is None else set(patients) & set(ids or patients)
-        a = t.account
-        accounts = [wallet_account(p) for p in sorted(wanted)]
-        rows = uow.conn.execute(
-            select(a.c.owner, a.c.balance, a.c.held, a.c.created).where(a.c.account_id.in_(accounts))
-        )
-        return [
-            _resource("Account", r.owner, r.created, _account(r.owner, int(r.balance), int(r.held)), r.owner)
-            for r in rows
-        ]
-
-
-class PaymentReconciliationView(_View):
-    resource_type = "PaymentReconciliation"
-
-    def _rows(self, uow: UnitOfWork, ids: list[str] | None, patients: list[str] | None) -> list[Resource]:
-        if patients is not None:
-            return []  # a clearing batch belongs to no patient
-        d = t.day
-        days = []
-        for value in ids or []:
-            try:
-                days.append(dt.date.fromisoformat(value).isoformat())
-            except ValueError:
-                continue
-        stmt = select(d).where(d.c.business_date.in_(days), d.c.status == "closed")
-        return [
-            _resource("PaymentReconciliation", r.business_date, r.closed_at, _reconciliation(r), None)
-            for r in uow.conn.execute(stmt)
-        ]
-
-
-def virtual_types() -> dict[str, Any]:
-    """What ``FhirSettings.virtual_types`` needs to serve the views (the platform wiring adds it)."""
-    return {
-        "Claim": ClaimView(),
-        "ClaimResponse": ClaimResponseView(),
-        "Account": AccountView(),
-        "PaymentReconciliation": PaymentReconciliationView(),
-    }
+    if administers:
+        body["paymentIssuer"] = {"reference": f"Organization/{party}"}
+    return body

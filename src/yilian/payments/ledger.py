@@ -32,6 +32,7 @@ from yilian.kernel.ids import new_id
 from yilian.kernel.money import format_fen
 from yilian.payments import tables as t
 from yilian.payments.model import business_date, refuse, to_us
+from yilian.payments.publish_queue import CHARGE, WALLET, enqueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,9 @@ def post(
     at: dt.datetime | None = None,
 ) -> Posted:
     """Write one balanced transaction. Zero amounts are left out; nothing is written on refusal
-    (the caller's transaction rolls back with the error)."""
+    (the caller's transaction rolls back with the error). The wallets it moves, and the charge
+    it records (``kind="charge"`` or ``"refund"``, ``ref`` naming it), are queued for their FHIR
+    views in the same transaction."""
     lines = [(spec, amount) for spec, amount in postings if amount != 0]
     if sum(amount for _, amount in lines) != 0:
         raise AssertionError(f"unbalanced transaction: {[(s.account_id, a) for s, a in lines]}")
@@ -173,6 +176,10 @@ def post(
         insert(t.posting),
         [{"txn_id": txn_id, "account_id": spec.account_id, "amount": amount} for spec, amount in lines],
     )
+    subjects = [account_id for account_id in merged if merged[account_id][0].kind == "wallet"]
+    if kind in ("charge", "refund") and ref is not None:
+        subjects.append(CHARGE + ref)
+    enqueue(conn, subjects)
     return Posted(txn_id, us, day, balances)
 
 
@@ -186,6 +193,8 @@ def hold(uow: UnitOfWork, spec: AccountSpec, amount: int) -> None:
         .values(held=a.c.held + amount)
     )
     if uow.conn.execute(guarded).rowcount == 1:
+        if spec.kind == "wallet":
+            enqueue(uow.conn, [spec.account_id])
         return
     row = uow.conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).first()
     available = 0 if row is None else row.balance - row.held
@@ -204,6 +213,8 @@ def release(uow: UnitOfWork, account_id: str, amount: int) -> None:
     )
     if done.rowcount != 1:
         raise AssertionError(f"release of {amount} on {account_id} exceeds what is held")
+    if account_id.startswith(WALLET):
+        enqueue(uow.conn, [account_id])
 
 
 def balance_after(uow: UnitOfWork, posted: Posted, account_id: str) -> tuple[int, int]:

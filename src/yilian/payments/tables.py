@@ -182,3 +182,19 @@ idempotency = Table(
     Column("created", BigInteger, nullable=False),
     Index("ix_pay_idempotency_created", "created"),
 )
+
+# What the FHIR views (Claim, ClaimResponse, Account, PaymentReconciliation) still have to be
+# written for: one row per changed subject ("charge:<id>", "wallet:<patient id>", "day:<date>"),
+# inserted in the transaction that changed it and deleted in the one that published it, so a
+# change is never acknowledged without its publication queued. A subject may appear many times
+# (a busy wallet); the publisher writes it once per batch.
+publication = Table(
+    "pay_publish",
+    metadata,
+    Column("seq", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("subject", String(200), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("not_before", BigInteger, nullable=True),  # µs; after a failure, the next try
+    Index("ix_pay_publish_subject", "subject"),
+)

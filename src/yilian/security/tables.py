@@ -140,7 +140,7 @@ ALL_ORGS = "*"
 # created them) and the platform operator may see: they are about the owner, not about a
 # patient, and can hold the owner's secrets (a Subscription's endpoint headers) or tell what it
 # watches (its criteria can name patients).
-OWNED_TYPES: frozenset[str] = frozenset({"Subscription"})
+OWNED_TYPES: frozenset[str] = frozenset({"Subscription", "PaymentReconciliation"})
 
 resource_owner = Table(
     "resource_owner",

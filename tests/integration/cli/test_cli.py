@@ -244,7 +244,7 @@ def test_every_command_is_covered_here() -> None:
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
         "exchange forward", "exchange prune-outbox", "exchange prune-inbox",
         "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
-        "payments trial-balance", "payments expire-holds",
+        "payments trial-balance", "payments expire-holds", "payments publish", "payments publication",
     }
 
 

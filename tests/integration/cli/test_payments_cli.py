@@ -13,6 +13,7 @@ from tests.support.server import database_url
 from yilian import payments
 from yilian.db import Database, UnitOfWork
 from yilian.kernel import clock
+from yilian.payments.publish_queue import enqueue
 
 
 def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) -> None:
@@ -50,3 +51,20 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
     assert trial.code == 0 and "balanced" in trial.out, trial.out + trial.err
     bad = yilian("payments", "close-day", "15/06/2026", "-d", url, cwd=tmp_path)
     assert bad.code == 2 and "YYYY-MM-DD" in bad.err
+    # The FHIR views wait in the queue until published (the server does it every second): the
+    # Claim, ClaimResponse, the wallet's Account and the township centre's PaymentReconciliation.
+    waiting = yilian("payments", "publication", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert waiting.code == 0 and "3 subject(s) waiting" in waiting.out, waiting.out + waiting.err
+    published = yilian("payments", "publish", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert published.code == 0 and "4 written, 0 already up to date, 0 failed" in published.out, published.err
+    assert (
+        "0 change(s) of 0 subject(s) waiting"
+        in yilian("payments", "publication", "-d", url, cwd=tmp_path).out
+    )
+    # A subject that cannot be published is kept, named with its error, and fails the command.
+    with UnitOfWork(db, write=True) as uow:
+        enqueue(uow.conn, ["no-such-kind:1"])
+    failing = yilian("payments", "publish", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert failing.code == 1 and "1 failed" in failing.out, failing.out + failing.err
+    shown = yilian("payments", "publication", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "no-such-kind:1" in shown.out and "unknown publication subject" in shown.out, shown.out

@@ -178,3 +178,35 @@ def test_sqlite_connections_are_durable_and_check_foreign_keys(tmp_path: Path) -
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
     finally:
         db.dispose()
+
+
+def test_upgrading_a_ledger_queues_its_history_for_publication(empty_db: Database) -> None:
+    """0014: a database with payments from before the FHIR views were stored publishes them all:
+    every charge, every wallet (not the hospitals' or funds' accounts) and every closed day."""
+    upgrade(empty_db, "0013")
+    with empty_db.engine.begin() as conn:
+        for n, at in ((1, 20), (2, 10)):
+            conn.execute(
+                text(
+                    "INSERT INTO pay_charge (charge_id, txn_id, card_no, patient_id, org, department, setting, at,"
+                    " business_date, total_fen, insurer_fen, aid_fen, self_pay_fen, deductible_fen,"
+                    " aid_deductible_fen, refunded_insurer_fen, refunded_aid_fen, refunded_self_fen, items,"
+                    " adjudication) VALUES (:id, 't', 'c', 'p', 'o', 'd', 'outpatient', :at, '2026-06-15',"
+                    " 1, 0, 0, 1, 0, 0, 0, 0, 0, '[]', '{}')"
+                ),
+                {"id": f"ch-{n}", "at": at},
+            )
+        for account, kind in (("wallet:p", "wallet"), ("org:o:d", "merchant"), ("fund:ncms:330500", "fund")):
+            conn.execute(
+                text(
+                    "INSERT INTO pay_account (account_id, kind, owner, balance, held, created)"
+                    " VALUES (:a, :k, 'x', 0, 0, 1)"
+                ),
+                {"a": account, "k": kind},
+            )
+        conn.execute(text("INSERT INTO pay_day (business_date, status) VALUES ('2026-06-15', 'closed')"))
+        conn.execute(text("INSERT INTO pay_day (business_date, status) VALUES ('2026-06-16', 'open')"))
+    upgrade(empty_db)
+    with empty_db.engine.connect() as conn:
+        queued = [r.subject for r in conn.execute(text("SELECT subject FROM pay_publish ORDER BY seq"))]
+    assert queued == ["charge:ch-2", "charge:ch-1", "wallet:p", "day:2026-06-15"]

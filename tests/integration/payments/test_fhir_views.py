@@ -1,27 +1,42 @@
-"""The FHIR views of payments (Claim, ClaimResponse, Account, PaymentReconciliation): valid R4,
-the same amounts as the ledger, exact decimals, reads and searches through the FHIR router."""
+"""The payments FHIR views (Claim, ClaimResponse, Account, PaymentReconciliation) as stored
+resources: published from the queue each ledger change adds to, valid R4, the same amounts as
+the ledger to the fen, rewritten when the ledger moves (and only then), audited, seen only by
+those the access policy lets see them, and never lost when a publication fails."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.payments.builders import make_coverage, make_patient, make_region
+from tests.integration.payments.builders import Region, make_coverage, make_patient, make_region
 from tests.integration.payments.conftest import CardDesk
 from yilian import payments
-from yilian.db import UnitOfWork
-from yilian.fhir import FhirContext, FhirRequest, FhirSettings, dispatch, validation
+from yilian.db import Database, UnitOfWork
+from yilian.db.uow import read, transact
+from yilian.fhir import FhirContext, FhirRequest, dispatch, validation
 from yilian.kernel import clock
-from yilian.kernel.errors import YilianError
-from yilian.payments.fhir_views import virtual_types
-from yilian.payments.model import PaymentError
+from yilian.kernel.errors import Category, YilianError
+from yilian.payments import fhir_views, publication, publish_queue
+from yilian.payments.fhir_views import CHARGE_SID, SETTLEMENT_SID, WALLET_SID
+from yilian.payments.publication import PUBLISHER, publish_pending, queue_status, retry_now
+from yilian.security.audit import search_audit
+from yilian.security.policy import policy_for
+from yilian.security.principal import SYSTEM, Principal
+from yilian.security.scopes import parse_scopes
 
-CTX = FhirContext(base_url="http://testserver/fhir", settings=FhirSettings(virtual_types=virtual_types()))
+T = TypeVar("T")
+CTX = FhirContext(base_url="http://testserver/fhir")
+
+
+def settings() -> Any:
+    from yilian.api.wiring import platform_settings
+
+    return platform_settings({})
 
 
 @pytest.fixture
@@ -32,91 +47,201 @@ def pinned() -> Iterator[list[dt.datetime]]:
     clock.set_clock(None)
 
 
-def get(uow: UnitOfWork, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    response = dispatch(uow, CTX, FhirRequest("GET", path, query=query or []))
-    assert response.status == 200
+def run(db: Database, fn: Callable[[UnitOfWork], T]) -> T:
+    return transact(db, fn)
+
+
+def publish(db: Database) -> publication.PublishResult:
+    return publish_pending(db, settings(), base_url="http://testserver/fhir")
+
+
+def as_org(db: Database, org: str | None) -> FhirContext:
+    scopes = parse_scopes("system/*.rs")
+    principal = Principal(
+        kind=SYSTEM, subject=f"test-{org}", scopes=scopes, org_id=org, client_id=f"test-{org}"
+    )
+    return FhirContext(base_url="http://testserver/fhir", policy=policy_for(principal, db))
+
+
+def search(
+    db: Database, rtype: str, query: list[tuple[str, str]], ctx: FhirContext = CTX
+) -> list[dict[str, Any]]:
+    with read(db) as uow:
+        response = dispatch(uow, ctx, FhirRequest("GET", rtype, query=query))
     # Decimals parsed as written: the check is on the exact text, not a float's neighbourhood.
-    return dict(json.loads(response.body or b"{}", parse_float=Decimal))
+    bundle = json.loads(response.body or b"{}", parse_float=Decimal)
+    return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") != "include"]
+
+
+def one(db: Database, rtype: str, system: str, value: str, ctx: FhirContext = CTX) -> dict[str, Any]:
+    found = search(db, rtype, [("identifier", f"{system}|{value}")], ctx)
+    assert len(found) == 1, found
+    return found[0]
 
 
 def valid(resource: dict[str, Any]) -> None:
-    errors = [i for i in validation.validate(resource) if i.severity in ("error", "fatal")]
+    errors = [
+        i
+        for i in validation.validate(json.loads(json.dumps(resource, default=float)))
+        if i.severity in ("error", "fatal")
+    ]
     assert errors == [], errors
 
 
-def test_views_match_the_ledger(uow: UnitOfWork, desk: CardDesk, pinned: list[dt.datetime]) -> None:
-    region = make_region(uow)
-    patient = make_patient(uow)
-    make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
-    card = desk.issue(uow, patient)
-    payments.top_up(uow, card_no=card, amount_fen=100_000, channel="cash", org=region.township_centre)
-    paid = payments.charge(
-        uow,
-        card_no=card,
-        org=region.township_centre,
-        department="clinic",
-        diagnoses=["J06.900"],
-        items=[
-            payments.Item("YP-1", "阿莫西林", "drug", 3_333, 1),
-            payments.Item("ST-1", "午餐", "canteen", 1_500, 1),
-        ],
-    )
-    claim = get(uow, f"Claim/{paid.charge_id}")
-    valid(claim)
-    assert (claim["total"]["value"]) == Decimal("48.33")
-    assert claim["insurance"][0]["coverage"]["reference"].startswith("Coverage/")
-    response = get(uow, f"ClaimResponse/{paid.charge_id}")
-    valid(response)
-    totals = {t["category"]["coding"][0]["code"]: (t["amount"]["value"]) for t in response["total"]}
-    assert (
-        totals["insurer"] == Decimal(paid.shares.insurer_fen) / 100 == Decimal("19.99")
-    )  # 60% of 33.33, down
-    assert totals["self-pay"] == Decimal("28.34")
-    account = get(uow, f"Account/{patient}")
-    valid(account)
-    assert (account["extension"][0]["valueMoney"]["value"]) == Decimal("971.66")
-    found = get(uow, "Claim", [("patient", f"Patient/{patient}")])
-    assert [e["resource"]["id"] for e in found["entry"]] == [paid.charge_id]
-    pinned[0] += dt.timedelta(days=1)
-    payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="test")
-    recon = get(uow, "PaymentReconciliation/2026-06-15")
-    valid(recon)
-    assert (recon["paymentAmount"]["value"]) == Decimal("48.33")  # issuer 28.34 + fund 19.99
-    with pytest.raises(YilianError):
-        get(uow, "Claim/no-such-charge")
+def shares(response: dict[str, Any]) -> dict[str, Decimal]:
+    return {t["category"]["coding"][0]["code"]: t["amount"]["value"] for t in response["total"]}
 
 
-def test_lines_link_to_stored_charge_items(
-    uow: UnitOfWork, desk: CardDesk, pinned: list[dt.datetime]
+def setup_charge(
+    db: Database, desk: CardDesk, **charge: Any
+) -> tuple[Region, str, str, payments.service.ChargeResult]:
+    def go(uow: UnitOfWork) -> tuple[Region, str, str, Any]:
+        region = make_region(uow)
+        patient = make_patient(uow)
+        make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
+        card = desk.issue(uow, patient)
+        payments.top_up(uow, card_no=card, amount_fen=100_000, channel="cash", org=region.township_centre)
+        paid = payments.charge(
+            uow,
+            card_no=card,
+            org=region.township_centre,
+            department="clinic",
+            diagnoses=["J06.900"],
+            items=[
+                payments.Item("YP-1", "阿莫西林", "drug", 3_333, 1),
+                payments.Item("ST-1", "午餐", "canteen", 1_500, 1),
+            ],
+            **charge,
+        )
+        return region, patient, card, paid
+
+    return run(db, go)
+
+
+def test_views_are_published_as_the_ledger_says(
+    db: Database, desk: CardDesk, pinned: list[dt.datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    region = make_region(uow)
-    patient, other = make_patient(uow), make_patient(uow, given="伟")
-    card = desk.issue(uow, patient)
-    payments.top_up(uow, card_no=card, amount_fen=10_000, channel="cash", org=region.city_hospital)
+    publish(db)  # whatever earlier tests of this module left
+    region, patient, card, paid = setup_charge(db, desk)
+    # Queued with the charge, not yet written: the desk did not wait for the FHIR writes.
+    assert search(db, "Claim", [("identifier", f"{CHARGE_SID}|{paid.charge_id}")]) == []
+    assert queue_status(db).pending >= 3
+    done = publish(db)
+    assert (done.written, done.failed) == (3, 0)  # the Claim, its ClaimResponse, the wallet's Account
+    assert queue_status(db).pending == 0
 
-    def charge_item(subject: str) -> str:
-        body = {
-            "resourceType": "ChargeItem",
-            "status": "billable",
-            "code": {"text": "血常规"},
-            "subject": {"reference": f"Patient/{subject}"},
-        }
-        response = dispatch(uow, CTX, FhirRequest("POST", "ChargeItem", body=body))
-        return str(json.loads(response.body or b"{}")["id"])
-
-    mine, theirs = charge_item(patient), charge_item(other)
-    line = payments.Item("JY-01", "血常规", "lab", 2_000, 1, charge_item=mine)
-    paid = payments.charge(uow, card_no=card, org=region.city_hospital, department="lab", items=[line])
-    claim = get(uow, f"Claim/{paid.charge_id}")
+    claim = one(db, "Claim", CHARGE_SID, paid.charge_id)
     valid(claim)
-    assert claim["item"][0]["extension"][0]["valueReference"]["reference"] == f"ChargeItem/{mine}"
-    for linked, reason in ((theirs, "charge-item-mismatch"), ("no-such-item", "unknown-charge-item")):
-        with pytest.raises(PaymentError) as err:
-            payments.charge(
-                uow,
-                card_no=card,
-                org=region.city_hospital,
-                department="lab",
-                items=[payments.Item("JY-01", "血常规", "lab", 2_000, 1, charge_item=linked)],
-            )
-        assert err.value.reason == reason
+    assert claim["total"]["value"] == Decimal("48.33")
+    assert claim["patient"]["reference"] == f"Patient/{patient}"
+    assert claim["provider"]["reference"] == f"Organization/{region.township_centre}"
+    assert claim["insurance"][0]["coverage"]["reference"].startswith("Coverage/")
+    response = one(db, "ClaimResponse", CHARGE_SID, paid.charge_id)
+    valid(response)
+    assert response["request"]["reference"] == f"Claim/{claim['id']}"
+    assert shares(response)["insurer"] == Decimal(paid.shares.insurer_fen) / 100 == Decimal("19.99")
+    assert shares(response)["self-pay"] == Decimal("28.34")
+    account = one(db, "Account", WALLET_SID, patient)
+    valid(account)
+    assert account["extension"][0]["valueMoney"]["value"] == Decimal("971.66")
+    # Found like any stored resource: by the patient, by the provider.
+    by_patient = search(db, "Claim", [("patient", patient)])
+    assert [c["id"] for c in by_patient] == [claim["id"]]
+
+    # Republishing what did not change writes no version.
+    run(
+        db,
+        lambda uow: payments.top_up(
+            uow, card_no=card, amount_fen=1_000, channel="cash", org=region.township_centre
+        ),
+    )
+    run(db, lambda uow: publish_queue.enqueue(uow.conn, ["charge:" + paid.charge_id]))
+    again = publish(db)
+    assert (again.written, again.unchanged) == (1, 2)  # the Account moved; Claim and response did not
+    assert one(db, "Claim", CHARGE_SID, paid.charge_id)["meta"]["versionId"] == "1"
+    assert one(db, "Account", WALLET_SID, patient)["extension"][0]["valueMoney"]["value"] == Decimal("981.66")
+
+    # A refund rewrites the adjudication; the claim as made stays as it was.
+    run(db, lambda uow: payments.refund(uow, charge_id=paid.charge_id, amount_fen=1_500, reason="未用餐"))
+    publish(db)
+    response = one(db, "ClaimResponse", CHARGE_SID, paid.charge_id)
+    assert response["meta"]["versionId"] == "2"
+    assert shares(response)["refunded"] == Decimal("15.00")
+    assert one(db, "Claim", CHARGE_SID, paid.charge_id)["meta"]["versionId"] == "1"
+
+    # The day's clearing: one statement for the paid institution, one for the fund's administrator.
+    monkeypatch.setenv("YILIAN_FUND_ADMINISTRATORS", f"fund:ncms:330500={region.insurer}")
+    pinned[0] += dt.timedelta(days=1)
+    report = run(db, lambda uow: payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="test"))
+    publish(db)
+    paid_lines = [line for line in report["lines"] if line["payee"] == region.township_centre]
+    hospital = one(db, "PaymentReconciliation", SETTLEMENT_SID, f"2026-06-15/{region.township_centre}")
+    valid(hospital)
+    assert hospital["paymentAmount"]["value"] == Decimal(sum(line["amount_fen"] for line in paid_lines)) / 100
+    assert {d["submitter"]["display"] for d in hospital["detail"]} == {line["payer"] for line in paid_lines}
+    fund = one(db, "PaymentReconciliation", SETTLEMENT_SID, f"2026-06-15/{region.insurer}/funds")
+    valid(fund)
+    assert fund["paymentIssuer"]["reference"] == f"Organization/{region.insurer}"
+    assert {d["submitter"]["display"] for d in fund["detail"]} == {"fund:ncms:330500"}
+
+    # Every write is audited, as the publisher.
+    with read(db) as uow:
+        page = search_audit(uow, [("entity", f"Claim/{claim['id']}")])
+    assert any(r.agent_id == PUBLISHER and r.action == "C" for r in page)
+
+
+def test_each_party_sees_its_own(db: Database, desk: CardDesk, pinned: list[dt.datetime]) -> None:
+    pinned[0] = dt.datetime(2026, 6, 20, 2, 0, tzinfo=dt.UTC)  # each test its own business day
+    region, patient, _card, paid = setup_charge(db, desk)
+    pinned[0] += dt.timedelta(days=1)
+    run(db, lambda uow: payments.close_day(uow, day=dt.date(2026, 6, 20), closed_by="test"))
+    publish(db)
+    mine = as_org(db, region.township_centre)
+    other = as_org(db, region.city_hospital)
+    value = f"2026-06-20/{region.township_centre}"
+    assert one(db, "PaymentReconciliation", SETTLEMENT_SID, value, mine)["paymentDate"] == "2026-06-20"
+    # Another hospital does not see the township centre's clearing, nor its charge.
+    assert search(db, "PaymentReconciliation", [("identifier", f"{SETTLEMENT_SID}|{value}")], other) == []
+    assert search(db, "Claim", [("identifier", f"{CHARGE_SID}|{paid.charge_id}")], other) == []
+    # The charging institution sees its claim (the Claim's provider is a treatment reason).
+    assert one(db, "Claim", CHARGE_SID, paid.charge_id, mine)["patient"]["reference"] == f"Patient/{patient}"
+
+
+def test_a_reference_the_record_does_not_hold_is_written_as_text(
+    db: Database, desk: CardDesk, pinned: list[dt.datetime]
+) -> None:
+    pinned[0] = dt.datetime(2026, 6, 22, 2, 0, tzinfo=dt.UTC)
+    _region, _patient, _card, paid = setup_charge(db, desk, encounter="never-sent")
+    assert publish(db).failed == 0
+    claim = one(db, "Claim", CHARGE_SID, paid.charge_id)
+    encounter = claim["item"][0]["encounter"][0]
+    assert "reference" not in encounter and "Encounter/never-sent" in encounter["display"]
+
+
+def test_a_failed_publication_is_kept_and_retried(
+    db: Database, desk: CardDesk, pinned: list[dt.datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned[0] = dt.datetime(2026, 6, 24, 2, 0, tzinfo=dt.UTC)
+    publish(db)
+    _region, patient, _card, paid = setup_charge(db, desk)
+    real = fhir_views.claim_response
+
+    def broken(row: Any, claim_id: str) -> dict[str, Any]:
+        raise YilianError(Category.INVALID, "policy text unreadable")
+
+    monkeypatch.setattr(fhir_views, "claim_response", broken)
+    done = publish(db)
+    assert done.failed == 1 and done.written == 1  # the wallet's Account went out regardless
+    # The charge's transaction rolled back whole: not a Claim without its response.
+    assert search(db, "Claim", [("identifier", f"{CHARGE_SID}|{paid.charge_id}")]) == []
+    status = queue_status(db)
+    assert [(w.subject, w.attempts) for w in status.failing] == [(f"charge:{paid.charge_id}", 1)]
+    assert "policy text unreadable" in (status.failing[0].last_error or "")
+    assert publish(db).subjects == 0  # backing off: not tried again at once
+    monkeypatch.setattr(fhir_views, "claim_response", real)
+    assert retry_now(db) == 1
+    assert publish(db).written == 2
+    assert (
+        one(db, "ClaimResponse", CHARGE_SID, paid.charge_id)["patient"]["reference"] == f"Patient/{patient}"
+    )
+    assert queue_status(db).pending == 0

@@ -1,0 +1,23 @@
+"""The queue of FHIR views to (re)write: what the ledger's writers add to, in their transaction.
+
+Subjects: ``charge:<charge id>`` (its Claim and ClaimResponse), ``wallet:<patient id>`` (the
+card wallet's Account; the same text as the wallet's ledger account id) and ``day:<YYYY-MM-DD>``
+(a closed day's PaymentReconciliations). :mod:`yilian.payments.publication` drains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, insert
+
+from yilian.payments import tables as t
+
+CHARGE, WALLET, DAY = "charge:", "wallet:", "day:"
+
+
+def enqueue(conn: Connection, subjects: Iterable[str]) -> None:
+    """Queue ``subjects`` for publication in ``conn``'s transaction (one statement)."""
+    rows = [{"subject": s, "attempts": 0} for s in dict.fromkeys(subjects)]
+    if rows:
+        conn.execute(insert(t.publication), rows[0] if len(rows) == 1 else rows)
