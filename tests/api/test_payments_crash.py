@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -22,7 +23,9 @@ from tests.support.server import RunningServer, database_url
 from yilian import payments
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import read
+from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.payments import tables as t
+from yilian.payments.fhir_views import CHARGE_SID
 
 # The 20 rounds run with scripts/load-tests (YILIAN_LOAD_SCALE=full); three keep CI minutes sane.
 ROUNDS = 20 if os.environ.get("YILIAN_LOAD_SCALE") == "full" else 3
@@ -92,6 +95,26 @@ def test_kill_9_during_charges(db: Database, tmp_path: Path, auth: dict[str, str
             if key in acked:
                 assert r.content == acked[key], "an acknowledged payment's retry must return its first reply"
                 assert r.headers.get("idempotent-replayed") == "true"
+        # The server publishes the FHIR views by itself, kills during publication included:
+        # every charge ends with exactly one Claim and one ClaimResponse, none twice.
+        deadline = time.monotonic() + 180
+        status = payments.publication_status(db)
+        while status.pending and not status.failing and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = payments.publication_status(db)
+        assert status.pending == 0, status
+        with read(db) as uow:
+            charge_ids = list(uow.conn.execute(select(t.charge.c.charge_id)).scalars())
+            for rtype in ("Claim", "ClaimResponse"):
+                for charge_id in charge_ids:
+                    found = dispatch(
+                        uow,
+                        FhirContext(),
+                        FhirRequest("GET", rtype, query=[("identifier", f"{CHARGE_SID}|{charge_id}")]),
+                    )
+                    assert orjson.loads(found.body or b"{}")["total"] == 1, (rtype, charge_id)
+        one = client.get(f"{again.base}/fhir/Claim", params={"identifier": f"{CHARGE_SID}|{charge_ids[0]}"})
+        assert one.status_code == 200 and one.json()["total"] == 1, one.text
     with read(db) as uow:
         charges = uow.conn.execute(select(func.count()).select_from(t.charge)).scalar_one()
         assert charges == len(sent), "exactly one charge per key, acknowledged or not"

@@ -160,8 +160,8 @@ def claim_response(row: Any, claim_id: str) -> dict[str, Any]:
             for n, step in enumerate(detail.get("steps") or [], start=1)
         ],
     }
-    if payor:
-        response["insurer"] = {"reference": payor}
+    # ClaimResponse.insurer is 1..1 in R4: a self-pay charge names no insurer, in words.
+    response["insurer"] = {"reference": payor} if payor else {"display": "自费 self-pay: no insurer"}
     schemes = [c["scheme"] for c in coverage]
     if schemes:
         response["subType"] = {"coding": [{"system": SCHEME_SYSTEM, "code": s} for s in schemes]}

@@ -93,12 +93,13 @@ def shares(response: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def setup_charge(
-    db: Database, desk: CardDesk, **charge: Any
+    db: Database, desk: CardDesk, *, covered: bool = True, **charge: Any
 ) -> tuple[Region, str, str, payments.service.ChargeResult]:
     def go(uow: UnitOfWork) -> tuple[Region, str, str, Any]:
         region = make_region(uow)
         patient = make_patient(uow)
-        make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
+        if covered:
+            make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
         card = desk.issue(uow, patient)
         payments.top_up(uow, card_no=card, amount_fen=100_000, channel="cash", org=region.township_centre)
         paid = payments.charge(
@@ -207,15 +208,20 @@ def test_each_party_sees_its_own(db: Database, desk: CardDesk, pinned: list[dt.d
     assert one(db, "Claim", CHARGE_SID, paid.charge_id, mine)["patient"]["reference"] == f"Patient/{patient}"
 
 
-def test_a_reference_the_record_does_not_hold_is_written_as_text(
+def test_a_self_pay_charge_and_a_reference_the_record_does_not_hold(
     db: Database, desk: CardDesk, pinned: list[dt.datetime]
 ) -> None:
     pinned[0] = dt.datetime(2026, 6, 22, 2, 0, tzinfo=dt.UTC)
-    _region, _patient, _card, paid = setup_charge(db, desk, encounter="never-sent")
+    # Self-pay too (no coverage in force): R4 still wants an insurer and an insurance, in words.
+    _region, _patient, _card, paid = setup_charge(db, desk, covered=False, encounter="never-sent")
     assert publish(db).failed == 0
     claim = one(db, "Claim", CHARGE_SID, paid.charge_id)
+    valid(claim)
     encounter = claim["item"][0]["encounter"][0]
     assert "reference" not in encounter and "Encounter/never-sent" in encounter["display"]
+    response = one(db, "ClaimResponse", CHARGE_SID, paid.charge_id)
+    valid(response)
+    assert shares(response)["self-pay"] == Decimal("48.33") and "self-pay" in response["insurer"]["display"]
 
 
 def test_a_failed_publication_is_kept_and_retried(
