@@ -190,8 +190,15 @@ def publish(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Try at once what failed before, instead of waiting out its back-off."
     ),
-    base_url: str = typer.Option(
-        "http://localhost:8080/fhir", "--base-url", help="The FHIR base the resources' links are written for."
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="Keep publishing as changes come (a publisher process beside `yilian serve --no-publish`).",
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="The FHIR base the resources' links are written for (default: $YILIAN_BASE_URL or http://localhost:8080/fhir).",
     ),
     database: str | None = DatabaseOption,
 ) -> None:
@@ -200,20 +207,30 @@ def publish(
     The server does this by itself every second (`yilian serve --no-publish` leaves it to this
     command); exit status 1 when something could not be published (`yilian payments publication`
     says what)."""
+    import os
+
     from yilian import payments
     from yilian.cli.common import progress_bar, settings_from_env
 
     with friendly_errors():
         db = open_db(database)
         settings = settings_from_env()
+        url = base_url or os.environ.get("YILIAN_BASE_URL") or "http://localhost:8080/fhir"
         if retry_failed:
             payments.retry_publication(db)
+        if follow:
+            console.print("[bold green]医联 Yilian[/] publishing the payments' FHIR views (Ctrl-C stops)")
+            try:
+                payments.PublicationWorker(db, settings, base_url=url).run_forever()
+            except KeyboardInterrupt:
+                pass
+            return
         status = payments.publication_status(db)
         written = unchanged = failed = 0
         with progress_bar() as progress:
             task = progress.add_task("发布 publishing", total=status.subjects)
             while True:
-                done = payments.publish_pending(db, settings, base_url=base_url, limit=200)
+                done = payments.publish_pending(db, settings, base_url=url, limit=200)
                 if done.subjects == 0:
                     break
                 written, unchanged, failed = (

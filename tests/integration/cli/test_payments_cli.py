@@ -4,7 +4,14 @@ and reconciliation, a card's wallet and statement, the trial balance."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import orjson
 
 from tests.integration.cli.test_cli import yilian
 from tests.integration.payments.builders import make_coverage, make_patient, make_region
@@ -12,7 +19,10 @@ from tests.integration.payments.conftest import CardDesk
 from tests.support.server import database_url
 from yilian import payments
 from yilian.db import Database, UnitOfWork
+from yilian.db.uow import read
+from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.kernel import clock
+from yilian.payments.fhir_views import CHARGE_SID
 from yilian.payments.publish_queue import enqueue
 
 
@@ -68,3 +78,53 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
     assert failing.code == 1 and "1 failed" in failing.out, failing.out + failing.err
     shown = yilian("payments", "publication", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert "no-such-kind:1" in shown.out and "unknown publication subject" in shown.out, shown.out
+
+
+def test_publish_follow_publishes_as_charges_come(db: Database, tmp_path: Path) -> None:
+    """`yilian payments publish --follow`: the publisher as its own process (beside
+    `yilian serve --no-publish`) picks up each charge as it is made, and stops on SIGINT."""
+    desk = CardDesk()
+    keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yilian.cli.main", "payments", "publish", "--follow", "-d", database_url(db)],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        clock.set_clock(lambda: dt.datetime(2026, 7, 1, 3, 0, tzinfo=dt.UTC))
+        try:
+            with UnitOfWork(db, write=True) as uow:
+                region = make_region(uow)
+                card = desk.issue(uow, make_patient(uow, given="跟"))
+                payments.top_up(
+                    uow, card_no=card, amount_fen=10_000, channel="cash", org=region.city_hospital
+                )
+                paid = payments.charge(
+                    uow,
+                    card_no=card,
+                    org=region.city_hospital,
+                    department="clinic",
+                    items=[payments.Item("YP-1", "阿莫西林", "drug", 1_000, 1)],
+                )
+        finally:
+            clock.set_clock(None)
+        query = [("identifier", f"{CHARGE_SID}|{paid.charge_id}")]
+        deadline = time.monotonic() + 60
+        total = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            with read(db) as uow:
+                found = dispatch(uow, FhirContext(), FhirRequest("GET", "ClaimResponse", query=query))
+            total = orjson.loads(found.body or b"{}")["total"]
+            if total:
+                break
+            time.sleep(0.2)
+        assert total == 1, proc.stderr.read() if proc.poll() is not None and proc.stderr else "not published"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "publishing the payments' FHIR views" in out
