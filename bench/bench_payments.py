@@ -246,7 +246,9 @@ def charge_count(db: Database) -> int:
         return int(conn.execute(select(func.count()).select_from(t.charge)).scalar_one())
 
 
-def measure_charges(url: str, backend: str, seconds: int, cards: int, workers: int = 1) -> dict[str, Any]:
+def measure_charges(
+    url: str, backend: str, seconds: int, cards: int, workers: int = 1, publish: bool = True
+) -> dict[str, Any]:
     db = open_database(url)
     upgrade(db)
     install_keys(db)  # cards are sealed at rest, as in the server
@@ -255,7 +257,7 @@ def measure_charges(url: str, backend: str, seconds: int, cards: int, workers: i
     with tempfile.TemporaryDirectory() as tmp:
         cards_file = Path(tmp) / "cards.txt"
         cards_file.write_text("\n".join(numbers) + "\n")
-        with yilian_server(url, workers) as srv:
+        with yilian_server(url, workers, *([] if publish else ["--no-publish"])) as srv:
             warm = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=3)
             if warm["created"] == 0:
                 raise RuntimeError(
@@ -264,7 +266,15 @@ def measure_charges(url: str, backend: str, seconds: int, cards: int, workers: i
             time.sleep(2)  # the warm-up's last requests finish before the count
             before = charge_count(db)
             r = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=seconds)
-        stored = charge_count(db) - before
+            stored = charge_count(db) - before
+            # What the background publisher still owes when the load stops, and how long the
+            # server (now idle) takes to write it: the FHIR views' lag behind the desk.
+            backlog = payments.publication_status(db).pending
+            started = time.perf_counter()
+            while publish and payments.publication_status(db).pending and time.perf_counter() - started < 600:
+                time.sleep(0.2)
+            r["drain_s"] = time.perf_counter() - started if publish else float("nan")
+            r["backlog"] = backlog
     if not r["created"] <= stored <= r["created"] + 4 or r["other"]:
         raise AssertionError(
             f"{backend}: {r['created']} charges acknowledged, {stored} stored, {r['other']} other replies"
@@ -273,8 +283,15 @@ def measure_charges(url: str, backend: str, seconds: int, cards: int, workers: i
         if not payments.trial_balance(uow).balanced:
             raise AssertionError(f"{backend}: the trial balance does not hold after the load")
     db.dispose()
+    lag = (
+        f"; FHIR views published in the background, {r['backlog']:,} changes behind at the stop, "
+        f"drained in {r['drain_s']:.1f} s"
+        if publish
+        else "; FHIR views not published (--no-publish)"
+    )
     r["check"] = (
         f"{r['created']:,} acknowledged, all stored (+{stored - r['created']} in flight); trial balance holds"
+        + lag
     )
     console.print(f"  {backend}, 4 clients: {r['tps']:,.0f} charges/s; {r['check']}")
     return r
@@ -385,8 +402,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5-second runs, a 50,000-transaction day")
     ap.add_argument("--backends", default="postgresql,sqlite")
     ap.add_argument("--workers", default="1", help="server worker processes to measure, e.g. 1,2")
+    ap.add_argument(
+        "--publish",
+        default="on",
+        help="the server's background FHIR publication during the charges: on, off or on,off",
+    )
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
+    publish_modes = [m.strip() == "on" for m in args.publish.split(",")]
     seconds = 5 if args.quick else args.seconds
     n = 50_000 if args.quick else args.close_txns
     cards = 40 if args.quick else args.cards
@@ -399,23 +422,31 @@ def main() -> None:
         with PgBench() as bench:
             baseline.append(bench.run(seconds))
             for w in worker_counts:
-                with postgres_url() as url:
-                    charges.append(
-                        {
-                            **measure_charges(url, "postgresql", seconds, cards, w),
-                            "backend": "postgresql",
-                            "workers": w,
-                        }
-                    )
+                for pub in publish_modes:
+                    with postgres_url() as url:
+                        charges.append(
+                            {
+                                **measure_charges(url, "postgresql", seconds, cards, w, pub),
+                                "backend": "postgresql",
+                                "workers": w,
+                                "publish": pub,
+                            }
+                        )
             with postgres_url() as url:
                 closes.append(measure_close(url, "postgresql", n))
             baseline.append(bench.run(seconds))
     if "sqlite" in backends:
         for w in worker_counts:
-            with sqlite_url() as url:
-                charges.append(
-                    {**measure_charges(url, "sqlite", seconds, cards, w), "backend": "sqlite", "workers": w}
-                )
+            for pub in publish_modes:
+                with sqlite_url() as url:
+                    charges.append(
+                        {
+                            **measure_charges(url, "sqlite", seconds, cards, w, pub),
+                            "backend": "sqlite",
+                            "workers": w,
+                            "publish": pub,
+                        }
+                    )
         with sqlite_url() as url:
             closes.append(measure_close(url, "sqlite", n))
     base = statistics.mean(baseline) if baseline else float("nan")
@@ -432,7 +463,8 @@ def main() -> None:
         )
         rows.append(
             [
-                f"POST /api/charges, 4 clients, {r['backend']}, {r['workers']} worker(s) (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
+                f"POST /api/charges, 4 clients, {r['backend']}, {r['workers']} worker(s), publication "
+                f"{'on' if r['publish'] else 'off'} (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
                 r["tps"],
                 ratio,
                 target,

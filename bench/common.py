@@ -95,7 +95,7 @@ class Server:
             self.proc.wait(10)
 
 
-def yilian_server(db_url: str, workers: int = 1) -> Server:
+def yilian_server(db_url: str, workers: int = 1, *extra: str) -> Server:
     return Server(
         [
             sys.executable,
@@ -109,6 +109,7 @@ def yilian_server(db_url: str, workers: int = 1) -> Server:
             "--no-upgrade",
             "--workers",
             str(workers),
+            *extra,
         ]
     )
 

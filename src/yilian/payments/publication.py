@@ -171,16 +171,18 @@ class _Publisher:
         body = self._with_known_references(orjson.loads(orjson.dumps(built)))
         rtype = body["resourceType"]
         token = f"{system}|{_escape(value)}"
-        found = _json(
-            dispatch(self.uow, ctx, FhirRequest("GET", rtype, query=[("identifier", token), ("_count", "2")]))
+        # Create first: a conditional create is one search and one insert when the resource is
+        # new (the usual case: a charge), and when it is not, it answers with the resource as
+        # stored, which is all an update needs to compare and name the version.
+        created = dispatch(
+            self.uow,
+            ctx,
+            FhirRequest("POST", rtype, headers={"if-none-exist": f"identifier={token}"}, body=dict(body)),
         )
-        entries = found.get("entry") or []
-        if len(entries) > 1:
-            raise YilianError(
-                Category.CONFLICT, f"several {rtype} resources carry identifier {token}: left for a steward"
-            )
-        if entries:
-            current = entries[0]["resource"]
+        written = _json(created)
+        action = "C"
+        if created.status != 201:
+            current = written
             if {k: v for k, v in current.items() if k not in ("id", "meta", "text")} == body:
                 self.unchanged += 1
                 return str(current["id"])
@@ -193,10 +195,6 @@ class _Publisher:
                 )
             )
             action = "U"
-        else:
-            headers = {"if-none-exist": f"identifier={token}"}
-            written = _json(dispatch(self.uow, ctx, FhirRequest("POST", rtype, headers=headers, body=body)))
-            action = "C"
         resource_id = str(written["id"])
         record(
             self.uow,
@@ -290,6 +288,9 @@ def _take(uow: UnitOfWork, subject: str, seqs: list[int]) -> list[int]:
     return present
 
 
+GROUP = 8  # subjects per transaction: fewer commits, while a SQLite writer waits no more than a moment
+
+
 def publish_pending(
     db: Database,
     settings: FhirSettings,
@@ -297,31 +298,52 @@ def publish_pending(
     base_url: str = "http://localhost:8080/fhir",
     limit: int = 500,
 ) -> PublishResult:
-    """Publish up to ``limit`` queued changes (each subject once, in its own transaction)."""
+    """Publish up to ``limit`` queued changes, each subject once.
+
+    Subjects go in small groups, one transaction each; a group that fails is tried again one
+    subject per transaction, so only the subject at fault is kept back (with its error)."""
     now = to_us(clock.now())
     due = _due(db, limit, now)
     written = unchanged = failed = 0
-    for subject, seqs in due:
 
-        def run(uow: UnitOfWork, subject: str = subject, seqs: list[int] = seqs) -> tuple[int, int]:
-            if not _take(uow, subject, seqs):
-                return 0, 0
-            publisher = _Publisher(db, uow, settings, base_url)
-            publisher.publish(subject)
-            return publisher.written, publisher.unchanged
+    def run(uow: UnitOfWork, group: list[tuple[str, list[int]]]) -> tuple[int, int]:
+        publisher = _Publisher(db, uow, settings, base_url)
+        for subject, seqs in group:
+            if _take(uow, subject, seqs):
+                publisher.publish(subject)
+        return publisher.written, publisher.unchanged
 
+    for start in range(0, len(due), GROUP):
+        group = due[start : start + GROUP]
         try:
-            w, u = transact(db, run)
+            w, u = transact(db, lambda uow, group=group: run(uow, group))  # type: ignore[misc]
         except Exception as exc:
-            failed += 1
-            reason = str(exc) if isinstance(exc, YilianError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, YilianError):
-                log.exception("publication of %s failed", subject)
-            _failed(db, seqs, reason)
-            continue
+            if len(group) == 1:
+                _record_failure(db, group[0], exc)
+                failed += 1
+                continue
+            w = u = 0
+            for item in group:
+                try:
+                    w1, u1 = transact(db, lambda uow, item=item: run(uow, [item]))  # type: ignore[misc]
+                except Exception as one:
+                    _record_failure(db, item, one)
+                    failed += 1
+                    continue
+                w, u = w + w1, u + u1
         written += w
         unchanged += u
     return PublishResult(len(due), written, unchanged, failed)
+
+
+def _record_failure(db: Database, item: tuple[str, list[int]], exc: Exception) -> None:
+    subject, seqs = item
+    if isinstance(exc, YilianError):
+        reason = str(exc)
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("publication of %s failed", subject, exc_info=exc)
+    _failed(db, seqs, reason)
 
 
 def _failed(db: Database, seqs: list[int], reason: str) -> None:
