@@ -2,6 +2,8 @@
 
 ``verify`` exits 1 when the chain is broken — the same status as "some of the data failed" —
 so a nightly job can alert on it; 2 as every command when the database cannot be used.
+``prune`` records its own AuditEvent (``audit-prune``, as the operator) in the transaction that
+removes the rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from yilian.cli.common import (
     describe,
     friendly_errors,
     open_db,
+    operator_record,
     sqlite_file,
 )
 from yilian.kernel.errors import Category, YilianError
@@ -129,7 +132,18 @@ def prune_command(
     with friendly_errors():
         cutoff = check_cutoff(_cutoff(before))  # refused before the database is even opened
         db = _open(database)
-        result = prune(db, cutoff)
+        day = cutoff.date().isoformat()
+        result = prune(
+            db,
+            cutoff,
+            audit=lambda r: operator_record(
+                action="D",
+                subtype="audit-prune",
+                entity="audit log",
+                outcome_desc=f"removed {r.rows} audit records recorded before {day}; "
+                f"the chain continues after seq {r.up_to_seq}",
+            ),
+        )
         db.dispose()
     if result.rows:
         console.print(

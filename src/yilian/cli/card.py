@@ -4,6 +4,10 @@ Commands run as the platform operator (the CLI has the database itself), and rec
 them as ``cli:<login name>`` in the card's history. ``issue-batch`` loads a population-register
 CSV in chunks of rows, each chunk its own transaction, so a large register survives an
 interruption: run it again and what was issued is reported as already issued.
+
+Every change also records an AuditEvent as the operator (``card-issue``, ``card-activate``…,
+``card-issue-batch`` once per chunk) in the same transaction; cards are named there by their
+internal id, never by their number (usually an ID number).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from yilian.cli.common import (
     err_console,
     friendly_errors,
     open_db,
+    operator_record,
     settings_from_env,
 )
 from yilian.kernel.errors import Category, YilianError
 
 if TYPE_CHECKING:
-    from yilian.card import CardView, RowOutcome
+    from yilian.card import CardView, RegisterRow, RowOutcome
     from yilian.db import Database, UnitOfWork
     from yilian.fhir import FhirContext
 
@@ -79,6 +84,25 @@ def _write(db: Database, work: Any) -> Any:
     return transact(db, work)
 
 
+def _audit(
+    uow: UnitOfWork, view: CardView, *, action: str, subtype: str, desc: str, actor: str | None
+) -> None:
+    """The change's AuditEvent, in its transaction; ``actor`` is --actor, when given."""
+    from yilian.security.audit import record
+
+    as_whom = f"; recorded in the card's history as {actor}" if actor else ""
+    record(
+        uow,
+        operator_record(
+            action=action,
+            subtype=subtype,
+            entity=f"Card/{view.card_id}",
+            patient_keys=(view.patient_id,),
+            outcome_desc=desc + as_whom,
+        ),
+    )
+
+
 def _print_card(view: CardView, title: str) -> None:
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
@@ -112,19 +136,23 @@ def issue_command(
     with friendly_errors():
         db = open_db(database)
         ctx = _ctx()
-        view: CardView = _write(
-            db,
-            lambda uow: card.issue_card(
+        who = _actor(actor)
+
+        def work(uow: UnitOfWork) -> CardView:
+            view = card.issue_card(
                 uow,
                 ctx,
                 patient_id=patient,
-                actor=_actor(actor),
+                actor=who,
                 reason=reason,
                 district=district,
                 residence=residence,
-            ),
-        )
-        _print_card(view, "health card issued")
+            )
+            desc = f"issued card {view.card_id} ({view.kind}) to Patient/{view.patient_id}"
+            _audit(uow, view, action="C", subtype="card-issue", desc=desc, actor=actor)
+            return view
+
+        _print_card(_write(db, work), "health card issued")
 
 
 def _change(action: str, card_no: str, reason: str, actor: str | None, database: str | None) -> None:
@@ -141,9 +169,21 @@ def _change(action: str, card_no: str, reason: str, actor: str | None, database:
     with friendly_errors():
         db = open_db(database)
         ctx = _ctx()
-        view: CardView = _write(
-            db, lambda uow: use_case(uow, ctx, card_no=card_no, actor=_actor(actor), reason=reason)
-        )
+        who = _actor(actor)
+
+        def work(uow: UnitOfWork) -> CardView:
+            view = use_case(uow, ctx, card_no=card_no, actor=who, reason=reason)
+            if action == "replace":  # a new card: the old one is refused from now on
+                desc = f"issued card {view.card_id} to Patient/{view.patient_id}, replacing their card"
+            else:
+                desc = f"card {view.card_id} of Patient/{view.patient_id} is now {view.status.value}"
+            created = action == "replace"
+            _audit(
+                uow, view, action="C" if created else "U", subtype=f"card-{action}", desc=desc, actor=actor
+            )
+            return view
+
+        view: CardView = _write(db, work)
         if action == "replace":
             _print_card(view, "replacement card issued (the old card is refused from now on)")
         else:
@@ -248,6 +288,27 @@ def show_command(card_no: str = CardArgument, database: str | None = DatabaseOpt
         console.print(table)
 
 
+def _audit_chunk(uow: UnitOfWork, name: str, chunk: list[RegisterRow], done: list[RowOutcome]) -> None:
+    """One AuditEvent per chunk, in the chunk's transaction: the cards it issued and to whom."""
+    from yilian.security.audit import record
+
+    def count(outcome: str) -> int:
+        return sum(1 for r in done if r.outcome == outcome)
+
+    record(
+        uow,
+        operator_record(
+            action="C",
+            subtype="card-issue-batch",
+            entity="Card/batch",
+            patient_keys=sorted({r.patient_id for r in done if r.patient_id}),
+            outcome_desc=f"population register {name}, lines {chunk[0].line}-{chunk[-1].line}: "
+            f"{count('issued')} cards issued, {count('already-issued')} already issued, "
+            f"{count('refused')} refused",
+        ),
+    )
+
+
 def _write_report(path: Path, refused: list[RowOutcome]) -> None:
     with path.open("w", encoding="utf-8", newline="") as fh:
         out = csv.writer(fh)
@@ -304,7 +365,9 @@ def issue_batch_command(
                 chunk = rows[start : start + CHUNK]
 
                 def work(uow: UnitOfWork, chunk: list[card.RegisterRow] = chunk) -> list[RowOutcome]:
-                    return card.issue_from_register(uow, ctx, rows=chunk, actor=who)
+                    done = card.issue_from_register(uow, ctx, rows=chunk, actor=who)
+                    _audit_chunk(uow, file.name, chunk, done)
+                    return done
 
                 outcomes += _write(db, work)
                 bar.advance(task, len(chunk))

@@ -3,15 +3,22 @@
 Standard output carries what a command produces (summaries, exported NDJSON); standard error
 carries progress bars and errors, so ``yilian export -o - > all.ndjson`` stays clean data and a
 log of a nightly import keeps its summary apart from its noise.
+
+A command that changes data records one AuditEvent for it, as the platform operator at the
+command line (``agent_kind`` ``operator``, the login name as agent): :func:`operator_record`
+builds it, ``yilian.security.audit.record`` writes it in the change's own transaction. Work
+done in many short transactions (re-encryption, retention) is recorded once after it, by
+:func:`record_alone`, and :func:`audit_partial` records what was changed when it stops midway.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from yilian.db import Database, open_database
 from yilian.kernel.errors import Category, YilianError
+
+if TYPE_CHECKING:
+    from yilian.security.audit import AuditRecord
 
 console = Console()
 err_console = Console(stderr=True)
@@ -164,3 +174,99 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=err_console,
     )
+
+
+# --- auditing what a command changes ---------------------------------------------------------
+
+CLI_AGENT_NAME = "yilian command line"  # tells an operator at the console from an operator client
+
+
+def os_user() -> str:
+    """Who runs the command: the login name (``operator`` where there is none, as in some containers)."""
+    try:
+        return getpass.getuser() or "operator"
+    except Exception:  # no LOGNAME/USER and no passwd entry for the uid
+        return "operator"
+
+
+def operator_record(
+    *,
+    action: str,
+    subtype: str,
+    outcome_desc: str,
+    outcome: int = 0,
+    entity: str | None = None,
+    patient_keys: Sequence[str] = (),
+) -> AuditRecord:
+    """The AuditEvent of a change made by the platform operator at the command line.
+
+    ``outcome_desc`` says what was changed and how much; it never carries secrets or key
+    material (ID numbers and phones in it are masked by the record itself).
+    """
+    from yilian.security.audit import AuditRecord
+
+    return AuditRecord(
+        action=action,
+        subtype=subtype,
+        agent_kind="operator",
+        agent_id=os_user()[:128],
+        agent_name=CLI_AGENT_NAME,
+        outcome=outcome,
+        outcome_desc=outcome_desc[:2000],
+        entity=entity,
+        patient_keys=tuple(patient_keys),
+    )
+
+
+def record_alone(db: Database, record: AuditRecord) -> None:
+    """Write ``record`` in a transaction of its own (for work that committed in many)."""
+    from yilian.db.uow import transact
+    from yilian.security.audit import record as audit_record
+
+    transact(db, lambda uow: audit_record(uow, record))
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    # Only our own messages: a driver's may quote the row values it failed on.
+    return f"failed: {exc.message}" if isinstance(exc, YilianError) else f"failed: {type(exc).__name__}"
+
+
+@contextmanager
+def audit_partial(
+    db: Database,
+    *,
+    action: str,
+    subtype: str,
+    entity: str | None,
+    done: Callable[[], str | None],
+) -> Iterator[None]:
+    """Around work done in many transactions: if it stops midway after some of them committed,
+    record what they changed (outcome 8, serious failure) before the error is reported.
+
+    ``done`` says what has been changed so far, or None when nothing has (then nothing is
+    recorded: the command changed no data). A record that cannot be written (the database went
+    away) is reported on stderr, and the original error is raised either way.
+    """
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        what = done()
+        if what is not None:
+            try:
+                record_alone(
+                    db,
+                    operator_record(
+                        action=action,
+                        subtype=subtype,
+                        outcome=8,
+                        entity=entity,
+                        outcome_desc=f"{what}; then {_failure(exc)}",
+                    ),
+                )
+            except Exception as audit_exc:
+                print_error(
+                    f"the audit record of this partial change could not be written: {_failure(audit_exc)}"
+                )
+        raise

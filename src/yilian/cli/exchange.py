@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,17 +16,20 @@ from rich.table import Table
 from yilian.cli.common import (
     EXIT_PARTIAL,
     DatabaseOption,
+    audit_partial,
     console,
     friendly_errors,
     open_db,
+    operator_record,
     progress_bar,
+    record_alone,
     settings_from_env,
 )
 
 if TYPE_CHECKING:
-    from yilian.db import Database
+    from yilian.db import Database, UnitOfWork
     from yilian.exchange import MllpServer
-    from yilian.exchange.outbound import DeliveryWorker
+    from yilian.exchange.outbound import DeliveryWorker, Skipped
 
 exchange_app = typer.Typer(
     help="The exchange platform: HL7 v2 dead letters (list, replay), prune-inbox; outbound delivery (outbox, skip, prune-outbox, deliver, forward).",
@@ -361,15 +366,47 @@ def skip_command(
 
     from yilian.db.uow import transact
     from yilian.exchange.outbound import skip_message
+    from yilian.security.audit import record
 
     with friendly_errors():
         db = open_db(database)
         actor = f"cli:{getpass.getuser()}"
-        done = transact(db, lambda uow: skip_message(uow, destination, reason=reason, actor=actor, seq=seq))
+
+        def work(uow: UnitOfWork) -> Skipped:
+            done = skip_message(uow, destination, reason=reason, actor=actor, seq=seq)
+            record(
+                uow,
+                operator_record(
+                    action="U",
+                    subtype="outbox-skip",
+                    entity=_no_userinfo(done.dest_id),
+                    outcome_desc=f"skipped message {done.seq} of {_no_userinfo(done.dest_id)} "
+                    f"({done.res_type}/{done.res_id} version {done.version}, after {done.attempts} "
+                    f"attempts): {reason}",
+                ),
+            )
+            return done
+
+        done = transact(db, work)
     console.print(
         f"skipped message {done.seq} of {escape(done.dest_id)}: {done.res_type}/{done.res_id} version "
         f"{done.version}, after {done.attempts} attempts"
         + (f" (last error: {escape(done.last_error)})" if done.last_error else "")
+    )
+
+
+OUTBOX_ENTITY = "exchange outbox"
+INBOX_ENTITY = "HL7 v2 inbox"
+
+
+def _audited_prune(
+    db: Database, subtype: str, entity: str, what: Callable[[], str], removed: Callable[[], int]
+) -> AbstractContextManager[None]:
+    """Retention deletes in batches, each its own transaction (no long lock against writers), so
+    the AuditEvent cannot share the deletions' transaction: one record follows the last batch,
+    and a prune that stops midway records how many rows it had removed (outcome 8)."""
+    return audit_partial(
+        db, action="D", subtype=subtype, entity=entity, done=lambda: what() if removed() else None
     )
 
 
@@ -387,17 +424,38 @@ def prune_inbox_command(
 
     The message log (sender, control id, ACK) stays, so a late re-send is still answered the same.
     """
-    from yilian.exchange.inbox_retention import MIN_RETENTION_DAYS, prunable, prune_inbox
+    from yilian.exchange.inbox_retention import MIN_RETENTION_DAYS, cutoff_us, prunable, prune_inbox
+    from yilian.kernel import clock
     from yilian.kernel.errors import Category, YilianError
 
     with friendly_errors():
         if not older_than >= MIN_RETENTION_DAYS:
             raise YilianError(Category.INVALID, f"--older-than must be at least {MIN_RETENTION_DAYS} day")
         db = open_db(database)
-        due = prunable(db, older_than_days=older_than)
-        with progress_bar() as bar:
+        now = int(clock.now().timestamp() * 1_000_000)  # one instant for the count and the prune
+        cutoff = cutoff_us(older_than, now)
+        due = prunable(db, older_than_days=older_than, now_us=now)
+        removed = 0
+
+        def what() -> str:
+            return (
+                f"removed {removed} HL7 v2 messages received before {_when(cutoff)} UTC "
+                f"(retention {older_than:g} days) from the inbox"
+            )
+
+        with progress_bar() as bar, _audited_prune(db, "inbox-prune", INBOX_ENTITY, what, lambda: removed):
             task = bar.add_task("pruning the HL7 inbox", total=due)
-            removed = prune_inbox(db, older_than_days=older_than, progress=lambda n: bar.advance(task, n))
+
+            def advance(n: int) -> None:
+                nonlocal removed
+                removed += n
+                bar.advance(task, n)
+
+            prune_inbox(db, older_than_days=older_than, now_us=now, progress=advance)
+            record_alone(
+                db,
+                operator_record(action="D", subtype="inbox-prune", entity=INBOX_ENTITY, outcome_desc=what()),
+            )
     console.print(f"removed {removed:,} HL7 v2 messages received more than {older_than:g} days ago")
 
 
@@ -417,20 +475,38 @@ def prune_outbox_command(
     """
     from yilian.exchange.outbound import prune_outbox
     from yilian.exchange.outbound.outbox import now_us
-    from yilian.exchange.outbound.retention import prunable
+    from yilian.exchange.outbound.retention import cutoff_us, prunable
 
     with friendly_errors():
         db = open_db(database)
         now = now_us()
+        cutoff = cutoff_us(older_than, now)
         due = prunable(db, older_than_days=older_than, now=now)
-        with progress_bar() as bar:
-            task = bar.add_task("pruning the outbox", total=due)
-            done = prune_outbox(
-                db, older_than_days=older_than, now=now, progress=lambda n: bar.advance(task, n)
+        removed = 0
+
+        def what() -> str:
+            return (
+                f"removed {removed} finished outbox messages (delivered, withheld, cancelled) that "
+                f"finished before {_when(cutoff)} UTC (retention {older_than:g} days)"
             )
-    cutoff = dt.datetime.fromtimestamp(done.cutoff_us / 1_000_000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+        with progress_bar() as bar, _audited_prune(db, "outbox-prune", OUTBOX_ENTITY, what, lambda: removed):
+            task = bar.add_task("pruning the outbox", total=due)
+
+            def advance(n: int) -> None:
+                nonlocal removed
+                removed += n
+                bar.advance(task, n)
+
+            done = prune_outbox(db, older_than_days=older_than, now=now, progress=advance)
+            record_alone(
+                db,
+                operator_record(
+                    action="D", subtype="outbox-prune", entity=OUTBOX_ENTITY, outcome_desc=what()
+                ),
+            )
     console.print(
-        f"removed {done.removed:,} finished messages that finished before {cutoff} UTC; "
+        f"removed {done.removed:,} finished messages that finished before {_when(done.cutoff_us)} UTC; "
         f"{done.remaining_finished:,} finished messages kept"
     )
 
@@ -479,12 +555,46 @@ def forward_command(
     """Queue every write of this node for the city node from now on (or --stop); `yilian serve --forward-to` does the same."""
     from yilian.db.uow import transact
     from yilian.exchange.outbound import register_forward, unregister_forward
+    from yilian.security.audit import record
+
+    def stop_forwarding(uow: UnitOfWork) -> int:
+        dropped = unregister_forward(uow, url)
+        record(
+            uow,
+            operator_record(
+                action="U",
+                subtype="forward-stop",
+                entity=_no_userinfo(f"forward:{url}"),
+                outcome_desc=f"stopped forwarding to {_no_userinfo(url)}; {dropped} queued writes dropped",
+            ),
+        )
+        return dropped
+
+    def start_forwarding(uow: UnitOfWork) -> str:
+        did = register_forward(uow, url)
+        record(
+            uow,
+            operator_record(
+                action="U",
+                subtype="forward-start",
+                entity=_no_userinfo(did),
+                outcome_desc=f"every write of this node is queued for {_no_userinfo(did)} from now on",
+            ),
+        )
+        return did
 
     with friendly_errors():
         db = open_db(database)
         if stop:
-            dropped = transact(db, lambda uow: unregister_forward(uow, url))
+            dropped = transact(db, stop_forwarding)
             console.print(f"stopped forwarding to {escape(url)}; {dropped} queued writes dropped")
         else:
-            did = transact(db, lambda uow: register_forward(uow, url))
+            did = transact(db, start_forwarding)
             console.print(f"every write is now queued for {escape(did)}")
+
+
+def _no_userinfo(text: str) -> str:
+    """A destination or URL without any user:password@ in it: what the audit log may keep."""
+    import re
+
+    return re.sub(r"(https?://)[^/@\s]*@", r"\1", text)

@@ -5,6 +5,9 @@ FHIR record, health card numbers, the HL7 inbox). A rotation is: a new current k
 or ``YILIAN_DATA_KEYS`` with the new key first), every stored value re-encrypted under it
 (``reencrypt``, in batches, safe beside a running server, safe to run again), then the old key
 removed (``retire``, refused while any value still needs it).
+
+Each of the three records an AuditEvent as the operator (``key-rotate``, ``key-reencrypt``,
+``key-retire``) naming key ids and counts, never key material.
 """
 
 from __future__ import annotations
@@ -19,14 +22,28 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from yilian.cli.common import DatabaseOption, console, err_console, friendly_errors, open_db, progress_bar
-from yilian.db import Database
+from yilian.cli.common import (
+    DatabaseOption,
+    audit_partial,
+    console,
+    err_console,
+    friendly_errors,
+    open_db,
+    operator_record,
+    progress_bar,
+    record_alone,
+)
+from yilian.db import Database, UnitOfWork
+from yilian.db.rewrite import RewriteCount
 from yilian.kernel.crypto import Keyring, key_ids_in
 from yilian.kernel.errors import Category, YilianError
 
 keys_app = typer.Typer(
     help="Encryption keys of sealed data: status, rotate, reencrypt, retire.", no_args_is_help=True
 )
+
+
+KEYS_ENTITY = "data keys"  # the audit entity of every key command
 
 
 @dataclass(frozen=True)
@@ -74,15 +91,24 @@ def _count_rows(db: Database, table: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def _scan(db: Database, keyring: Keyring, *, dry_run: bool) -> list[tuple[Sealed, Any, dict[str, int]]]:
-    """Every place, rewritten (or, with ``dry_run``, only counted), with the key ids seen."""
+Scan = list[tuple[Sealed, RewriteCount, dict[str, int]]]
+
+
+def _scan(db: Database, keyring: Keyring, *, dry_run: bool, into: Scan | None = None) -> Scan:
+    """Every place, rewritten (or, with ``dry_run``, only counted), with the key ids seen.
+
+    Each place is added to ``into`` before its rows are visited and its counts grow as batches
+    commit, so a pass that stops midway leaves there what it had done.
+    """
     from yilian.db.rewrite import rewrite_column
 
-    results = []
+    results: Scan = into if into is not None else []
     with progress_bar() as bar:
         for place in _places():
             task = bar.add_task(place.label, total=_count_rows(db, place.table))
             seen: dict[str, int] = {}
+            count = RewriteCount()
+            results.append((place, count, seen))
 
             def transform(value: Any, place: Sealed = place, seen: dict[str, int] = seen) -> Any | None:
                 stored = bytes(value) if isinstance(value, (bytes, memoryview)) else value
@@ -90,15 +116,15 @@ def _scan(db: Database, keyring: Keyring, *, dry_run: bool) -> list[tuple[Sealed
                     seen[key_id] = seen.get(key_id, 0) + 1
                 return place.reencrypt(keyring, stored)
 
-            count = rewrite_column(
+            rewrite_column(
                 db,
                 place.table,
                 place.column,
                 transform,
                 dry_run=dry_run,
                 progress=functools.partial(_advance, bar, task),
+                into=count,
             )
-            results.append((place, count, seen))
     return results
 
 
@@ -167,7 +193,15 @@ def rotate_command(database: str | None = DatabaseOption) -> None:
             "restart, then run `yilian keys reencrypt`",
         )
         rotated = Keyring.load(path).with_new_current_key()
-        rotated.save(path)
+        _save_audited(
+            db,
+            rotated,
+            path,
+            action="U",
+            subtype="key-rotate",
+            outcome_desc=f"new current data key {rotated.current_key_id} added to the key file {path} "
+            f"(keys: {', '.join(rotated.key_ids)})",
+        )
     console.print(
         f"new current data key [bold]{rotated.current_key_id}[/] in {path} (keys: {', '.join(rotated.key_ids)}); "
         "now run `yilian keys reencrypt`"
@@ -180,7 +214,28 @@ def reencrypt_command(database: str | None = DatabaseOption) -> None:
     with friendly_errors():
         db = open_db(database)
         keyring = _keyring(db)
-        results = _scan(db, keyring, dry_run=False)
+        results: Scan = []
+        # Every batch commits on its own (a pass over millions of rows must not hold locks), so
+        # the pass cannot share one transaction with its AuditEvent: one record is written
+        # after it, saying how many values it rewrote, and a pass that stops midway (an error,
+        # Ctrl-C) records what it had rewritten by then, with outcome 8 (serious failure).
+        with audit_partial(
+            db,
+            action="U",
+            subtype="key-reencrypt",
+            entity=KEYS_ENTITY,
+            done=lambda: _reencrypted(keyring, results) if _changed(results) else None,
+        ):
+            _scan(db, keyring, dry_run=False, into=results)
+            record_alone(
+                db,
+                operator_record(
+                    action="U",
+                    subtype="key-reencrypt",
+                    entity=KEYS_ENTITY,
+                    outcome_desc=_reencrypted(keyring, results),
+                ),
+            )
     table = Table(title=f"Re-encrypted under data key {keyring.current_key_id}")
     for name in ("where", "rows read", "re-encrypted", "changed meanwhile (run again)"):
         table.add_column(name, justify="left" if name == "where" else "right")
@@ -205,16 +260,69 @@ def retire_command(
             )
         if key_id == keyring.current_key_id:
             raise YilianError(Category.INVALID, f"{key_id!r} is the current key: rotate first")
-        still = [
-            (place.label, seen[key_id])
-            for place, _c, seen in _scan(db, keyring, dry_run=True)
-            if seen.get(key_id)
-        ]
+        scanned = _scan(db, keyring, dry_run=True)
+        still = [(place.label, seen[key_id]) for place, _c, seen in scanned if seen.get(key_id)]
         if still:
             where = "; ".join(f"{label}: {n:,}" for label, n in still)
             raise YilianError(
                 Category.CONFLICT,
                 f"values are still sealed under {key_id!r} ({where}): run `yilian keys reencrypt` first",
             )
-        keyring.without_key(key_id).save(path)
+        kept = keyring.without_key(key_id)
+        checked = sum(count.rows for _p, count, _s in scanned)
+        _save_audited(
+            db,
+            kept,
+            path,
+            action="D",
+            subtype="key-retire",
+            outcome_desc=f"data key {key_id} removed from the key file {path}; no stored value was sealed "
+            f"under it ({checked} rows checked); keys left: {', '.join(kept.key_ids)} "
+            f"(current {kept.current_key_id})",
+        )
     console.print(f"retired data key {key_id} from {path}")
+
+
+def _changed(results: Scan) -> int:
+    return sum(count.changed for _p, count, _s in results)
+
+
+def _reencrypted(keyring: Keyring, results: Scan) -> str:
+    places = ", ".join(f"{place.label}: {count.changed}" for place, count, _s in results)
+    skipped = sum(count.skipped for _p, count, _s in results)
+    return (
+        f"re-encrypted {_changed(results)} sealed values under data key {keyring.current_key_id} "
+        f"({places}); {skipped} changed meanwhile, left for the next run"
+    )
+
+
+def _save_audited(
+    db: Database, keyring: Keyring, path: Path, *, action: str, subtype: str, outcome_desc: str
+) -> None:
+    """Replace the key file with ``keyring`` and record it, as one change as far as a file allows.
+
+    The key file cannot join the database transaction. The record is inserted first (so a
+    database that cannot take it leaves the keys as they were), the file is replaced (atomically)
+    while the transaction is still open, and the commit follows. Should the commit itself fail
+    after the file changed, a record of its own says so (outcome 8).
+    """
+    from yilian.security.audit import flush, record
+
+    saved: list[str] = []
+    with (
+        audit_partial(
+            db,
+            action=action,
+            subtype=subtype,
+            entity=KEYS_ENTITY,
+            done=lambda: f"{outcome_desc}, but not recorded with it" if saved else None,
+        ),
+        UnitOfWork(db, write=True) as uow,
+    ):
+        record(
+            uow,
+            operator_record(action=action, subtype=subtype, entity=KEYS_ENTITY, outcome_desc=outcome_desc),
+        )
+        flush(uow)
+        keyring.save(path)
+        saved.append(str(path))

@@ -2,7 +2,9 @@
 
 ``train``, ``reviews``, ``accept``, ``reject``, ``merge``, ``unmerge`` and ``counts`` work on the
 live index in the database (the data steward's desk, as ``/api/mpi`` is over HTTP); every
-decision takes a ``--reason`` and is recorded with who made it.
+decision takes a ``--reason`` and is recorded with who made it, and every change records an
+AuditEvent as the operator in its transaction (the subtypes ``/api/mpi`` records, and
+``mpi-train``).
 
 ``dedupe`` and ``link`` are the bulk runs over legacy CSV lists (no database: a file in, a
 file out), read through a YAML column map (``docs/mpi.md``). A row that cannot be used (no
@@ -41,11 +43,13 @@ from yilian.cli.common import (
     err_console,
     friendly_errors,
     open_db,
+    operator_record,
     progress_bar,
 )
 from yilian.kernel.errors import Category, YilianError
 
 if TYPE_CHECKING:
+    from yilian.db import UnitOfWork
     from yilian.mpi.matching import ColumnMap, Grade, PersonRecord, Thresholds
 
 mpi_app = typer.Typer(
@@ -517,6 +521,20 @@ def _actor() -> str:
         return ACTOR
 
 
+def _audit(
+    uow: UnitOfWork, *, action: str, subtype: str, entity: str, patients: Sequence[str], desc: str
+) -> None:
+    """The change's AuditEvent, in its transaction (the subtypes ``/api/mpi`` records)."""
+    from yilian.security.audit import record
+
+    record(
+        uow,
+        operator_record(
+            action=action, subtype=subtype, entity=entity, patient_keys=patients, outcome_desc=desc
+        ),
+    )
+
+
 @mpi_app.command("train")
 def train_command(database: str | None = DatabaseOption) -> None:
     """Learn the match weights (EM) from every record in the index and make them the ones in use."""
@@ -534,6 +552,14 @@ def train_command(database: str | None = DatabaseOption) -> None:
 
             with UnitOfWork(db, write=True) as uow:
                 model_id, records = train_and_store(uow, actor=_actor(), progress=progress)
+                _audit(
+                    uow,
+                    action="C",
+                    subtype="mpi-train",
+                    entity="mpi/model",
+                    patients=(),
+                    desc=f"match model {model_id} learned from {records} records; it is now in use",
+                )
                 uow.commit()
         db.dispose()
     console.print(
@@ -578,6 +604,19 @@ def _decide(review_id: str, reason: str, database: str | None, *, accept: bool) 
         with UnitOfWork(db, write=True) as uow:
             decide = accept_review if accept else reject_review
             r = decide(uow, review_id=review_id, actor=_actor(), reason=reason)
+            verdict = (
+                f"Patient/{r.patient_id} is person {r.candidate_person_id}'s"
+                if accept
+                else f"Patient/{r.patient_id} stays apart from person {r.candidate_person_id}"
+            )
+            _audit(
+                uow,
+                action="U",
+                subtype="mpi-review-accept" if accept else "mpi-review-reject",
+                entity=f"mpi/reviews/{r.review_id}",
+                patients=[r.patient_id],
+                desc=f"review {r.review_id} {r.status}: {verdict}",
+            )
             uow.commit()
         db.dispose()
     console.print(f"review {r.review_id}: {r.status} (Patient/{r.patient_id})")
@@ -612,13 +651,21 @@ def merge_command(
 ) -> None:
     """Merge two persons (every record of SOURCE becomes INTO's); prints the event id unmerge takes."""
     from yilian.db import UnitOfWork
-    from yilian.mpi import merge_persons
+    from yilian.mpi import merge_persons, records_of
 
     with friendly_errors():
         db = open_db(database)
         with UnitOfWork(db, write=True) as uow:
             event_id = merge_persons(
                 uow, source_person=source, target_person=into, actor=_actor(), reason=reason
+            )
+            _audit(
+                uow,
+                action="U",
+                subtype="mpi-merge",
+                entity=f"Person/{source}",
+                patients=records_of(uow, into),
+                desc=f"merged person {source} into {into} (event {event_id})",
             )
             uow.commit()
         db.dispose()
@@ -642,8 +689,17 @@ def unmerge_command(
     with friendly_errors():
         db = open_db(database)
         with UnitOfWork(db, write=True) as uow:
-            unmerge(uow, event_id=event_id, actor=_actor(), reason=reason)
+            undone = unmerge(uow, event_id=event_id, actor=_actor(), reason=reason)
             records = records_of(uow, person)
+            _audit(
+                uow,
+                action="U",
+                subtype="mpi-unmerge",
+                entity=f"Person/{person}",
+                patients=records,
+                desc=f"undid merge {event_id} (event {undone}): person {person} restored with "
+                f"{len(records)} records",
+            )
             uow.commit()
         db.dispose()
     console.print(f"person {person} restored with {len(records)} record(s)")

@@ -45,13 +45,15 @@ def rewrite_column(
     batch: int = 500,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    into: RewriteCount | None = None,
 ) -> RewriteCount:
     """Apply ``transform`` to ``column`` of every row; ``transform`` returns the new value, or
     None for a row to leave alone. With ``dry_run`` nothing is written (``changed`` counts what
-    would be)."""
+    would be). The counts are added to ``into`` (returned) as each batch commits, so a caller
+    whose run stops midway knows how much was rewritten."""
     keys = list(table.primary_key.columns)
     value = table.c[column]
-    count = RewriteCount()
+    count = into if into is not None else RewriteCount()
     last: tuple[Any, ...] | None = None
     while True:
 

@@ -35,6 +35,12 @@ def _done(cutoff_us: int) -> list[Any]:
     ]
 
 
+def cutoff_us(older_than_days: float, now_us: int | None = None) -> int:
+    """The instant (µs since epoch) before which messages received are past ``older_than_days``."""
+    now = now_us if now_us is not None else int(clock.now().timestamp() * 1_000_000)
+    return now - int(older_than_days * DAY_US)
+
+
 def prune_inbox(
     db: Database,
     *,
@@ -48,15 +54,14 @@ def prune_inbox(
         raise YilianError(
             Category.INVALID, f"retention must be at least {MIN_RETENTION_DAYS} day (got {older_than_days})"
         )
-    now = now_us if now_us is not None else int(clock.now().timestamp() * 1_000_000)
-    return delete_where(db, inbox, _done(now - int(older_than_days * DAY_US)), batch=batch, progress=progress)
+    cutoff = cutoff_us(older_than_days, now_us)
+    return delete_where(db, inbox, _done(cutoff), batch=batch, progress=progress)
 
 
 def prunable(db: Database, *, older_than_days: float, now_us: int | None = None) -> int:
     """How many messages ``prune_inbox`` with the same arguments would remove."""
     from sqlalchemy import func, select
 
-    now = now_us if now_us is not None else int(clock.now().timestamp() * 1_000_000)
     with db.engine.connect() as conn:
-        query = select(func.count()).select_from(inbox).where(*_done(now - int(older_than_days * DAY_US)))
+        query = select(func.count()).select_from(inbox).where(*_done(cutoff_us(older_than_days, now_us)))
         return int(conn.execute(query).scalar_one())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tests.integration.card.conftest import MRN_A, make_patient, resident_id
+from tests.support.audit import audits, by_the_operator
 from tests.support.server import database_url
 from yilian.api.wiring import platform_settings
 from yilian.cli.main import app
@@ -55,6 +56,24 @@ def test_lifecycle_from_the_command_line(db: Database) -> None:
     code, out = yilian(db, "show", "12345")
     assert code == 2 and "18 characters" in out
 
+    # Each change (not the refusals) is audited as the operator, the card named by its internal
+    # id and the holder as the patient touched; the card number (the ID number) is never in it.
+    def changes(subtype: str) -> list[str]:
+        rows = [r for r in audits(db, subtype) if r.patient_keys == (patient,)]
+        for r in rows:
+            assert rid not in r.content.decode() and (r.entity or "").startswith("Card/")
+        return [by_the_operator(r, "C" if subtype in ("card-issue", "card-replace") else "U") for r in rows]
+
+    [issued] = changes("card-issue")
+    assert issued.startswith("issued card ") and issued.endswith(f"(resident-id) to Patient/{patient}")
+    [activated] = changes("card-activate")
+    assert activated.endswith(f"of Patient/{patient} is now active")
+    [lost] = changes("card-report-lost")
+    assert lost.endswith("is now lost; recorded in the card's history as staff:desk-9")
+    [replaced] = changes("card-replace")
+    assert replaced.endswith(f"to Patient/{patient}, replacing their card")
+    assert changes("card-revoke") == []
+
 
 def test_issue_batch_reports_refusals_and_runs_again_without_issuing_twice(
     db: Database, tmp_path: Path
@@ -86,6 +105,13 @@ def test_issue_batch_reports_refusals_and_runs_again_without_issuing_twice(
         if line.count("│") == 3
     }
     assert summary["cards issued"] == "0" and summary["already issued"] == "2" and summary["refused"] == "2"
+    # One AuditEvent per chunk of the register, in its transaction (the refused rows never reach one).
+    first, again = [r for r in audits(db, "card-issue-batch") if "register.csv" in r.content.decode()]
+    assert by_the_operator(first, "C") == (
+        "population register register.csv, lines 2-4: 2 cards issued, 0 already issued, 0 refused"
+    )
+    assert len(first.patient_keys) == 2 and good not in first.content.decode()
+    assert by_the_operator(again, "C").endswith("lines 2-4: 0 cards issued, 2 already issued, 0 refused")
     code, out = yilian(db, "issue-batch", str(tmp_path / "missing.csv"))
     assert code == 2 and "there is no file" in out
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.support.audit import audits, by_the_operator
 from tests.support.chinese_people import generate
 from tests.support.databases import BACKENDS, drop_database, new_database
 from tests.support.fhir_calls import call
@@ -101,6 +102,16 @@ def test_steward_works_the_queue_and_merges_from_the_command_line(fresh: Databas
     again = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
     assert again.exit_code == 2 and "already undone" in flat(again.output)
 
+    # Every change is audited as the operator, with the records it touched; refusals change nothing.
+    (accept,) = audits(fresh, "mpi-review-accept")
+    assert f"review {review.review_id} accepted: Patient/{b} is person" in by_the_operator(accept, "U")
+    assert accept.patient_keys == (b,) and accept.entity == f"mpi/reviews/{review.review_id}"
+    (merge,) = audits(fresh, "mpi-merge")
+    assert by_the_operator(merge, "U") == f"merged person {pc} into {pa} (event {event[1]})"
+    assert set(merge.patient_keys) == {a, b, c} and merge.entity == f"Person/{pc}"
+    (unmerge,) = audits(fresh, "mpi-unmerge")
+    assert f"undid merge {event[1]}" in by_the_operator(unmerge, "U") and unmerge.patient_keys == (c,)
+
 
 def test_train_needs_records_then_stores_a_model(fresh: Database) -> None:
     url = database_url(fresh)
@@ -121,9 +132,14 @@ def test_train_needs_records_then_stores_a_model(fresh: Database) -> None:
             for r in people
         ],
     )
+    assert audits(fresh, "mpi-train") == []  # refused: nothing stored, nothing recorded
     trained = run("mpi", "train", "--database", url)
     assert trained.exit_code == 0, trained.output
-    assert re.search(r"learned from \d+ records", flat(trained.output))
+    learned = re.search(r"model (\S+) learned from (\d+) records", flat(trained.output))
+    assert learned
+    (row,) = audits(fresh, "mpi-train")
+    said = by_the_operator(row, "C")
+    assert said == f"match model {learned[1]} learned from {learned[2]} records; it is now in use"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import SHARED
+from tests.support.audit import audits, by_the_operator
 from tests.support.certs import Authority, Issued
 from tests.support.paths import ROOT
 from tests.support.server import database_url, free_port
@@ -262,19 +263,35 @@ def test_prune_inbox_removes_only_messages_done_with_past_retention(db: Database
     }
     with db.engine.begin() as conn:
         for inbox_id, (state, received, letter) in rows.items():
-            conn.execute(inbox.insert().values(inbox_id=inbox_id, received=received, raw=b"MSH|...", state=state))
+            conn.execute(
+                inbox.insert().values(inbox_id=inbox_id, received=received, raw=b"MSH|...", state=state)
+            )
             if letter:
                 conn.execute(
                     dead_letter.insert().values(
-                        inbox_id=inbox_id, failed=received, digest="d" * 64, ack_code="AE", error_code="207",
-                        reason="test", ack=b"MSA|AE", attempts=1, status=letter,
+                        inbox_id=inbox_id,
+                        failed=received,
+                        digest="d" * 64,
+                        ack_code="AE",
+                        error_code="207",
+                        reason="test",
+                        ack=b"MSA|AE",
+                        attempts=1,
+                        status=letter,
                     )
                 )
         conn.execute(
             message.insert().values(
-                sending_application="HIS", sending_facility=tag, control_id="1", digest="e" * 64,
-                inbox_id=f"old-stored-{tag}", message_type="ADT^A04", stored=now - 40 * day, ack_code="AA",
-                ack=b"MSA|AA|1", resources="[]",
+                sending_application="HIS",
+                sending_facility=tag,
+                control_id="1",
+                digest="e" * 64,
+                inbox_id=f"old-stored-{tag}",
+                message_type="ADT^A04",
+                stored=now - 40 * day,
+                ack_code="AA",
+                ack=b"MSA|AA|1",
+                resources="[]",
             )
         )
     url = database_url(db)
@@ -283,6 +300,10 @@ def test_prune_inbox_removes_only_messages_done_with_past_retention(db: Database
     run = _yilian("exchange", "prune-inbox", "--older-than", "30", "-d", url)
     assert run.returncode == 0, run.stderr
     assert "removed 3 HL7 v2 messages" in " ".join(run.stdout.split())
+    (pruned,) = audits(db, "inbox-prune")  # once, as the operator's; the refused run recorded nothing
+    said = by_the_operator(pruned, "D")
+    assert said.startswith("removed 3 HL7 v2 messages received before") and "(retention 30 days)" in said
+    assert pruned.entity == "HL7 v2 inbox"
     with db.engine.connect() as conn:
         left = {r[0] for r in conn.execute(select(inbox.c.inbox_id).where(inbox.c.inbox_id.in_(list(rows))))}
         log = conn.execute(select(message.c.ack).where(message.c.sending_facility == tag)).scalar_one()

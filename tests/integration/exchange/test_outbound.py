@@ -16,6 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
+from tests.support.audit import audits, by_the_operator
 from tests.support.fhir_calls import Call, call
 from tests.support.paths import ROOT
 from tests.support.receiver import Receiver
@@ -528,6 +529,10 @@ def test_outbox_deliver_and_forward_commands(db: Database, receiver: Receiver) -
     assert run.returncode == 0 and "1 queued writes dropped" in run.stdout
     run = _yilian("exchange", "forward", "not-a-url", "-d", url)
     assert run.returncode == 2 and "root URL" in run.stderr
+    (start,) = [r for r in audits(db, "forward-start") if r.entity == f"forward:{city}"]
+    assert by_the_operator(start, "U") == f"every write of this node is queued for forward:{city} from now on"
+    (stop,) = [r for r in audits(db, "forward-stop") if r.entity == f"forward:{city}"]
+    assert by_the_operator(stop, "U") == f"stopped forwarding to {city}; 1 queued writes dropped"
 
 
 def test_a_message_refused_for_good_is_skipped_and_the_rest_go(db: Database, receiver: Receiver) -> None:
@@ -551,9 +556,23 @@ def test_a_message_refused_for_good_is_skipped_and_the_rest_go(db: Database, rec
 
     run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "", "-d", url)
     assert run.returncode != 0 and "a reason is required" in run.stderr
-    run = _yilian("exchange", "skip", f"Subscription/{sub}", "--reason", "referenced drug not on the city list", "-d", url)
+    run = _yilian(
+        "exchange",
+        "skip",
+        f"Subscription/{sub}",
+        "--reason",
+        "referenced drug not on the city list",
+        "-d",
+        url,
+    )
     assert run.returncode == 0, run.stderr
     assert f"skipped message 1 of Subscription/{sub}: Observation/{ids[0]}" in " ".join(run.stdout.split())
+    (skipped,) = [
+        r for r in audits(db, "outbox-skip") if r.entity == f"Subscription/{sub}"
+    ]  # not the refused one
+    said = by_the_operator(skipped, "U")
+    assert said.startswith(f"skipped message 1 of Subscription/{sub} (Observation/{ids[0]} version 1, after ")
+    assert said.endswith("attempts): referenced drug not on the city list")
 
     receiver.status = 200
     receiver.received.clear()
@@ -573,7 +592,9 @@ def test_a_message_refused_for_good_is_skipped_and_the_rest_go(db: Database, rec
     assert run.returncode != 0 and "no pending message" in run.stderr
 
 
-def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(db: Database, receiver: Receiver) -> None:
+def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(
+    db: Database, receiver: Receiver
+) -> None:
     """The outbox would grow by the region's write rate for ever: finished messages go after
     their retention, pending and skipped ones never, and delivery order is untouched."""
     from yilian.exchange.outbound import prune_outbox
@@ -598,7 +619,9 @@ def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(db: D
             return [
                 (r.seq, r.state)
                 for r in conn.execute(
-                    select(message.c.seq, message.c.state).where(message.c.dest_id == dest).order_by(message.c.seq)
+                    select(message.c.seq, message.c.state)
+                    .where(message.c.dest_id == dest)
+                    .order_by(message.c.seq)
                 )
             ]
 
@@ -606,9 +629,15 @@ def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(db: D
     now = int(time.time() * 1_000_000)
     with db.engine.begin() as conn:  # seq 1 and 2 finished 40 days ago; the pending ones were queued then too
         conn.execute(
-            update(message).where(message.c.dest_id == dest, message.c.seq <= 2).values(delivered=now - 40 * DAY_US)
+            update(message)
+            .where(message.c.dest_id == dest, message.c.seq <= 2)
+            .values(delivered=now - 40 * DAY_US)
         )
-        conn.execute(update(message).where(message.c.dest_id == dest, message.c.seq >= 4).values(created=now - 40 * DAY_US))
+        conn.execute(
+            update(message)
+            .where(message.c.dest_id == dest, message.c.seq >= 4)
+            .values(created=now - 40 * DAY_US)
+        )
 
     run = _yilian("exchange", "prune-outbox", "--older-than", "0.5", "-d", url)
     assert run.returncode != 0 and "retention must be at least 1 day" in run.stderr
@@ -617,6 +646,11 @@ def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(db: D
     assert run.returncode == 0, run.stderr
     assert "removed 2 finished messages" in " ".join(run.stdout.split())
     assert states() == [(3, "delivered"), (4, "pending"), (5, "pending")]
+    # The deletions are recorded, once, as the operator's (the refused run removed and recorded nothing).
+    (pruned,) = audits(db, "outbox-prune")
+    said = by_the_operator(pruned, "D")
+    assert said.startswith("removed 2 finished outbox messages") and "UTC (retention 30 days)" in said
+    assert pruned.entity == "exchange outbox"
 
     receiver.status = 200  # back up: the pending ones go, in order, numbering untouched
     receiver.received.clear()

@@ -108,7 +108,9 @@ def attacker(db: Database) -> Iterator[Connection]:
 
 
 def sealed_log(db: Database, n: int = 6) -> list[dict[str, Any]]:
-    commit_records(db, [make_record(f"user-{i}", patient_keys=(f"p{i}",), entity=f"Patient/p{i}") for i in range(n)])
+    commit_records(
+        db, [make_record(f"user-{i}", patient_keys=(f"p{i}",), entity=f"Patient/p{i}") for i in range(n)]
+    )
     assert seal(db) == n
     report = verify(db)
     assert report.ok and report.rows == n
@@ -129,7 +131,10 @@ def test_record_rolls_back_with_its_transaction(db: Database) -> None:
             record(uow, make_record(agent, action="C", subtype="create"))
             if flush_first:
                 flush(uow)  # the row is in the transaction, not only buffered
-                assert uow.conn.execute(select(func.count()).where(audit_event.c.agent_id == agent)).scalar_one() == 1
+                assert (
+                    uow.conn.execute(select(func.count()).where(audit_event.c.agent_id == agent)).scalar_one()
+                    == 1
+                )
             raise RuntimeError("the change failed")
     assert rows_of(db, agent) == []
 
@@ -140,8 +145,21 @@ def test_record_commits_with_the_change_it_describes(db: Database) -> None:
     patient_id = f"pt-{tag()}"
 
     def create(uow: UnitOfWork) -> None:
-        dispatch(uow, ctx, FhirRequest("PUT", f"Patient/{patient_id}", body={"resourceType": "Patient", "id": patient_id}))
-        record(uow, make_record(agent, action="C", subtype="update", entity=f"Patient/{patient_id}", patient_keys=(patient_id,)))
+        dispatch(
+            uow,
+            ctx,
+            FhirRequest("PUT", f"Patient/{patient_id}", body={"resourceType": "Patient", "id": patient_id}),
+        )
+        record(
+            uow,
+            make_record(
+                agent,
+                action="C",
+                subtype="update",
+                entity=f"Patient/{patient_id}",
+                patient_keys=(patient_id,),
+            ),
+        )
 
     with pytest.raises(RuntimeError), UnitOfWork(db, write=True) as uow:
         create(uow)
@@ -150,7 +168,9 @@ def test_record_commits_with_the_change_it_describes(db: Database) -> None:
     with UnitOfWork(db, write=True) as uow:
         create(uow)
     [row] = rows_of(db, agent)
-    assert row["entity"] == f"Patient/{patient_id}" and row["patient_keys"] == patient_id and row["seq"] is None
+    assert (
+        row["entity"] == f"Patient/{patient_id}" and row["patient_keys"] == patient_id and row["seq"] is None
+    )
     with UnitOfWork(db) as uow:
         assert dispatch(uow, ctx, FhirRequest("GET", f"Patient/{patient_id}")).status == 200
 
@@ -172,14 +192,19 @@ def test_malformed_records_fail_in_the_caller() -> None:
 def test_id_and_phone_numbers_never_reach_the_log_in_plain_text(db: Database) -> None:
     agent = f"lookup-{tag()}"
     query = "Patient?identifier=urn:oid:2.16.156.10011.1.3%7C110105194912310021&telecom=%2B86%20138-0013-8000"
-    commit_records(db, [make_record(agent, subtype="search-type", query=query, outcome_desc="nothing for 13800138000")])
+    commit_records(
+        db, [make_record(agent, subtype="search-type", query=query, outcome_desc="nothing for 13800138000")]
+    )
     [row] = rows_of(db, agent)
     event = orjson.loads(row["content"])
     [entity] = event["entity"]
     text_stored = row["entity"] + bytes(row["content"]).decode() + base64.b64decode(entity["query"]).decode()
     for secret in ("110105194912310021", "13800138000", "0013-8000"):
         assert secret not in text_stored
-    assert row["entity"] == "Patient?identifier=urn:oid:2.16.156.10011.1.3%7C110105********0021&telecom=138****8000"
+    assert (
+        row["entity"]
+        == "Patient?identifier=urn:oid:2.16.156.10011.1.3%7C110105********0021&telecom=138****8000"
+    )
     assert event["outcomeDesc"] == "nothing for 138****8000"
 
 
@@ -222,14 +247,20 @@ def test_audit_events_are_valid_fhir_and_say_what_the_columns_say(sample: AuditR
 
 def test_read_shape_follows_the_basic_audit_log_patterns() -> None:
     event = to_audit_event(SAMPLES[0])
-    assert event["type"] == {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "Restful Operation"}
+    assert event["type"] == {
+        "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+        "code": "rest",
+        "display": "Restful Operation",
+    }
     assert event["subtype"] == [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read"}]
     assert event["action"] == "R" and event["outcome"] == "0"
     assert event["agent"][0]["network"] == {"address": "10.1.2.3", "type": "2"}
     assert event["agent"][1]["who"] == {"reference": "Organization/hosp-a"}
     flagged = to_audit_event(SAMPLES[5])
     assert flagged["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
-    assert to_row(SAMPLES[5])["flagged"] and to_row(SAMPLES[6])["flagged"] and not to_row(SAMPLES[0])["flagged"]
+    assert (
+        to_row(SAMPLES[5])["flagged"] and to_row(SAMPLES[6])["flagged"] and not to_row(SAMPLES[0])["flagged"]
+    )
 
 
 # -- group commit for reads ------------------------------------------------------------------------
@@ -253,7 +284,9 @@ def test_writer_under_many_threads_writes_every_row_once_and_answers_after_commi
 
     def reader(n: int) -> None:
         for i in range(per_thread):
-            future = writer.submit(make_record(agent, entity=f"Patient/t{n}-{i}", patient_keys=(f"t{n}-{i}",)))
+            future = writer.submit(
+                make_record(agent, entity=f"Patient/t{n}-{i}", patient_keys=(f"t{n}-{i}",))
+            )
             if i % 5 == 0:
                 future.add_done_callback(check_visible)
             row_id = future.result(30)
@@ -276,7 +309,9 @@ def test_writer_under_many_threads_writes_every_row_once_and_answers_after_commi
     try:
         rows = rows_of(reopened, agent)
         assert sorted(r["id"] for r in rows) == sorted(ids)
-        assert {r["entity"] for r in rows} == {f"Patient/t{n}-{i}" for n in range(threads) for i in range(per_thread)}
+        assert {r["entity"] for r in rows} == {
+            f"Patient/t{n}-{i}" for n in range(threads) for i in range(per_thread)
+        }
     finally:
         reopened.dispose()
 
@@ -287,7 +322,11 @@ def test_writer_serves_asyncio_callers(db: Database) -> None:
     async def main() -> list[int]:
         writer = AuditWriter(db)
         try:
-            return list(await asyncio.gather(*(writer.record(make_record(agent, entity=f"Patient/a{i}")) for i in range(300))))
+            return list(
+                await asyncio.gather(
+                    *(writer.record(make_record(agent, entity=f"Patient/a{i}")) for i in range(300))
+                )
+            )
         finally:
             await asyncio.to_thread(writer.close)
 
@@ -331,7 +370,9 @@ def test_writer_survives_database_errors(fresh_db: Database) -> None:
     assert [r["agent_id"] for r in all_rows(db)] == ["before", "late", "after"]
 
 
-def test_writer_writes_a_row_once_when_a_commit_outcome_is_unknown(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writer_writes_a_row_once_when_a_commit_outcome_is_unknown(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     agent = f"unsure-{tag()}"
     real = AuditWriter._commit
     calls: list[str] = []
@@ -351,7 +392,10 @@ def test_writer_writes_a_row_once_when_a_commit_outcome_is_unknown(db: Database,
         first = writer.record_sync(make_record(agent, entity="Patient/u1"))  # found, not written again
         second = writer.record_sync(make_record(agent, entity="Patient/u2"))  # not found, written again
     assert calls == ["Patient/u1", "Patient/u2", "Patient/u2"]
-    assert [(r["id"], r["entity"]) for r in rows_of(db, agent)] == [(first, "Patient/u1"), (second, "Patient/u2")]
+    assert [(r["id"], r["entity"]) for r in rows_of(db, agent)] == [
+        (first, "Patient/u1"),
+        (second, "Patient/u2"),
+    ]
 
 
 # -- the database keeps the log append-only ---------------------------------------------------------
@@ -369,22 +413,35 @@ def refused(db: Database, sql: str, **params: Any) -> bool:
 def test_triggers_refuse_updates_and_deletes(db: Database) -> None:
     agent = f"guarded-{tag()}"
     old = NOW - dt.timedelta(days=400)
-    commit_records(db, [make_record(agent, entity="Patient/g1"), make_record(agent, entity="Patient/g2", recorded=old)])
+    commit_records(
+        db, [make_record(agent, entity="Patient/g1"), make_record(agent, entity="Patient/g2", recorded=old)]
+    )
     seal(db, grace_s=0)
     assert refused(db, "UPDATE audit_event SET agent_id = 'x'")
     assert refused(db, "DELETE FROM audit_event")
     assert refused(db, "UPDATE audit_event SET agent_id = 'x' WHERE agent_id = :a", a=agent)
     assert refused(db, "UPDATE audit_event SET seq = seq + 1000000 WHERE agent_id = :a", a=agent)  # resealing
-    assert refused(db, "UPDATE audit_event SET seq = NULL, prev_hash = NULL, chain_hash = NULL WHERE agent_id = :a", a=agent)
+    assert refused(
+        db,
+        "UPDATE audit_event SET seq = NULL, prev_hash = NULL, chain_hash = NULL WHERE agent_id = :a",
+        a=agent,
+    )
     # Even a row past retention goes only through prune: no checkpoint covers it.
-    assert refused(db, "DELETE FROM audit_event WHERE agent_id = :a AND recorded < :t", a=agent, t=int(NOW.timestamp() * 1e6) - 10**12)
+    assert refused(
+        db,
+        "DELETE FROM audit_event WHERE agent_id = :a AND recorded < :t",
+        a=agent,
+        t=int(NOW.timestamp() * 1e6) - 10**12,
+    )
     if not db.is_sqlite:
         assert refused(db, "TRUNCATE audit_event")
     # An unsealed row may be sealed, but not edited while being sealed.
     commit_records(db, [make_record(agent, entity="Patient/g3")])
     fresh = rows_of(db, agent)[-1]["id"]
     assert refused(
-        db, "UPDATE audit_event SET seq = -5, prev_hash = 'a', chain_hash = 'b', entity = 'Patient/zz' WHERE id = :i", i=fresh
+        db,
+        "UPDATE audit_event SET seq = -5, prev_hash = 'a', chain_hash = 'b', entity = 'Patient/zz' WHERE id = :i",
+        i=fresh,
     )
     rows = rows_of(db, agent)
     assert [r["entity"] for r in rows] == ["Patient/g1", "Patient/g2", "Patient/g3"]
@@ -508,7 +565,9 @@ def test_verify_names_a_row_whose_event_json_was_edited(fresh_db: Database) -> N
     event = orjson.loads(rows[4]["content"])
     event["entity"][0]["what"]["reference"] = "Patient/someone-else"
     with attacker(db) as conn:
-        conn.execute(update(audit_event).where(audit_event.c.id == rows[4]["id"]).values(content=orjson.dumps(event)))
+        conn.execute(
+            update(audit_event).where(audit_event.c.id == rows[4]["id"]).values(content=orjson.dumps(event))
+        )
     [problem] = verify(db).problems
     assert (problem.kind, problem.id) == ("edited", rows[4]["id"])
     assert "patient_keys" in problem.detail
@@ -535,7 +594,11 @@ def test_verify_names_rows_whose_contents_were_swapped(fresh_db: Database) -> No
     a, b = rows[1], rows[3]
     with attacker(db) as conn:
         for mine, theirs in ((a, b), (b, a)):
-            conn.execute(update(audit_event).where(audit_event.c.id == mine["id"]).values(**{k: theirs[k] for k in DATA_COLUMNS}))
+            conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == mine["id"])
+                .values(**{k: theirs[k] for k in DATA_COLUMNS})
+            )
     [problem] = verify(db).problems
     assert problem.kind == "reordered"
     assert f"id {a['id']} (seq 2)" in problem.detail and f"id {b['id']} (seq 4)" in problem.detail
@@ -674,15 +737,32 @@ def test_search_by_patient_user_institution_time_and_action(db: Database, seeded
     # entity=Patient/… covers the events about the Patient resource and those that touched the patient
     assert ("dr-li", "access-denied") in found(db, s, [("entity", f"Patient/{s['p1']}")])
     assert found(db, s, [("entity", f"Observation/o-{t}")]) == [("dr-wang", "create")]
-    assert found(db, s, [("agent", f"dr-li-{t}")]) == [("dr-li", "read"), ("dr-li", "access-denied"), ("dr-li", "read")]
+    assert found(db, s, [("agent", f"dr-li-{t}")]) == [
+        ("dr-li", "read"),
+        ("dr-li", "access-denied"),
+        ("dr-li", "read"),
+    ]
     assert found(db, s, [("altid", f"dr-wang-{t}"), ("action", "C")]) == [("dr-wang", "create")]
-    assert found(db, s, [("agent:identifier", f"https://yilian.example.cn/fhir/sid/client|client-{t}")]) == [("client", "token")]
+    assert found(db, s, [("agent:identifier", f"https://yilian.example.cn/fhir/sid/client|client-{t}")]) == [
+        ("client", "token")
+    ]
     assert found(db, s, [("agent:identifier", f"https://yilian.example.cn/fhir/sid/user|client-{t}")]) == []
-    assert [a for a, _ in found(db, s, [("agent", f"Organization/{s['org_a']}")])] == ["client", "dr-wang", "dr-wang", "dr-wang"]
+    assert [a for a, _ in found(db, s, [("agent", f"Organization/{s['org_a']}")])] == [
+        "client",
+        "dr-wang",
+        "dr-wang",
+        "dr-wang",
+    ]
     assert found(db, s, [("org", s["org_b"]), ("subtype", "read")]) == [("dr-li", "read"), ("dr-li", "read")]
     assert found(db, s, [("org:missing", "true"), ("agent", f"ops-{t}")]) == [("ops", "search-type")]
-    assert found(db, s, [("agent", f"dr-wang-{t}"), ("date", "2026-11-02")]) == [("dr-wang", "search-type"), ("dr-wang", "read")]
-    assert found(db, s, [("agent", f"dr-wang-{t}"), ("date", "gt2026-11-02T08:00:00Z")]) == [("dr-wang", "create"), ("dr-wang", "search-type")]
+    assert found(db, s, [("agent", f"dr-wang-{t}"), ("date", "2026-11-02")]) == [
+        ("dr-wang", "search-type"),
+        ("dr-wang", "read"),
+    ]
+    assert found(db, s, [("agent", f"dr-wang-{t}"), ("date", "gt2026-11-02T08:00:00Z")]) == [
+        ("dr-wang", "create"),
+        ("dr-wang", "search-type"),
+    ]
     assert found(db, s, [("agent", f"dr-wang-{t}"), ("date", "le2026-11-02T08:00")]) == [("dr-wang", "read")]
     assert found(db, s, [("date", "ge2026-11-05"), ("date", "lt2026-11-06")]) == [("ops", "search-type")]
     assert found(db, s, [("date", "2026-11-05,2026-11-06")]) == [("client", "token"), ("ops", "search-type")]
@@ -702,7 +782,9 @@ def test_search_pages_newest_first_with_signed_cursors(db: Database, seeded: dic
     cursor: str | None = None
     with UnitOfWork(db) as uow:
         while True:
-            page = search_audit(uow, [*params, ("_count", "2"), *([("_cursor", cursor)] if cursor else [])], who="auditor-1")
+            page = search_audit(
+                uow, [*params, ("_count", "2"), *([("_cursor", cursor)] if cursor else [])], who="auditor-1"
+            )
             assert len(page) <= 2
             seen.extend(r.id for r in page)
             cursor = page.next_cursor
@@ -727,7 +809,13 @@ def test_search_pages_newest_first_with_signed_cursors(db: Database, seeded: dic
 
 def test_search_refuses_what_it_does_not_understand(db: Database) -> None:
     with UnitOfWork(db) as uow:
-        for params in ([("user", "x")], [("date", "yesterday")], [("flagged", "maybe")], [("agent:contains", "x")], [("_count", "x")]):
+        for params in (
+            [("user", "x")],
+            [("date", "yesterday")],
+            [("flagged", "maybe")],
+            [("agent:contains", "x")],
+            [("_count", "x")],
+        ):
             with pytest.raises(YilianError) as err:
                 search_audit(uow, params)
             assert err.value.category is Category.INVALID
@@ -756,7 +844,11 @@ def test_cli_verify_seal_and_prune(fresh_db: Database) -> None:
     commit_records(db, [make_record(f"cli-{i}") for i in range(4)])
     runner = CliRunner()
     result = runner.invoke(audit_app, ["verify", "--no-seal", "--database", url])
-    assert result.exit_code == 0 and "chain intact: 0 rows" in result.output and "4 not sealed yet" in result.output
+    assert (
+        result.exit_code == 0
+        and "chain intact: 0 rows" in result.output
+        and "4 not sealed yet" in result.output
+    )
     result = runner.invoke(audit_app, ["seal", "--database", url])
     assert result.exit_code == 0 and "sealed 4 rows" in result.output
     result = runner.invoke(audit_app, ["verify", "--database", url])
@@ -769,3 +861,28 @@ def test_cli_verify_seal_and_prune(fresh_db: Database) -> None:
     result = runner.invoke(audit_app, ["prune", "--before", soon, "--database", url])
     assert result.exit_code == 2 and "183 days" in result.output
     assert len(all_rows(db)) == 4
+
+
+def test_cli_prune_records_itself_in_the_pruning_transaction(fresh_db: Database) -> None:
+    """The log never loses rows without saying who removed them: `yilian audit prune` writes its
+    own AuditEvent (as the operator at the console) in the transaction that deletes them."""
+    from tests.support.audit import audits, by_the_operator
+
+    db = fresh_db
+    url = db.url.set(drivername=db.url.get_backend_name()).render_as_string(hide_password=False)
+    commit_records(db, [make_record(f"old-{i}", recorded=NOW - dt.timedelta(days=300 - i)) for i in range(3)])
+    commit_records(db, [make_record("young-0")])
+    seal(db)
+    before = (NOW - dt.timedelta(days=250)).date().isoformat()
+    result = CliRunner().invoke(audit_app, ["prune", "--before", before, "--database", url])
+    assert result.exit_code == 0, result.output
+    (pruned,) = audits(db, "audit-prune")
+    said = by_the_operator(pruned, "D")
+    assert said == f"removed 3 audit records recorded before {before}; the chain continues after seq 3"
+    assert [r["agent_id"] for r in all_rows(db)] == ["young-0", pruned.agent_id]
+    seal(db)
+    assert verify(db).ok
+    # A refused prune removes nothing and records nothing.
+    soon = (NOW - dt.timedelta(days=10)).date().isoformat()
+    assert CliRunner().invoke(audit_app, ["prune", "--before", soon, "--database", url]).exit_code == 2
+    assert len(audits(db, "audit-prune")) == 1

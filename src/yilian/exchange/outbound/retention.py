@@ -54,14 +54,15 @@ def _old(cutoff: int) -> tuple[Any, ...]:
     return (m.state.in_(FINISHED), func.coalesce(m.delivered, m.created) < cutoff)
 
 
-def _cutoff(older_than_days: float, now: int | None) -> int:
+def cutoff_us(older_than_days: float, now: int | None = None) -> int:
+    """The instant (µs since epoch) before which finished messages are past ``older_than_days``."""
     check_retention(older_than_days)
     return (now if now is not None else now_us()) - int(older_than_days * DAY_US)
 
 
 def prunable(db: Database, *, older_than_days: float = DEFAULT_RETENTION_DAYS, now: int | None = None) -> int:
     """How many messages ``prune_outbox`` with the same arguments would remove."""
-    cutoff = _cutoff(older_than_days, now)
+    cutoff = cutoff_us(older_than_days, now)
     with db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(message).where(*_old(cutoff))).scalar_one())
 
@@ -75,7 +76,7 @@ def prune_outbox(
     progress: Callable[[int], None] | None = None,
 ) -> PruneResult:
     """Delete finished messages that finished more than ``older_than_days`` ago; how many went."""
-    cutoff = _cutoff(older_than_days, now)
+    cutoff = cutoff_us(older_than_days, now)
     m = message.c
     removed = delete_where(db, message, _old(cutoff), batch=batch, progress=progress)
     with db.engine.connect() as conn:

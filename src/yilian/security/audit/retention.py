@@ -10,6 +10,7 @@ trigger allows exactly this: a row older than 183 days, sealed, covered by a che
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_
@@ -20,7 +21,8 @@ from yilian.fhir.search.values import instant_to_us
 from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.security.audit.chain import lock_head
-from yilian.security.audit.model import RETENTION_DAYS
+from yilian.security.audit.model import RETENTION_DAYS, AuditRecord
+from yilian.security.audit.recorder import record
 from yilian.security.audit.tables import audit_checkpoint, audit_event
 from yilian.security.audit.verify import VerifyReport, latest_checkpoint, walk
 
@@ -85,7 +87,23 @@ def check_cutoff(before: dt.datetime | dt.date) -> dt.datetime:
     return instant
 
 
-def prune(db: Database, before: dt.datetime | dt.date) -> PruneResult:
-    """Remove sealed rows recorded before ``before``; refused for anything within 183 days."""
+def prune(
+    db: Database,
+    before: dt.datetime | dt.date,
+    *,
+    audit: Callable[[PruneResult], AuditRecord] | None = None,
+) -> PruneResult:
+    """Remove sealed rows recorded before ``before``; refused for anything within 183 days.
+
+    ``audit`` makes the AuditEvent of the prune itself from its result: it is written in the
+    prune's transaction, so the log never loses rows without saying who removed them.
+    """
     cutoff = instant_to_us(check_cutoff(before))
-    return transact(db, lambda uow: _prune(uow, cutoff))
+
+    def work(uow: UnitOfWork) -> PruneResult:
+        result = _prune(uow, cutoff)
+        if audit is not None:
+            record(uow, audit(result))
+        return result
+
+    return transact(db, work)
