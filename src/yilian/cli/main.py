@@ -125,7 +125,7 @@ def serve(
     publish: bool = typer.Option(
         True,
         metavar=FLAG,
-        help="Write the payments' FHIR views (Claim, ClaimResponse, Account, PaymentReconciliation) in the background (--no-publish: leave it to `yilian payments publish`).",
+        help="Write the payments' FHIR views in the background (--no-publish: leave it to `yilian payments publish`).",
     ),
     forward_to: str | None = typer.Option(
         None,

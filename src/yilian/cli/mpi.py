@@ -49,7 +49,7 @@ from yilian.cli.common import (
 from yilian.kernel.errors import Category, YilianError
 
 if TYPE_CHECKING:
-    from yilian.db import UnitOfWork
+    from yilian.db import Database, UnitOfWork
     from yilian.mpi.matching import ColumnMap, Grade, PersonRecord, Thresholds
 
 mpi_app = typer.Typer(
@@ -521,6 +521,15 @@ def _actor() -> str:
         return ACTOR
 
 
+def _steward_db(database: str | None) -> Database:
+    """The database for an identity decision; subscribers to ``Person`` are told of it, as when
+    a steward decides through ``/api/mpi``."""
+    from yilian.exchange.outbound import watch_identity_changes
+
+    watch_identity_changes()
+    return open_db(database)
+
+
 def _audit(
     uow: UnitOfWork, *, action: str, subtype: str, entity: str, patients: Sequence[str], desc: str
 ) -> None:
@@ -600,7 +609,7 @@ def _decide(review_id: str, reason: str, database: str | None, *, accept: bool) 
     from yilian.mpi import accept_review, reject_review
 
     with friendly_errors():
-        db = open_db(database)
+        db = _steward_db(database)
         with UnitOfWork(db, write=True) as uow:
             decide = accept_review if accept else reject_review
             r = decide(uow, review_id=review_id, actor=_actor(), reason=reason)
@@ -654,7 +663,7 @@ def merge_command(
     from yilian.mpi import merge_persons, records_of
 
     with friendly_errors():
-        db = open_db(database)
+        db = _steward_db(database)
         with UnitOfWork(db, write=True) as uow:
             event_id = merge_persons(
                 uow, source_person=source, target_person=into, actor=_actor(), reason=reason
@@ -687,7 +696,7 @@ def unmerge_command(
     from yilian.mpi import records_of, unmerge
 
     with friendly_errors():
-        db = open_db(database)
+        db = _steward_db(database)
         with UnitOfWork(db, write=True) as uow:
             undone = unmerge(uow, event_id=event_id, actor=_actor(), reason=reason)
             records = records_of(uow, person)

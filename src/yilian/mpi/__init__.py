@@ -10,9 +10,13 @@ wires it to the platform:
 - ``Patient/$match``, ``Patient/$ihe-pix`` and the read-only ``Person`` type (:func:`operations`,
   :func:`virtual_types`);
 - the steward's use cases: :func:`link_record`, :func:`unlink_record`, :func:`merge_persons`,
-  :func:`unmerge`, the review queue, :func:`history`, :func:`train_and_store`.
+  :func:`unmerge`, the review queue, :func:`history`, :func:`train_and_store`;
+- :func:`on_person_change` for the systems that must know when a person changes (subscriptions
+  on ``Person``), and :func:`flush_person_changes` for the write observer that tells them.
 """
 
+from yilian.mpi.changes import flush as flush_person_changes
+from yilian.mpi.changes import on_person_change
 from yilian.mpi.fhir_ops import PatientIndexObserver, cross_reference, operations, virtual_types
 from yilian.mpi.service import (
     Candidate,
@@ -50,10 +54,12 @@ __all__ = [
     "counts",
     "cross_reference",
     "find_candidates",
+    "flush_person_changes",
     "history",
     "link_record",
     "list_reviews",
     "merge_persons",
+    "on_person_change",
     "operations",
     "person_of",
     "person_view",

@@ -23,7 +23,7 @@ from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.router import resource_headers
 from yilian.fhir.store.repository import current_by_keys
 from yilian.kernel.errors import Category, YilianError
-from yilian.mpi import service
+from yilian.mpi import changes, service
 from yilian.mpi.fhir_map import check_identifiers, record_from_patient
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
@@ -54,13 +54,15 @@ class PatientIndexObserver:
         if resource is not None:
             check_identifiers(resource)
         policy = getattr(ctx, "policy", ALLOW_ALL)
-        service.register(
-            uow,
-            patient_id=resource_id,
-            resource=resource,
-            actor=policy.identity,
-            first=is_first_version(resource),
-        )
+        # Who is told of the person's change waits for the grants this write derives.
+        with changes.held(uow):
+            service.register(
+                uow,
+                patient_id=resource_id,
+                resource=resource,
+                actor=policy.identity,
+                first=is_first_version(resource),
+            )
 
 
 def _visible(uow: UnitOfWork, ctx: FhirContext, patient_id: str) -> bool:

@@ -30,6 +30,7 @@ from yilian.fhir.store.repository import current_by_keys
 from yilian.fhir.store.sealing import keyring_for
 from yilian.kernel import clock, ids
 from yilian.kernel.errors import Category, YilianError
+from yilian.mpi import changes
 from yilian.mpi.fhir_map import record_from_patient
 from yilian.mpi.matching import (
     GRADES,
@@ -304,6 +305,7 @@ def _event(
             detail=orjson.dumps(detail).decode() if detail is not None else None,
         )
     )
+    changes.changed(uow, person_id, other_person_id)  # subscriptions on Person learn of it
     return event_id
 
 

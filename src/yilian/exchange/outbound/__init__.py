@@ -3,7 +3,8 @@ once, in order, surviving restarts" — FHIR Subscriptions (rest-hook) and distr
 forwarding (docs/subscriptions.md, docs/exchange.md).
 
 - :class:`OutboxObserver` (a FHIR write observer) queues each write for its destinations in
-  the write's own transaction;
+  the write's own transaction, and the patient index's identity decisions for subscriptions on
+  ``Person`` (:func:`watch_identity_changes`, started by the observer);
 - :class:`DeliveryWorker` delivers them per destination in order, with retries and backoff;
 - :func:`register_forward` / :func:`unregister_forward` start and stop forwarding to a node;
 - :func:`outbox_status` says what is waiting where; :func:`skip_message` sets aside a message a
@@ -16,6 +17,7 @@ from __future__ import annotations
 from yilian.exchange.outbound.forwarding import ForwardCredentials, credentials_from_env
 from yilian.exchange.outbound.forwarding import register as register_forward
 from yilian.exchange.outbound.forwarding import unregister as unregister_forward
+from yilian.exchange.outbound.identity import watch_identity_changes
 from yilian.exchange.outbound.observer import OutboxObserver
 from yilian.exchange.outbound.outbox import wakeup
 from yilian.exchange.outbound.retention import PruneResult, prune_outbox
@@ -42,4 +44,5 @@ __all__ = [
     "skip_message",
     "unregister_forward",
     "wakeup",
+    "watch_identity_changes",
 ]

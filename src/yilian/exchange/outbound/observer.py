@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from yilian import mpi
 from yilian.db import UnitOfWork
 from yilian.exchange.outbound import owners, subscriptions
+from yilian.exchange.outbound.identity import watch_identity_changes
 from yilian.exchange.outbound.outbox import enqueue
 from yilian.exchange.outbound.tables import destination
 from yilian.fhir.store import repository as repo
@@ -26,6 +28,11 @@ NOT_FORWARDED = frozenset({"Subscription"})
 
 
 class OutboxObserver:
+    def __init__(self) -> None:
+        # A platform that queues writes for subscriptions also queues identity changes for
+        # subscriptions on Person (the patient index's decisions are not FHIR writes).
+        watch_identity_changes()
+
     def on_write(
         self,
         uow: UnitOfWork,
@@ -34,6 +41,19 @@ class OutboxObserver:
         resource_id: str,
         resource: dict[str, Any] | None,
         patient_key: str | None,
+    ) -> None:
+        self._queue(uow, ctx, resource_type, resource_id, resource)
+        # Persons the patient index changed for this write (a Patient record linked, or given a
+        # person of its own) are matched now that the grants the write derives exist.
+        mpi.flush_person_changes(uow)
+
+    def _queue(
+        self,
+        uow: UnitOfWork,
+        ctx: Any,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
     ) -> None:
         if resource_type == "Subscription":
             subscriptions.on_subscription_write(uow, ctx, resource_id, resource)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 from sqlalchemy import select, update
 
 from yilian.db import UnitOfWork
@@ -127,8 +128,16 @@ def check_criteria(uow: UnitOfWork, ctx: FhirContext, channel: Channel) -> None:
     """Have the search engine parse and compile the criteria (strictly: an unknown parameter is
     an error, or the subscription would silently match everything of the type)."""
     try:
-        req = sp.parse(channel.res_type, [*channel.pairs, ("_count", "0"), ("_total", "none")], strict=True)
-        fhir_search.run(uow, ctx, req)
+        virtual = ctx.settings.virtual_types.get(channel.res_type)
+        if virtual is not None:
+            # A type another system serves (Person, from the patient index) is matched by its
+            # own search: the criteria must be what that search takes.
+            virtual.search(uow, ctx, [*channel.pairs, ("_id", "-")], path=channel.res_type)
+        else:
+            req = sp.parse(
+                channel.res_type, [*channel.pairs, ("_count", "0"), ("_total", "none")], strict=True
+            )
+            fhir_search.run(uow, ctx, req)
     except YilianError as err:
         if err.category is Category.FORBIDDEN:
             raise
@@ -215,8 +224,16 @@ def matches(
     res_id: str,
 ) -> bool:
     """Whether the resource as just written is what the criteria find, for the owner."""
-    req = sp.parse(res_type, [*criteria_pairs, ("_id", res_id), ("_count", "1"), ("_total", "none")])
     owner_ctx = FhirContext(base_url=ctx.base_url, settings=ctx.settings, policy=policy)
+    virtual = ctx.settings.virtual_types.get(res_type)
+    if virtual is not None:
+        try:
+            response = virtual.search(uow, owner_ctx, [*criteria_pairs, ("_id", res_id)], path=res_type)
+        except YilianError:
+            return False
+        entries = orjson.loads(response.body or b"{}").get("entry") or []
+        return any((e.get("resource") or {}).get("id") == res_id for e in entries)
+    req = sp.parse(res_type, [*criteria_pairs, ("_id", res_id), ("_count", "1"), ("_total", "none")])
     try:
         found = fhir_search.run(uow, owner_ctx, req)
     except YilianError:

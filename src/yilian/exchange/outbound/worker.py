@@ -48,6 +48,7 @@ from yilian.fhir.access import ALLOW_ALL, READ
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext, FhirSettings
 from yilian.fhir.store import repository as repo
+from yilian.kernel.errors import YilianError
 
 log = logging.getLogger("yilian.exchange.outbound")
 
@@ -95,6 +96,14 @@ class _Claim:
     headers: list[str]
     owner: str | None
     failures: int
+
+
+def _notification_headers(claim: _Claim, msg: Any) -> dict[str, str]:
+    headers = {"X-Yilian-Subscription": claim.dest_id, "X-Yilian-Sequence": str(msg.seq)}
+    for h in claim.headers:
+        name, _, value = h.partition(":")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 class DeliveryWorker:
@@ -335,6 +344,9 @@ class DeliveryWorker:
         return self._notify(claim, msg)
 
     def _notify(self, claim: _Claim, msg: Any) -> str:
+        virtual = self.settings.fhir.virtual_types.get(msg.res_type)
+        if virtual is not None:
+            return self._notify_virtual(claim, msg, virtual)
         with read(self.db) as uow:
             policy = owners.policy_of(uow, self.db, claim.owner)
             stored = repo.get_version(uow.conn, msg.res_type, msg.res_id, msg.version)
@@ -348,15 +360,29 @@ class DeliveryWorker:
         if not visible:
             return "withheld"
         assert stored is not None
-        headers = {"X-Yilian-Subscription": claim.dest_id, "X-Yilian-Sequence": str(msg.seq)}
-        for h in claim.headers:
-            name, _, value = h.partition(":")
-            headers[name.strip()] = value.strip()
+        headers = _notification_headers(claim, msg)
         body = b""
         if claim.payload:
             headers["Content-Type"] = "application/fhir+json"
             body = stored.content or b""
         self._send("POST", claim.endpoint, headers=headers, content=body)
+        return "delivered"
+
+    def _notify_virtual(self, claim: _Claim, msg: Any, virtual: Any) -> str:
+        """A type another system computes (Person): sent as it is now, if the owner may see it now."""
+        with read(self.db) as uow:
+            policy = owners.policy_of(uow, self.db, claim.owner)
+            if policy is None or not policy.allows(READ, msg.res_type):
+                return "withheld"
+            ctx = FhirContext(base_url=self.settings.base_url, settings=self.settings.fhir, policy=policy)
+            try:
+                content = virtual.read(uow, ctx, msg.res_id).body or b""
+            except YilianError:
+                return "withheld"  # gone, or no longer visible to the owner
+        headers = _notification_headers(claim, msg)
+        if claim.payload:
+            headers["Content-Type"] = "application/fhir+json"
+        self._send("POST", claim.endpoint, headers=headers, content=content if claim.payload else b"")
         return "delivered"
 
     def _forward(self, claim: _Claim, msg: Any, *, suspect: bool) -> str:
