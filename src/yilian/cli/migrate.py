@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from yilian.cli.common import console, err_console
+from yilian.cli.common import console, err_console, operator_record, record_alone
 from yilian.db import Database
 from yilian.exchange.migrate import MigrationReport, TablePlan, TableReport, load_mapping, migrate
 from yilian.fhir import FhirSettings
@@ -64,6 +64,19 @@ def run_migrate(
     )
     with progress:
         report = migrate(db, plan, data_dir, settings=settings, listener=_Bars(progress))
+    if report.total("written"):
+        # The rows committed in many transactions: one AuditEvent for the whole run.
+        record_alone(
+            db,
+            operator_record(
+                action="C",
+                subtype="migrate",
+                outcome_desc=(
+                    f"migrated {report.total('read')} rows of {report.source} from {data_dir}: "
+                    f"{report.total('written')} resources written, {report.total('rejected')} rows rejected"
+                ),
+            ),
+        )
     if report_path is not None:
         report.write(report_path)
     print_summary(report, report_path)

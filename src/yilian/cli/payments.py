@@ -16,7 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from yilian.cli.common import DatabaseOption, console, friendly_errors, open_db
+from yilian.cli.common import DatabaseOption, console, friendly_errors, open_db, operator_record
+from yilian.db import UnitOfWork
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.money import format_fen
 
@@ -54,11 +55,30 @@ def close_day(
     """Clear a finished business day: the issuer's and each fund's positions towards each institution."""
     from yilian import payments
     from yilian.db.uow import transact
+    from yilian.security.audit import record
 
     with friendly_errors():
         db = open_db(database)
         day = payments.parse_day(date)
-        report = transact(db, lambda uow: payments.close_day(uow, day=day, closed_by=_actor()))
+
+        def close(uow: UnitOfWork) -> dict[str, Any]:
+            report = payments.close_day(uow, day=day, closed_by=_actor())
+            # The close's AuditEvent, in its transaction (the subtype the API records).
+            record(
+                uow,
+                operator_record(
+                    action="C",
+                    subtype="payment-close-day",
+                    entity=f"PaymentReconciliation/{day}",
+                    outcome_desc=(
+                        f"closed business day {day}: {report['transactions']} transactions "
+                        f"in {len(report['lines'])} batch lines"
+                    ),
+                ),
+            )
+            return report
+
+        report = transact(db, close)
         console.print(
             _lines_table(
                 f"清算 settlement {report['business_date']} — {report['transactions']} transactions",
@@ -178,10 +198,25 @@ def expire_holds(database: str | None = DatabaseOption) -> None:
     """Release every deposit hold past its expiry."""
     from yilian import payments
     from yilian.db.uow import transact
+    from yilian.security.audit import record
 
     with friendly_errors():
         db = open_db(database)
-        done = transact(db, lambda uow: payments.expire_holds(uow))
+
+        def expire(uow: UnitOfWork) -> int:
+            done = payments.expire_holds(uow)
+            if done:
+                record(
+                    uow,
+                    operator_record(
+                        action="U",
+                        subtype="payment-hold-expire",
+                        outcome_desc=f"released {done} deposit hold(s) past their expiry",
+                    ),
+                )
+            return done
+
+        done = transact(db, expire)
         console.print(f"{done} hold(s) expired")
 
 

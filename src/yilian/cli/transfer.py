@@ -37,7 +37,7 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy import func, select
 
-from yilian.cli.common import console, err_console
+from yilian.cli.common import audit_partial, console, err_console, operator_record, record_alone
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, FhirSettings, bulk, dispatch
@@ -327,6 +327,30 @@ def run_import(db: Database, settings: FhirSettings, paths: list[Path]) -> int:
     ctx = FhirContext(base_url="urn:yilian:import", settings=settings)
     reports: list[FileReport] = []
     later: list[Item] = []
+
+    def loaded() -> str | None:
+        written = sum(r.written for r in reports)
+        if not written:
+            return None
+        return (
+            f"imported {written} resources from {len(reports)} of {len(files)} file(s) "
+            f"({sum(r.read for r in reports)} read, {sum(r.failed for r in reports)} failed)"
+        )
+
+    # The load commits in many transactions: one AuditEvent for it all, after the last, or
+    # one saying how far it got if it stops midway.
+    with audit_partial(db, action="C", subtype="import", entity=None, done=loaded):
+        _import_files(db, ctx, files, reports, later)
+    summary = loaded()
+    if summary is not None:
+        record_alone(db, operator_record(action="C", subtype="import", outcome_desc=summary))
+    _print_import_summary(reports)
+    return sum(r.failed for r in reports)
+
+
+def _import_files(
+    db: Database, ctx: FhirContext, files: list[Path], reports: list[FileReport], later: list[Item]
+) -> None:
     with _progress() as progress:
         task = progress.add_task("导入 importing", total=sum(_units(f) for f in files))
 
@@ -364,8 +388,6 @@ def run_import(db: Database, settings: FhirSettings, paths: list[Path]) -> int:
                     assert item.error is not None
                     item.fail(item.error.message)
         progress.update(task, description="导入 imported")
-    _print_import_summary(reports)
-    return sum(r.failed for r in reports)
 
 
 def _print_import_summary(reports: list[FileReport]) -> None:
@@ -420,6 +442,32 @@ def run_export(db: Database, out: Path, types: list[str] | None, since: str | No
     since_us = _since_us(since)
     total = _count(db, types, since_us)
     counts: dict[str, int] = {}
+    where = "standard output" if str(out) == "-" else str(out)
+
+    def exported() -> str | None:
+        if not counts:
+            return None
+        scope = f"types {', '.join(types)}" if types else "every type"
+        return (
+            f"exported {sum(counts.values())} resources ({scope}"
+            + (f", changed since {since}" if since else "")
+            + f") to {where}"
+        )
+
+    # An export reads everyone's record: recorded once, when it is done (or as far as it got).
+    with audit_partial(db, action="E", subtype="export", entity="$export", done=exported):
+        _export(db, out, types, since, total, counts)
+    summary = exported()
+    if summary is not None:
+        record_alone(
+            db,
+            operator_record(action="E", subtype="export", entity="$export", outcome_desc=summary),
+        )
+
+
+def _export(
+    db: Database, out: Path, types: list[str] | None, since: str | None, total: int, counts: dict[str, int]
+) -> None:
     if str(out) == "-":
         _export_to_stdout(db, types, since, counts)
         # Standard output is the data: the summary goes with the progress, to stderr.

@@ -27,6 +27,7 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from tests.support.audit import audits, by_the_operator
 from tests.support.databases import BACKENDS, PG_URL, drop_database, new_database
 from tests.support.paths import ROOT, SHARED
 from tests.support.server import RunningServer, database_url, free_port
@@ -357,6 +358,9 @@ def test_import_a_synthea_transaction_bundle(fresh: Target, tmp_path: Path) -> N
     # The progress bar is on stderr; standard output holds the summary only.
     assert "导入 imported" in run.err and "导入 imported" not in run.out
     assert "导入结果 Import summary" in run.out
+    # One AuditEvent for the whole load, as the operator at the console.
+    [event] = audits(fresh.db, "import")
+    assert by_the_operator(event, "C") == f"imported {entries} resources from 1 of 1 file(s) ({entries} read, 0 failed)"
 
 
 def _ms_templates() -> dict[str, str]:
@@ -504,11 +508,16 @@ def test_export_to_a_folder_one_file_per_type(fresh: Target, tmp_path: Path) -> 
         assert len(docs) == n
         assert {d["resourceType"] for d in docs} == {rtype}
     assert re.search(rf"total\s*│\s*{sum(expected.values())}\s*│", run.out)
+    [event] = audits(fresh.db, "export")
+    assert by_the_operator(event, "E") == f"exported {sum(expected.values())} resources (every type) to {tmp_path / 'all'}"
 
     some = yilian("export", "--type", "Patient,Observation", "-o", tmp_path / "some", "-d", fresh.url, cwd=tmp_path)
     assert some.code == 0, some.err
     assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["Observation.ndjson", "Patient.ndjson"]
     assert len(_ndjson(tmp_path / "some" / "Observation.ndjson")) == expected["Observation"]
+    assert by_the_operator(audits(fresh.db, "export")[-1], "E").startswith(
+        f"exported {expected['Patient'] + expected['Observation']} resources (types Patient, Observation) to "
+    )
 
 
 def test_export_since_an_instant(fresh: Target, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import orjson
 from tests.integration.cli.test_cli import yilian
 from tests.integration.payments.builders import make_coverage, make_patient, make_region
 from tests.integration.payments.conftest import CardDesk
+from tests.support.audit import audits, by_the_operator
 from tests.support.server import database_url
 from yilian import payments
 from yilian.db import Database, UnitOfWork
@@ -51,6 +52,9 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
     assert "card-issuer" in closed.out and "¥40.00" in closed.out and "fund:ncms:330500: ¥60.00" in closed.out
     again = yilian("payments", "close-day", "2026-06-15", "-d", url, cwd=tmp_path)
     assert again.code == 2 and "already closed" in again.err
+    # The close is audited in its transaction (the refused second close changed nothing).
+    [event] = audits(db, "payment-close-day")
+    assert by_the_operator(event, "C") == "closed business day 2026-06-15: 2 transactions in 2 batch lines"
     shown = yilian("payments", "day", "2026-06-15", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert shown.code == 0 and "reconciled" in shown.out, shown.err
     wallet = yilian("payments", "wallet", card, "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.integration.cli.test_cli import yilian
+from tests.support.audit import audits, by_the_operator
 from tests.support.databases import BACKENDS, drop_database, new_database
 from tests.support.paths import SHARED
 from tests.support.server import database_url
@@ -309,12 +310,19 @@ def test_the_command_prints_a_summary_and_writes_the_report(fresh: Database, tmp
         ("immunizations.csv", str(line), "PATIENT")
     ]
     assert "no-such-patient" in problems[0]["reason"]
+    # One AuditEvent for the run, as the operator at the console: what was read, written, refused.
+    [event] = audits(fresh, "migrate")
+    assert re.fullmatch(
+        rf"migrated \d+ rows of .+ from {re.escape(str(folder))}: \d+ resources written, 1 rows rejected",
+        by_the_operator(event, "C"),
+    )
     again = yilian(
         "migrate", "synthea", folder, "--database", database_url(fresh), cwd=tmp_path, env={"COLUMNS": "200"}
     )
     total = next(line for line in again.out.splitlines() if "total" in line)
     written = [c.strip() for c in total.split("│")[1:-1]][3]
     assert written == "0"
+    assert len(audits(fresh, "migrate")) == 1  # the run that wrote nothing changed nothing to record
 
 
 def test_a_mapping_that_does_not_fit_the_files_stops_before_writing(fresh: Database, tmp_path: Path) -> None:
