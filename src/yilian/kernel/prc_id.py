@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from operator import mul
 from typing import Literal
 
 from yilian.kernel import clock
@@ -24,6 +25,9 @@ Sex = Literal["male", "female"]
 # Weight of position i (1-based, left to right) is 2**(18 - i) mod 11 (ISO 7064 MOD 11-2).
 _WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
 _CHECK_CHARS = "10X98765432"  # indexed by (sum of weighted digits) mod 11
+# The weighted sum over the characters' codes, less what the code of "0" adds to it: one pass in
+# C over the bytes instead of 17 int() calls (bulk runs check hundreds of thousands of numbers).
+_ZERO_OFFSET = ord("0") * sum(_WEIGHTS)
 _EARLIEST_BIRTH = dt.date(1850, 1, 1)
 # Birth dates are calendar dates in China; "the future" is judged on Beijing time.
 _CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -56,7 +60,7 @@ def check_character(first17: str) -> str:
     """The check character (``0``–``9`` or ``X``) for the first 17 digits of a number."""
     if len(first17) != 17 or not (first17.isascii() and first17.isdigit()):
         raise _invalid("the check character is computed from exactly 17 digits")
-    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
+    total = sum(map(mul, first17.encode("ascii"), _WEIGHTS)) - _ZERO_OFFSET
     return _CHECK_CHARS[total % 11]
 
 
@@ -80,6 +84,8 @@ def _birth_date(digits: str, today: dt.date) -> dt.date:
 
 
 def _first_non_digit(text: str) -> int | None:
+    if text.isascii() and text.isdigit():
+        return None
     for i, c in enumerate(text):
         if not ("0" <= c <= "9"):
             return i

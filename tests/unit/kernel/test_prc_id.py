@@ -218,3 +218,8 @@ def test_repr_never_shows_the_number() -> None:
     assert "11010519491231002X" not in repr(parsed)
     assert "110105********002X" in repr(parsed)
     assert parsed.masked == "110105********002X"
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_the_check_character_is_the_published_one_for_any_17_digits(first17: str) -> None:
+    assert prc_id.check_character(first17) == published_check(first17)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.support import chinese_people
-from yilian.mpi.matching import bulk
+from yilian.kernel.errors import YilianError
+from yilian.mpi.matching import bulk, parallel
 from yilian.mpi.matching.record import PersonRecord
 
 
@@ -156,3 +160,46 @@ def test_pruned_scoring_finds_what_scoring_every_pair_finds(population: chinese_
     got = {(x.left_id, x.right_id, x.probability, x.grade) for x in result.links}
     assert got == expected
     assert any(g == "certain" for *_, g in got) and any(g != "certain" for *_, g in got)
+
+
+def test_work_split_across_cores_gives_exactly_the_one_process_result(
+    population: chinese_people.Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Comparing and bounding pairs run in forked workers on big lists; forced here on a small
+    one (parts of 100 items, three workers), the clusters, links and learned model are identical."""
+    records = population.person_records()
+    alone = bulk.dedupe(records)
+    monkeypatch.setattr(parallel, "MIN_ITEMS", 200)
+    monkeypatch.setattr(parallel, "workers_available", lambda: 3)
+    calls: list[int] = []
+    real = parallel.split
+
+    def counted(work: Any, n: int, *, workers: int | None = None) -> list[Any]:
+        parts = real(work, n, workers=workers)
+        calls.append(len(parts))
+        return parts
+
+    monkeypatch.setattr(bulk, "split", counted)
+    together = bulk.dedupe(records)
+    assert max(calls) == 3, calls  # the work really was split
+    assert together.clusters == alone.clusters
+    assert together.links == alone.links
+    assert together.model.to_dict() == alone.model.to_dict()
+
+
+def test_split_parts_cover_the_range_in_order_and_see_this_process_memory() -> None:
+    data = list(range(50_000))  # the children read it without it being sent to them
+    parts = parallel.split(lambda s, e: (os.getpid(), sum(data[s:e]), e - s), len(data), workers=2)
+    assert sum(p[1] for p in parts) == sum(data) and sum(p[2] for p in parts) == len(data)
+    assert len({p[0] for p in parts}) == 2  # one part here, one in a child
+    assert parallel.split(lambda s, e: e - s, 10, workers=4) == [10]  # small work stays here
+
+
+def test_the_collector_is_paused_for_the_run_and_restored(population: chinese_people.Population) -> None:
+    seen: list[bool] = []
+    bulk.dedupe(population.person_records()[:100], progress=lambda *_: seen.append(gc.isenabled()))
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    with pytest.raises(YilianError):  # a refused list: restored however the run stops
+        bulk.dedupe([population.person_records()[0]] * 2)
+    assert gc.isenabled()

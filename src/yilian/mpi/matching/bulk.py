@@ -12,7 +12,9 @@ Results depend only on the records, not on their order in the file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from yilian.mpi.matching.comparison import Comparison
 from yilian.mpi.matching.features import Features, prepare
 from yilian.mpi.matching.matcher import Matcher, PairScore
 from yilian.mpi.matching.model import GRADES, Grade, MatchModel, Thresholds
+from yilian.mpi.matching.parallel import split
 from yilian.mpi.matching.record import PersonRecord
 from yilian.mpi.matching.training import fit, train, vectors_of
 from yilian.mpi.matching.vectorised import BatchColumns, exact_weights, may_force, weight_cut
@@ -61,6 +64,8 @@ class DedupeResult:
 
 
 def _prepare_all(records: Sequence[PersonRecord], progress: Progress | None) -> list[Features]:
+    # One process: a worker's prepared records cost more to send back (pickled, even as plain
+    # tuples) than preparing them here does (measured: docs/performance.md).
     out = []
     for k, r in enumerate(records, 1):
         out.append(prepare(r))
@@ -154,6 +159,23 @@ class _Clusters:
         return out
 
 
+def _compare(columns: BatchColumns, pairs: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
+    """``columns.compare(pairs)``, the names of each part of the pairs compared on a core of its own."""
+    parts = split(lambda start, end: columns.compare(pairs[start:end]), len(pairs))
+    if len(parts) == 1:
+        return parts[0]
+    vectors = np.concatenate([p[0] for p in parts])
+    return vectors, [v for p in parts for v in p[1]], [v for p in parts for v in p[2]]
+
+
+def _bounds(columns: BatchColumns, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``columns.bounds(pairs)`` with the pairs in parts on the cores (numpy uses one)."""
+    parts = split(lambda start, end: columns.bounds(pairs[start:end]), len(pairs))
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _em_sample(n_pairs: int) -> np.ndarray:
     """Rows of the blocked pairs that EM learns from: all of them, or a seeded sample."""
     if n_pairs <= _MAX_EM_PAIRS:
@@ -162,6 +184,21 @@ def _em_sample(n_pairs: int) -> np.ndarray:
     return np.sort(rng.choice(n_pairs, size=_MAX_EM_PAIRS, replace=False))
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused for a bulk run: it allocates a few objects per
+    record and pair that live until the end (none of them cyclic garbage), and the collector's
+    passes over the growing heap took a quarter of the run (docs/performance.md)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@_no_cyclic_gc()
 def dedupe(
     records: Sequence[PersonRecord],
     *,
@@ -185,10 +222,16 @@ def dedupe(
     compared = pairs[sample]
     if progress:
         progress("comparing", 0, len(compared))
-    vectors, family_values, given_values = columns.compare(compared)
+    vectors, family_values, given_values = _compare(columns, compared)
     if matcher is None:
         matcher = Matcher(
-            fit(features, vectors, len(pairs), progress=progress, vectors_for=lambda p: columns.compare(p)[0])
+            fit(
+                features,
+                vectors,
+                len(pairs),
+                progress=progress,
+                vectors_for=lambda p: _compare(columns, p)[0],
+            )
         )
     matcher = _with_thresholds(matcher, thresholds)
     model = matcher.model
@@ -201,11 +244,11 @@ def dedupe(
         if progress:
             progress("bounding", 0, int(rest.sum()))
         columns.use_model(model)
-        bound, force = columns.bounds(pairs[rest])
+        bound, force = _bounds(columns, pairs[rest])
         kept = pairs[rest][(bound >= cut) | force]
         if progress:
             progress("comparing", 0, len(kept))
-        more, more_family, more_given = columns.compare(kept)
+        more, more_family, more_given = _compare(columns, kept)
         compared = np.concatenate([compared, kept])
         vectors = np.concatenate([vectors, more])
         family_values += more_family
@@ -246,6 +289,7 @@ def dedupe(
     )
 
 
+@_no_cyclic_gc()
 def link(
     left: Sequence[PersonRecord],
     right: Sequence[PersonRecord],
