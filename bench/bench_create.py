@@ -33,14 +33,23 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import psycopg
 
 from bench.bench_search import Generator
-from bench.common import PG_URL, console, postgres_url, sqlite_url, table, yilian_server
+from bench.common import (
+    PG_URL,
+    console,
+    counted,
+    pg_client_args,
+    postgres_url,
+    run_wrk,
+    sqlite_url,
+    table,
+    yilian_server,
+)
 from yilian.db import Database, open_database
 from yilian.migrations import upgrade
 
@@ -116,54 +125,17 @@ def server_keys() -> None:
         os.environ["YILIAN_INDEX_KEY"] = base64.b64encode(os.urandom(32)).decode()
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def wrk_post(
     base: str, bodies_file: Path, token: str | None, *, connections: int, seconds: int
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="yl-wrk-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(WRK_POST)
-        threads = min(2, connections)
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                str(threads),
-                "-c",
-                str(connections),
-                "-d",
-                f"{seconds}s",
-                "--timeout",
-                "60s",
-                "--latency",
-                "-s",
-                str(script),
-                base,
-                "--",
-                str(bodies_file),
-                tmp,
-                token or "",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+    with tempfile.TemporaryDirectory(prefix="yl-acked-") as tmp:
+        out = run_wrk(
+            base, WRK_POST, [str(bodies_file), tmp, token or ""], connections=connections, seconds=seconds
+        )
         acked: list[str] = []
         for f in sorted(Path(tmp).glob("acked-*.txt")):
             acked.extend(line for line in f.read_text().splitlines() if line)
-    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
-    assert m, out
-    elapsed = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
-    created = sum(int(x) for x in re.findall(r"created (\d+)", out))
-    other = sum(int(x) for x in re.findall(r"other (\d+)", out))
-    result: dict[str, Any] = {"tps": created / elapsed, "created": created, "other": other, "acked": acked}
-    for pct in ("50", "99"):
-        lm = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
-        result[f"p{pct}"] = _ms(lm.group(1), lm.group(2)) if lm else float("nan")
-    return result
+    return {**counted(out), "acked": acked}
 
 
 def patient_ids(url: str) -> set[str]:
@@ -211,15 +183,7 @@ def check_acknowledged(url: str, before: set[str], acked: list[str], connections
 
 
 def pgbench(seconds: int, clients: int = 4) -> dict[str, float]:
-    parts = urlsplit(PG_URL)
-    conn = [
-        "-h",
-        parts.hostname or "127.0.0.1",
-        "-p",
-        str(parts.port or 5432),
-        "-U",
-        parts.username or "postgres",
-    ]
+    conn = pg_client_args()
     with tempfile.TemporaryDirectory(prefix="yl-pgbench-") as tmp:
         out = subprocess.run(
             [
@@ -258,16 +222,10 @@ def pgbench_init() -> None:
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
         admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    parts = urlsplit(PG_URL)
     subprocess.run(
         [
             "pgbench",
-            "-h",
-            parts.hostname or "127.0.0.1",
-            "-p",
-            str(parts.port or 5432),
-            "-U",
-            parts.username or "postgres",
+            *pg_client_args(),
             "-i",
             "-s",
             "10",

@@ -44,13 +44,22 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from sqlalchemy import func, select, text
 
 from bench.bench_create import server_keys
-from bench.common import PG_URL, console, postgres_url, sqlite_url, table, yilian_server
+from bench.common import (
+    PG_URL,
+    console,
+    counted,
+    pg_client_args,
+    postgres_url,
+    run_wrk,
+    sqlite_url,
+    table,
+    yilian_server,
+)
 from yilian import payments
 from yilian.api.wiring import install_keys
 from yilian.db import Database, UnitOfWork, open_database
@@ -113,15 +122,7 @@ class PgBench:
 
     def __init__(self) -> None:
         self.name = f"yilian_bench_pay_{uuid.uuid4().hex[:8]}"
-        parts = urlsplit(PG_URL)
-        self.conn = [
-            "-h",
-            parts.hostname or "127.0.0.1",
-            "-p",
-            str(parts.port or 5432),
-            "-U",
-            parts.username or "postgres",
-        ]
+        self.conn = pg_client_args()
 
     def __enter__(self) -> PgBench:
         with psycopg.connect(PG_URL, autocommit=True) as admin:
@@ -199,46 +200,11 @@ def seed_charges(db: Database, cards: int) -> tuple[str, list[str], str]:
 def wrk_charges(
     base: str, cards_file: Path, org: str, token: str, *, connections: int, seconds: int
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="yl-wrk-") as tmp:
-        script = Path(tmp) / "charge.lua"
-        script.write_text(WRK_CHARGE)
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                str(min(2, connections)),
-                "-c",
-                str(connections),
-                "-d",
-                f"{seconds}s",
-                "--timeout",
-                "60s",
-                "--latency",
-                "-s",
-                str(script),
-                base,
-                "--",
-                str(cards_file),
-                org,
-                token,
-                uuid.uuid4().hex[:12],
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
-    assert m, out
-    elapsed = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
-    created = sum(int(x) for x in re.findall(r"created (\d+)", out))
-    other = sum(int(x) for x in re.findall(r"other (\d+)", out))
-    result: dict[str, Any] = {"tps": created / elapsed, "created": created, "other": other}
-    for pct in ("50", "99"):
-        lm = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
-        result[f"p{pct}"] = (
-            float(lm.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[lm.group(2)] if lm else float("nan")
-        )
-    return result
+    run = uuid.uuid4().hex[:12]  # the Idempotency-Keys' prefix: fresh keys every run
+    out = run_wrk(
+        base, WRK_CHARGE, [str(cards_file), org, token, run], connections=connections, seconds=seconds
+    )
+    return counted(out)
 
 
 def charge_count(db: Database) -> int:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from rich.console import Console
@@ -127,41 +127,88 @@ end
 """
 
 
-def wrk(
-    base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2
-) -> dict[str, float]:
-    """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "paths.lua"
-        script.write_text(WRK_SCRIPT)
-        plist = Path(tmp) / "paths.txt"
-        plist.write_text("\n".join(paths) + "\n")
-        out = subprocess.run(
+def run_wrk(
+    base: str, script: str, args: list[str], *, connections: int, seconds: int, threads: int = 2
+) -> str:
+    """wrk's report of ``seconds`` of load by ``script`` (Lua, given ``args`` after ``--``)."""
+    with tempfile.TemporaryDirectory(prefix="yl-wrk-") as tmp:
+        path = Path(tmp) / "load.lua"
+        path.write_text(script)
+        return subprocess.run(
             [
                 "wrk",
                 "-t",
-                str(threads),
+                str(min(threads, connections)),
                 "-c",
                 str(connections),
                 "-d",
                 f"{seconds}s",
+                "--timeout",
+                "60s",
                 "--latency",
                 "-s",
-                str(script),
+                str(path),
                 base,
                 "--",
-                str(plist),
+                *args,
             ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
+
+
+def latency_ms(out: str, pct: str) -> float:
+    """A latency percentile from wrk's ``--latency`` report, in ms (NaN when absent)."""
+    m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)] if m else float("nan")
+
+
+def counted(out: str) -> dict[str, float]:
+    """Rate and latency of a script whose threads count ``created`` (201) and ``other`` replies
+    and print them when done (bench_create, bench_payments)."""
+    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    assert m, out
+    elapsed = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+    created = sum(int(x) for x in re.findall(r"created (\d+)", out))
+    other = sum(int(x) for x in re.findall(r"other (\d+)", out))
+    return {
+        "tps": created / elapsed,
+        "created": created,
+        "other": other,
+        "p50": latency_ms(out, "50"),
+        "p99": latency_ms(out, "99"),
+    }
+
+
+def pg_client_args() -> list[str]:
+    """Host, port and user options of the PostgreSQL command-line tools for ``PG_URL``."""
+    parts = urlsplit(PG_URL)
+    return [
+        "-h",
+        parts.hostname or "127.0.0.1",
+        "-p",
+        str(parts.port or 5432),
+        "-U",
+        parts.username or "postgres",
+    ]
+
+
+def wrk(
+    base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2
+) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        plist = Path(tmp) / "paths.txt"
+        plist.write_text("\n".join(paths) + "\n")
+        out = run_wrk(
+            base, WRK_SCRIPT, [str(plist)], connections=connections, seconds=seconds, threads=threads
+        )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     result = {"rps": rps}
     for pct in ("50", "90", "99"):
-        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
-        if m:
-            value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        value = latency_ms(out, pct)
+        if value == value:  # not NaN
             result[f"p{pct}_ms"] = value
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["non2xx"] = float(errors.group(1)) if errors else 0.0
