@@ -13,7 +13,7 @@ from pathlib import Path
 from yilian import payments
 from yilian.db import Database
 from yilian.exchange.bulk import bulk_operations
-from yilian.exchange.outbound import OutboxObserver
+from yilian.exchange.outbound import ForwardedIdGuard, OutboxObserver
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.fhir.store import sealing
 from yilian.kernel.crypto import Keyring
@@ -65,9 +65,11 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
     return FhirSettings(
         enforce_referential_integrity=_flag(env, "YILIAN_REFERENTIAL_INTEGRITY", True),
         enforce_delete_integrity=_flag(env, "YILIAN_DELETE_INTEGRITY", True),
-        # The index first: a Patient it refuses (an invalid ID number) derives no grants. The
-        # outbox last: a subscription's match is decided with the grants this write derived.
-        observers=(PatientIndexObserver(), GrantDeriver(), OutboxObserver()),
+        # A forwarded write that would replace another node's patient record is refused before
+        # anything is derived from it. The index next: a Patient it refuses (an invalid ID
+        # number) derives no grants. The outbox last: a subscription's match is decided with
+        # the grants this write derived.
+        observers=(ForwardedIdGuard(), PatientIndexObserver(), GrantDeriver(), OutboxObserver()),
         virtual_types={**virtual_types(), **mpi_virtual_types()},
         operations=(*mpi_operations(), *bulk_operations()),
     )

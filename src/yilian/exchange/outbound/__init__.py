@@ -7,6 +7,8 @@ forwarding (docs/subscriptions.md, docs/exchange.md).
   ``Person`` (:func:`watch_identity_changes`, started by the observer);
 - :class:`DeliveryWorker` delivers them per destination in order, with retries and backoff;
 - :func:`register_forward` / :func:`unregister_forward` start and stop forwarding to a node;
+  :class:`ForwardedIdGuard` (a write observer on the receiving node) refuses a forwarded write
+  that would replace another node's record of a patient under the same id;
 - :func:`outbox_status` says what is waiting where; :func:`skip_message` sets aside a message a
   destination refuses for good, so the ones after it can go; :func:`prune_outbox` removes
   finished messages past their retention.
@@ -14,7 +16,7 @@ forwarding (docs/subscriptions.md, docs/exchange.md).
 
 from __future__ import annotations
 
-from yilian.exchange.outbound.forwarding import ForwardCredentials, credentials_from_env
+from yilian.exchange.outbound.forwarding import ForwardCredentials, ForwardedIdGuard, credentials_from_env
 from yilian.exchange.outbound.forwarding import register as register_forward
 from yilian.exchange.outbound.forwarding import unregister as unregister_forward
 from yilian.exchange.outbound.identity import watch_identity_changes
@@ -31,6 +33,7 @@ __all__ = [
     "DeliveryWorker",
     "DestinationStatus",
     "ForwardCredentials",
+    "ForwardedIdGuard",
     "OutboxObserver",
     "PruneResult",
     "Skipped",

@@ -16,15 +16,19 @@ version's means it already arrived: the city gets each version exactly once.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from sqlalchemy import select, update
 
 from yilian.db import UnitOfWork
 from yilian.exchange.outbound.outbox import ensure_sequence, now_us
 from yilian.exchange.outbound.tables import destination, message
+from yilian.fhir.store import repository as repo
 from yilian.kernel.errors import Category, YilianError
 
 
@@ -110,3 +114,59 @@ def credentials_from_env(
 
 def source_stamp(source: str, res_type: str, res_id: str, version: int) -> str:
     return f"{source}#{res_type}/{res_id}/_history/{version}"
+
+
+_STAMP = re.compile(r"^(?P<source>.+)#(?P<type>[A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})/_history/\d+$")
+
+
+def _stamped_source(resource: Mapping[str, Any] | None, res_type: str, res_id: str) -> str | None:
+    """The sending node of a version forwarded to this one (its ``meta.source`` stamp), or None."""
+    meta = resource.get("meta") if resource is not None else None
+    source = meta.get("source") if isinstance(meta, Mapping) else None
+    m = _STAMP.match(source) if isinstance(source, str) else None
+    if m is None or m["type"] != res_type or m["id"] != res_id:
+        return None
+    return m["source"]
+
+
+class ForwardedIdGuard:
+    """On the city node: a forwarded write may not replace another node's record of a patient.
+
+    Districts keep their ids on the city. A client-assigned id two districts both use for
+    different patients' data would otherwise make the later write replace the earlier one
+    silently. A forwarded version (``meta.source`` stamped ``<node>#Type/id/_history/n``) of a
+    resource in a patient's compartment whose previous version came from another node is refused
+    (409): the sending district's queue holds with the reason (``yilian exchange outbox``) until
+    an operator skips it and the ids are made region-unique. Shared registry data (organizations,
+    practitioners) is not guarded: the last node's copy of it is the city's copy.
+    """
+
+    def on_write(
+        self,
+        uow: UnitOfWork,
+        ctx: Any,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        patient_key: str | None,
+    ) -> None:
+        if patient_key is None:
+            return
+        source = _stamped_source(resource, resource_type, resource_id)
+        if source is None:
+            return
+        assert resource is not None
+        version = str((resource.get("meta") or {}).get("versionId") or "")
+        if not version.isdigit() or int(version) <= 1:
+            return
+        previous = repo.get_version(uow.conn, resource_type, resource_id, int(version) - 1)
+        if previous is None or previous.content is None:
+            return  # new, or re-created after a deletion
+        earlier = _stamped_source(orjson.loads(previous.content), resource_type, resource_id)
+        if earlier is not None and earlier != source:
+            raise YilianError(
+                Category.CONFLICT,
+                f"{resource_type}/{resource_id} here holds a record forwarded from {earlier}; a write "
+                f"forwarded from {source} with the same id would replace it: the two nodes use the same "
+                "client-assigned id for different records (make ids region-unique; docs/exchange.md)",
+            )
