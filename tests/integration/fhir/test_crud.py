@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -169,6 +170,9 @@ def test_bad_bodies_never_500(uow: UnitOfWork, ctx: FhirContext, body: Any) -> N
 def test_history_type_and_system_with_since_and_paging(uow: UnitOfWork, ctx: FhirContext) -> None:
     for i in range(5):
         call(uow, ctx, "PUT", f"Patient/h{i}", patient(id=f"h{i}"))
+    # Instants are to the millisecond and _since includes its own millisecond: the update below
+    # must land in a later one than h4's create (CI once wrote both within the same).
+    time.sleep(0.002)
     call(uow, ctx, "PUT", "Patient/h0", patient(id="h0", gender="female"))
     page = call(uow, ctx, "GET", "Patient/_history?_count=2").json
     assert page["type"] == "history" and len(page["entry"]) == 2
