@@ -265,9 +265,18 @@ def show_command(card_no: str = CardArgument, database: str | None = DatabaseOpt
     with friendly_errors():
         db = open_db(database)
         ctx = _ctx()
-        with UnitOfWork(db) as uow:
+        # A read of a resident's card: recorded, and committed before anything is shown.
+        with UnitOfWork(db, write=True) as uow:
             view = card.get_card(uow, ctx, card_no)
             events = card.card_history(uow, ctx, card_no)
+            _audit(
+                uow,
+                view,
+                action="R",
+                subtype="read",
+                desc=f"card and its history ({len(events)} event(s)) shown at the console",
+                actor=None,
+            )
         _print_card(view, "health card")
         refusal = card.unusable_reason(view)
         console.print(

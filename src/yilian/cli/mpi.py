@@ -588,8 +588,21 @@ def reviews_command(
 
     with friendly_errors():
         db = open_db(database)
-        with UnitOfWork(db) as uow:
+        # The queue names patients and their candidates: the read is recorded, and committed
+        # before anything is shown (the subtype /api/mpi/reviews records).
+        with UnitOfWork(db, write=True) as uow:
             rows, total = list_reviews(uow, status=status, limit=limit)
+            patients = {r.patient_id for r in rows} | {
+                r.candidate_patient_id for r in rows if r.candidate_patient_id
+            }
+            _audit(
+                uow,
+                action="R",
+                subtype="mpi-reviews",
+                entity="mpi/reviews",
+                patients=sorted(patients),
+                desc=f"{len(rows)} of {total} {status} reviews listed at the console",
+            )
         db.dispose()
     table = Table(title=f"reviews ({status}): {total}")
     # The review id is copied into `yilian mpi accept`: it is never cut or broken over lines;

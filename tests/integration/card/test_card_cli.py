@@ -73,6 +73,14 @@ def test_lifecycle_from_the_command_line(db: Database) -> None:
     [replaced] = changes("card-replace")
     assert replaced.endswith(f"to Patient/{patient}, replacing their card")
     assert changes("card-revoke") == []
+    # Each `show` of the card is a read of the resident's data: recorded before it is shown (the
+    # refused one of a malformed number read nothing).
+    shows = [r for r in audits(db, "read") if r.patient_keys == (patient,)]
+    assert [by_the_operator(r, "R") for r in shows] == [
+        "card and its history (1 event(s)) shown at the console",
+        "card and its history (4 event(s)) shown at the console",
+    ]
+    assert all(rid not in r.content.decode() for r in shows)
 
 
 def test_issue_batch_reports_refusals_and_runs_again_without_issuing_twice(

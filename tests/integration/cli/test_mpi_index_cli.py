@@ -102,6 +102,10 @@ def test_steward_works_the_queue_and_merges_from_the_command_line(fresh: Databas
     again = run("mpi", "unmerge", pc, event[1], "--reason", "wrong resident", "--database", url)
     assert again.exit_code == 2 and "already undone" in flat(again.output)
 
+    # Listing the queue is a read of the patients in it: recorded, with them.
+    (listing,) = audits(fresh, "mpi-reviews")
+    assert by_the_operator(listing, "R").endswith("open reviews listed at the console")
+    assert b in listing.patient_keys
     # Every change is audited as the operator, with the records it touched; refusals change nothing.
     (accept,) = audits(fresh, "mpi-review-accept")
     assert f"review {review.review_id} accepted: Patient/{b} is person" in by_the_operator(accept, "U")
