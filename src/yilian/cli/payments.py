@@ -289,6 +289,12 @@ def publication_status(database: str | None = DatabaseOption) -> None:
     with friendly_errors():
         status = payments.publication_status(open_db(database))
         console.print(f"{status.pending} change(s) of {status.subjects} subject(s) waiting")
+        if status.oldest_us is not None:
+            from yilian.kernel import clock
+            from yilian.payments.model import to_us
+
+            lag = max(0.0, (to_us(clock.now()) - status.oldest_us) / 1_000_000)
+            console.print(f"the oldest waiting change was made {lag:,.0f} s ago")
         if not status.failing:
             return
         table = Table(title=f"failing 发布失败: {len(status.failing)}")

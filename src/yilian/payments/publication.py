@@ -91,6 +91,7 @@ class QueueStatus:
     pending: int  # queue rows
     subjects: int
     failing: list[Waiting]  # subjects with an error, most attempts first
+    oldest_us: int | None = None  # when the oldest waiting change was made: the views' lag
 
 
 def _principal(org: str | None) -> Principal:
@@ -380,8 +381,8 @@ def retry_now(db: Database) -> int:
 def queue_status(db: Database, *, failing_limit: int = 50) -> QueueStatus:
     q = t.publication
     with read(db) as uow:
-        pending, subjects = uow.conn.execute(
-            select(func.count(), func.count(func.distinct(q.c.subject))).select_from(q)
+        pending, subjects, oldest = uow.conn.execute(
+            select(func.count(), func.count(func.distinct(q.c.subject)), func.min(q.c.queued)).select_from(q)
         ).one()
         rows = uow.conn.execute(
             select(
@@ -397,7 +398,7 @@ def queue_status(db: Database, *, failing_limit: int = 50) -> QueueStatus:
             .limit(failing_limit)
         ).all()
     failing = [Waiting(r.subject, int(r.queued), int(r.attempts), r.last_error, r.not_before) for r in rows]
-    return QueueStatus(int(pending), int(subjects), failing)
+    return QueueStatus(int(pending), int(subjects), failing, int(oldest) if oldest is not None else None)
 
 
 class PublicationWorker:

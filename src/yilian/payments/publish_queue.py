@@ -11,13 +11,16 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, insert
 
+from yilian.kernel import clock
 from yilian.payments import tables as t
+from yilian.payments.model import to_us
 
 CHARGE, WALLET, DAY = "charge:", "wallet:", "day:"
 
 
 def enqueue(conn: Connection, subjects: Iterable[str]) -> None:
     """Queue ``subjects`` for publication in ``conn``'s transaction (one statement)."""
-    rows = [{"subject": s, "attempts": 0} for s in dict.fromkeys(subjects)]
+    now = to_us(clock.now())
+    rows = [{"subject": s, "attempts": 0, "queued": now} for s in dict.fromkeys(subjects)]
     if rows:
         conn.execute(insert(t.publication), rows[0] if len(rows) == 1 else rows)

@@ -196,5 +196,6 @@ publication = Table(
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("not_before", BigInteger, nullable=True),  # µs; after a failure, the next try
+    Column("queued", BigInteger, nullable=False),  # µs: when the change was made (the views' lag)
     Index("ix_pay_publish_subject", "subject"),
 )

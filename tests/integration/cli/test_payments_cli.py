@@ -69,6 +69,7 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
     # Claim, ClaimResponse, the wallet's Account and the township centre's PaymentReconciliation.
     waiting = yilian("payments", "publication", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert waiting.code == 0 and "3 subject(s) waiting" in waiting.out, waiting.out + waiting.err
+    assert "the oldest waiting change was made" in waiting.out
     published = yilian("payments", "publish", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert published.code == 0 and "4 written, 0 already up to date, 0 failed" in published.out, published.err
     assert (

@@ -23,6 +23,7 @@ from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import fhir_views, publication, publish_queue
 from yilian.payments.fhir_views import CHARGE_SID, SETTLEMENT_SID, WALLET_SID
+from yilian.payments.model import to_us
 from yilian.payments.publication import PUBLISHER, publish_pending, queue_status, retry_now
 from yilian.security.audit import search_audit
 from yilian.security.policy import policy_for
@@ -126,7 +127,9 @@ def test_views_are_published_as_the_ledger_says(
     region, patient, card, paid = setup_charge(db, desk)
     # Queued with the charge, not yet written: the desk did not wait for the FHIR writes.
     assert search(db, "Claim", [("identifier", f"{CHARGE_SID}|{paid.charge_id}")]) == []
-    assert queue_status(db).pending >= 3
+    waiting = queue_status(db)
+    assert waiting.pending >= 3
+    assert waiting.oldest_us == to_us(pinned[0])  # when the change was made: the views' lag
     done = publish(db)
     assert (done.written, done.failed) == (3, 0)  # the Claim, its ClaimResponse, the wallet's Account
     assert queue_status(db).pending == 0

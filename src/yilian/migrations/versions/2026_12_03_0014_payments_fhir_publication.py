@@ -12,6 +12,8 @@ charge, every wallet and every closed day — so an upgraded database publishes 
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,21 +33,25 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("not_before", sa.BigInteger(), nullable=True),
+        sa.Column("queued", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_pay_publish")),
     )
     with op.batch_alter_table("pay_publish", schema=None) as batch_op:
         batch_op.create_index("ix_pay_publish_subject", ["subject"], unique=False)
-    # Set-based, in the order things happened: charges, then wallets, then closed days.
+    # Set-based, in the order things happened: charges, then wallets, then closed days; queued
+    # now (the lag `yilian payments publication` shows is from the upgrade).
+    now = int(time.time() * 1_000_000)
     op.execute(
-        "INSERT INTO pay_publish (subject, attempts) SELECT 'charge:' || charge_id, 0 FROM pay_charge ORDER BY at"
+        "INSERT INTO pay_publish (subject, attempts, queued) "
+        f"SELECT 'charge:' || charge_id, 0, {now} FROM pay_charge ORDER BY at"
     )
     op.execute(
-        "INSERT INTO pay_publish (subject, attempts) SELECT account_id, 0 FROM pay_account "
+        f"INSERT INTO pay_publish (subject, attempts, queued) SELECT account_id, 0, {now} FROM pay_account "
         "WHERE kind = 'wallet' ORDER BY created"
     )
     op.execute(
-        "INSERT INTO pay_publish (subject, attempts) SELECT 'day:' || business_date, 0 FROM pay_day "
-        "WHERE status = 'closed' ORDER BY business_date"
+        "INSERT INTO pay_publish (subject, attempts, queued) "
+        f"SELECT 'day:' || business_date, 0, {now} FROM pay_day WHERE status = 'closed' ORDER BY business_date"
     )
 
 
