@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.markup import escape
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
     from yilian.db import Database, UnitOfWork
     from yilian.exchange import MllpServer
     from yilian.exchange.outbound import DeliveryWorker, Skipped
+
+T = TypeVar("T")
 
 exchange_app = typer.Typer(
     help="The exchange platform: HL7 v2 dead letters (list, replay), prune-inbox; outbound delivery (outbox, skip, prune-outbox, deliver, forward).",
@@ -400,14 +401,38 @@ INBOX_ENTITY = "HL7 v2 inbox"
 
 
 def _audited_prune(
-    db: Database, subtype: str, entity: str, what: Callable[[], str], removed: Callable[[], int]
-) -> AbstractContextManager[None]:
-    """Retention deletes in batches, each its own transaction (no long lock against writers), so
-    the AuditEvent cannot share the deletions' transaction: one record follows the last batch,
-    and a prune that stops midway records how many rows it had removed (outcome 8)."""
-    return audit_partial(
-        db, action="D", subtype=subtype, entity=entity, done=lambda: what() if removed() else None
+    db: Database,
+    *,
+    subtype: str,
+    entity: str,
+    title: str,
+    due: int,
+    describe: Callable[[int], str],
+    prune: Callable[[Callable[[int], None]], T],
+) -> T:
+    """Run ``prune(progress)`` behind a progress bar and record it once.
+
+    Retention deletes in batches, each its own transaction (no long lock against writers), so
+    the AuditEvent cannot share the deletions' transaction: one record follows the last batch
+    (``describe(removed)``), and a prune that stops midway records how many rows it had removed
+    (outcome 8)."""
+    removed = 0
+    partial = audit_partial(
+        db, action="D", subtype=subtype, entity=entity, done=lambda: describe(removed) if removed else None
     )
+    with progress_bar() as bar, partial:
+        task = bar.add_task(title, total=due)
+
+        def advance(n: int) -> None:
+            nonlocal removed
+            removed += n
+            bar.advance(task, n)
+
+        done = prune(advance)
+        record_alone(
+            db, operator_record(action="D", subtype=subtype, entity=entity, outcome_desc=describe(removed))
+        )
+    return done
 
 
 @exchange_app.command("prune-inbox")
@@ -435,28 +460,19 @@ def prune_inbox_command(
         now = int(clock.now().timestamp() * 1_000_000)  # one instant for the count and the prune
         cutoff = cutoff_us(older_than, now)
         due = prunable(db, older_than_days=older_than, now_us=now)
-        removed = 0
-
-        def what() -> str:
-            return (
-                f"removed {removed} HL7 v2 messages received before {_when(cutoff)} UTC "
+        done = _audited_prune(
+            db,
+            subtype="inbox-prune",
+            entity=INBOX_ENTITY,
+            title="pruning the HL7 inbox",
+            due=due,
+            describe=lambda n: (
+                f"removed {n} HL7 v2 messages received before {_when(cutoff)} UTC "
                 f"(retention {older_than:g} days) from the inbox"
-            )
-
-        with progress_bar() as bar, _audited_prune(db, "inbox-prune", INBOX_ENTITY, what, lambda: removed):
-            task = bar.add_task("pruning the HL7 inbox", total=due)
-
-            def advance(n: int) -> None:
-                nonlocal removed
-                removed += n
-                bar.advance(task, n)
-
-            prune_inbox(db, older_than_days=older_than, now_us=now, progress=advance)
-            record_alone(
-                db,
-                operator_record(action="D", subtype="inbox-prune", entity=INBOX_ENTITY, outcome_desc=what()),
-            )
-    console.print(f"removed {removed:,} HL7 v2 messages received more than {older_than:g} days ago")
+            ),
+            prune=lambda progress: prune_inbox(db, older_than_days=older_than, now_us=now, progress=progress),
+        )
+    console.print(f"removed {done:,} HL7 v2 messages received more than {older_than:g} days ago")
 
 
 @exchange_app.command("prune-outbox")
@@ -482,29 +498,18 @@ def prune_outbox_command(
         now = now_us()
         cutoff = cutoff_us(older_than, now)
         due = prunable(db, older_than_days=older_than, now=now)
-        removed = 0
-
-        def what() -> str:
-            return (
-                f"removed {removed} finished outbox messages (delivered, withheld, cancelled) that "
+        done = _audited_prune(
+            db,
+            subtype="outbox-prune",
+            entity=OUTBOX_ENTITY,
+            title="pruning the outbox",
+            due=due,
+            describe=lambda n: (
+                f"removed {n} finished outbox messages (delivered, withheld, cancelled) that "
                 f"finished before {_when(cutoff)} UTC (retention {older_than:g} days)"
-            )
-
-        with progress_bar() as bar, _audited_prune(db, "outbox-prune", OUTBOX_ENTITY, what, lambda: removed):
-            task = bar.add_task("pruning the outbox", total=due)
-
-            def advance(n: int) -> None:
-                nonlocal removed
-                removed += n
-                bar.advance(task, n)
-
-            done = prune_outbox(db, older_than_days=older_than, now=now, progress=advance)
-            record_alone(
-                db,
-                operator_record(
-                    action="D", subtype="outbox-prune", entity=OUTBOX_ENTITY, outcome_desc=what()
-                ),
-            )
+            ),
+            prune=lambda progress: prune_outbox(db, older_than_days=older_than, now=now, progress=progress),
+        )
     console.print(
         f"removed {done.removed:,} finished messages that finished before {_when(done.cutoff_us)} UTC; "
         f"{done.remaining_finished:,} finished messages kept"
