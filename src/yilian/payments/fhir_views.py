@@ -186,13 +186,21 @@ def account(patient_id: str, balance: int, held: int) -> dict[str, Any]:
     }
 
 
+def settlement_key(business_date: str, party: str, administers: bool) -> str:
+    """A party's statement of a day: ``DAY/ORG`` for what it is paid, ``DAY/ORG/funds`` for what
+    the funds it administers pay (an institution can be both, and gets both)."""
+    return f"{business_date}/{party}" + ("/funds" if administers else "")
+
+
 def reconciliation(row: Any, party: str, lines: list[dict[str, Any]], *, administers: bool) -> dict[str, Any]:
     """One party's statement of a closed day: the lines it is paid, or (``administers``) the
     lines the funds it administers pay."""
     total = sum(line["amount_fen"] for line in lines)
     body: dict[str, Any] = {
         "resourceType": "PaymentReconciliation",
-        "identifier": [{"system": SETTLEMENT_SID, "value": f"{row.business_date}/{party}"}],
+        "identifier": [
+            {"system": SETTLEMENT_SID, "value": settlement_key(row.business_date, party, administers)}
+        ],
         "status": "active",
         "period": {"start": row.business_date, "end": row.business_date},
         "created": fhir_instant(from_us(row.closed_at)),

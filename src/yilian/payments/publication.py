@@ -126,7 +126,7 @@ class _Publisher:
     def _charge(self, charge_id: str) -> None:
         row = self.uow.conn.execute(select(t.charge).where(t.charge.c.charge_id == charge_id)).first()
         if row is None:
-            return  # rolled back after it was queued? Then it was never queued: nothing to do.
+            return  # queued by hand or by an upgrade for a charge that is not in the ledger
         ctx = self.ctx()
         claim_id = self.upsert(ctx, views.claim(row), views.CHARGE_SID, charge_id, row.patient_id)
         self.upsert(ctx, views.claim_response(row, claim_id), views.CHARGE_SID, charge_id, row.patient_id)
@@ -156,11 +156,8 @@ class _Publisher:
                 parties.setdefault((admin, True), []).append(line)
         for (party, administers), mine in parties.items():
             body = views.reconciliation(row, party, mine, administers=administers)
-            # An administrator that is also paid (a fund's own clinic) gets both as one party
-            # would be ambiguous: its statements are told apart by the identifier's role.
-            value = f"{business_date}/{party}" + ("/funds" if administers else "")
-            body["identifier"][0]["value"] = value
-            self.upsert(self.ctx(party), body, views.SETTLEMENT_SID, value, None)
+            key = views.settlement_key(business_date, party, administers)
+            self.upsert(self.ctx(party), body, views.SETTLEMENT_SID, key, None)
 
     # --- writing one resource ------------------------------------------------------------------
 
