@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
 import statistics
 import subprocess
 import tempfile
@@ -45,6 +44,7 @@ from bench.common import (
     counted,
     pg_client_args,
     postgres_url,
+    run_pgbench,
     run_wrk,
     sqlite_url,
     table,
@@ -183,36 +183,13 @@ def check_acknowledged(url: str, before: set[str], acked: list[str], connections
 
 
 def pgbench(seconds: int, clients: int = 4) -> dict[str, float]:
-    conn = pg_client_args()
     with tempfile.TemporaryDirectory(prefix="yl-pgbench-") as tmp:
-        out = subprocess.run(
-            [
-                "pgbench",
-                *conn,
-                "-b",
-                "tpcb-like",
-                "-c",
-                str(clients),
-                "-j",
-                "2",
-                "-T",
-                str(seconds),
-                "-l",
-                "--log-prefix",
-                f"{tmp}/tx",
-                BENCH_DB,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        tps = run_pgbench(BENCH_DB, seconds, clients, log_prefix=f"{tmp}/tx")
         latencies = sorted(
             int(line.split()[2]) for f in Path(tmp).glob("tx*") for line in f.read_text().splitlines()
         )
-    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    assert m, out
     return {
-        "tps": float(m.group(1)),
+        "tps": tps,
         "p50": latencies[len(latencies) // 2] / 1000,
         "p99": latencies[int(len(latencies) * 0.99)] / 1000,
     }

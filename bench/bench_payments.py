@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import statistics
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from bench.common import (
     counted,
     pg_client_args,
     postgres_url,
+    run_pgbench,
     run_wrk,
     sqlite_url,
     table,
@@ -137,27 +139,7 @@ class PgBench:
             admin.execute(f"DROP DATABASE IF EXISTS {self.name}")
 
     def run(self, seconds: int, clients: int = 4) -> float:
-        out = subprocess.run(
-            [
-                "pgbench",
-                *self.conn,
-                "-b",
-                "tpcb-like",
-                "-c",
-                str(clients),
-                "-j",
-                "2",
-                "-T",
-                str(seconds),
-                self.name,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-        assert m, out
-        tps = float(m.group(1))
+        tps = run_pgbench(self.name, seconds, clients)
         console.print(f"  pgbench tpcb-like, {clients} clients: {tps:,.0f} TPS")
         return tps
 
@@ -360,6 +342,24 @@ def measure_close(url: str, backend: str, n: int) -> dict[str, Any]:
     return {"backend": backend, "seconds": seconds, "rate": rate, "lines": len(report["lines"])}
 
 
+def measure_all(
+    fresh: Callable[[], AbstractContextManager[str]],
+    backend: str,
+    seconds: int,
+    cards: int,
+    worker_counts: list[int],
+    publish_modes: list[bool],
+) -> list[dict[str, Any]]:
+    """The charge load on a fresh database for each worker count and publication mode."""
+    out = []
+    for w in worker_counts:
+        for pub in publish_modes:
+            with fresh() as url:
+                r = measure_charges(url, backend, seconds, cards, w, pub)
+                out.append({**r, "backend": backend, "workers": w, "publish": pub})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=15)
@@ -387,32 +387,12 @@ def main() -> None:
     if "postgresql" in backends:
         with PgBench() as bench:
             baseline.append(bench.run(seconds))
-            for w in worker_counts:
-                for pub in publish_modes:
-                    with postgres_url() as url:
-                        charges.append(
-                            {
-                                **measure_charges(url, "postgresql", seconds, cards, w, pub),
-                                "backend": "postgresql",
-                                "workers": w,
-                                "publish": pub,
-                            }
-                        )
+            charges += measure_all(postgres_url, "postgresql", seconds, cards, worker_counts, publish_modes)
             with postgres_url() as url:
                 closes.append(measure_close(url, "postgresql", n))
             baseline.append(bench.run(seconds))
     if "sqlite" in backends:
-        for w in worker_counts:
-            for pub in publish_modes:
-                with sqlite_url() as url:
-                    charges.append(
-                        {
-                            **measure_charges(url, "sqlite", seconds, cards, w, pub),
-                            "backend": "sqlite",
-                            "workers": w,
-                            "publish": pub,
-                        }
-                    )
+        charges += measure_all(sqlite_url, "sqlite", seconds, cards, worker_counts, publish_modes)
         with sqlite_url() as url:
             closes.append(measure_close(url, "sqlite", n))
     base = statistics.mean(baseline) if baseline else float("nan")

@@ -194,6 +194,34 @@ def pg_client_args() -> list[str]:
     ]
 
 
+def run_pgbench(database: str, seconds: int, clients: int = 4, *, log_prefix: str | None = None) -> float:
+    """TPS of ``pgbench -b tpcb-like`` with ``clients`` clients on ``database`` (``-l`` to
+    ``log_prefix`` when given, for per-transaction latencies)."""
+    log = ["-l", "--log-prefix", log_prefix] if log_prefix else []
+    out = subprocess.run(
+        [
+            "pgbench",
+            *pg_client_args(),
+            "-b",
+            "tpcb-like",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            *log,
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    assert m, out
+    return float(m.group(1))
+
+
 def wrk(
     base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2
 ) -> dict[str, float]:

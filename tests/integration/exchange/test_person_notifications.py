@@ -18,9 +18,11 @@ from tests.integration.exchange.test_outbound import (
     receiver,  # noqa: F401 — the fixture
     run_until,
     subscribe,
+    subscription,
     tag,
+    write,
 )
-from tests.support.receiver import Receiver
+from tests.support.receiver import Received, Receiver
 from tests.support.server import database_url
 from yilian import mpi
 from yilian.db import Database, UnitOfWork
@@ -37,6 +39,10 @@ def patient(pid: str, org: str, *, family: str, given: str, birth: str, phone: s
         "telecom": [{"system": "phone", "value": phone}],
         "managingOrganization": {"reference": f"Organization/{org}"},
     }
+
+
+def sent_to(receiver: Receiver, sub: str) -> list[Received]:  # noqa: F811 — the fixture's type
+    return [r for r in receiver.received if r.headers.get("x-yilian-subscription") == f"Subscription/{sub}"]
 
 
 def person_of(db: Database, pid: str) -> str:
@@ -103,22 +109,10 @@ def test_a_hospital_is_told_when_its_patients_person_is_merged_and_unmerged(
 
     worker = DeliveryWorker(db, fast())
     try:
-        run_until(
-            worker,
-            lambda: (
-                len(
-                    [
-                        r
-                        for r in receiver.received
-                        if r.headers.get("x-yilian-subscription") == f"Subscription/{mine}"
-                    ]
-                )
-                >= 3
-            ),
-        )
+        run_until(worker, lambda: len(sent_to(receiver, mine)) >= 3)
     finally:
         worker.http.close()
-    sent = [r for r in receiver.received if r.headers.get("x-yilian-subscription") == f"Subscription/{mine}"]
+    sent = sent_to(receiver, mine)
     # Access is decided again at delivery: the merged-away person (message 3 or 2, whichever
     # sorted first) is the hospital's business no longer once the merge is undone, so it is
     # withheld; the rest go, in order.
@@ -133,8 +127,6 @@ def test_a_hospital_is_told_when_its_patients_person_is_merged_and_unmerged(
 def test_person_criteria_the_index_cannot_search_are_refused(db: Database) -> None:
     t = tag()
     hospital = org_client(db, f"h-{t}")
-    from tests.integration.exchange.test_outbound import subscription, write
-
     r = write(db, "POST", "Subscription", subscription("Person?name=赵", "http://127.0.0.1:9/hook"), hospital)
     assert r.status == 422, r
     assert "Subscription.criteria" in orjson.dumps(r.json).decode()
