@@ -2,22 +2,155 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table
+from sqlalchemy import Connection, Engine, Select, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
+
+
+@dataclass(frozen=True)
+class _PlainInsert:
+    """How rows of plain values go into one table on one dialect without SQLAlchemy per row."""
+
+    names: tuple[str, ...]  # the columns a caller's rows fill, in table order
+    name_set: frozenset[str]
+    defaults: tuple[Any, ...]  # each column's scalar default, used where a row leaves it out
+    sql: str | None  # None: the column types cannot go this way
+
+    table: Table
+
+    def fills(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether every key of every row is one of these columns. A key that is no column of
+        the table at all is a caller's mistake, refused rather than dropped (as SQLAlchemy's
+        executemany would)."""
+        if all(self.name_set.issuperset(r) for r in rows):
+            return self.sql is not None
+        columns = self.table.columns
+        unknown = sorted({k for r in rows for k in r if k not in columns})
+        if unknown:
+            raise ValueError(f"{self.table.name} has no column {', '.join(unknown)}")
+        return False
+
+    def tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        pairs = tuple(zip(self.names, self.defaults, strict=True))
+        return [tuple(r.get(n, d) for n, d in pairs) for r in rows]
+
+
+_PLAIN: dict[tuple[Table, str, str], _PlainInsert] = {}
+
+# Column types an array parameter can carry as they are (PostgreSQL ``unnest``).
+_ARRAY_TYPE = re.compile(
+    r"^(BIGINT|INTEGER|SMALLINT|TEXT|VARCHAR(\(\d+\))?|BOOLEAN|BYTEA|FLOAT|DOUBLE PRECISION)$"
+)
+
+
+def _plain(table: Table, dialect: Dialect, kind: str) -> _PlainInsert:
+    """The statement for ``kind`` ("copy", "values", "values_ignore" or "unnest") over every
+    column that has no server-side default, generated key or computed default."""
+    key = (table, dialect.name, kind)
+    found = _PLAIN.get(key)
+    if found is not None:
+        return found
+    auto = table.autoincrement_column
+    columns = [
+        c
+        for c in table.columns
+        if c is not auto
+        and c.server_default is None
+        and (c.default is None or isinstance(c.default, ScalarElementColumnDefault))
+    ]
+    names = tuple(c.name for c in columns)
+    defaults = tuple(
+        c.default.arg if isinstance(c.default, ScalarElementColumnDefault) else None for c in columns
+    )
+    quote = dialect.identifier_preparer.quote
+    target = f"{dialect.identifier_preparer.format_table(table)} ({', '.join(quote(n) for n in names)})"
+    sql: str | None
+    if kind == "copy":
+        sql = f"COPY {target} FROM STDIN"
+    elif kind in ("values", "values_ignore"):
+        sql = f"INSERT INTO {target} VALUES ({', '.join('?' for _ in names)})"
+        sql += " ON CONFLICT DO NOTHING" if kind == "values_ignore" else ""
+    else:
+        types = [c.type.dialect_impl(dialect).compile(dialect=dialect) for c in columns]
+        sql = (
+            f"INSERT INTO {target} SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in types)})"
+            " ON CONFLICT DO NOTHING"
+            if all(_ARRAY_TYPE.match(t) for t in types)
+            else None
+        )
+    found = _PLAIN[key] = _PlainInsert(names, frozenset(names), defaults, sql, table)
+    return found
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows of plain values (str, int, float, bool, bytes, None) in one round trip.
+
+    ``COPY`` on PostgreSQL and the driver's own executemany on SQLite: for the dozens of search
+    index rows of a single create, SQLAlchemy's executemany (one prepared statement sent per row
+    through psycopg's pipeline) cost several times the rows' own insert. A key that is not a
+    plain column of the table (or a row with a column default to apply) goes through SQLAlchemy.
+    """
+    if not rows:
+        return
+    kind = {"postgresql": "copy", "sqlite": "values"}.get(conn.dialect.name)
+    if kind is not None:
+        plain = _plain(table, conn.dialect, kind)
+        raw = conn.connection.driver_connection
+        if plain.sql is not None and raw is not None and plain.fills(rows):
+            sql, values = plain.sql, plain.tuples(rows)
+            with _as_sqlalchemy_errors(conn, sql):
+                if kind == "values":
+                    raw.executemany(sql, values)
+                else:
+                    with raw.cursor() as cur, cur.copy(sql) as copy:
+                        for v in values:
+                            copy.write_row(v)
+            return
+    conn.execute(insert(table), list(rows))
+
+
+@contextmanager
+def _as_sqlalchemy_errors(conn: Connection, sql: str) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy raises them (``DBAPIError`` subclasses), so retries of
+    transient failures and the error table see one kind of exception whatever the path."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows, silently skipping those whose primary key already exists."""
+    """Insert rows, silently skipping those whose primary key already exists.
+
+    On PostgreSQL one statement over ``unnest`` of a column array each (not a statement per row)
+    where the columns' types allow it; on SQLite the driver's executemany.
+    """
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        conn.execute(postgresql.insert(table).on_conflict_do_nothing(), list(rows))
-    else:
-        conn.execute(sqlite.insert(table).on_conflict_do_nothing(), list(rows))
+    pg = conn.dialect.name == "postgresql"
+    plain = _plain(table, conn.dialect, "unnest" if pg else "values_ignore")
+    raw = conn.connection.driver_connection
+    if plain.sql is not None and raw is not None and plain.fills(rows):
+        sql, values = plain.sql, plain.tuples(rows)
+        with _as_sqlalchemy_errors(conn, sql):
+            if pg:
+                with raw.cursor() as cur:
+                    cur.execute(sql, [list(column) for column in zip(*values, strict=True)])
+            else:
+                raw.executemany(sql, values)
+        return
+    dialect = postgresql if pg else sqlite
+    conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))
 
 
 def insert_new(conn: Connection, table: Table, row: dict[str, Any]) -> bool:

@@ -29,13 +29,16 @@ from yilian.migrations import current_revision, head_revision, upgrade
 
 PACKAGE = Path(yilian.__file__).resolve().parent
 VERSIONS = PACKAGE / "migrations" / "versions"
-FILE_NAME = re.compile(r"(?P<year>\d{4})_(?P<month>\d{2})_(?P<day>\d{2})_(?P<rev>[0-9a-z]+)_(?P<slug>[a-z0-9_]+)\.py")
+FILE_NAME = re.compile(
+    r"(?P<year>\d{4})_(?P<month>\d{2})_(?P<day>\d{2})_(?P<rev>[0-9a-z]+)_(?P<slug>[a-z0-9_]+)\.py"
+)
 
 
 def tables_modules() -> list[str]:
     """Every ``yilian.<…>.tables`` module: each system registers its tables on the one metadata there."""
     return sorted(
-        ".".join(("yilian", *p.relative_to(PACKAGE).with_suffix("").parts)) for p in PACKAGE.rglob("tables.py")
+        ".".join(("yilian", *p.relative_to(PACKAGE).with_suffix("").parts))
+        for p in PACKAGE.rglob("tables.py")
     )
 
 
@@ -55,7 +58,9 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         drop_database(backend, db, str(path))
         return
     schema = f"yl_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
@@ -68,7 +73,9 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 def schema_differences(db: Database) -> list[Any]:
     import_all_tables()
     with db.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
         return list(compare_metadata(context, metadata))
 
 
@@ -79,7 +86,10 @@ def schema_snapshot(db: Database) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for table in sorted(insp.get_table_names()):
             out[table] = {
-                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in insp.get_columns(table)],
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in insp.get_columns(table)
+                ],
                 "pk": insp.get_pk_constraint(table),
                 "fks": sorted(str(fk) for fk in insp.get_foreign_keys(table)),
                 "indexes": sorted(str(ix) for ix in insp.get_indexes(table)),
@@ -111,7 +121,9 @@ def test_upgrade_twice_changes_nothing(empty_db: Database) -> None:
         upgrade(empty_db)
     finally:
         event.remove(empty_db.engine, "before_cursor_execute", record)
-    changes = [s for s in statements if re.match(r"\s*(CREATE|ALTER|DROP|INSERT|UPDATE|DELETE)\b", s, re.IGNORECASE)]
+    changes = [
+        s for s in statements if re.match(r"\s*(CREATE|ALTER|DROP|INSERT|UPDATE|DELETE)\b", s, re.IGNORECASE)
+    ]
     assert changes == []
     assert schema_snapshot(empty_db) == before
     assert current_revision(empty_db) == head_revision(empty_db)
@@ -143,10 +155,14 @@ def test_migration_files_are_named_by_date_revision_and_slug() -> None:
         rev, down, doc = _revision_info(path)
         assert m["rev"] == rev, f"{path.name}: the file says revision {rev!r}"
         created = re.search(r"Create Date: (\d{4}-\d{2}-\d{2})", doc)
-        assert created and dt.date.fromisoformat(created[1]) == named, f"{path.name}: name and Create Date differ"
+        assert created and dt.date.fromisoformat(created[1]) == named, (
+            f"{path.name}: name and Create Date differ"
+        )
         # Alembic's slug: the words of the message, lower case, cut at a word boundary when long.
         words = "_".join(re.findall(r"\w+", doc.splitlines()[0] if doc else "")).lower()
-        assert words == m["slug"] or words.startswith(m["slug"] + "_"), f"{path.name}: slug is not its message"
+        assert words == m["slug"] or words.startswith(m["slug"] + "_"), (
+            f"{path.name}: slug is not its message"
+        )
         revisions[rev] = down
     # One line of history: a single first revision, each building on one that exists, one head.
     assert [r for r, d in revisions.items() if d is None] != []
@@ -163,7 +179,9 @@ def test_migrations_know_every_tables_module() -> None:
     """env.py imports each system's tables, or autogenerate would propose dropping them."""
     env = (PACKAGE / "migrations" / "env.py").read_text(encoding="utf-8")
     imported = set(re.findall(r"^\s*import (yilian(?:\.\w+)*\.tables)\b", env, re.MULTILINE))
-    imported |= {f"{m}.tables" for m in re.findall(r"^\s*from (yilian(?:\.\w+)*) import tables\b", env, re.MULTILINE)}
+    imported |= {
+        f"{m}.tables" for m in re.findall(r"^\s*from (yilian(?:\.\w+)*) import tables\b", env, re.MULTILINE)
+    }
     assert set(tables_modules()) <= imported
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
+from yilian.db.dialect import insert_rows
 from yilian.fhir.access import CREATE, UPDATE
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
@@ -269,9 +270,9 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
             index.setdefault(kind, []).extend(kind_rows)
         if row["patient_key"]:
             touched.add(row["patient_key"])
-    bulk_insert(conn, resource_version.name, versions)
+    insert_rows(conn, resource_version, versions)
     for kind, kind_rows in index.items():
-        bulk_insert(conn, INDEX_TABLES[kind].name, kind_rows)
+        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
     # The observers (patient index, access grants) in their order, each seeing every new resource.
     for observer in ctx.settings.observers:
         many = getattr(observer, "on_new_many", None)
@@ -289,33 +290,4 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
             observer.on_write(uow, ctx, p.res_type, p.res_id, p.resource, row["patient_key"])
 
 
-def bulk_insert(conn: Connection, table_name: str, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows of one table: ``COPY`` on PostgreSQL, executemany elsewhere."""
-    if not rows:
-        return
-    table = (
-        resource_version
-        if table_name == resource_version.name
-        else next(t for t in INDEX_TABLES.values() if t.name == table_name)
-    )
-    columns = [c.name for c in table.columns]
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    if conn.dialect.name == "sqlite":
-        # The driver's executemany with plain tuples, on the connection's own transaction:
-        # SQLAlchemy's per-row parameter processing costs more than SQLite's insert.
-        marks = ", ".join("?" for _ in columns)
-        raw.executemany(
-            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})",
-            [tuple(r.get(c) for c in columns) for r in rows],
-        )
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
-    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for r in rows:
-            copy.write_row(tuple(r.get(c) for c in columns))
-
-
-__all__ = ["bulk_insert", "write_many"]
+__all__ = ["write_many"]

@@ -9,7 +9,6 @@ values compare like with like.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +17,7 @@ from typing import Any
 from yilian.fhir.fhirpath import CompiledPath, TypedValue, compile_path
 from yilian.fhir.model import binding_systems, model
 from yilian.fhir.search.registry import SearchParam, params_for, split_union
-from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold
+from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold, fold_unbounded
 
 Row = dict[str, Any]
 
@@ -568,8 +567,4 @@ def _all_strings(node: Any, top: bool = True) -> Iterable[str]:
 
 def fold_long(text: str) -> str:
     """Like ``fold`` but without the length cap, for narrative and content search."""
-    if text.isascii():
-        return " ".join(text.lower().split())
-    decomposed = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-    return " ".join(folded.split())
+    return fold_unbounded(text)

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import FromClause
 
+from yilian.db.dialect import insert_rows
 from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import (
     INDEX_TABLES,
@@ -275,12 +276,10 @@ def delete_index(conn: Connection, pk: int) -> None:
 def write_rows(
     conn: Connection, versions: list[dict[str, Any]], index_rows: dict[str, list[dict[str, Any]]]
 ) -> None:
-    """Insert buffered version rows and index rows, one executemany per table."""
-    if versions:
-        conn.execute(insert(resource_version), versions)
+    """Insert buffered version rows and index rows, one round trip per table."""
+    insert_rows(conn, resource_version, versions)
     for kind, kind_rows in index_rows.items():
-        if kind_rows:
-            conn.execute(insert(INDEX_TABLES[kind]), kind_rows)
+        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
 
 
 def replace_index(conn: Connection, pk: int, rows: dict[str, list[dict[str, Any]]], *, fresh: bool) -> None:
@@ -292,14 +291,13 @@ def replace_index(conn: Connection, pk: int, rows: dict[str, list[dict[str, Any]
         if kind_rows:
             for r in kind_rows:
                 r["resource_pk"] = pk
-            conn.execute(insert(INDEX_TABLES[kind]), kind_rows)
+            insert_rows(conn, INDEX_TABLES[kind], kind_rows)
 
 
 def insert_index_rows(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
     """Bulk insert of index rows that already carry their ``resource_pk``."""
     for kind, kind_rows in rows.items():
-        if kind_rows:
-            conn.execute(insert(INDEX_TABLES[kind]), kind_rows)
+        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
 
 
 def existing(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -477,7 +475,15 @@ def stored_from_row(conn: Connection, values: Sequence[Any]) -> StoredVersion:
     """A current version from the values of ``stored_columns`` (sealed fields opened)."""
     pk, res_type, res_id, version, last_updated, deleted, content, patient_key = values
     return StoredVersion(
-        pk, res_type, res_id, version, last_updated, deleted, open_content(conn.engine, content), "", patient_key
+        pk,
+        res_type,
+        res_id,
+        version,
+        last_updated,
+        deleted,
+        open_content(conn.engine, content),
+        "",
+        patient_key,
     )
 
 
