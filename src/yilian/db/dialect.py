@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, insert
+from sqlalchemy import Connection, Engine, Select, Table, delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -43,6 +43,10 @@ class _PlainInsert:
         pairs = tuple(zip(self.names, self.defaults, strict=True))
         return [tuple(r.get(n, d) for n, d in pairs) for r in rows]
 
+    def columns(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """The rows as one list per column (the arrays ``unnest`` takes)."""
+        return [[r.get(n, d) for r in rows] for n, d in zip(self.names, self.defaults, strict=True)]
+
 
 _PLAIN: dict[tuple[Table, str, str], _PlainInsert] = {}
 
@@ -52,8 +56,11 @@ _ARRAY_TYPE = re.compile(
 )
 
 
+_COLLATE = re.compile(r' COLLATE "[^"]+"$')
+
+
 def _plain(table: Table, dialect: Dialect, kind: str) -> _PlainInsert:
-    """The statement for ``kind`` ("copy", "values", "values_ignore" or "unnest") over every
+    """The statement for ``kind`` ("copy", "values", "values_ignore", "unnest_ignore") over every
     column that has no server-side default, generated key or computed default."""
     key = (table, dialect.name, kind)
     found = _PLAIN.get(key)
@@ -79,11 +86,12 @@ def _plain(table: Table, dialect: Dialect, kind: str) -> _PlainInsert:
     elif kind in ("values", "values_ignore"):
         sql = f"INSERT INTO {target} VALUES ({', '.join('?' for _ in names)})"
         sql += " ON CONFLICT DO NOTHING" if kind == "values_ignore" else ""
-    else:
-        types = [c.type.dialect_impl(dialect).compile(dialect=dialect) for c in columns]
+    else:  # "unnest_ignore"
+        # A column's collation is the table's business: the array parameter is of the bare type.
+        types = [_COLLATE.sub("", c.type.dialect_impl(dialect).compile(dialect=dialect)) for c in columns]
         sql = (
             f"INSERT INTO {target} SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in types)})"
-            " ON CONFLICT DO NOTHING"
+            + " ON CONFLICT DO NOTHING"
             if all(_ARRAY_TYPE.match(t) for t in types)
             else None
         )
@@ -92,30 +100,50 @@ def _plain(table: Table, dialect: Dialect, kind: str) -> _PlainInsert:
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows of plain values (str, int, float, bool, bytes, None) in one round trip.
+    """Insert rows of plain values (str, int, float, bool, bytes, None): see :func:`insert_tables`."""
+    insert_tables(conn, [(table, rows)])
 
-    ``COPY`` on PostgreSQL and the driver's own executemany on SQLite: for the dozens of search
-    index rows of a single create, SQLAlchemy's executemany (one prepared statement sent per row
-    through psycopg's pipeline) cost several times the rows' own insert. A key that is not a
-    plain column of the table (or a row with a column default to apply) goes through SQLAlchemy.
+
+def insert_tables(conn: Connection, batches: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
+    """Insert rows of plain values (str, int, float, bool, bytes, None) into several tables.
+
+    SQLAlchemy's executemany sends one prepared statement per row through psycopg, which for
+    the dozens of search-index rows of a single create cost several times the rows' own insert.
+    Here: ``COPY`` per table on PostgreSQL (measured against one ``INSERT … SELECT FROM unnest``
+    per table, all sent in one pipeline: COPY took a third less CPU and time even for a single
+    create's forty rows), the driver's own executemany on SQLite. A row with a key that
+    is a column SQLAlchemy must fill (a server default) goes through SQLAlchemy; a key that is
+    no column at all is refused.
     """
-    if not rows:
+    batches = [(t, r) for t, r in batches if r]
+    if not batches:
         return
-    kind = {"postgresql": "copy", "sqlite": "values"}.get(conn.dialect.name)
-    if kind is not None:
-        plain = _plain(table, conn.dialect, kind)
-        raw = conn.connection.driver_connection
-        if plain.sql is not None and raw is not None and plain.fills(rows):
-            sql, values = plain.sql, plain.tuples(rows)
-            with _as_sqlalchemy_errors(conn, sql):
-                if kind == "values":
-                    raw.executemany(sql, values)
-                else:
-                    with raw.cursor() as cur, cur.copy(sql) as copy:
-                        for v in values:
-                            copy.write_row(v)
-            return
-    conn.execute(insert(table), list(rows))
+    name = conn.dialect.name
+    raw = conn.connection.driver_connection
+    fast: list[tuple[_PlainInsert, Sequence[Mapping[str, Any]]]] = []
+    if name in ("postgresql", "sqlite") and raw is not None:
+        kind = "values" if name == "sqlite" else "copy"
+        for table, rows in batches:
+            plain = _plain(table, conn.dialect, kind)
+            if plain.fills(rows):
+                fast.append((plain, rows))
+            else:
+                conn.execute(insert(table), list(rows))
+    else:
+        for table, rows in batches:
+            conn.execute(insert(table), list(rows))
+    if not fast:
+        return
+    assert raw is not None
+    with _as_sqlalchemy_errors(conn, "; ".join(str(p.sql) for p, _ in fast)):
+        if kind == "values":
+            for plain, rows in fast:
+                raw.executemany(plain.sql, plain.tuples(rows))
+        else:
+            for plain, rows in fast:
+                with raw.cursor() as cur, cur.copy(str(plain.sql)) as copy:
+                    for v in plain.tuples(rows):
+                        copy.write_row(v)
 
 
 @contextmanager
@@ -129,6 +157,43 @@ def _as_sqlalchemy_errors(conn: Connection, sql: str) -> Iterator[None]:
         raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
 
 
+_DELETE_SQL: dict[tuple[tuple[Table, ...], str, str], list[str]] = {}
+
+
+def delete_matching(conn: Connection, tables: Sequence[Table], column: str, value: Any) -> None:
+    """``DELETE FROM t WHERE column = value`` for each of ``tables``.
+
+    One statement on PostgreSQL (data-modifying ``WITH`` clauses: an update that replaces a
+    resource's rows in the nine search-index tables waits for one round trip, not nine), the
+    driver's own statements on SQLite (no round trip to save there, only SQLAlchemy's work).
+    """
+    tables = tuple(tables)
+    raw = conn.connection.driver_connection
+    key = (tables, conn.dialect.name, column)
+    statements = _DELETE_SQL.get(key)
+    if statements is None:
+        fmt, quote = conn.dialect.identifier_preparer.format_table, conn.dialect.identifier_preparer.quote
+        if conn.dialect.name == "postgresql":
+            ctes = ", ".join(
+                f"d{i} AS (DELETE FROM {fmt(t)} WHERE {quote(column)} = %(v)s)" for i, t in enumerate(tables)
+            )
+            statements = [f"WITH {ctes} SELECT 1"]
+        else:
+            statements = [f"DELETE FROM {fmt(t)} WHERE {quote(column)} = ?" for t in tables]
+        _DELETE_SQL[key] = statements
+    if raw is None or conn.dialect.name not in ("postgresql", "sqlite"):
+        for t in tables:
+            conn.execute(delete(t).where(t.c[column] == value))
+        return
+    with _as_sqlalchemy_errors(conn, "; ".join(statements)):
+        if conn.dialect.name == "postgresql":
+            with raw.cursor() as cur:
+                cur.execute(statements[0], {"v": value})
+        else:
+            for sql in statements:
+                raw.execute(sql, (value,))
+
+
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows, silently skipping those whose primary key already exists.
 
@@ -138,16 +203,15 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     if not rows:
         return
     pg = conn.dialect.name == "postgresql"
-    plain = _plain(table, conn.dialect, "unnest" if pg else "values_ignore")
+    plain = _plain(table, conn.dialect, "unnest_ignore" if pg else "values_ignore")
     raw = conn.connection.driver_connection
-    if plain.sql is not None and raw is not None and plain.fills(rows):
-        sql, values = plain.sql, plain.tuples(rows)
-        with _as_sqlalchemy_errors(conn, sql):
+    if raw is not None and plain.fills(rows):
+        with _as_sqlalchemy_errors(conn, str(plain.sql)):
             if pg:
                 with raw.cursor() as cur:
-                    cur.execute(sql, [list(column) for column in zip(*values, strict=True)])
+                    cur.execute(str(plain.sql), plain.columns(rows))
             else:
-                raw.executemany(sql, values)
+                raw.executemany(plain.sql, plain.tuples(rows))
         return
     dialect = postgresql if pg else sqlite
     conn.execute(dialect.insert(table).on_conflict_do_nothing(), list(rows))

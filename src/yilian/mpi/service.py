@@ -136,12 +136,13 @@ def _candidate_patients(uow: UnitOfWork, hashes: Sequence[int], exclude: str) ->
         return []
     # Keys shared by too many records (a common surname in one postcode, a placeholder phone)
     # bring nothing a tighter key does not; skip them so a registration never waits on them.
-    sizes = uow.conn.execute(
-        select(block_key.c.key, func.count()).where(block_key.c.key.in_(hashes)).group_by(block_key.c.key)
-    ).all()
-    usable = [k for k, n in sizes if n <= REALTIME_MAX_BLOCK]
-    if not usable:
-        return []
+    # One statement (one round trip): the usable keys are a subquery of the candidate search.
+    usable = (
+        select(block_key.c.key)
+        .where(block_key.c.key.in_(hashes))
+        .group_by(block_key.c.key)
+        .having(func.count() <= REALTIME_MAX_BLOCK)
+    )
     rows = uow.conn.execute(
         select(block_key.c.patient_id).where(block_key.c.key.in_(usable)).distinct()
     ).scalars()

@@ -4,14 +4,14 @@ on SQLite) land exactly as SQLAlchemy would have written them, on both databases
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import DBAPIError
 
 from yilian.db import UnitOfWork
-from yilian.db.dialect import insert_ignore, insert_rows
+from yilian.db.dialect import delete_matching, insert_ignore, insert_rows, insert_tables
 from yilian.db.uow import is_transient
 from yilian.fhir.store.repository import insert_resource
-from yilian.fhir.store.tables import idx_number, idx_string, resource_version
+from yilian.fhir.store.tables import idx_number, idx_string, idx_token, resource_version
 from yilian.mpi.tables import block_key
 
 
@@ -105,3 +105,67 @@ def test_insert_ignore_skips_existing_and_repeated_keys(uow: UnitOfWork) -> None
         .order_by(block_key.c.key, block_key.c.patient_id)
     ).all()
     assert [tuple(r) for r in stored] == [(-(2**63), "p2"), (41, "p1"), (41, "p2")]
+
+
+def test_small_and_large_batches_over_several_tables_are_stored_whole(uow: UnitOfWork) -> None:
+    # A create's few rows and an import chunk's thousands.
+    for n in (3, 2500):
+        base = 10**13 + n * 10**6
+        strings = [
+            {
+                "resource_pk": base + i,
+                "res_type": "Patient",
+                "param": "name",
+                "value_norm": f"wang {i}",
+                "value_exact": f"王 {i}",
+            }
+            for i in range(n)
+        ]
+        numbers = [
+            {"resource_pk": base + i, "res_type": "RiskAssessment", "param": "probability", "value": i / 7}
+            for i in range(n)
+        ]
+        insert_tables(uow.conn, [(idx_string, strings), (idx_number, []), (idx_number, numbers)])
+        got_strings = uow.conn.execute(
+            select(idx_string)
+            .where(idx_string.c.resource_pk.between(base, base + n))
+            .order_by(idx_string.c.resource_pk)
+        ).mappings()
+        assert [dict(r) for r in got_strings] == strings
+        got_numbers = uow.conn.execute(
+            select(idx_number.c.value)
+            .where(idx_number.c.resource_pk.between(base, base + n))
+            .order_by(idx_number.c.resource_pk)
+        ).scalars()
+        assert list(got_numbers) == [i / 7 for i in range(n)]
+
+
+def test_delete_matching_removes_one_resources_rows_from_every_table(uow: UnitOfWork) -> None:
+    def rows(pk: int) -> list[tuple[Table, list[dict[str, object]]]]:
+        return [
+            (
+                idx_string,
+                [
+                    {
+                        "resource_pk": pk,
+                        "res_type": "Patient",
+                        "param": "name",
+                        "value_norm": "li",
+                        "value_exact": "李",
+                    }
+                ],
+            ),
+            (
+                idx_number,
+                [{"resource_pk": pk, "res_type": "RiskAssessment", "param": "probability", "value": 0.5}],
+            ),
+        ]
+
+    gone, kept = 10**14 + 1, 10**14 + 2
+    insert_tables(uow.conn, [*rows(gone), *rows(kept)])
+    delete_matching(uow.conn, [idx_string, idx_number, idx_token], "resource_pk", gone)
+    for table in (idx_string, idx_number):
+        left = uow.conn.execute(
+            select(table.c.resource_pk).where(table.c.resource_pk.in_([gone, kept]))
+        ).scalars()
+        assert list(left) == [kept]

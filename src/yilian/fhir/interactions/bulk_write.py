@@ -26,7 +26,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
-from yilian.db.dialect import insert_rows
+from yilian.db.dialect import insert_tables
 from yilian.fhir.access import CREATE, UPDATE
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
@@ -270,9 +270,7 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
             index.setdefault(kind, []).extend(kind_rows)
         if row["patient_key"]:
             touched.add(row["patient_key"])
-    insert_rows(conn, resource_version, versions)
-    for kind, kind_rows in index.items():
-        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
+    insert_tables(conn, [(resource_version, versions), *((INDEX_TABLES[k], r) for k, r in index.items())])
     # The observers (patient index, access grants) in their order, each seeing every new resource.
     for observer in ctx.settings.observers:
         many = getattr(observer, "on_new_many", None)

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import FromClause
 
-from yilian.db.dialect import insert_rows
+from yilian.db.dialect import delete_matching, insert_tables
 from yilian.fhir.store.sealing import open_content
 from yilian.fhir.store.tables import (
     INDEX_TABLES,
@@ -269,35 +269,31 @@ def version_row(
 
 
 def delete_index(conn: Connection, pk: int) -> None:
-    for table in INDEX_TABLES.values():
-        conn.execute(delete(table).where(table.c.resource_pk == pk))
+    delete_matching(conn, list(INDEX_TABLES.values()), "resource_pk", pk)
 
 
 def write_rows(
     conn: Connection, versions: list[dict[str, Any]], index_rows: dict[str, list[dict[str, Any]]]
 ) -> None:
-    """Insert buffered version rows and index rows, one round trip per table."""
-    insert_rows(conn, resource_version, versions)
-    for kind, kind_rows in index_rows.items():
-        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
+    """Insert buffered version rows and index rows (on PostgreSQL in one round trip)."""
+    insert_tables(
+        conn, [(resource_version, versions), *((INDEX_TABLES[k], r) for k, r in index_rows.items())]
+    )
 
 
 def replace_index(conn: Connection, pk: int, rows: dict[str, list[dict[str, Any]]], *, fresh: bool) -> None:
     """Make the index rows of resource ``pk`` exactly ``rows`` (kind -> rows without resource_pk)."""
     if not fresh:
-        for table in INDEX_TABLES.values():
-            conn.execute(delete(table).where(table.c.resource_pk == pk))
-    for kind, kind_rows in rows.items():
-        if kind_rows:
-            for r in kind_rows:
-                r["resource_pk"] = pk
-            insert_rows(conn, INDEX_TABLES[kind], kind_rows)
+        delete_index(conn, pk)
+    for kind_rows in rows.values():
+        for r in kind_rows:
+            r["resource_pk"] = pk
+    insert_tables(conn, [(INDEX_TABLES[k], r) for k, r in rows.items()])
 
 
 def insert_index_rows(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
     """Bulk insert of index rows that already carry their ``resource_pk``."""
-    for kind, kind_rows in rows.items():
-        insert_rows(conn, INDEX_TABLES[kind], kind_rows)
+    insert_tables(conn, [(INDEX_TABLES[k], r) for k, r in rows.items()])
 
 
 def existing(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
