@@ -328,14 +328,14 @@ def charge(
                 "hold-mismatch",
                 f"hold {hold_id} is not this card's deposit at Organization/{org}",
             )
-    place = coverage.institution(uow, org)
+    place, coverages = coverage.charge_facts(uow, org_id=org, patient_id=card.patient_id)
     for item in items:
         if item.charge_item:
             coverage.check_charge_item(uow, charge_item=item.charge_item, patient_id=card.patient_id)
     now = clock.now()
     day = business_date(now)
     charge_id = new_id()
-    found = coverage.enrolments(uow, patient_id=card.patient_id, on=day, policies=policies())
+    found = coverage.enrolments_in(coverages, on=day, policies=policies())
     insurance, aid, used_enrolments = coverage.policies_for(found, policies(), day)
     person = card.person_id or card.patient_id
     used: dict[tuple[str, str], int] = {}
