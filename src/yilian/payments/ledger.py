@@ -163,6 +163,8 @@ class Posted:
     business_date: dt.date
     # (balance, held) after the transaction of every account it changed
     balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Accounts without a floor still to be updated by :func:`finish` (``post(..., finish_later=True)``)
+    unfloored: tuple[tuple[AccountSpec, int], ...] = ()
 
 
 def post(
@@ -174,11 +176,20 @@ def post(
     org: str | None = None,
     memo: str | None = None,
     at: dt.datetime | None = None,
+    finish_later: bool = False,
 ) -> Posted:
     """Write one balanced transaction. Zero amounts are left out; nothing is written on refusal
     (the caller's transaction rolls back with the error). The wallets it moves, and the charge
     it records (``kind="charge"`` or ``"refund"``, ``ref`` naming it), are queued for their FHIR
-    views in the same transaction."""
+    views in the same transaction.
+
+    Accounts with a floor (wallets) are updated first, the others (an institution's point, a
+    fund, a channel) last. Those are the busy rows — every charge at a hospital's pharmacy moves
+    the same account — and each one's row lock is held from its update to the commit, so every
+    statement between them and the commit is time during which no other charge there can go on.
+    With ``finish_later`` they are left to :func:`finish`, which the use case calls after its own
+    last writes. The locking order is unchanged: floored accounts, then the others by id.
+    """
     lines = [(spec, amount) for spec, amount in postings if amount != 0]
     if sum(amount for _, amount in lines) != 0:
         raise AssertionError(f"unbalanced transaction: {[(s.account_id, a) for s, a in lines]}")
@@ -196,10 +207,13 @@ def post(
     # Accounts with a floor first: they are the only ones that can refuse, so a refusal comes
     # before anything is written and leaves even a caller's wider transaction untouched.
     balances: dict[str, tuple[int, int]] = {}
-    for account_id in sorted(merged, key=lambda k: (merged[k][0].floor is None, k)):
+    unfloored: list[tuple[AccountSpec, int]] = []
+    for account_id in sorted(merged):
         spec, amount = merged[account_id]
-        if amount:
+        if amount and spec.floor is not None:
             balances[account_id] = _apply(conn, spec, amount)
+        elif amount:
+            unfloored.append((spec, amount))
     txn_id = new_id()
     us = to_us(when)
     _TXN.run(
@@ -221,7 +235,15 @@ def post(
     if kind in ("charge", "refund") and ref is not None:
         subjects.append(CHARGE + ref)
     enqueue(conn, subjects)
-    return Posted(txn_id, us, day, balances)
+    posted = Posted(txn_id, us, day, balances, tuple(unfloored))
+    return posted if finish_later else finish(uow, posted)
+
+
+def finish(uow: UnitOfWork, posted: Posted) -> Posted:
+    """Update the accounts without a floor that :func:`post` left (they cannot refuse), in id order."""
+    for spec, amount in posted.unfloored:
+        posted.balances[spec.account_id] = _apply(uow.conn, spec, amount)
+    return Posted(posted.txn_id, posted.at, posted.business_date, posted.balances)
 
 
 def hold(uow: UnitOfWork, spec: AccountSpec, amount: int) -> None:

@@ -364,7 +364,16 @@ def charge(
         postings.append((_fund(aid), -shares.aid_fen))
     memo = f"charge at {org}/{department}"
     if deposit is None:
-        posted = ledger.post(uow, kind="charge", postings=postings, ref=charge_id, org=org, memo=memo, at=now)
+        posted = ledger.post(
+            uow,
+            kind="charge",
+            postings=postings,
+            ref=charge_id,
+            org=org,
+            memo=memo,
+            at=now,
+            finish_later=True,
+        )
     else:
         # A savepoint: should the wallet still be short, the release is undone with the refusal.
         with uow.conn.begin_nested():
@@ -377,6 +386,7 @@ def charge(
                 org=org,
                 memo=memo + " from deposit",
                 at=now,
+                finish_later=True,
             )
         _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
     _add_usage(uow.conn, person, day.year, shares.usage)
@@ -430,6 +440,8 @@ def charge(
             ).decode(),
         },
     )
+    # The institution's and the funds' accounts last: see ledger.post.
+    posted = ledger.finish(uow, posted)
     balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
 
