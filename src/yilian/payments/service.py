@@ -363,8 +363,10 @@ def charge(
     if aid is not None:
         postings.append((_fund(aid), -shares.aid_fen))
     memo = f"charge at {org}/{department}"
-    if deposit is None:
-        posted = ledger.post(
+
+    def post(memo: str) -> ledger.Posted:
+        # The institution's and the funds' accounts are updated last, by ledger.finish below.
+        return ledger.post(
             uow,
             kind="charge",
             postings=postings,
@@ -374,20 +376,14 @@ def charge(
             at=now,
             finish_later=True,
         )
+
+    if deposit is None:
+        posted = post(memo)
     else:
         # A savepoint: should the wallet still be short, the release is undone with the refusal.
         with uow.conn.begin_nested():
             ledger.release(uow, wallet_account(card.patient_id), int(deposit.amount_fen))
-            posted = ledger.post(
-                uow,
-                kind="charge",
-                postings=postings,
-                ref=charge_id,
-                org=org,
-                memo=memo + " from deposit",
-                at=now,
-                finish_later=True,
-            )
+            posted = post(memo + " from deposit")
         _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
     _add_usage(uow.conn, person, day.year, shares.usage)
     enrolled = [
