@@ -194,6 +194,21 @@ def charge_count(db: Database) -> int:
         return int(conn.execute(select(func.count()).select_from(t.charge)).scalar_one())
 
 
+def settled_count(db: Database, quiet_s: float = 1.0, limit_s: float = 60.0) -> int:
+    """The charge count once it has stopped moving for ``quiet_s``: on a loaded machine a
+    warm-up request can still be in the server seconds after wrk stopped waiting for it, and
+    counting it in the measured run would break the stored-versus-acknowledged check."""
+    deadline = time.monotonic() + limit_s
+    last = charge_count(db)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = charge_count(db)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def measure_charges(
     url: str, backend: str, seconds: int, cards: int, workers: int = 1, publish: bool = True
 ) -> dict[str, Any]:
@@ -211,8 +226,7 @@ def measure_charges(
                 raise RuntimeError(
                     f"{backend}: no charge succeeded in the warm-up ({warm['other']} other responses)"
                 )
-            time.sleep(2)  # the warm-up's last requests finish before the count
-            before = charge_count(db)
+            before = settled_count(db)  # the warm-up's last requests finish before the count
             r = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=seconds)
             stored = charge_count(db) - before
             # What the background publisher still owes when the load stops, and how long the

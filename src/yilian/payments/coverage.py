@@ -21,18 +21,24 @@ township) and the county code in the address's ``naming.EXT_ADDRESS_DIVISION`` e
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
+from sqlalchemy import String, bindparam, false, select, union_all
 
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.fhir.interactions.writes import flush as flush_fhir_writes
+from yilian.fhir.store.tables import idx_reference, resource
 from yilian.kernel import naming
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments.adjudication import Policy, policy_in_force
 from yilian.payments.model import refuse
+from yilian.payments.statements import Statement
 
 SCHEME_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-scheme"
 PLAN_SYSTEM = "http://terminology.hl7.org/CodeSystem/coverage-class"
@@ -84,10 +90,8 @@ def _plan(coverage: dict[str, Any]) -> str | None:
     return None
 
 
-def enrolments(
-    uow: UnitOfWork, *, patient_id: str, on: dt.date, policies: Sequence[Policy]
-) -> list[Enrolment]:
-    """The schemes the patient is covered by on the day (active Coverages with a plan region)."""
+def _search_coverages(uow: UnitOfWork, patient_id: str) -> list[dict[str, Any]]:
+    """Every Coverage whose beneficiary is the patient, as stored (a FHIR search)."""
     response = dispatch(
         uow,
         _CTX,
@@ -99,14 +103,17 @@ def enrolments(
         ),
     )
     bundle = orjson.loads(response.body or b"{}")
+    found = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
+    return [cov for cov in found if cov.get("resourceType") == "Coverage"]
+
+
+def enrolments_in(
+    coverages: Sequence[dict[str, Any]], *, on: dt.date, policies: Sequence[Policy]
+) -> list[Enrolment]:
+    """The schemes these Coverages enrol in on the day (active, in period, with a plan region)."""
     out = []
-    for entry in bundle.get("entry") or []:
-        cov = entry.get("resource") or {}
-        if (
-            cov.get("resourceType") != "Coverage"
-            or cov.get("status") != "active"
-            or not _in_period(cov.get("period"), on)
-        ):
+    for cov in coverages:
+        if cov.get("status") != "active" or not _in_period(cov.get("period"), on):
             continue
         region = _plan(cov)
         if region is None:
@@ -115,6 +122,13 @@ def enrolments(
         for scheme in _schemes(cov, policies):
             out.append(Enrolment(scheme, region, str(cov.get("id")), payor))
     return sorted(out, key=lambda e: (e.scheme, e.coverage_id))
+
+
+def enrolments(
+    uow: UnitOfWork, *, patient_id: str, on: dt.date, policies: Sequence[Policy]
+) -> list[Enrolment]:
+    """The schemes the patient is covered by on the day (active Coverages with a plan region)."""
+    return enrolments_in(_search_coverages(uow, patient_id), on=on, policies=policies)
 
 
 def policies_for(
@@ -140,7 +154,7 @@ def policies_for(
     return insurance, aid, used
 
 
-def institution(uow: UnitOfWork, org_id: str) -> Institution:
+def _read_institution(uow: UnitOfWork, org_id: str) -> Institution:
     try:
         response = dispatch(uow, _CTX, FhirRequest("GET", f"Organization/{org_id}"))
     except YilianError as err:
@@ -161,6 +175,141 @@ def institution(uow: UnitOfWork, org_id: str) -> Institution:
             if ext.get("url") == naming.EXT_ADDRESS_DIVISION:
                 region = (ext.get("valueCoding") or {}).get("code")
     return Institution(org_id, str(org.get("name") or org_id), level, region)
+
+
+# --------------------------------------------------------------------------- the per-card cache
+#
+# A charge needs the institution's level and county and the resident's Coverages. Read through
+# the FHIR core (a read and a search, each parsed, its bundle serialized and parsed again) they
+# were a quarter of a charge's CPU, and they change a few times a year. So each process keeps
+# what it read, keyed by database and Organization / Patient, with the stamp of every resource it
+# came from — (id, version, lastUpdated) — and every charge checks the stamps with one indexed
+# query on the stored resources: any write (a new, changed, deleted Coverage, one whose
+# beneficiary moved to or from the patient, a changed or deleted Organization), committed by any
+# process, changes the stamps and the next charge reads afresh. lastUpdated is in the stamp so
+# that a database restored from a backup and written again (the same version numbers, other
+# content) is not mistaken for what was cached. The stamps are taken *before* the FHIR reads on
+# a miss: a write in between leaves older stamps beside newer facts, which only costs one more
+# miss, never a stale answer.
+
+Stamp = tuple[tuple[str, int, int], ...]  # (resource id, version, lastUpdated µs), sorted
+V = TypeVar("V")
+
+
+class _Stamped(Generic[V]):
+    """A bounded map from key to (stamp, value), shared by the server's threads."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str], tuple[Stamp, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], stamp: Stamp) -> V | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[0] != stamp:
+                return None
+            self._items.move_to_end(key)
+            return found[1]
+
+    def put(self, key: tuple[str, str], stamp: Stamp, value: V) -> None:
+        with self._lock:
+            self._items[key] = (stamp, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_INSTITUTIONS: _Stamped[Institution] = _Stamped(10_000)
+_COVERAGES: _Stamped[tuple[dict[str, Any], ...]] = _Stamped(200_000)
+
+_r, _x = resource, idx_reference
+_ORG_STAMP = select(bindparam("org_kind", type_=String), _r.c.res_id, _r.c.version, _r.c.last_updated).where(
+    _r.c.res_type == bindparam("org_type", type_=String),
+    _r.c.res_id == bindparam("org_id", type_=String),
+    _r.c.deleted == false(),
+)
+# The same resources the Coverage search by beneficiary finds: its reference index rows.
+_COVERAGE_STAMP = (
+    select(bindparam("cov_kind", type_=String), _r.c.res_id, _r.c.version, _r.c.last_updated)
+    .select_from(_x.join(_r, _r.c.pk == _x.c.resource_pk))
+    .where(
+        _x.c.res_type == bindparam("cov_type", type_=String),
+        _x.c.param == bindparam("cov_param", type_=String),
+        _x.c.target_type == bindparam("patient_type", type_=String),
+        _x.c.target_id == bindparam("patient_id", type_=String),
+        _r.c.deleted == false(),
+    )
+)
+_INSTITUTION_STAMP = Statement(lambda _: _ORG_STAMP)
+_CHARGE_STAMPS = Statement(lambda _: union_all(_ORG_STAMP, _COVERAGE_STAMP))
+_FIXED = {
+    "org_kind": "O",
+    "org_type": "Organization",
+    "cov_kind": "C",
+    "cov_type": "Coverage",
+    "cov_param": "beneficiary",
+    "patient_type": "Patient",
+}
+
+
+def _stamps(uow: UnitOfWork, *, org_id: str, patient_id: str | None) -> tuple[Stamp, Stamp]:
+    """(the Organization's stamp, the patient's Coverages' stamp) as stored now."""
+    # Resources this unit of work wrote may still sit in the FHIR core's write buffer; they
+    # must be in the tables for the stamps to see them.
+    flush_fhir_writes(uow)
+    params = {**_FIXED, "org_id": org_id, "patient_id": patient_id or ""}
+    statement = _INSTITUTION_STAMP if patient_id is None else _CHARGE_STAMPS
+    org: list[tuple[str, int, int]] = []
+    coverages: list[tuple[str, int, int]] = []
+    for kind, res_id, version, last_updated in statement.all(uow.conn, params):
+        (org if kind == "O" else coverages).append((str(res_id), int(version), int(last_updated)))
+    return tuple(org), tuple(sorted(coverages))
+
+
+def _database(uow: UnitOfWork) -> str:
+    return uow.db.url.render_as_string(hide_password=True)
+
+
+def _institution(uow: UnitOfWork, org_id: str, stamp: Stamp) -> Institution:
+    key = (_database(uow), org_id)
+    found = _INSTITUTIONS.get(key, stamp) if stamp else None
+    if found is None:
+        found = _read_institution(uow, org_id)  # refuses an unknown or deleted Organization
+        if stamp:
+            _INSTITUTIONS.put(key, stamp, found)
+    return found
+
+
+def institution(uow: UnitOfWork, org_id: str) -> Institution:
+    """The institution's level and county (refused as ``unknown-institution`` if there is none)."""
+    stamp, _ = _stamps(uow, org_id=org_id, patient_id=None)
+    return _institution(uow, org_id, stamp)
+
+
+def charge_facts(
+    uow: UnitOfWork, *, org_id: str, patient_id: str
+) -> tuple[Institution, tuple[dict[str, Any], ...]]:
+    """What a charge needs from the shared record: the institution and the patient's Coverages
+    (as stored; :func:`enrolments_in` picks those in force). One query when nothing changed."""
+    org_stamp, coverage_stamp = _stamps(uow, org_id=org_id, patient_id=patient_id)
+    place = _institution(uow, org_id, org_stamp)
+    key = (_database(uow), patient_id)
+    coverages = _COVERAGES.get(key, coverage_stamp)
+    if coverages is None:
+        coverages = tuple(_search_coverages(uow, patient_id))
+        _COVERAGES.put(key, coverage_stamp, coverages)
+    return place, coverages
+
+
+def forget_cached() -> None:
+    """Empty the per-process cache (nothing needs it for correctness: the stamps decide)."""
+    _INSTITUTIONS.clear()
+    _COVERAGES.clear()
 
 
 def check_charge_item(uow: UnitOfWork, *, charge_item: str, patient_id: str) -> None:

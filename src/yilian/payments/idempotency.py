@@ -19,14 +19,16 @@ import hashlib
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import ClauseElement
 
 from yilian.db import UnitOfWork
-from yilian.db.dialect import insert_new
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.payments import tables as t
 from yilian.payments.model import refuse, to_us
+from yilian.payments.statements import Statement
 
 RETENTION_S = 48 * 3600  # the contract promises 24 h; twice that leaves room for late retries
 MAX_KEY = 255
@@ -66,47 +68,74 @@ def check_key(key: str | None) -> str:
     return key
 
 
+_i = t.idempotency
+
+
+def _claim(dialect: str) -> ClauseElement:
+    # One statement, no savepoint: a concurrent insert of the same key waits for the other
+    # transaction to end, then skips the row if that one committed, or inserts it if it rolled
+    # back. RETURNING rather than rowcount: the driver's rowcount is not dependable for a skip.
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(_i)
+        .values(
+            caller=bindparam("caller", type_=String),
+            key=bindparam("key", type_=String),
+            request_hash=bindparam("request_hash", type_=String),
+            status=bindparam("status", type_=Integer),
+            response=bindparam("response", type_=LargeBinary),
+            created=bindparam("created", type_=BigInteger),
+        )
+        .on_conflict_do_nothing()
+        .returning(_i.c.caller)
+    )
+
+
+_CLAIM = Statement(_claim)
+_WHERE_KEY = (_i.c.caller == bindparam("caller", type_=String), _i.c.key == bindparam("key", type_=String))
+_STORED = Statement(lambda _: select(_i.c.request_hash, _i.c.status, _i.c.response).where(*_WHERE_KEY))
+_REMEMBER = Statement(
+    lambda _: (
+        update(_i)
+        .where(*_WHERE_KEY)
+        .values(status=bindparam("status", type_=Integer), response=bindparam("response", type_=LargeBinary))
+    )
+)
+
+
 def claim(uow: UnitOfWork, *, caller: str, key: str, fingerprint: str) -> StoredReply | None:
     """Claim the key for this transaction (None: go ahead), or the reply the key already has."""
     conn = uow.conn
-    i = t.idempotency
-    claimed = insert_new(
-        conn,
-        i,
-        {
-            "caller": caller,
-            "key": key,
-            "request_hash": fingerprint,
-            "status": PENDING,
-            "response": b"",
-            "created": to_us(clock.now()),
-        },
-    )
-    if claimed:
+    params = {
+        "caller": caller,
+        "key": key,
+        "request_hash": fingerprint,
+        "status": PENDING,
+        "response": b"",
+        "created": to_us(clock.now()),
+    }
+    if _CLAIM.one_or_none(conn, params) is not None:
         return None
-    row = conn.execute(
-        select(i.c.request_hash, i.c.status, i.c.response).where(i.c.caller == caller, i.c.key == key)
-    ).one()
-    if row.request_hash != fingerprint:
+    row = _STORED.one_or_none(conn, params)
+    assert row is not None  # the conflicting key exists: the insert was skipped for it
+    request_hash, status, response = row
+    if request_hash != fingerprint:
         raise refuse(
             Category.UNPROCESSABLE,
             "idempotency-key-reused",
             "this Idempotency-Key was used for a different request; use a new key for a new payment",
         )
-    if row.status == PENDING:  # cannot happen once the other transaction ended: guard anyway
+    if status == PENDING:  # cannot happen once the other transaction ended: guard anyway
         raise refuse(
             Category.CONFLICT,
             "idempotency-key-in-flight",
             "a request with this Idempotency-Key is in progress",
         )
-    return StoredReply(int(row.status), bytes(row.response))
+    return StoredReply(int(status), bytes(response))
 
 
 def remember(uow: UnitOfWork, *, caller: str, key: str, status: int, body: bytes) -> None:
-    i = t.idempotency
-    uow.conn.execute(
-        update(i).where(i.c.caller == caller, i.c.key == key).values(status=status, response=body)
-    )
+    _REMEMBER.run(uow.conn, {"caller": caller, "key": key, "status": status, "response": body})
 
 
 def purge(uow: UnitOfWork, *, older_than_s: int = RETENTION_S) -> int:

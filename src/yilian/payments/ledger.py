@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, String, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
@@ -33,6 +33,7 @@ from yilian.kernel.money import format_fen
 from yilian.payments import tables as t
 from yilian.payments.model import business_date, refuse, to_us
 from yilian.payments.publish_queue import CHARGE, WALLET, enqueue
+from yilian.payments.statements import Family, Statement, insert_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,53 +66,94 @@ def _insert_account(conn: Connection, spec: AccountSpec) -> None:
         pass
 
 
+_a = t.account
+# The one statement that changes a balance: the floor check and the change cannot be separated.
+_APPLY = Statement(
+    lambda _: (
+        update(_a)
+        .where(_a.c.account_id == bindparam("account_id", type_=String))
+        .where(
+            (_a.c.floor.is_(None))
+            | (_a.c.balance + bindparam("amount", type_=BigInteger) - _a.c.held >= _a.c.floor)
+        )
+        .values(balance=_a.c.balance + bindparam("amount", type_=BigInteger))
+        .returning(_a.c.balance, _a.c.held)
+    )
+)
+_BALANCE = Statement(
+    lambda _: select(_a.c.balance, _a.c.held).where(_a.c.account_id == bindparam("account_id", type_=String))
+)
+
+
 def _apply(conn: Connection, spec: AccountSpec, amount: int) -> tuple[int, int]:
     """Add ``amount`` (signed) to the account's balance, refusing to cross its floor; the new
     (balance, held), read in the same statement (``RETURNING``: no second read for the reply)."""
-    a = t.account
-    guarded = (
-        update(a)
-        .where(a.c.account_id == spec.account_id)
-        .where((a.c.floor.is_(None)) | (a.c.balance + amount - a.c.held >= a.c.floor))
-        .values(balance=a.c.balance + amount)
-        .returning(a.c.balance, a.c.held)
-    )
-    done = conn.execute(guarded).first()
+    params = {"account_id": spec.account_id, "amount": amount}
+    done = _APPLY.one_or_none(conn, params)
     if done is not None:
-        return int(done.balance), int(done.held)
-    row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).first()
+        return int(done[0]), int(done[1])
+    row = _BALANCE.one_or_none(conn, params)
     if row is None:
         _insert_account(conn, spec)
-        done = conn.execute(guarded).first()
+        done = _APPLY.one_or_none(conn, params)
         if done is not None:
-            return int(done.balance), int(done.held)
-        row = conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == spec.account_id)).one()
+            return int(done[0]), int(done[1])
+        row = _BALANCE.one_or_none(conn, params)
+        assert row is not None
     raise refuse(
         Category.CONFLICT,
         "insufficient-balance",
-        f"insufficient balance: {format_fen(row.balance - row.held)} available, {format_fen(-amount)} needed",
+        f"insufficient balance: {format_fen(row[0] - row[1])} available, {format_fen(-amount)} needed",
     )
+
+
+_d = t.day
+# Shared on PostgreSQL (the day close takes it exclusively); SQLite renders no lock clause, its
+# one writer already excludes the close.
+_DAY_SHARED = Statement(
+    lambda _: (
+        select(_d.c.status)
+        .where(_d.c.business_date == bindparam("business_date", type_=String))
+        .with_for_update(read=True)
+    )
+)
 
 
 def open_day(conn: Connection, day: dt.date) -> None:
     """Take the business day shared; refuse if it is closed. Creates the day's row on first use."""
-    d = t.day
-    key = day.isoformat()
-    stmt = select(d.c.status).where(d.c.business_date == key)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(read=True)
-    status = conn.execute(stmt).scalar_one_or_none()
-    if status is None:
+    params = {"business_date": day.isoformat()}
+    found = _DAY_SHARED.one_or_none(conn, params)
+    if found is None:
         try:
             with conn.begin_nested():
-                conn.execute(insert(d), {"business_date": key, "status": "open"})
+                conn.execute(insert(_d), {"business_date": params["business_date"], "status": "open"})
         except IntegrityError:
             pass
-        status = conn.execute(stmt).scalar_one()
-    if status != "open":
+        found = _DAY_SHARED.one_or_none(conn, params)
+        assert found is not None
+    if found[0] != "open":
         raise refuse(
-            Category.CONFLICT, "day-closed", f"business day {key} is closed; nothing more can be posted to it"
+            Category.CONFLICT,
+            "day-closed",
+            f"business day {params['business_date']} is closed; nothing more can be posted to it",
         )
+
+
+_x, _p = t.txn, t.posting
+_TXN = insert_row(_x)
+# All the postings of a transaction in one multi-row INSERT (one round trip, whatever their number).
+_POSTINGS = Family(
+    lambda _, n: insert(_p).values(
+        [
+            {
+                "txn_id": bindparam("txn_id", type_=String),
+                "account_id": bindparam(f"account_{i}", type_=String),
+                "amount": bindparam(f"amount_{i}", type_=BigInteger),
+            }
+            for i in range(n)
+        ]
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +163,8 @@ class Posted:
     business_date: dt.date
     # (balance, held) after the transaction of every account it changed
     balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Accounts without a floor still to be updated by :func:`finish` (``post(..., finish_later=True)``)
+    unfloored: tuple[tuple[AccountSpec, int], ...] = ()
 
 
 def post(
@@ -132,11 +176,20 @@ def post(
     org: str | None = None,
     memo: str | None = None,
     at: dt.datetime | None = None,
+    finish_later: bool = False,
 ) -> Posted:
     """Write one balanced transaction. Zero amounts are left out; nothing is written on refusal
     (the caller's transaction rolls back with the error). The wallets it moves, and the charge
     it records (``kind="charge"`` or ``"refund"``, ``ref`` naming it), are queued for their FHIR
-    views in the same transaction."""
+    views in the same transaction.
+
+    Accounts with a floor (wallets) are updated first, the others (an institution's point, a
+    fund, a channel) last. Those are the busy rows — every charge at a hospital's pharmacy moves
+    the same account — and each one's row lock is held from its update to the commit, so every
+    statement between them and the commit is time during which no other charge there can go on.
+    With ``finish_later`` they are left to :func:`finish`, which the use case calls after its own
+    last writes. The locking order is unchanged: floored accounts, then the others by id.
+    """
     lines = [(spec, amount) for spec, amount in postings if amount != 0]
     if sum(amount for _, amount in lines) != 0:
         raise AssertionError(f"unbalanced transaction: {[(s.account_id, a) for s, a in lines]}")
@@ -154,14 +207,17 @@ def post(
     # Accounts with a floor first: they are the only ones that can refuse, so a refusal comes
     # before anything is written and leaves even a caller's wider transaction untouched.
     balances: dict[str, tuple[int, int]] = {}
-    for account_id in sorted(merged, key=lambda k: (merged[k][0].floor is None, k)):
+    unfloored: list[tuple[AccountSpec, int]] = []
+    for account_id in sorted(merged):
         spec, amount = merged[account_id]
-        if amount:
+        if amount and spec.floor is not None:
             balances[account_id] = _apply(conn, spec, amount)
+        elif amount:
+            unfloored.append((spec, amount))
     txn_id = new_id()
     us = to_us(when)
-    conn.execute(
-        insert(t.txn),
+    _TXN.run(
+        conn,
         {
             "txn_id": txn_id,
             "kind": kind,
@@ -172,15 +228,22 @@ def post(
             "memo": memo,
         },
     )
-    conn.execute(
-        insert(t.posting),
-        [{"txn_id": txn_id, "account_id": spec.account_id, "amount": amount} for spec, amount in lines],
+    _POSTINGS.run(
+        conn, {"txn_id": txn_id}, [{"account": spec.account_id, "amount": amount} for spec, amount in lines]
     )
     subjects = [account_id for account_id in merged if merged[account_id][0].kind == "wallet"]
     if kind in ("charge", "refund") and ref is not None:
         subjects.append(CHARGE + ref)
     enqueue(conn, subjects)
-    return Posted(txn_id, us, day, balances)
+    posted = Posted(txn_id, us, day, balances, tuple(unfloored))
+    return posted if finish_later else finish(uow, posted)
+
+
+def finish(uow: UnitOfWork, posted: Posted) -> Posted:
+    """Update the accounts without a floor that :func:`post` left (they cannot refuse), in id order."""
+    for spec, amount in posted.unfloored:
+        posted.balances[spec.account_id] = _apply(uow.conn, spec, amount)
+    return Posted(posted.txn_id, posted.at, posted.business_date, posted.balances)
 
 
 def hold(uow: UnitOfWork, spec: AccountSpec, amount: int) -> None:
@@ -226,9 +289,8 @@ def balance_after(uow: UnitOfWork, posted: Posted, account_id: str) -> tuple[int
 
 def balance(uow: UnitOfWork, account_id: str) -> tuple[int, int]:
     """(balance, held) of an account; (0, 0) when it has never been used."""
-    a = t.account
-    row = uow.conn.execute(select(a.c.balance, a.c.held).where(a.c.account_id == account_id)).first()
-    return (0, 0) if row is None else (int(row.balance), int(row.held))
+    row = _BALANCE.one_or_none(uow.conn, {"account_id": account_id})
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import BigInteger, Connection, Integer, String, bindparam, insert
 
 from yilian.kernel import clock
 from yilian.payments import tables as t
 from yilian.payments.model import to_us
+from yilian.payments.statements import Family
 
 CHARGE, WALLET, DAY = "charge:", "wallet:", "day:"
 
 
+_q = t.publication
+_ENQUEUE = Family(
+    lambda _, n: insert(_q).values(
+        [
+            {
+                "subject": bindparam(f"subject_{i}", type_=String),
+                "attempts": bindparam("attempts", type_=Integer),
+                "queued": bindparam("queued", type_=BigInteger),
+            }
+            for i in range(n)
+        ]
+    )
+)
+
+
 def enqueue(conn: Connection, subjects: Iterable[str]) -> None:
     """Queue ``subjects`` for publication in ``conn``'s transaction (one statement)."""
-    now = to_us(clock.now())
-    rows = [{"subject": s, "attempts": 0, "queued": now} for s in dict.fromkeys(subjects)]
+    rows = [{"subject": s} for s in dict.fromkeys(subjects)]
     if rows:
-        conn.execute(insert(t.publication), rows[0] if len(rows) == 1 else rows)
+        _ENQUEUE.run(conn, {"attempts": 0, "queued": to_us(clock.now())}, rows)

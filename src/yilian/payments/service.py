@@ -15,8 +15,9 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import BigInteger, Connection, Integer, String, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import ClauseElement
 
 from yilian import card as cards
 from yilian.db import UnitOfWork
@@ -46,6 +47,7 @@ from yilian.payments.model import (
     to_us,
     wallet_account,
 )
+from yilian.payments.statements import Family, Statement, insert_row
 
 
 @cache
@@ -189,41 +191,76 @@ def statement(
 # --------------------------------------------------------------------------- charges
 
 
+_u = t.usage
+_PERSON_YEAR = (
+    _u.c.person == bindparam("person", type_=String),
+    _u.c.year == bindparam("year", type_=Integer),
+)
+# Every counter of the person's year, locked in one statement in (fund, bucket) order: the rows
+# come out of the sort and are locked in that order, the same in every use case, so two of them
+# cannot deadlock; locking a counter this charge does not read only serializes the person's own
+# payments, which their wallet row serializes anyway.
+_LOCK_USAGE = Statement(
+    lambda _: (
+        select(_u.c.fund, _u.c.bucket, _u.c.amount_fen)
+        .where(*_PERSON_YEAR)
+        .order_by(_u.c.fund, _u.c.bucket)
+        .with_for_update()
+    )
+)
+
+
+def _usage_rows(dialect: str, n: int, *, add: bool) -> ClauseElement:
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(_u).values(
+        [
+            {
+                "person": bindparam("person", type_=String),
+                "fund": bindparam(f"fund_{i}", type_=String),
+                "year": bindparam("year", type_=Integer),
+                "bucket": bindparam(f"bucket_{i}", type_=String),
+                "amount_fen": bindparam(f"amount_{i}", type_=BigInteger),
+            }
+            for i in range(n)
+        ]
+    )
+    if not add:
+        return stmt.on_conflict_do_nothing()
+    return stmt.on_conflict_do_update(
+        index_elements=[_u.c.person, _u.c.fund, _u.c.year, _u.c.bucket],
+        set_={"amount_fen": _u.c.amount_fen + stmt.excluded.amount_fen},
+    )
+
+
+_CREATE_USAGE = Family(lambda dialect, n: _usage_rows(dialect, n, add=False))
+_ADD_USAGE = Family(lambda dialect, n: _usage_rows(dialect, n, add=True))
+
+
 def _lock_usage(
     conn: Connection, person: str, year: int, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
     """Read (and lock, on PostgreSQL) the person's usage counters, creating missing ones at zero."""
-    u = t.usage
-    out: dict[tuple[str, str], int] = {}
-    for fund, bucket in sorted(set(keys)):
-        where = (u.c.person == person, u.c.fund == fund, u.c.year == year, u.c.bucket == bucket)
-        stmt = select(u.c.amount_fen).where(*where)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        value = conn.execute(stmt).scalar_one_or_none()
-        if value is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(u),
-                        {"person": person, "fund": fund, "year": year, "bucket": bucket, "amount_fen": 0},
-                    )
-            except IntegrityError:
-                pass
-            value = conn.execute(stmt).scalar_one()
-        out[(fund, bucket)] = int(value)
-    return out
+    params = {"person": person, "year": year}
+    found = {(fund, bucket): int(amount) for fund, bucket, amount in _LOCK_USAGE.all(conn, params)}
+    missing = sorted(set(keys) - found.keys())
+    if missing:
+        # A counter's first use this year: created at zero (a concurrent creator's row is kept:
+        # the insert waits for its transaction, then skips), then locked with the others.
+        rows = [{"fund": fund, "bucket": bucket, "amount": 0} for fund, bucket in missing]
+        _CREATE_USAGE.run(conn, params, rows)
+        found = {(fund, bucket): int(amount) for fund, bucket, amount in _LOCK_USAGE.all(conn, params)}
+    return {key: found[key] for key in sorted(set(keys))}
 
 
 def _add_usage(conn: Connection, person: str, year: int, deltas: dict[tuple[str, str], int]) -> None:
-    u = t.usage
-    for (fund, bucket), delta in sorted(deltas.items()):
-        if delta:
-            conn.execute(
-                update(u)
-                .where(u.c.person == person, u.c.fund == fund, u.c.year == year, u.c.bucket == bucket)
-                .values(amount_fen=u.c.amount_fen + delta)
-            )
+    """Add to the counters (locked and created by :func:`_lock_usage`), all in one statement."""
+    rows = [
+        {"fund": fund, "bucket": bucket, "amount": delta}
+        for (fund, bucket), delta in sorted(deltas.items())
+        if delta
+    ]
+    if rows:
+        _ADD_USAGE.run(conn, {"person": person, "year": year}, rows)
 
 
 @dataclass(frozen=True)
@@ -252,6 +289,9 @@ class ChargeResult:
                 "text": "; ".join(step.detail for step in s.steps),
             },
         }
+
+
+_CHARGE = insert_row(t.charge)
 
 
 def charge(
@@ -288,14 +328,14 @@ def charge(
                 "hold-mismatch",
                 f"hold {hold_id} is not this card's deposit at Organization/{org}",
             )
-    place = coverage.institution(uow, org)
+    place, coverages = coverage.charge_facts(uow, org_id=org, patient_id=card.patient_id)
     for item in items:
         if item.charge_item:
             coverage.check_charge_item(uow, charge_item=item.charge_item, patient_id=card.patient_id)
     now = clock.now()
     day = business_date(now)
     charge_id = new_id()
-    found = coverage.enrolments(uow, patient_id=card.patient_id, on=day, policies=policies())
+    found = coverage.enrolments_in(coverages, on=day, policies=policies())
     insurance, aid, used_enrolments = coverage.policies_for(found, policies(), day)
     person = card.person_id or card.patient_id
     used: dict[tuple[str, str], int] = {}
@@ -323,29 +363,35 @@ def charge(
     if aid is not None:
         postings.append((_fund(aid), -shares.aid_fen))
     memo = f"charge at {org}/{department}"
+
+    def post(memo: str) -> ledger.Posted:
+        # The institution's and the funds' accounts are updated last, by ledger.finish below.
+        return ledger.post(
+            uow,
+            kind="charge",
+            postings=postings,
+            ref=charge_id,
+            org=org,
+            memo=memo,
+            at=now,
+            finish_later=True,
+        )
+
     if deposit is None:
-        posted = ledger.post(uow, kind="charge", postings=postings, ref=charge_id, org=org, memo=memo, at=now)
+        posted = post(memo)
     else:
         # A savepoint: should the wallet still be short, the release is undone with the refusal.
         with uow.conn.begin_nested():
             ledger.release(uow, wallet_account(card.patient_id), int(deposit.amount_fen))
-            posted = ledger.post(
-                uow,
-                kind="charge",
-                postings=postings,
-                ref=charge_id,
-                org=org,
-                memo=memo + " from deposit",
-                at=now,
-            )
+            posted = post(memo + " from deposit")
         _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
     _add_usage(uow.conn, person, day.year, shares.usage)
     enrolled = [
         {"scheme": e.scheme, "region": e.region, "coverage": f"Coverage/{e.coverage_id}", "payor": e.payor}
         for e in used_enrolments
     ]
-    uow.conn.execute(
-        insert(t.charge),
+    _CHARGE.run(
+        uow.conn,
         {
             "charge_id": charge_id,
             "txn_id": posted.txn_id,
@@ -390,6 +436,8 @@ def charge(
             ).decode(),
         },
     )
+    # The institution's and the funds' accounts last: see ledger.post.
+    posted = ledger.finish(uow, posted)
     balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
 

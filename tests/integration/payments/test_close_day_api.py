@@ -63,7 +63,14 @@ def test_close_day_over_http(
     charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
     assert call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge).status_code == 201
     insured = new_card(db, desk, region, "ncms")  # the fund pays a share of this one's charges
-    call(app, "POST", f"/api/cards/{insured}/top-ups", headers=hospital, key=key(), json={**top, "amount_fen": 5_000_000})
+    call(
+        app,
+        "POST",
+        f"/api/cards/{insured}/top-ups",
+        headers=hospital,
+        key=key(),
+        json={**top, "amount_fen": 5_000_000},
+    )
     big = {**charge, "card_no": insured, "items": [{**DRUG, "quantity": 40}]}
     paid = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=big)
     assert paid.status_code == 201 and paid.json()["insurer_fen"] > 0, paid.text
@@ -91,7 +98,9 @@ def test_close_day_over_http(
     # The insurer, once named its fund's administrator, reads the closed day's fund lines,
     # reconciled on their own.
     monkeypatch.setenv("YILIAN_FUND_ADMINISTRATORS", f"fund:ncms:330500={region.insurer}")
-    insurer = bearer(system_token(db, scopes="system/PaymentReconciliation.r", org_id=region.insurer, name="insurer"))
+    insurer = bearer(
+        system_token(db, scopes="system/PaymentReconciliation.r", org_id=region.insurer, name="insurer")
+    )
     mine = call(app, "GET", f"/api/settlement/days/{today}?detail=1", headers=insurer).json()
     fund = [line for line in shown["lines"] if line["payer"] == "fund:ncms:330500"]
     assert fund and mine["lines"] == fund and mine["status"] == "closed"

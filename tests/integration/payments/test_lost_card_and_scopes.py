@@ -251,7 +251,12 @@ def test_a_hospital_reads_only_its_own_clearing_lines(
 
 
 def test_an_insurer_reads_the_lines_its_funds_pay_once_named_their_administrator(
-    app: Any, db: Database, desk: CardDesk, region: Region, operator: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    app: Any,
+    db: Database,
+    desk: CardDesk,
+    region: Region,
+    operator: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     city, county = region.city_hospital, region.county_hospital
     city_his, county_his = his(db, city), his(db, county)
