@@ -135,7 +135,7 @@ def insert_tables(conn: Connection, batches: Sequence[tuple[Table, Sequence[Mapp
     if not fast:
         return
     assert raw is not None
-    with _as_sqlalchemy_errors(conn, "; ".join(str(p.sql) for p, _ in fast)):
+    with driver_errors(conn, "; ".join(str(p.sql) for p, _ in fast)):
         if kind == "values":
             for plain, rows in fast:
                 raw.executemany(plain.sql, plain.tuples(rows))
@@ -147,14 +147,16 @@ def insert_tables(conn: Connection, batches: Sequence[tuple[Table, Sequence[Mapp
 
 
 @contextmanager
-def _as_sqlalchemy_errors(conn: Connection, sql: str) -> Iterator[None]:
-    """The driver's errors as SQLAlchemy raises them (``DBAPIError`` subclasses), so retries of
-    transient failures and the error table see one kind of exception whatever the path."""
-    dbapi = conn.dialect.loaded_dbapi
+def driver_errors(conn: Connection, sql: str, params: Any = None) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy raises them (``IntegrityError``, ``OperationalError``…),
+    for statements run on the driver connection: the unit of work's retry of transient failures
+    and the error table then see one kind of exception whatever the path."""
+    dialect = conn.dialect
+    dbapi = dialect.loaded_dbapi
     try:
         yield
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=dialect) from exc
 
 
 _DELETE_SQL: dict[tuple[tuple[Table, ...], str, str], list[str]] = {}
@@ -185,7 +187,7 @@ def delete_matching(conn: Connection, tables: Sequence[Table], column: str, valu
         for t in tables:
             conn.execute(delete(t).where(t.c[column] == value))
         return
-    with _as_sqlalchemy_errors(conn, "; ".join(statements)):
+    with driver_errors(conn, "; ".join(statements)):
         if conn.dialect.name == "postgresql":
             with raw.cursor() as cur:
                 cur.execute(statements[0], {"v": value})
@@ -206,7 +208,7 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     plain = _plain(table, conn.dialect, "unnest_ignore" if pg else "values_ignore")
     raw = conn.connection.driver_connection
     if raw is not None and plain.fills(rows):
-        with _as_sqlalchemy_errors(conn, str(plain.sql)):
+        with driver_errors(conn, str(plain.sql)):
             if pg:
                 with raw.cursor() as cur:
                     cur.execute(str(plain.sql), plain.columns(rows))

@@ -26,6 +26,7 @@ from sqlalchemy import and_, delete, func, select, text, update
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
+from yilian.db.statements import Statement, insert_row
 from yilian.fhir.store.repository import current_by_keys
 from yilian.fhir.store.sealing import keyring_for
 from yilian.kernel import clock, ids
@@ -99,10 +100,18 @@ def check_configuration(env: dict[str, str] | None = None) -> None:
     thresholds_from_env(MatchModel.default().thresholds, env)
 
 
+# The statements every registration runs, compiled once (db/statements.py: SQLAlchemy's per-call
+# work was a tenth of a Patient create).
+_NEWEST_MODEL = Statement(lambda _: select(model.c.model_id).order_by(model.c.created.desc()).limit(1))
+_INSERT_PERSON = insert_row(person)
+_INSERT_LINK = insert_row(record_link)
+_INSERT_EVENT = insert_row(event)
+
+
 def current_matcher(uow: UnitOfWork) -> Matcher:
     """The matcher with the newest stored model (``yilian mpi train``), or the shipped default."""
-    row = uow.conn.execute(select(model.c.model_id).order_by(model.c.created.desc()).limit(1)).first()
-    model_id = row.model_id if row else None
+    row = _NEWEST_MODEL.one_or_none(uow.conn, {})
+    model_id = row[0] if row else None
     key = (id(uow.db.engine), model_id)
     with _cache_lock:
         hit = _cache.get(key)
@@ -277,7 +286,10 @@ class Registered:
 
 def _new_person(uow: UnitOfWork, now: int) -> str:
     person_id = ids.new_id()
-    uow.conn.execute(person.insert().values(person_id=person_id, status="active", created=now, updated=now))
+    _INSERT_PERSON.run(
+        uow.conn,
+        {"person_id": person_id, "status": "active", "merged_into": None, "created": now, "updated": now},
+    )
     return person_id
 
 
@@ -293,18 +305,20 @@ def _event(
     detail: dict[str, Any] | None = None,
 ) -> str:
     event_id = ids.new_id()
-    uow.conn.execute(
-        event.insert().values(
-            event_id=event_id,
-            at=_now_us(),
-            action=action,
-            actor=actor[:160],
-            reason=reason,
-            person_id=person_id,
-            other_person_id=other_person_id,
-            patient_id=patient_id,
-            detail=orjson.dumps(detail).decode() if detail is not None else None,
-        )
+    _INSERT_EVENT.run(
+        uow.conn,
+        {
+            "event_id": event_id,
+            "at": _now_us(),
+            "action": action,
+            "actor": actor[:160],
+            "reason": reason,
+            "person_id": person_id,
+            "other_person_id": other_person_id,
+            "patient_id": patient_id,
+            "detail": orjson.dumps(detail).decode() if detail is not None else None,
+            "undone_by": None,
+        },
     )
     changes.changed(uow, person_id, other_person_id)  # subscriptions on Person learn of it
     return event_id
@@ -464,10 +478,16 @@ def register(
         return Registered(patient_id, best.person_id, "linked", best)
     if own is None:
         own = _new_person(uow, now)
-        uow.conn.execute(
-            record_link.insert().values(
-                patient_id=patient_id, person_id=own, how=NEW, probability=None, source=source, updated=now
-            )
+        _INSERT_LINK.run(
+            uow.conn,
+            {
+                "patient_id": patient_id,
+                "person_id": own,
+                "how": NEW,
+                "probability": None,
+                "source": source,
+                "updated": now,
+            },
         )
         _event(uow, "new-person", actor=actor, person_id=own, patient_id=patient_id)
     elif link is not None and link.source != source:

@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy import String, bindparam, false, select, union_all
 
 from yilian.db import UnitOfWork
+from yilian.db.statements import Statement
 from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.fhir.interactions.writes import flush as flush_fhir_writes
 from yilian.fhir.store.tables import idx_reference, resource
@@ -38,7 +39,6 @@ from yilian.kernel import naming
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments.adjudication import Policy, policy_in_force
 from yilian.payments.model import refuse
-from yilian.payments.statements import Statement
 
 SCHEME_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-scheme"
 PLAN_SYSTEM = "http://terminology.hl7.org/CodeSystem/coverage-class"

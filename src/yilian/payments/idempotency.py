@@ -24,11 +24,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ClauseElement
 
 from yilian.db import UnitOfWork
+from yilian.db.statements import Statement
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.payments import tables as t
 from yilian.payments.model import refuse, to_us
-from yilian.payments.statements import Statement
 
 RETENTION_S = 48 * 3600  # the contract promises 24 h; twice that leaves room for late retries
 MAX_KEY = 255

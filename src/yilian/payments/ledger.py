@@ -26,6 +26,7 @@ from sqlalchemy import BigInteger, Connection, String, bindparam, func, insert, 
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
+from yilian.db.statements import Family, Statement, insert_row
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.kernel.ids import new_id
@@ -33,7 +34,6 @@ from yilian.kernel.money import format_fen
 from yilian.payments import tables as t
 from yilian.payments.model import business_date, refuse, to_us
 from yilian.payments.publish_queue import CHARGE, WALLET, enqueue
-from yilian.payments.statements import Family, Statement, insert_row
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 from sqlalchemy import BigInteger, Connection, Integer, String, bindparam, insert
 
+from yilian.db.statements import Family
 from yilian.kernel import clock
 from yilian.payments import tables as t
 from yilian.payments.model import to_us
-from yilian.payments.statements import Family
 
 CHARGE, WALLET, DAY = "charge:", "wallet:", "day:"
 

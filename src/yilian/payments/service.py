@@ -21,6 +21,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from yilian import card as cards
 from yilian.db import UnitOfWork
+from yilian.db.statements import Family, Statement, insert_row
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.kernel.ids import new_id
@@ -47,7 +48,6 @@ from yilian.payments.model import (
     to_us,
     wallet_account,
 )
-from yilian.payments.statements import Family, Statement, insert_row
 
 
 @cache

@@ -4,11 +4,12 @@ on SQLite) land exactly as SQLAlchemy would have written them, on both databases
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import delete_matching, insert_ignore, insert_rows, insert_tables
+from yilian.db.statements import Statement
 from yilian.db.uow import is_transient
 from yilian.fhir.store.repository import insert_resource
 from yilian.fhir.store.tables import idx_number, idx_string, idx_token, resource_version
@@ -169,3 +170,28 @@ def test_delete_matching_removes_one_resources_rows_from_every_table(uow: UnitOf
             select(table.c.resource_pk).where(table.c.resource_pk.in_([gone, kept]))
         ).scalars()
         assert list(left) == [kept]
+
+
+def test_a_compiled_statement_keeps_the_values_written_into_it(uow: UnitOfWork) -> None:
+    base = 10**15
+    insert_rows(
+        uow.conn,
+        idx_number,
+        [
+            {"resource_pk": base + i, "res_type": "RiskAssessment", "param": "probability", "value": i}
+            for i in range(5)
+        ],
+    )
+    # limit(2) and the literal "RiskAssessment" are values of the statement, not of the call.
+    newest = Statement(
+        lambda _: (
+            select(idx_number.c.resource_pk)
+            .where(
+                idx_number.c.res_type == "RiskAssessment", idx_number.c.resource_pk >= bindparam("from_pk")
+            )
+            .order_by(idx_number.c.resource_pk.desc())
+            .limit(2)
+        )
+    )
+    assert newest.all(uow.conn, {"from_pk": base}) == [(base + 4,), (base + 3,)]
+    assert newest.all(uow.conn, {"from_pk": base + 4}) == [(base + 4,)]

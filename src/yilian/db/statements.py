@@ -1,7 +1,7 @@
-"""The ledger's hot-path SQL: written with SQLAlchemy Core, compiled once per dialect, run on the
-unit of work's own driver connection.
+"""Hot-path SQL (the ledger's first): written with SQLAlchemy Core, compiled once per dialect, run
+on the unit of work's own driver connection.
 
-Why: a charge is a dozen small statements, and through ``Connection.execute`` each one costs
+Why: a card charge is a dozen small statements, and through ``Connection.execute`` each one costs
 building the statement, its cache key and SQLAlchemy's result machinery — more CPU than the
 driver and the database together (measured on PostgreSQL: 0.20 ms a statement built and run
 through Core, 0.07 ms the same statement on the driver), and the API's charge rate is bound by
@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+
+from yilian.db.dialect import driver_errors
 
 
 class Statement:
@@ -35,31 +36,37 @@ class Statement:
 
     def __init__(self, build: Callable[[str], ClauseElement]) -> None:
         self._build = build
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
-        """(SQL text, the parameter names in order for a positional driver, else None)."""
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        """(SQL text, the parameter names in order for a positional driver or None, and the values
+        the statement itself carries — a ``limit(1)``, a literal in a ``where`` — by name)."""
         found = self._compiled.get(dialect.name)
         if found is None:
             with self._lock:
                 compiled = self._build(dialect.name).compile(dialect=dialect)
                 assert isinstance(compiled, SQLCompiler)
                 names = tuple(compiled.positiontup or ()) if compiled.positional else None
-                found = self._compiled[dialect.name] = (compiled.string, names)
+                own = {
+                    name: compiled.params[name]
+                    for name, bind in compiled.binds.items()
+                    if not bind.required and name in compiled.params
+                }
+                found = self._compiled[dialect.name] = (compiled.string, names, own)
         return found
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Execute in ``conn``'s transaction; the driver's cursor (rows, ``rowcount``)."""
         dialect = conn.dialect
-        sql, names = self.compiled(dialect)
+        sql, names, own = self.compiled(dialect)
+        if own:
+            params = {**own, **params}
         args: Any = params if names is None else tuple(params[n] for n in names)
         driver = conn.connection.dbapi_connection
         assert driver is not None
-        try:
+        with driver_errors(conn, sql, args):
             return driver.execute(sql, args)
-        except dialect.loaded_dbapi.Error as err:
-            raise DBAPIError.instance(sql, args, err, dialect.loaded_dbapi.Error, dialect=dialect) from err
 
     def one_or_none(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         row = self.run(conn, params).fetchone()
