@@ -16,6 +16,9 @@ scratch database (``yilian_bench``) on the same server, run before and after the
 (the ratio uses their mean: the machine is shared). Latency percentiles of pgbench come from
 its per-transaction log.
 
+The server's own CPU time per create (its processes' user + system time across the run, from
+``/proc``) is reported too: on a machine shared with other work it moves far less than the rate.
+
 Afterwards every run is checked: each create wrk saw acknowledged (201 with a Location) is in
 the database, and the database holds no more new Patients than that plus the requests still in
 flight when wrk stopped (at most one per connection).
@@ -44,6 +47,7 @@ from bench.common import (
     counted,
     pg_client_args,
     postgres_url,
+    process_tree_cpu,
     run_pgbench,
     run_wrk,
     sqlite_url,
@@ -252,13 +256,18 @@ def measure_yilian(
         check_acknowledged(url, before, warm["acked"], 4)
         for connections in (4, 32):
             before = settled_patient_ids(url)
+            cpu_before = process_tree_cpu(srv.process_id)
             r = wrk_post(srv.base, bodies_file, token, connections=connections, seconds=seconds)
+            r["cpu_ms"] = 1000 * (process_tree_cpu(srv.process_id) - cpu_before) / max(r["created"], 1)
             r["check"] = check_acknowledged(url, before, r["acked"], connections)
             r["connections"] = connections
             r["backend"] = backend
             r["workers"] = workers
             runs.append(r)
-            console.print(f"  {backend}, {connections} connections: {r['tps']:,.0f} creates/s; {r['check']}")
+            console.print(
+                f"  {backend}, {connections} connections: {r['tps']:,.0f} creates/s, "
+                f"server CPU {r['cpu_ms']:.1f} ms a create; {r['check']}"
+            )
     return runs
 
 
@@ -308,6 +317,7 @@ def main() -> None:
                 b["tps"] / base_tps,
                 "",
                 "",
+                "",
             ]
         )
     for r in runs:
@@ -323,13 +333,14 @@ def main() -> None:
                 r["p50"],
                 r["p99"],
                 ratio,
+                r["cpu_ms"],
                 target,
                 f"{r['created']:,} created, {r['other']} other",
             ]
         )
     table(
         f"single-resource create: transactions/s over {seconds} s (ratio vs mean pgbench TPS {base_tps:,.0f}, same run)",
-        ["what", "conns", "TPS", "p50 ms", "p99 ms", "ratio", "target", "responses"],
+        ["what", "conns", "TPS", "p50 ms", "p99 ms", "ratio", "server CPU ms", "target", "responses"],
         rows,
     )
 
