@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -38,6 +38,7 @@ from yilian.card.model import (
 )
 from yilian.card.tables import card, card_event
 from yilian.db import UnitOfWork
+from yilian.db.statements import Statement
 from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.fhir.access import UPDATE
 from yilian.fhir.interactions.writes import savepoint
@@ -199,10 +200,14 @@ def _row_by_number(uow: UnitOfWork, card_no: str, *, for_update: bool = False) -
 def _number_of(uow: UnitOfWork, card_id: str | None) -> str | None:
     if card_id is None:
         return None
-    sealed = uow.conn.execute(
-        select(card.c.number_sealed).where(card.c.card_id == card_id)
-    ).scalar_one_or_none()
-    return None if sealed is None else _keyring(uow).decrypt(sealed, context=NUMBER_CONTEXT)
+    row = _SEALED_NUMBER.one_or_none(uow.conn, {"card_id": card_id})
+    return None if row is None else _keyring(uow).decrypt(str(row[0]), context=NUMBER_CONTEXT)
+
+
+# Run for every card shown or charged (a replacement card names the card it replaced): compiled once.
+_SEALED_NUMBER = Statement(
+    lambda _: select(card.c.number_sealed).where(card.c.card_id == bindparam("card_id"))
+)
 
 
 def _view(uow: UnitOfWork, row: Row[Any]) -> CardView:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, select, text, update
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
@@ -106,6 +106,10 @@ _NEWEST_MODEL = Statement(lambda _: select(model.c.model_id).order_by(model.c.cr
 _INSERT_PERSON = insert_row(person)
 _INSERT_LINK = insert_row(record_link)
 _INSERT_EVENT = insert_row(event)
+# Asked for every card shown or charged, and by every access decision on a person.
+_PERSON_OF = Statement(
+    lambda _: select(record_link.c.person_id).where(record_link.c.patient_id == bindparam("patient_id"))
+)
 
 
 def current_matcher(uow: UnitOfWork) -> Matcher:
@@ -183,10 +187,8 @@ class Candidate:
 
 def person_of(uow: UnitOfWork, patient_id: str) -> str | None:
     """The person a Patient record is (None when the record is not in the index)."""
-    value: str | None = uow.conn.execute(
-        select(record_link.c.person_id).where(record_link.c.patient_id == patient_id)
-    ).scalar_one_or_none()
-    return value
+    row = _PERSON_OF.one_or_none(uow.conn, {"patient_id": patient_id})
+    return None if row is None else str(row[0])
 
 
 def records_of(uow: UnitOfWork, person_id: str) -> list[str]:
