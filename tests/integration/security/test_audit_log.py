@@ -370,6 +370,51 @@ def test_writer_survives_database_errors(fresh_db: Database) -> None:
     assert [r["agent_id"] for r in all_rows(db)] == ["before", "late", "after"]
 
 
+def test_writer_answers_each_caller_with_its_own_row(db: Database) -> None:
+    # Rows queued together share one INSERT; each caller must get the id of the row it asked for
+    # (an auditor follows that id from the request to the event).
+    agent = f"pairs-{tag()}"
+    with AuditWriter(db) as writer:
+        futures = {
+            f"Patient/p{i}": writer.submit(make_record(agent, entity=f"Patient/p{i}")) for i in range(120)
+        }
+        answered = {entity: f.result(30) for entity, f in futures.items()}
+    assert writer.batches < len(futures)  # some rows did share a transaction
+    assert {r["id"]: r["entity"] for r in rows_of(db, agent)} == {i: e for e, i in answered.items()}
+
+
+def test_a_row_the_database_refuses_fails_only_its_own_caller(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = f"refused-{tag()}"
+    real = to_row
+
+    def broken(rec: AuditRecord) -> dict[str, Any]:
+        row = real(rec)
+        if rec.entity == "Patient/bad":
+            row["action"] = None  # NOT NULL: the database refuses the whole statement
+        return row
+
+    monkeypatch.setattr("yilian.security.audit.writer.to_row", broken)
+    with AuditWriter(db, backoff=(0.01, 0.02)) as writer:
+        futures = [writer.submit(make_record(agent, entity=f"Patient/ok{i}")) for i in range(5)]
+        bad = writer.submit(make_record(agent, entity="Patient/bad"))
+        futures += [writer.submit(make_record(agent, entity=f"Patient/ok{i}")) for i in range(5, 10)]
+        with pytest.raises(YilianError) as err:
+            bad.result(30)
+        ids = [f.result(30) for f in futures]
+    assert err.value.category is Category.INTERNAL
+    assert sorted(r["id"] for r in rows_of(db, agent)) == sorted(ids)
+
+
+def test_insert_rows_reports_a_refused_row_as_an_integrity_error(db: Database) -> None:
+    # The writer tells a row the database refuses (fail that caller) from a failed commit (retry)
+    # by SQLAlchemy's error classes, whichever way the rows reach the driver.
+    row = {**to_row(make_record(f"bad-{tag()}")), "agent_id": None}
+    with UnitOfWork(db, write=True) as uow, pytest.raises(IntegrityError):
+        insert_rows(uow.conn, [to_row(make_record("fine")), row])
+
+
 def test_writer_writes_a_row_once_when_a_commit_outcome_is_unknown(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
