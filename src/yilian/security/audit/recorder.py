@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from yilian.db import UnitOfWork
+from yilian.db.dialect import driver_errors
 from yilian.security.audit.event import recorded_us, to_audit_event
 from yilian.security.audit.model import AuditRecord
 from yilian.security.audit.tables import audit_event
@@ -87,16 +87,14 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         return []
     sql = _insert_for(conn.dialect.paramstyle, len(rows))
     params = [row[name] for row in rows for name in _COLUMNS]
-    driver_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    # Errors as SQLAlchemy would raise them (IntegrityError, DataError, OperationalError…): the
+    # writer tells a refused row from a failed commit by these classes. No parameters in the
+    # message: they are audit rows.
     try:
-        cursor.execute(sql, params)
-        return sorted(int(r[0]) for r in cursor.fetchall())
-    except driver_error as exc:
-        # As SQLAlchemy would raise it (IntegrityError, DataError, OperationalError…): the
-        # writer tells a refused row from a failed commit by these classes. No parameters:
-        # they are audit rows.
-        raise DBAPIError.instance(sql, None, exc, driver_error, hide_parameters=True) from exc
+        with driver_errors(conn, sql):
+            cursor.execute(sql, params)
+            return sorted(int(r[0]) for r in cursor.fetchall())
     finally:
         cursor.close()
 
