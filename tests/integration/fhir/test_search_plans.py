@@ -199,3 +199,28 @@ def test_a_first_page_holding_the_whole_result_is_its_own_count(uow: UnitOfWork,
     next_url = next(link["url"] for link in paged.json["link"] if link["relation"] == "next")
     rest = call(uow, ctx, "GET", next_url.split("/fhir/", 1)[1])
     assert rest.json["total"] == 5 and len(rest.json["entry"]) == 2  # later pages count too
+
+
+def test_a_compartment_search_reads_the_patients_resources_not_the_whole_type(uow: UnitOfWork, ctx: FhirContext) -> None:
+    for p in ("cp-1", "cp-2"):
+        put(uow, ctx, {"resourceType": "Patient", "id": p})
+        for k in range(4):
+            put(uow, ctx, {
+                "resourceType": "Observation", "id": f"{p}-o{k}", "status": "final", "code": {"text": "体温"},
+                "subject": {"reference": f"Patient/{p}"}, "effectiveDateTime": f"2024-05-0{k + 1}",
+            })
+    with statements(uow) as seen:
+        assert found(uow, ctx, "Patient/cp-1/Observation?_sort=-date") == {f"cp-1-o{k}" for k in range(4)}
+    page = next(sql for sql, _ in seen if "ORDER BY" in sql)
+    plan = _explain(uow, page, next(p for sql, p in seen if sql == page))
+    if uow.conn.dialect.name == "sqlite":
+        # The compartment's members by rowid, found through the reference index; never a walk
+        # of every Observation in (type, lastUpdated) order testing each for membership.
+        assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+        assert "ix_idx_reference_1 (target_type=? AND target_id=?)" in plan, plan
+        assert "ix_resource_type_updated" not in plan, plan
+    else:
+        assert "idx_reference" in plan, plan
+    # Sorted and paged as before.
+    first = call(uow, ctx, "GET", "Patient/cp-1/Observation?_sort=-date&_count=2")
+    assert [e["resource"]["id"] for e in first.json["entry"]] == ["cp-1-o3", "cp-1-o2"]

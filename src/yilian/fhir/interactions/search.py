@@ -198,6 +198,13 @@ def run(
             if (c := compartment_condition(r, t, compartment)) is not None
         ]
         stmt = stmt.where(or_(false(), *comp_conds))
+    if compartment is not None and not everything and types is not None and len(types) == 1:
+        # SQLite otherwise walks the type's (res_type, last_updated) index over every resource
+        # of the type, testing each against the compartment's few: a patient's search slowed
+        # with the size of the whole table. NOT INDEXED leaves it the rowid lookups of the
+        # compartment's members (`pk IN (…)`), then a sort of those alone. (One type only: with
+        # an OR over several types, or $everything's wider condition, it could not use them.)
+        stmt = stmt.with_hint(r, "NOT INDEXED", "sqlite")
 
     total: int | None = None
     count_stmt: Any = None
