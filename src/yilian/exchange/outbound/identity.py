@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from yilian import mpi
 from yilian.db import UnitOfWork
+from yilian.db.statements import Statement
 from yilian.exchange.outbound import owners, subscriptions
 from yilian.exchange.outbound.outbox import enqueue
 from yilian.exchange.outbound.tables import destination
@@ -27,25 +28,30 @@ from yilian.fhir.interactions.context import FhirContext, FhirSettings
 _CTX = FhirContext(settings=FhirSettings(virtual_types=mpi.virtual_types()))
 
 
+# Asked whenever the patient index changes a person (every new Patient): compiled once.
+_PERSON_SUBSCRIPTIONS = Statement(
+    lambda _: select(destination.c.dest_id, destination.c.criteria, destination.c.owner).where(
+        destination.c.active.is_(True),
+        destination.c.kind == "subscription",
+        destination.c.res_type == "Person",
+    )
+)
+
+
 def person_changed(uow: UnitOfWork, persons: frozenset[str]) -> None:
     """Queue a notification of each changed person for every Person subscription it matches."""
-    d = destination.c
-    rows = uow.conn.execute(
-        select(d.dest_id, d.criteria, d.owner).where(
-            d.active.is_(True), d.kind == "subscription", d.res_type == "Person"
-        )
-    ).all()
+    rows = _PERSON_SUBSCRIPTIONS.all(uow.conn, {})
     if not rows:
         return
     for person in sorted(persons):
         targets: list[str] = []
-        for row in rows:
-            policy = owners.policy_of(uow, uow.db, row.owner)
+        for dest_id, criteria, owner in rows:
+            policy = owners.policy_of(uow, uow.db, owner)
             if policy is None:
                 continue  # the owner was revoked
-            _res_type, pairs = subscriptions.parse_criteria(row.criteria or "")
+            _res_type, pairs = subscriptions.parse_criteria(criteria or "")
             if subscriptions.matches(uow, _CTX, policy, pairs, "Person", person):
-                targets.append(row.dest_id)
+                targets.append(dest_id)
         enqueue(uow, sorted(targets), res_type="Person", res_id=person, version=0, deleted=False)
 
 

@@ -12,15 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from yilian import mpi
 from yilian.db import UnitOfWork
+from yilian.db.statements import Statement
 from yilian.exchange.outbound import owners, subscriptions
 from yilian.exchange.outbound.identity import watch_identity_changes
 from yilian.exchange.outbound.outbox import enqueue
 from yilian.exchange.outbound.tables import destination
 from yilian.fhir.store import repository as repo
+
+# The destinations that may want a write of a type; asked on every write, so compiled once.
+_D = destination.c
+_WANTING = Statement(
+    lambda _: select(_D.dest_id, _D.kind, _D.criteria, _D.owner).where(
+        _D.active.is_(True),
+        or_(_D.kind == "forward", and_(_D.kind == "subscription", _D.res_type == bindparam("res_type"))),
+    )
+)
 
 # Never forwarded: a district's subscriptions are its own members' business (forwarding them
 # would make the city notify the same hospitals a second time).
@@ -57,30 +67,24 @@ class OutboxObserver:
     ) -> None:
         if resource_type == "Subscription":
             subscriptions.on_subscription_write(uow, ctx, resource_id, resource)
-        d = destination.c
-        rows = uow.conn.execute(
-            select(d.dest_id, d.kind, d.criteria, d.owner).where(
-                d.active.is_(True),
-                or_(d.kind == "forward", and_(d.kind == "subscription", d.res_type == resource_type)),
-            )
-        ).all()
+        rows = _WANTING.all(uow.conn, {"res_type": resource_type})
         if not rows:
             return
         version = _version(uow, resource_type, resource_id, resource)
         targets: list[str] = []
-        for row in rows:
-            if row.kind == "forward":
+        for dest_id, kind, criteria, owner in rows:
+            if kind == "forward":
                 if resource_type not in NOT_FORWARDED:
-                    targets.append(row.dest_id)
+                    targets.append(dest_id)
                 continue
             if resource is None:
                 continue  # a deletion matches no search (see docs/subscriptions.md)
-            policy = owners.policy_of(uow, uow.db, row.owner)
+            policy = owners.policy_of(uow, uow.db, owner)
             if policy is None:
                 continue  # the owner was revoked
-            _res_type, pairs = subscriptions.parse_criteria(row.criteria or "")
+            _res_type, pairs = subscriptions.parse_criteria(criteria or "")
             if subscriptions.matches(uow, ctx, policy, pairs, resource_type, resource_id):
-                targets.append(row.dest_id)
+                targets.append(dest_id)
         enqueue(
             uow,
             sorted(targets),
