@@ -28,13 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import String, bindparam, false, select, union_all
 
 from yilian.db import UnitOfWork
-from yilian.db.statements import Statement
-from yilian.fhir import FhirContext, FhirRequest, dispatch
-from yilian.fhir.interactions.writes import flush as flush_fhir_writes
-from yilian.fhir.store.tables import idx_reference, resource
+from yilian.fhir import FhirContext, FhirRequest, Stamp, dispatch, stamps
 from yilian.kernel import naming
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments.adjudication import Policy, policy_in_force
@@ -183,8 +179,8 @@ def _read_institution(uow: UnitOfWork, org_id: str) -> Institution:
 # the FHIR core (a read and a search, each parsed, its bundle serialized and parsed again) they
 # were a quarter of a charge's CPU, and they change a few times a year. So each process keeps
 # what it read, keyed by database and Organization / Patient, with the stamp of every resource it
-# came from — (id, version, lastUpdated) — and every charge checks the stamps with one indexed
-# query on the stored resources: any write (a new, changed, deleted Coverage, one whose
+# came from — (id, version, lastUpdated) — and every charge checks the stamps (`yilian.fhir.stamps`: one indexed
+# query on the stored resources): any write (a new, changed, deleted Coverage, one whose
 # beneficiary moved to or from the patient, a changed or deleted Organization), committed by any
 # process, changes the stamps and the next charge reads afresh. lastUpdated is in the stamp so
 # that a database restored from a backup and written again (the same version numbers, other
@@ -192,7 +188,6 @@ def _read_institution(uow: UnitOfWork, org_id: str) -> Institution:
 # a miss: a write in between leaves older stamps beside newer facts, which only costs one more
 # miss, never a stale answer.
 
-Stamp = tuple[tuple[str, int, int], ...]  # (resource id, version, lastUpdated µs), sorted
 V = TypeVar("V")
 
 
@@ -227,48 +222,12 @@ class _Stamped(Generic[V]):
 _INSTITUTIONS: _Stamped[Institution] = _Stamped(10_000)
 _COVERAGES: _Stamped[tuple[dict[str, Any], ...]] = _Stamped(200_000)
 
-_r, _x = resource, idx_reference
-_ORG_STAMP = select(bindparam("org_kind", type_=String), _r.c.res_id, _r.c.version, _r.c.last_updated).where(
-    _r.c.res_type == bindparam("org_type", type_=String),
-    _r.c.res_id == bindparam("org_id", type_=String),
-    _r.c.deleted == false(),
-)
-# The same resources the Coverage search by beneficiary finds: its reference index rows.
-_COVERAGE_STAMP = (
-    select(bindparam("cov_kind", type_=String), _r.c.res_id, _r.c.version, _r.c.last_updated)
-    .select_from(_x.join(_r, _r.c.pk == _x.c.resource_pk))
-    .where(
-        _x.c.res_type == bindparam("cov_type", type_=String),
-        _x.c.param == bindparam("cov_param", type_=String),
-        _x.c.target_type == bindparam("patient_type", type_=String),
-        _x.c.target_id == bindparam("patient_id", type_=String),
-        _r.c.deleted == false(),
-    )
-)
-_INSTITUTION_STAMP = Statement(lambda _: _ORG_STAMP)
-_CHARGE_STAMPS = Statement(lambda _: union_all(_ORG_STAMP, _COVERAGE_STAMP))
-_FIXED = {
-    "org_kind": "O",
-    "org_type": "Organization",
-    "cov_kind": "C",
-    "cov_type": "Coverage",
-    "cov_param": "beneficiary",
-    "patient_type": "Patient",
-}
-
 
 def _stamps(uow: UnitOfWork, *, org_id: str, patient_id: str | None) -> tuple[Stamp, Stamp]:
-    """(the Organization's stamp, the patient's Coverages' stamp) as stored now."""
-    # Resources this unit of work wrote may still sit in the FHIR core's write buffer; they
-    # must be in the tables for the stamps to see them.
-    flush_fhir_writes(uow)
-    params = {**_FIXED, "org_id": org_id, "patient_id": patient_id or ""}
-    statement = _INSTITUTION_STAMP if patient_id is None else _CHARGE_STAMPS
-    org: list[tuple[str, int, int]] = []
-    coverages: list[tuple[str, int, int]] = []
-    for kind, res_id, version, last_updated in statement.all(uow.conn, params):
-        (org if kind == "O" else coverages).append((str(res_id), int(version), int(last_updated)))
-    return tuple(org), tuple(sorted(coverages))
+    """(the Organization's stamp, the patient's Coverages' stamp) as stored now: the Coverages
+    are those the search by beneficiary finds."""
+    referring = None if patient_id is None else ("Coverage", "beneficiary", "Patient", patient_id)
+    return stamps(uow, of=("Organization", org_id), referring=referring)
 
 
 def _database(uow: UnitOfWork) -> str:
