@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from yilian.kernel import prc_id
-from yilian.mpi.matching.comparison import BIRTH, IDENTIFIER, PHONE, PRC_ID, compare
+from yilian.mpi.matching.comparison import BIRTH, IDENTIFIER, PHONE, POSTCODE, PRC_ID, compare
 from yilian.mpi.matching.dates import date_level
 from yilian.mpi.matching.features import prepare
 from yilian.mpi.matching.identifiers import normalise_phone, number_level, parse_prc_id
@@ -95,6 +95,19 @@ def test_record_comparison_vector() -> None:
     assert c.level_name(PRC_ID) == "exact"
     assert c.level_name(PHONE) == "slip"
     assert c.level_name(IDENTIFIER) == "exact"
+
+
+def test_postcode_typing_slips_are_their_own_level() -> None:
+    def level(a: str, b: str) -> str | None:
+        return compare(
+            prepare(PersonRecord("a", postcode=a)), prepare(PersonRecord("b", postcode=b))
+        ).level_name(POSTCODE)
+
+    assert level("313000", "313000") == "exact"
+    assert level("313000", "310300") == "slip"  # neighbours swapped
+    assert level("313000", "313001") == "slip"  # one digit wrong
+    assert level("313000", "100101") == "different"
+    assert level("313000", "") is None
 
 
 def test_identifiers_compare_only_within_one_system() -> None:

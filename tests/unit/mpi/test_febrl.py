@@ -33,7 +33,9 @@ def _scores(records: list[PersonRecord], result: bulk.DedupeResult) -> tuple[flo
     return precision, recall, 2 * precision * recall / (precision + recall)
 
 
-@pytest.mark.parametrize(("dataset", "minimum_f1"), [("dataset1", 0.95), ("dataset2", 0.90)])
+# Splink 5 (DuckDB backend) measured on the same files at its best threshold: 0.9899 and 0.9951
+# (bench/bench_mpi_quality.py, docs/performance.md). The issue asks for at least as good.
+@pytest.mark.parametrize(("dataset", "minimum_f1"), [("dataset1", 0.9899), ("dataset2", 0.9951)])
 def test_febrl_dedupe(dataset: str, minimum_f1: float) -> None:
     records = load_column_map(shipped_map("febrl")).read_csv(FEBRL / f"{dataset}.csv")
     result = bulk.dedupe(records)

@@ -32,6 +32,30 @@ def test_malformed_documents_are_refused() -> None:
         MatchModel.from_dict({"format": "something else"})
 
 
+def test_a_version_1_model_scores_every_pair_as_it_did() -> None:
+    """Models stored by `yilian mpi train` before the postcode's slip level still load; a slipped
+    postcode weighs what "different" weighed then, so no stored decision changes on upgrade."""
+    current = MatchModel.default()
+    old = current.to_dict()
+    old["version"] = 1
+    for f in old["fields"]:
+        if f["name"] == "postcode":
+            exact, slip, different = f["levels"]
+            f["levels"] = [
+                exact,
+                {**different, "m": slip["m"] + different["m"], "u": slip["u"] + different["u"]},
+            ]
+    upgraded = MatchModel.from_dict(old)
+    postcode = next(f for f in upgraded.fields if f.name == "postcode")
+    assert postcode.levels == ("exact", "slip", "different")
+    assert postcode.weight(1) == pytest.approx(postcode.weight(2))
+    assert postcode.weight(0) == next(f for f in current.fields if f.name == "postcode").weight(0)
+    assert sum(postcode.m) == pytest.approx(1.0) and sum(postcode.u) == pytest.approx(1.0)
+    assert json.loads(upgraded.to_json())["version"] == 2
+    with pytest.raises(YilianError):
+        MatchModel.from_dict({**old, "version": 3})
+
+
 def test_grades_follow_thresholds() -> None:
     t = Thresholds(0.99, 0.9, 0.5)
     assert [t.grade(p) for p in (0.995, 0.95, 0.6, 0.1)] == [

@@ -29,7 +29,7 @@ FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prc_id", ("exact", "slip", "different")),
     ("phone", ("exact", "slip", "different")),
     ("address", ("exact", "close", "different")),
-    ("postcode", ("exact", "different")),
+    ("postcode", ("exact", "slip", "different")),
     ("identifier", ("exact", "slip", "different")),
 )
 FIELD_NAMES = tuple(name for name, _ in FIELDS)
@@ -190,11 +190,7 @@ def compare(a: Features, b: Features) -> Comparison:
         _BY_FIELD[PRC_ID][number_level(a.prc_id, b.prc_id)],
         _BY_FIELD[PHONE][number_level(a.phone, b.phone)],
         _BY_FIELD[ADDRESS][address_level(a.address, b.address)],
-        _BY_FIELD[POSTCODE][
-            None
-            if not a.postcode or not b.postcode
-            else ("exact" if a.postcode == b.postcode else "different")
-        ],
+        _BY_FIELD[POSTCODE][number_level(a.postcode, b.postcode)],
         _BY_FIELD[IDENTIFIER][identifier_level(a.identifiers, b.identifiers)],
     )
     family_value = a.name.family_key if family in _FAMILY_VALUE_LEVELS else ""

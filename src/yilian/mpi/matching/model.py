@@ -23,7 +23,9 @@ from yilian.mpi.matching.comparison import FAMILY, FIELDS, GIVEN, MISSING, Compa
 Grade = Literal["certain", "probable", "possible", "certainly-not"]
 GRADES: tuple[Grade, ...] = ("certain", "probable", "possible", "certainly-not")
 FORMAT = "yilian-mpi-model"
-VERSION = 1
+# Version 2 added the postcode's "slip" level (one digit wrong or two swapped). Version 1
+# documents, stored by `yilian mpi train` before it, are read by `_upgrade_v1`.
+VERSION = 2
 
 # Levels whose weight is adjusted by the frequency of the agreed value.
 TF_LEVELS: Mapping[str, frozenset[str]] = {
@@ -193,6 +195,8 @@ class MatchModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MatchModel:
+        if data.get("format") == FORMAT and data.get("version") == 1:
+            data = _upgrade_v1(data)
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise YilianError(Category.INVALID, f"not a {FORMAT} version {VERSION} document")
         try:
@@ -255,7 +259,7 @@ class MatchModel:
             "prc_id": ((0.95, 0.000001), (0.03, 0.000001), (0.02, 0.999998)),
             "phone": ((0.75, 0.0001), (0.03, 0.00001), (0.22, 0.99989)),
             "address": ((0.55, 0.001), (0.2, 0.002), (0.25, 0.997)),
-            "postcode": ((0.8, 0.02), (0.2, 0.98)),
+            "postcode": ((0.8, 0.02), (0.04, 0.004), (0.16, 0.976)),
             "identifier": ((0.9, 0.00001), (0.04, 0.00001), (0.06, 0.99998)),
         }
         fields = tuple(
@@ -263,3 +267,30 @@ class MatchModel:
             for name, levels in FIELDS
         )
         return cls(fields=fields, prior=1e-6, training={"source": "default"})
+
+
+def _upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 model as version 2, matching exactly as it did.
+
+    Version 1 had no postcode ``slip`` level: a slipped postcode was ``different``. The new
+    level takes a hundredth of ``different``'s m and u, so its weight (log m/u) is the same as
+    ``different``'s and every pair scores as before, until ``yilian mpi train`` learns it.
+    """
+    fields: list[Any] = []
+    for f in data.get("fields", []):
+        levels = f.get("levels") if isinstance(f, dict) else None
+        if isinstance(f, dict) and f.get("name") == "postcode" and isinstance(levels, list):
+            names = [lv.get("level") if isinstance(lv, dict) else None for lv in levels]
+            if names == ["exact", "different"]:
+                exact, different = levels
+                m, u = float(different["m"]), float(different["u"])
+                f = {
+                    **f,
+                    "levels": [
+                        exact,
+                        {**different, "level": "slip", "m": m / 100, "u": u / 100},
+                        {**different, "m": m * 99 / 100, "u": u * 99 / 100},
+                    ],
+                }
+        fields.append(f)
+    return {**data, "version": VERSION, "fields": fields}

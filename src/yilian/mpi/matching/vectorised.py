@@ -57,6 +57,7 @@ BoolArray = npt.NDArray[np.bool_]
 _MARGIN = 1e-6
 _CHUNK = 400_000  # pairs per numpy pass (bounds the temporary arrays to a few hundred MB)
 _ID_WIDTH = 18  # characters of an ID number (or a phone) compared position by position
+_POSTCODE_WIDTH = 10  # a postcode's (6 in China, 4 to 10 elsewhere)
 
 
 def _level(field: int, name: str) -> int:
@@ -85,11 +86,11 @@ class _Codes:
         return self.codes.setdefault(value, len(self.codes))
 
 
-def _chars(values: Sequence[str]) -> IntArray:
+def _chars(values: Sequence[str], width: int = _ID_WIDTH) -> IntArray:
     """Code points of short strings, one row each, zero-padded (longer ones left all zero)."""
-    out = np.zeros((len(values), _ID_WIDTH), dtype=np.int64)
+    out = np.zeros((len(values), width), dtype=np.int64)
     for row, value in enumerate(values):
-        if 0 < len(value) <= _ID_WIDTH:
+        if 0 < len(value) <= width:
             out[row, : len(value)] = [ord(c) for c in value]
     return out
 
@@ -150,6 +151,8 @@ class BatchColumns:
         self.postcode = np.fromiter(
             (text(("postcode", f.postcode)) if f.postcode else -1 for f in features), np.int64, n
         )
+        self.postcode_len = np.fromiter((len(f.postcode) for f in features), np.int64, n)
+        self.postcode_chars = _chars([f.postcode for f in features], _POSTCODE_WIDTH)
         # -1 none; -2 several (compared exactly, never pruned); else the one (system, value).
         self.identifier = np.fromiter(
             (
@@ -248,7 +251,13 @@ class BatchColumns:
 
         total += self._exact_or(self.phone, i, j, PHONE, ("slip", "different"))
         total += self._exact_or(self.address, i, j, ADDRESS, ("close", "different"))
-        total += self._exact_or(self.postcode, i, j, POSTCODE, ("different",))
+        post_level, post_long = self._number_levels(
+            self.postcode, self.postcode_len, self.postcode_chars, i, j
+        )
+        post_w = np.where(
+            post_level == MISSING, 0.0, np.asarray(w[POSTCODE], dtype=np.float64)[np.maximum(post_level, 0)]
+        )
+        total += np.where(post_long, self._max(POSTCODE, ("slip", "different")), post_w)
 
         di, dj = self.identifier[i], self.identifier[j]
         id_both = (di != -1) & (dj != -1)
@@ -273,7 +282,7 @@ class BatchColumns:
         level[both] = 2
         level[both & (ci == cj)] = 0
         maybe_slip = both & (ci != cj) & (lengths[i] == lengths[j])
-        long = maybe_slip & (lengths[i] > _ID_WIDTH)
+        long = maybe_slip & (lengths[i] > chars.shape[1])
         rows = np.flatnonzero(maybe_slip & ~long)
         if len(rows):
             level[rows[_slip_mask(chars[i[rows]], chars[j[rows]])]] = 1
@@ -342,8 +351,9 @@ class BatchColumns:
             v[:, SEX] = np.where((si > 0) & (sj > 0), np.where(si == sj, 0, 1), MISSING)
             v[:, PRC_ID], prc_long = self._number_levels(self.prc, self.prc_len, self.prc_chars, i, j)
             v[:, PHONE], phone_long = self._number_levels(self.phone, self.phone_len, self.phone_chars, i, j)
-            pi, pj = self.postcode[i], self.postcode[j]
-            v[:, POSTCODE] = np.where((pi >= 0) & (pj >= 0), np.where(pi == pj, 0, 1), MISSING)
+            v[:, POSTCODE], postcode_long = self._number_levels(
+                self.postcode, self.postcode_len, self.postcode_chars, i, j
+            )
             ai, aj = self.address[i], self.address[j]
             v[:, ADDRESS] = np.where((ai >= 0) & (aj >= 0), np.where(ai == aj, 0, 2), MISSING)
             rows = np.flatnonzero((ai >= 0) & (aj >= 0) & (ai != aj))
@@ -357,7 +367,11 @@ class BatchColumns:
             for row in np.flatnonzero(odd).tolist():
                 a, b = features[int(i[row])], features[int(j[row])]
                 v[row, BIRTH] = _BY_FIELD[BIRTH][date_level(a.birth, b.birth, a.birth_year, b.birth_year)]
-            for field, long, attr in ((PRC_ID, prc_long, "prc_id"), (PHONE, phone_long, "phone")):
+            for field, long, attr in (
+                (PRC_ID, prc_long, "prc_id"),
+                (PHONE, phone_long, "phone"),
+                (POSTCODE, postcode_long, "postcode"),
+            ):
                 for row in np.flatnonzero(long).tolist():
                     a, b = features[int(i[row])], features[int(j[row])]
                     v[row, field] = _BY_FIELD[field][number_level(getattr(a, attr), getattr(b, attr))]
