@@ -28,6 +28,12 @@ not define for the resource evaluated (for expressions people write: invariants,
 their parent, JSON key and index (FHIRPath Patch writes through them).
 Functions listed in :data:`UNSUPPORTED_FUNCTIONS` raise ``FHIRPathError`` at compile time.
 
+``direct_path(expression, root_type)`` gives a :class:`DirectPath` for plain navigation
+(``Patient.name``, ``(Observation.value as Quantity)``, ``telecom.where(system='phone')``,
+``subject.where(resolve() is Patient)`` and unions of them): the same results as
+``evaluate_typed`` without a resolver, walked straight over the JSON, or ``None`` from its
+``evaluate_typed`` where only the engine can tell (the search indexer then asks the engine).
+
 ``resolve()`` uses the ``resolver`` callback (reference text -> resource dict or None),
 after looking in ``contained`` and the enclosing Bundle; when none of them has the
 resource it returns a stub ``{"resourceType": T, "id": id}`` read from the reference, so
@@ -35,6 +41,7 @@ resource it returns a stub ``{"resourceType": T, "id": id}`` read from the refer
 """
 
 from yilian.fhir.fhirpath.compiled import CompiledPath, TypedValue, compile_path, evaluate
+from yilian.fhir.fhirpath.direct import DirectPath, direct_path
 from yilian.fhir.fhirpath.errors import FHIRPathError
 from yilian.fhir.fhirpath.functions import UNSUPPORTED as UNSUPPORTED_FUNCTIONS
 from yilian.fhir.fhirpath.nodes import Node
@@ -42,9 +49,11 @@ from yilian.fhir.fhirpath.nodes import Node
 __all__ = [
     "UNSUPPORTED_FUNCTIONS",
     "CompiledPath",
+    "DirectPath",
     "FHIRPathError",
     "Node",
     "TypedValue",
     "compile_path",
+    "direct_path",
     "evaluate",
 ]

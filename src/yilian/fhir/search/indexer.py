@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from yilian.fhir.fhirpath import CompiledPath, TypedValue, compile_path
+from yilian.fhir.fhirpath import CompiledPath, DirectPath, TypedValue, compile_path, direct_path
 from yilian.fhir.model import binding_systems, model
 from yilian.fhir.search.registry import SearchParam, params_for, split_union
 from yilian.fhir.search.values import MAX_US, MIN_US, date_range, fold, fold_unbounded
@@ -204,6 +204,22 @@ class CompiledParam:
     # For a composite rooted at the resource itself (Observation code-value-quantity): each
     # component's keys; all must be present for the composite to have a value.
     component_keys: tuple[frozenset[str], ...] = ()
+    # The expression walked over the JSON without the engine, when it is plain navigation.
+    direct: DirectPath | None = None
+
+
+def _typed(cp: CompiledParam, resource: dict[str, Any]) -> list[TypedValue]:
+    if cp.direct is not None:
+        found = cp.direct.evaluate_typed(resource)
+        if found is not None:
+            return found
+    assert cp.path is not None
+    return cp.path.evaluate_typed(resource)
+
+
+@cache
+def _direct_component(expression: str, node_type: str) -> DirectPath | None:
+    return direct_path(expression, node_type)
 
 
 # FHIRPath that yields a value even when the element is absent: such a parameter is always evaluated.
@@ -310,7 +326,8 @@ def compiled_params(resource_type: str) -> tuple[CompiledParam, ...]:
             found = [root_keys(resource_type, f"{resource_type}.{c.expression}") for c in p.components]
             if all(k is not None for k in found):
                 component_keys = tuple(k for k in found if k is not None)
-        out.append(CompiledParam(p, path, comps, implied, keys, component_keys))
+        direct = direct_path(p.expression, resource_type) if p.expression else None
+        out.append(CompiledParam(p, path, comps, implied, keys, component_keys, direct))
     return tuple(out)
 
 
@@ -320,7 +337,13 @@ IndexRows = dict[str, list[Row]]
 def _component_values(
     cp: CompiledPath, ptype: str, node: TypedValue, resource: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    vals = cp.evaluate_typed(resource, context=node.value)
+    vals = None
+    if node.value is not None and not node.type.startswith("System."):
+        direct = _direct_component(cp.expression, node.type)
+        if direct is not None:
+            vals = direct.evaluate_typed(node.value, node.type)
+    if vals is None:
+        vals = cp.evaluate_typed(resource, context=node.value)
     out: list[dict[str, Any]] = []
     for tv in vals:
         if ptype == "token":
@@ -372,7 +395,7 @@ def extract(resource: dict[str, Any], resource_type: str, *, base_url: str | Non
             continue
         if cp.path is None:
             continue
-        values = cp.path.evaluate_typed(resource)
+        values = _typed(cp, resource)
         if not values:
             continue
         if p.type == "string":

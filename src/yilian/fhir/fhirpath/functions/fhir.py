@@ -134,6 +134,12 @@ def resolve_reference(reference: str, env: Env) -> Node | None:
     return None
 
 
+def reference_stub_type(reference: str) -> str | None:
+    """The resource type ``resolve()`` gives a reference it cannot fetch (see above)."""
+    m = _REFERENCE.search(reference)
+    return m.group("type") if m and model().is_resource_type(m.group("type")) else None
+
+
 @eager("resolve")
 def _resolve(items: list[Any], env: Env) -> list[Any]:
     out: list[Any] = []
