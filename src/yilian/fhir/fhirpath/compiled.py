@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from yilian.fhir.fhirpath import strict_check, syntax
 from yilian.fhir.fhirpath.compiler import Compiler
@@ -17,11 +16,13 @@ from yilian.fhir.fhirpath.temporal import FPDate, FPDateTime, FPTime
 from yilian.fhir.fhirpath.types import SYSTEM_NAMES
 
 
-@dataclass(frozen=True, slots=True)
-class TypedValue:
+class TypedValue(NamedTuple):
     """One result with its type: a FHIR type name (``Quantity``, ``dateTime``, ``code``,
     ``Patient``, ``Patient.contact`` for a backbone element) for data from the resource,
-    ``System.String``/``System.Integer``/… for values the expression computed."""
+    ``System.String``/``System.Integer``/… for values the expression computed.
+
+    A named tuple rather than a dataclass: search extraction makes one per value of every
+    parameter of every resource written, and a tuple is several times cheaper to make."""
 
     value: Any
     type: str

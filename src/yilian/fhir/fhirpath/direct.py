@@ -19,7 +19,7 @@ compares the two on every official example resource and every search parameter.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -27,7 +27,7 @@ from yilian.fhir.fhirpath import syntax as s
 from yilian.fhir.fhirpath.compiled import TypedValue
 from yilian.fhir.fhirpath.errors import FHIRPathError
 from yilian.fhir.fhirpath.functions.fhir import reference_stub_type
-from yilian.fhir.fhirpath.nodes import Node, plan, type_ancestors
+from yilian.fhir.fhirpath.nodes import Node, Plan, plan, type_ancestors
 from yilian.fhir.fhirpath.parser import parse
 from yilian.fhir.fhirpath.types import as_matcher, is_matcher, resolve
 from yilian.fhir.model import model
@@ -42,6 +42,8 @@ class _Fallback(Exception):
 @dataclass(frozen=True, slots=True)
 class _Child:
     name: str
+    # nodes.plan's answer per node type, kept here: a dict lookup instead of a cached call
+    plans: dict[str | None, Plan] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +139,17 @@ def _type_keeps(keep: Callable[[Any], bool], type_name: str | None) -> bool:
     return keep(Node(None, type_name))
 
 
-def _children(items: list[Item], name: str) -> list[Item]:
+def _children(items: list[Item], op: _Child) -> list[Item]:
     """``items.name``: as the engine's member navigation (Compiler.member) in non-strict mode."""
     out: list[Item] = []
+    name, plans = op.name, op.plans
     for data, t in items:
         if type(data) is not dict:
             continue  # a primitive: only its `_x` sibling has children, and those are handled below
-        steps = plan(t, name)
+        try:
+            steps = plans[t]
+        except KeyError:
+            steps = plans[t] = plan(t, name)
         if not steps:
             if name in data or "_" + name in data:
                 raise _Fallback  # navigated by JSON shape alone (emit_untyped)
@@ -174,7 +180,7 @@ def _resource_type(value: Any, declared: str | None) -> str | None:
 
 def _apply(op: _Op, items: list[Item]) -> list[Item]:
     if type(op) is _Child:
-        return _children(items, op.name)
+        return _children(items, op)
     if type(op) is _As:
         if op.single and len(items) > 1:
             raise _Fallback  # as() on several items is an error the engine reports
