@@ -50,7 +50,7 @@ from yilian.kernel.errors import Category, YilianError
 
 if TYPE_CHECKING:
     from yilian.db import Database, UnitOfWork
-    from yilian.mpi.matching import ColumnMap, Grade, PersonRecord, Thresholds
+    from yilian.mpi.matching import ColumnMap, Grade, MatchModel, PersonRecord, Thresholds
 
 mpi_app = typer.Typer(
     help=(
@@ -374,6 +374,20 @@ def _check_out(path: Path) -> None:
 # --- commands -----------------------------------------------------------------------------
 
 
+def _read_model(path: Path) -> MatchModel:
+    """A model file (``--model-out``), or a readable error naming what is wrong with it."""
+    from yilian.mpi.matching import MatchModel
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YilianError(Category.INVALID, f"cannot read the model {path}: {exc.strerror or exc}") from None
+    try:
+        return MatchModel.from_json(text)
+    except ValueError as exc:  # not JSON at all
+        raise YilianError(Category.INVALID, f"{path} is not a model file: {exc}") from None
+
+
 @mpi_app.command("dedupe")
 def dedupe_command(
     file: Path = typer.Argument(..., help="The CSV list to de-duplicate (one registration per row)."),
@@ -387,24 +401,42 @@ def dedupe_command(
     certain: float | None = CertainOption,
     probable: float | None = ProbableOption,
     possible: float | None = PossibleOption,
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        help="Use this model (JSON, as --model-out writes it) instead of learning one from the list.",
+    ),
+    model_out: Path | None = typer.Option(
+        None,
+        "--model-out",
+        help="Also write the model used (JSON): learn it from a sample here, run it on a cluster (docs/mpi.md).",
+    ),
 ) -> None:
     """Group the records of one CSV list into persons: writes record_id,cluster_id (the cluster id is the smallest record id in the cluster).
 
-    Weights are learned from the list itself (EM, unsupervised). Only certain pairs merge; a certain pair that would put two contradicting records into one person is refused and counted. Running again on the same file gives the same output, byte for byte.
+    Weights are learned from the list itself (EM, unsupervised) unless --model gives them. Only certain pairs merge; a certain pair that would put two contradicting records into one person is refused and counted. Running again on the same file gives the same output, byte for byte.
     """
-    from yilian.mpi.matching import dedupe
+    from yilian.mpi.matching import Matcher, dedupe
 
     with friendly_errors():
         started = time.perf_counter()
         cmap = read_map(columns)
         thresholds = _thresholds(certain, probable, possible)
+        given = _read_model(model) if model is not None else None
         _check_out(out)
-        if review is not None:
-            _check_out(review)
+        for extra in (review, model_out):
+            if extra is not None:
+                _check_out(extra)
         report = read_records(file, cmap)
         _print_refusals([report])
-        result, _ = _run_with_progress(lambda p: dedupe(report.records, thresholds=thresholds, progress=p))
+        matcher = Matcher(given) if given is not None else None
+        result, _ = _run_with_progress(
+            lambda p: dedupe(report.records, matcher=matcher, thresholds=thresholds, progress=p)
+        )
         _write_csv(out, ("record_id", "cluster_id"), [(r, c) for r, c in sorted(result.clusters.items())])
+        if model_out is not None:
+            used: MatchModel = result.model
+            model_out.write_text(used.to_json() + "\n", encoding="utf-8")
         if review is not None:
             _write_csv(
                 review,

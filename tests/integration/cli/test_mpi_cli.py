@@ -85,6 +85,29 @@ def test_dedupe_review_file_and_thresholds(tmp_path: Path) -> None:
     assert any(0.99 <= float(r["score"]) < 0.999 for r in rows), "0.99–0.999 is now below certain"
 
 
+def test_a_model_learned_from_a_sample_runs_on_another_list(tmp_path: Path) -> None:
+    """--model-out keeps the learned weights; --model runs them on a list without learning
+    (the way a region learns on one machine and runs the steps on a cluster, docs/mpi.md)."""
+    model, first, second = tmp_path / "model.json", tmp_path / "a.csv", tmp_path / "b.csv"
+    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(first), "--model-out", str(model))
+    assert code == 0, output
+    assert '"format": "yilian-mpi-model"' in model.read_text(encoding="utf-8")
+    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(second), "--model", str(model))
+    assert code == 0, output
+    assert first.read_bytes() == second.read_bytes()
+    # A stricter model changes the result: the given weights are the ones used.
+    strict = model.read_text(encoding="utf-8").replace('"certain": 0.99', '"certain": 0.999999')
+    (tmp_path / "strict.json").write_text(strict, encoding="utf-8")
+    third = tmp_path / "c.csv"
+    assert _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "strict.json"))[0] == 0
+    assert third.read_bytes() != first.read_bytes()
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "bad.json"))
+    assert code == 2 and "bad.json is not a model file" in output, output
+    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "none.json"))
+    assert code == 2 and "cannot read the model" in output, output
+
+
 def test_link_writes_pairs_with_score_and_grade(tmp_path: Path) -> None:
     originals, duplicates = tmp_path / "org.csv", tmp_path / "dup.csv"
     lines = FEBRL1.read_text(encoding="utf-8").splitlines(keepends=True)
