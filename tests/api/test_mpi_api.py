@@ -134,3 +134,92 @@ def test_match_and_pix_over_http_respect_the_institution(
     assert {"match", "ihe-pix"} <= {o["name"] for o in patient["operation"]}
     person = next(r for r in cap["rest"][0]["resource"] if r["type"] == "Person")
     assert [i["code"] for i in person["interaction"]] == ["read", "search-type"]
+
+
+def test_link_unlink_and_review_decisions_over_http_record_who_and_why(
+    server: RunningServer, auth: dict[str, str], seeded: dict[str, str]
+) -> None:
+    fhir, api = f"{server.base}/fhir", f"{server.base}/api/mpi"
+
+    def person_of(patient: str) -> str:
+        found = httpx.get(f"{fhir}/Person?link=Patient/{patient}", headers=auth, timeout=30).json()
+        return str(found["entry"][0]["resource"]["id"])
+
+    created = []
+    for body in (
+        _patient("诸葛", "明", "1961-03-03", "male", (MRN_A, "OA-77")),
+        _patient("上官", "婉", "1979-07-07", "female", (MRN_B, "OB-77")),
+    ):
+        r = httpx.post(f"{fhir}/Patient", json=body, headers=auth, timeout=30)
+        assert r.status_code == 201, r.text
+        created.append(r.json()["id"])
+    first, second = created
+    target = person_of(first)
+    assert person_of(second) != target
+    no_reason = httpx.post(
+        f"{api}/links", json={"patient": second, "person": target}, headers=auth, timeout=30
+    )
+    assert no_reason.status_code == 400 and no_reason.json()["errors"][0]["pointer"] == ["reason"]
+    linked = httpx.post(
+        f"{api}/links",
+        json={"patient": second, "person": target, "reason": "steward: same person, ID card seen"},
+        headers=auth,
+        timeout=30,
+    )
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["person"] == target and person_of(second) == target
+    unlinked = httpx.post(
+        f"{api}/unlinks",
+        json={"patient": second, "reason": "steward: linked in error"},
+        headers=auth,
+        timeout=30,
+    )
+    assert unlinked.status_code == 200, unlinked.text
+    assert unlinked.json()["person"] != target and person_of(second) != target
+    view = httpx.get(f"{api}/persons/{target}", headers=auth, timeout=30).json()
+    assert [r["patient"] for r in view["records"]] == [first]
+    decisions = [(h["action"], h["reason"]) for h in view["history"] if h["patient"] == second]
+    assert len(decisions) == 2, view["history"]
+    assert decisions[0][1] == "steward: same person, ID card seen"
+    assert decisions[1][1] == "steward: linked in error"
+    actors = {h["actor"] for h in view["history"] if h["patient"] == second}
+    assert actors and all(a for a in actors)  # who: the operator's client, never blank
+    # Review decisions over HTTP. Same name and sex, birth date day and month swapped, no phone
+    # on the second: worth a steward's look, not certain.
+    pair = []
+    for body in (
+        _patient(
+            "陈",
+            "静",
+            "1985-03-04",
+            "female",
+            (MRN_A, "OA-78"),
+            telecom=[{"system": "phone", "value": "13700002222"}],
+        ),
+        _patient("陈", "静", "1985-04-03", "female", (MRN_B, "OB-78")),
+    ):
+        r = httpx.post(f"{fhir}/Patient", json=body, headers=auth, timeout=30)
+        assert r.status_code == 201, r.text
+        pair.append(r.json()["id"])
+    reviews = httpx.get(f"{api}/reviews", params={"status": "open"}, headers=auth, timeout=30)
+    assert reviews.status_code == 200, reviews.text
+    mine = [x for x in reviews.json()["reviews"] if x["patient_id"] == pair[1]]
+    assert len(mine) == 1, reviews.json()
+    review = mine[0]["review_id"]
+    assert mine[0]["grade"] == "probable" and mine[0]["candidate_patient_id"] == pair[0]
+    r = httpx.post(
+        f"{api}/reviews/{review}/reject", json={"reason": "different people"}, headers=auth, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    again = httpx.post(f"{api}/reviews/{review}/reject", json={"reason": "again"}, headers=auth, timeout=30)
+    assert again.status_code == 409, again.text
+    closed = httpx.get(f"{api}/reviews", params={"status": "rejected"}, headers=auth, timeout=30).json()
+    decided = {x["review_id"]: x for x in closed["reviews"]}
+    assert decided[review]["reason"] == "different people" and decided[review]["decided_by"]
+    assert person_of(pair[0]) != person_of(pair[1])
+    missing = httpx.post(
+        f"{api}/reviews/no-such-review/accept", json={"reason": "x" * 5}, headers=auth, timeout=30
+    )
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith(
+        "application/problem+json"
+    )
