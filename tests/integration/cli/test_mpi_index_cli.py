@@ -180,3 +180,52 @@ def test_a_bad_match_threshold_stops_the_server_at_start_with_its_reason(
     assert done.returncode != 0
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _swapped_pair() -> list[dict[str, Any]]:
+    # Same name and sex, birth date day and month swapped, no phone on the second: probable.
+    return [
+        _patient(
+            "陈", "静", "1985-03-04", ("H1", "1"), telecom=[{"system": "phone", "value": "13700002222"}]
+        ),
+        _patient("陈", "静", "1985-04-03", ("H2", "2"), address=[{"district": "南湖区"}]),
+    ]
+
+
+def test_steward_rejects_from_the_command_line(fresh: Database) -> None:
+    url = database_url(fresh)
+    a, b = _seed(fresh, _swapped_pair())
+    with UnitOfWork(fresh) as uow:
+        [review] = [r for r in list_reviews(uow)[0] if r.patient_id == b]
+    refused = run("mpi", "reject", review.review_id, "--database", url)
+    assert refused.exit_code == 2 and "--reason" in refused.output
+    rejected = run(
+        "mpi", "reject", review.review_id, "--reason", "different mothers' names", "--database", url
+    )
+    assert rejected.exit_code == 0, rejected.output
+    with UnitOfWork(fresh) as uow:
+        assert person_of(uow, a) != person_of(uow, b)
+        assert [r for r in list_reviews(uow)[0] if r.patient_id == b] == []
+        decided = [r for r in list_reviews(uow, status="rejected")[0] if r.review_id == review.review_id]
+    assert decided and decided[0].reason == "different mothers' names" and decided[0].decided_by
+    again = run("mpi", "reject", review.review_id, "--reason", "again", "--database", url)
+    assert again.exit_code == 2 and "already rejected" in flat(again.output)
+    (row,) = audits(fresh, "mpi-review-reject")
+    assert row.patient_keys == (b,)
+
+
+def test_the_deployment_thresholds_move_live_linking(
+    fresh: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """YILIAN_MPI_CERTAIN lowered below the pair's probability: the pair a steward would have
+    looked at is linked at once (and the default keeps it for review, the test above)."""
+    from yilian.mpi import service
+
+    monkeypatch.setattr(service, "_cache", {})  # the matcher (and its thresholds) is kept per database
+    monkeypatch.setenv("YILIAN_MPI_CERTAIN", "0.6")
+    monkeypatch.setenv("YILIAN_MPI_PROBABLE", "0.5")
+    monkeypatch.setenv("YILIAN_MPI_POSSIBLE", "0.4")
+    a, b = _seed(fresh, _swapped_pair())
+    with UnitOfWork(fresh) as uow:
+        assert person_of(uow, a) == person_of(uow, b)
+        assert [r for r in list_reviews(uow)[0] if r.patient_id == b] == []
