@@ -88,6 +88,15 @@ class WriteObserver(Protocol):
         ...
 
 
+class PreparingWriteObserver(WriteObserver, Protocol):
+    """An observer that also sees a resource before it is stored (optional): it may put values
+    into their normal form, in place, or refuse the write (raise). Every write path calls it —
+    create, update, patch, transaction entries, bulk loads — before the resource is stamped,
+    sealed and indexed, so what it changes is what is stored."""
+
+    def before_write(self, uow: Any, ctx: Any, resource_type: str, resource: dict[str, Any]) -> None: ...
+
+
 def is_first_version(resource: dict[str, Any] | None) -> bool:
     """Whether an observed write made version 1: nothing derived from earlier versions can exist
     (a deleted and re-created resource goes on counting), so an observer can skip its clean-up."""

@@ -24,7 +24,7 @@ from yilian.fhir.router import resource_headers
 from yilian.fhir.store.repository import current_by_keys
 from yilian.kernel.errors import Category, YilianError
 from yilian.mpi import changes, service
-from yilian.mpi.fhir_map import check_identifiers, record_from_patient
+from yilian.mpi.fhir_map import check_identifiers, normalise_identifiers, record_from_patient
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 _ASSURANCE = {
@@ -37,8 +37,13 @@ _ASSURANCE = {
 
 
 class PatientIndexObserver:
-    """Registers every Patient write with the index, in the write's own transaction; refuses a
-    Patient whose resident ID number is invalid or contradicts its birth date or sex."""
+    """Registers every Patient write with the index, in the write's own transaction. Before a
+    Patient is stored, refuses it if an identifier breaks its system's rule (or the resident ID
+    number contradicts its birth date or sex) and stores the identifiers normalised."""
+
+    def before_write(self, uow: UnitOfWork, ctx: Any, resource_type: str, resource: dict[str, Any]) -> None:
+        if resource_type == "Patient":
+            normalise_identifiers(resource)
 
     def on_write(
         self,
@@ -51,8 +56,6 @@ class PatientIndexObserver:
     ) -> None:
         if resource_type != "Patient":
             return
-        if resource is not None:
-            check_identifiers(resource)
         policy = getattr(ctx, "policy", ALLOW_ALL)
         # Who is told of the person's change waits for the grants this write derives.
         with changes.held(uow):

@@ -20,7 +20,8 @@ class FhirSettings:
     max_page_size: int = 1000
     # Reject unknown elements (the spec's strict parsing); lenient mode is not offered.
     max_bundle_entries: int = 10_000
-    # Told of every write in its transaction (access grants, patient index, subscriptions…).
+    # Told of every write in its transaction (access grants, patient index, subscriptions…);
+    # those with ``before_write`` also see each resource before it is stored.
     observers: tuple[WriteObserver, ...] = ()
     # Resource types a system serves from storage of its own (AuditEvent from the audit log).
     virtual_types: Mapping[str, VirtualType] = field(default_factory=dict)
