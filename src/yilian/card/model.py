@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from yilian.kernel import clock, health_card, prc_id
-from yilian.kernel.errors import Category, YilianError
+from yilian.kernel import clock, health_card, naming, prc_id
+from yilian.kernel.errors import Category, Issue, YilianError
 
 # --------------------------------------------------------------------------- states
 
@@ -124,10 +124,16 @@ mask = health_card.mask
 class CardRefusal(YilianError):
     """Why a card number cannot be used, with a machine-readable ``reason`` (``card-lost``,
     ``card-replaced``, ``unknown-card``…): a till tells a lost card from a mistyped one without
-    parsing the message. The API puts the reason in the problem document."""
+    parsing the message. The API puts the reason in the problem document, the FHIR endpoint in
+    the OperationOutcome issue's ``details`` (code system ``CARD_REFUSAL``)."""
 
     def __init__(self, category: Category, reason: str, message: str) -> None:
-        super().__init__(category, message)
+        # A card refused for its state breaks a rule of the card's lifecycle: "business-rule"
+        # rather than the category's "conflict" (an edit clash) or "deleted" (a removed resource).
+        code = "business-rule" if category in (Category.CONFLICT, Category.GONE) else None
+        super().__init__(
+            category, message, issues=[Issue(message, code=code, details=(naming.CARD_REFUSAL, reason))]
+        )
         self.reason = reason
 
 

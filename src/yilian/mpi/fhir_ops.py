@@ -18,7 +18,7 @@ import orjson
 
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, bundles, dispatch
-from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, is_first_version, require
+from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, check_lookups, is_first_version, require
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.router import resource_headers
 from yilian.fhir.store.repository import current_by_keys
@@ -105,6 +105,18 @@ class MatchOperation:
             )
         patient = resources[0]["resource"]
         check_identifiers(patient)
+        # A number its issuer has withdrawn (a lost card) finds nobody, here as in a search.
+        check_lookups(
+            ctx.settings.lookup_guards,
+            uow,
+            [
+                (i["system"], i["value"])
+                for i in patient.get("identifier") or []
+                if isinstance(i, dict)
+                and isinstance(i.get("system"), str)
+                and isinstance(i.get("value"), str)
+            ],
+        )
         only_certain = any(p.get("valueBoolean") is True for p in _param(req.body, "onlyCertainMatches"))
         count_p = _param(req.body, "count")
         count = count_p[0].get("valueInteger") if count_p else 10
