@@ -282,3 +282,35 @@ def test_fhir_lookups_by_a_withdrawn_card_answer_as_the_front_desk_does(
     assert (
         gone.status_code == 410 and gone.json()["issue"][0]["details"]["coding"][0]["code"] == "card-replaced"
     )
+
+
+def test_searches_by_passport_and_permit_reach_the_audit_log_masked(
+    app: Any, db: Database, hospitals: dict[str, dict[str, str]]
+) -> None:
+    a = hospitals[HOSP_A]
+    passport, permit = "E87654329", "M1234567890"
+    body = {
+        "resourceType": "Patient",
+        "name": [{"family": "何", "given": ["嘉"]}],
+        "identifier": [
+            {"system": MRN_A, "value": "API-8"},
+            {"system": naming.PASSPORT_CHN, "value": passport},
+            {"system": naming.HK_MACAO_PERMIT, "value": permit},
+        ],
+    }
+    assert send(app, "POST", "/fhir/Patient", headers=a, json=body).status_code == 201
+    for system, value in ((naming.PASSPORT_CHN, passport), (naming.HK_MACAO_PERMIT, permit)):
+        r = send(app, "GET", "/fhir/Patient", params={"identifier": f"{system}|{value}"}, headers=a)
+        assert r.status_code == 200 and r.json()["total"] == 1, r.text
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_event.c.entity, audit_event.c.content).where(audit_event.c.subtype == "search-type")
+        ).all()
+    queries = [
+        base64.b64decode(q).decode()
+        for r in rows
+        for q in re.findall(rb'"query":"([A-Za-z0-9+/=]+)"', bytes(r.content))
+    ]
+    assert any("passport" in q for q in queries) and any("hk-macao" in q for q in queries), queries
+    for text in [*queries, *(r.entity or "" for r in rows), *(bytes(r.content).decode() for r in rows)]:
+        assert passport not in text and permit not in text
