@@ -13,6 +13,11 @@
   platform operator only. Answers with the counts and every refused row and why.
 - ``GET /api/cards/counts``: the indicator counts (``?as_of=`` an ISO date-time).
 
+The FHIR paths that resolve a person by a card number (``Patient?identifier=<health card>|<no>``,
+chained searches, ``$ihe-pix``, ``Person?identifier=``, ``$match``) refuse a lost, suspended,
+replaced or revoked card with the same status and reason code, as an OperationOutcome
+(``yilian.card.CardLookupGuard``; docs/identifiers.md, "A withdrawn card finds nobody").
+
 Card numbers are ID numbers: audit records name cards by their internal id, and the audit log
 masks any ID number in the request path.
 """

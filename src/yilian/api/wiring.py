@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from yilian import payments
+from yilian import card, payments
 from yilian.db import Database
 from yilian.exchange.bulk import bulk_operations
 from yilian.exchange.outbound import ForwardedIdGuard, OutboxObserver
@@ -70,6 +70,8 @@ def platform_settings(env: Mapping[str, str] | None = None) -> FhirSettings:
         # number) derives no grants. The outbox last: a subscription's match is decided with
         # the grants this write derived.
         observers=(ForwardedIdGuard(), PatientIndexObserver(), GrantDeriver(), OutboxObserver()),
+        # A lost, suspended, replaced or revoked card's number finds nobody, on every lookup path.
+        lookup_guards=(card.CardLookupGuard(),),
         virtual_types={**virtual_types(), **mpi_virtual_types()},
         operations=(*mpi_operations(), *bulk_operations()),
     )

@@ -2,7 +2,9 @@
 revoke, resolve.
 
 Other systems use :func:`require_usable` (payments: is this card usable now, and whose is it?)
-and :func:`card_counts` (indicators). The card number rules are in :mod:`yilian.card.model` and
+and :func:`card_counts` (indicators). :class:`CardLookupGuard` is installed in the platform's FHIR
+settings: a search, ``$match``, PIX or ``Person`` lookup by a lost, suspended, replaced or
+revoked card's number is refused with the card's state. The card number rules are in :mod:`yilian.card.model` and
 docs/identifiers.md.
 """
 
@@ -18,9 +20,11 @@ from yilian.card.model import (
     read_register,
 )
 from yilian.card.service import (
+    REFUSED_ON_LOOKUP,
     BatchReport,
     CardCounts,
     CardEvent,
+    CardLookupGuard,
     CardView,
     Resolution,
     RowOutcome,
@@ -42,10 +46,12 @@ from yilian.card.service import (
 )
 
 __all__ = [
+    "REFUSED_ON_LOOKUP",
     "REGISTER_COLUMNS",
     "BatchReport",
     "CardCounts",
     "CardEvent",
+    "CardLookupGuard",
     "CardNumber",
     "CardRefusal",
     "CardStatus",

@@ -14,6 +14,9 @@ Card numbers (docs/identifiers.md, "Health card number"):
   numbers start with a province code (11–82) or ``9`` (foreigners' permanent residence cards),
   never ``0``, so a platform number can never be somebody's ID number. Random rather than
   sequential so that card numbers cannot be enumerated.
+
+How a number is read and checked is :mod:`yilian.kernel.health_card`: the patient index checks
+every health card identifier on a Patient with the same rule, without depending on this system.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from yilian.kernel import clock, prc_id
-from yilian.kernel.errors import Category, YilianError
+from yilian.kernel import clock, health_card, naming, prc_id
+from yilian.kernel.errors import Category, Issue, YilianError
 
 # --------------------------------------------------------------------------- states
 
@@ -111,46 +114,26 @@ def next_status(current: CardStatus, action: Action) -> CardStatus:
 
 # --------------------------------------------------------------------------- card numbers
 
-PLATFORM_PREFIX: Final = "00"
-_PLATFORM: Final = re.compile(r"00\d{15}[\dX]")
-_REISSUE: Final = re.compile(r"(.{18})-(\d{2})")
-MAX_SEQUENCE: Final = 99
-
-CardKind = Literal["resident-id", "platform"]
-
-
-@dataclass(frozen=True, slots=True)
-class CardNumber:
-    """A validated card number: ``kind`` says how it was made, ``sequence`` which card of the
-    holder it is (1 for the first), ``resident_id`` the holder's ID number for ID holders."""
-
-    value: str
-    kind: CardKind
-    sequence: int
-    resident_id: str | None
-
-    def __repr__(self) -> str:
-        # The number is (or contains) an ID number: never print it whole.
-        return f"CardNumber({self.masked!r}, kind={self.kind!r}, sequence={self.sequence})"
-
-    @property
-    def masked(self) -> str:
-        return mask(self.value)
-
-
-def mask(card_no: str) -> str:
-    """The number as logs and messages may show it (``110105********0021-02``)."""
-    head, sep, tail = card_no.partition("-")
-    return prc_id.mask(head) + sep + tail
+PLATFORM_PREFIX: Final = health_card.PLATFORM_PREFIX
+MAX_SEQUENCE: Final = health_card.MAX_SEQUENCE
+CardKind = health_card.CardKind
+CardNumber = health_card.CardNumber
+mask = health_card.mask
 
 
 class CardRefusal(YilianError):
     """Why a card number cannot be used, with a machine-readable ``reason`` (``card-lost``,
     ``card-replaced``, ``unknown-card``…): a till tells a lost card from a mistyped one without
-    parsing the message. The API puts the reason in the problem document."""
+    parsing the message. The API puts the reason in the problem document, the FHIR endpoint in
+    the OperationOutcome issue's ``details`` (code system ``CARD_REFUSAL``)."""
 
     def __init__(self, category: Category, reason: str, message: str) -> None:
-        super().__init__(category, message)
+        # A card refused for its state breaks a rule of the card's lifecycle: "business-rule"
+        # rather than the category's "conflict" (an edit clash) or "deleted" (a removed resource).
+        code = "business-rule" if category in (Category.CONFLICT, Category.GONE) else None
+        super().__init__(
+            category, message, issues=[Issue(message, code=code, details=(naming.CARD_REFUSAL, reason))]
+        )
         self.reason = reason
 
 
@@ -161,50 +144,15 @@ def _invalid(message: str) -> YilianError:
 def parse_card_number(value: str, *, today: dt.date | None = None) -> CardNumber:
     """Validate a card number as typed or read off a card (spaces ignored, ``x`` accepted).
 
-    Raises INVALID saying what is wrong, never repeating the number.
+    The rule is :func:`yilian.kernel.health_card.parse`; a malformed number is refused here with
+    the reason ``bad-card-number``. Raises INVALID saying what is wrong, never repeating the number.
     """
-    text = re.sub(r"\s+", "", value).upper()
-    if not text:
-        raise _invalid("health card number is empty")
-    m = _REISSUE.fullmatch(text)
-    if m is not None:
-        base, seq = m.group(1), int(m.group(2))
-        if not 2 <= seq <= MAX_SEQUENCE:
-            raise _invalid("health card number: the issue sequence after the hyphen must be 02-99")
-        if base.startswith(PLATFORM_PREFIX):
-            raise _invalid("health card number: platform numbers have no issue sequence")
-        rid = _resident_id(base, today)
-        return CardNumber(f"{rid}-{seq:02d}", "resident-id", seq, rid)
-    if len(text) == 15 and text.isdigit():
-        # A legacy ID number read off an old document names the same card as its 18-character form.
-        rid = _resident_id(text, today)
-        return CardNumber(rid, "resident-id", 1, rid)
-    if len(text) != 18:
-        raise _invalid(
-            "health card number must have 18 characters (or 18 + '-NN' for a later card of an ID holder), "
-            f"got {len(text)}"
-        )
-    if text.startswith(PLATFORM_PREFIX):
-        if not _PLATFORM.fullmatch(text):
-            raise _invalid(
-                "health card number (platform): characters 1-17 must be digits and the last a digit or X"
-            )
-        expected = prc_id.check_character(text[:17])
-        if text[17] != expected:
-            raise _invalid(
-                f"health card number (platform): bad check character {text[17]!r}, expected {expected!r} "
-                "(a digit is mistyped or two are swapped)"
-            )
-        return CardNumber(text, "platform", 1, None)
-    rid = _resident_id(text, today)
-    return CardNumber(rid, "resident-id", 1, rid)
-
-
-def _resident_id(text: str, today: dt.date | None) -> str:
     try:
-        return prc_id.parse(text, today=today).number
+        return health_card.parse(value, today=today)
+    except CardRefusal:
+        raise
     except YilianError as err:
-        raise _invalid(f"health card number: {err.message}") from None
+        raise _invalid(err.message) from None
 
 
 def resident_card_number(resident_id: str, sequence: int) -> str:

@@ -44,7 +44,7 @@ from yilian.fhir.access import UPDATE
 from yilian.fhir.interactions.writes import savepoint
 from yilian.fhir.store import sealing
 from yilian.fhir.store.repository import get_current
-from yilian.kernel import clock, naming, prc_id
+from yilian.kernel import clock, health_card, naming, prc_id
 from yilian.kernel.crypto import Keyring
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.ids import new_id
@@ -640,8 +640,11 @@ def card_history(uow: UnitOfWork, ctx: FhirContext, card_no: str) -> list[CardEv
 def unusable_reason(view: CardView) -> YilianError | None:
     """Why the card cannot be used now (None if it can): what the front desk and the till say,
     with its own reason code for each state."""
-    day = view.status_at.astimezone(_CHINA).date().isoformat()
-    status = view.status
+    return _refusal(view.status, view.status_at, view.replaced_by)
+
+
+def _refusal(status: CardStatus, status_at: dt.datetime, replaced_by: str | None) -> CardRefusal | None:
+    day = status_at.astimezone(_CHINA).date().isoformat()
     if status is CardStatus.ACTIVE:
         return None
     if status is CardStatus.ISSUED:
@@ -663,7 +666,7 @@ def unusable_reason(view: CardView) -> YilianError | None:
             f"health card suspended by the issuer on {day}; it cannot be used",
         )
     if status is CardStatus.REPLACED:
-        successor = f" ({mask(view.replaced_by)})" if view.replaced_by else ""
+        successor = f" ({mask(replaced_by)})" if replaced_by else ""
         return CardRefusal(
             Category.GONE,
             "card-replaced",
@@ -672,6 +675,56 @@ def unusable_reason(view: CardView) -> YilianError | None:
     return CardRefusal(
         Category.GONE, "card-revoked", f"health card revoked on {day}; it can no longer be used"
     )
+
+
+# A card in these states finds nobody: a lookup by its number is refused with the state. An
+# issued card that its holder has not activated yet still names its holder (the record is
+# theirs); only using it — at the front desk, at the till — waits for the activation.
+REFUSED_ON_LOOKUP = frozenset(
+    {CardStatus.LOST, CardStatus.SUSPENDED, CardStatus.REPLACED, CardStatus.REVOKED}
+)
+
+# Asked for every search by a health card number: compiled once.
+_STATE_BY_NUMBER = Statement(
+    lambda _: select(card.c.status, card.c.status_at, card.c.replaced_by).where(
+        card.c.number_key == bindparam("number_key")
+    )
+)
+
+
+class CardLookupGuard:
+    """The card system's lookup guard (:class:`yilian.fhir.access.LookupGuard`, installed in
+    the platform's FHIR settings): a search, ``$match``, PIX or ``Person`` lookup by the number
+    of a card that is lost, suspended, replaced or revoked is refused with the card's state as
+    the reason — the same refusal (409 / 410, reason code) the front-desk lookup gives — instead
+    of finding its holder.
+
+    A value searched without a system is judged only when its form names a card and nothing
+    else (a platform number, a later card's ``-NN`` number): a first card's number is also the
+    holder's ID number, which a lost card does not withdraw. Numbers the card system never
+    issued (a hospital's feed may carry its own) are left to the search.
+    """
+
+    def check_lookup(self, uow: UnitOfWork, system: str | None, value: str) -> None:
+        if system is not None and system != naming.HEALTH_CARD:
+            return
+        try:
+            number = health_card.parse(value)
+        except YilianError:
+            return  # not a card number: nothing is found by it
+        if system is None and not number.card_only:
+            return
+        keyring = sealing.keyring_for(uow.conn.engine)
+        if keyring is None:
+            return  # no keys, no cards (they cannot be stored without them)
+        row = _STATE_BY_NUMBER.one_or_none(uow.conn, {"number_key": _number_key(keyring, number.value)})
+        if row is None:
+            return
+        status, status_at, replaced_by = CardStatus(row[0]), int(row[1]), row[2]
+        if status in REFUSED_ON_LOOKUP:
+            refusal = _refusal(status, _at(status_at), _number_of(uow, replaced_by))
+            if refusal is not None:
+                raise refusal
 
 
 def require_usable(uow: UnitOfWork, card_no: str, *, patients: frozenset[str] | None = None) -> CardView:

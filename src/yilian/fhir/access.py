@@ -10,6 +10,7 @@ in one place, applied everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement
@@ -86,6 +87,37 @@ class WriteObserver(Protocol):
     ) -> None:
         """``resource`` is the stored JSON (None for a deletion)."""
         ...
+
+
+class PreparingWriteObserver(WriteObserver, Protocol):
+    """An observer that also sees a resource before it is stored (optional): it may put values
+    into their normal form, in place, or refuse the write (raise). Every write path calls it —
+    create, update, patch, transaction entries, bulk loads — before the resource is stamped,
+    sealed and indexed, so what it changes is what is stored."""
+
+    def before_write(self, uow: Any, ctx: Any, resource_type: str, resource: dict[str, Any]) -> None: ...
+
+
+class LookupGuard(Protocol):
+    """Told of every identifier a request looks resources up by — search (also chained, ``_has``,
+    ``:identifier`` references, conditional interactions) and the operations that resolve a
+    person by identifier (``$match``, PIX) — before anything is found: the system that issues
+    an identifier refuses lookups by a number it has withdrawn (the card system: a lost or
+    revoked card) by raising, with the reason. ``system`` is None for a value given without one."""
+
+    def check_lookup(self, uow: Any, system: str | None, value: str) -> None: ...
+
+
+def check_lookups(
+    guards: Iterable[LookupGuard], uow: Any, identifiers: Iterable[tuple[str | None, str]]
+) -> None:
+    """Ask every guard about every (system, value) a request looks up by."""
+    guards = tuple(guards)
+    if not guards:
+        return
+    for system, value in identifiers:
+        for guard in guards:
+            guard.check_lookup(uow, system, value)
 
 
 def is_first_version(resource: dict[str, Any] | None) -> bool:

@@ -50,6 +50,9 @@ def issue_json(issue: Issue, default_code: str) -> dict[str, Any]:
         "code": issue.code or default_code,
         "diagnostics": issue.message,
     }
+    if issue.details is not None:
+        system, code = issue.details
+        out["details"] = {"coding": [{"system": system, "code": code}]}
     if issue.expression:
         out["expression"] = list(issue.expression)
     return out

@@ -37,6 +37,9 @@ class Issue:
     expression: tuple[str, ...] = ()
     severity: str = "error"  # fatal | error | warning | information
     code: str | None = None  # a FHIR issue-type code when the category's default does not fit
+    # A machine-readable reason as (code system, code), for clients that act on it without
+    # parsing the message (a lost health card: the card system's refusal codes).
+    details: tuple[str, str] | None = None
 
 
 class YilianError(Exception):

@@ -286,6 +286,12 @@ RESIDENCE_TYPE: Final = PLATFORM_CODE_SYSTEM + "residence-type"
 """Urban or rural residence (``urban`` 城镇, ``rural`` 农村), which decides the insurance scheme
 and the primary-care institution responsible for a resident. Platform-defined."""
 
+CARD_REFUSAL: Final = PLATFORM_CODE_SYSTEM + "card-refusal"
+"""Why a health card number was refused (``card-lost``, ``card-suspended``, ``card-replaced``,
+``card-revoked``, ``card-not-activated``, ``unknown-card``, ``bad-card-number``): the
+``OperationOutcome.issue.details`` of a refused lookup, the ``reason`` of a problem document.
+Platform-defined."""
+
 # --------------------------------------------------------------------------- platform extensions
 
 EXT_ADDRESS_DIVISION: Final = PLATFORM_EXTENSION + "address-division"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from yilian.kernel import naming, prc_id
+from yilian.kernel import identifiers, naming, prc_id
 from yilian.kernel.errors import Category, Issue, YilianError
 from yilian.mpi.matching import Identifier, PersonRecord
 
@@ -108,41 +108,71 @@ def _is_hanzi(text: str) -> bool:
 
 
 def check_identifiers(resource: dict[str, Any]) -> None:
-    """Refuse a Patient whose PRC resident ID number is invalid or contradicts the record.
+    """Refuse a Patient whose identifiers break their system's rule (docs/identifiers.md), or
+    whose PRC resident ID number contradicts the record. Nothing is changed."""
+    _identifier_issues(resource, normalise=False)
 
-    The message says what is wrong (check character, impossible date, birth date or sex that
-    differs from the record) and never repeats the number itself.
-    """
+
+def normalise_identifiers(resource: dict[str, Any]) -> None:
+    """Check a Patient as :func:`check_identifiers` does and put every identifier with a rule
+    into its stored form, in place (an ID number's 18-character form with upper-case ``X``, a
+    card number without spaces, a permit's capital letter), so that the record, its copies in
+    messages and exports, and every comparison see one spelling."""
+    _identifier_issues(resource, normalise=True)
+
+
+def _identifier_issues(resource: dict[str, Any], *, normalise: bool) -> None:
+    """Each rule broken is an issue at its element path; the message says which identifier and
+    which rule (check character, impossible date, birth date or sex that differs from the
+    record, length, characters) and never repeats the value itself."""
     issues: list[Issue] = []
     birth, _ = _birth(resource.get("birthDate"))
     gender = resource.get("gender")
     for i, ident in enumerate(resource.get("identifier") or []):
-        if not isinstance(ident, dict) or ident.get("system") != naming.PRC_RESIDENT_ID:
+        if not isinstance(ident, dict):
             continue
-        where = (f"Patient.identifier[{i}].value",)
-        value = ident.get("value")
+        system, value = ident.get("system"), ident.get("value")
+        if not isinstance(system, str) or identifiers.rule_for(system) is None:
+            continue  # a system we do not define: its format is its issuer's business
+        try:
+            identifiers.check_system(system)
+        except YilianError as err:
+            issues.append(Issue(err.message, (f"Patient.identifier[{i}].system",)))
+            continue
         if not isinstance(value, str):
             continue
+        where = (f"Patient.identifier[{i}].value",)
         try:
-            parsed = prc_id.parse(value)
+            stored = identifiers.normalise(system, value)
         except YilianError as err:
             issues.append(Issue(err.message, where))
             continue
-        if birth is not None and parsed.birth_date != birth:
-            issues.append(
-                Issue(
-                    f"PRC resident ID number {parsed.masked}: it encodes the birth date "
-                    f"{parsed.birth_date.isoformat()}, but Patient.birthDate is {birth.isoformat()}",
-                    where,
-                )
-            )
-        if gender in ("male", "female") and parsed.sex != gender:
-            issues.append(
-                Issue(
-                    f"PRC resident ID number {parsed.masked}: its order code says {parsed.sex}, "
-                    f"but Patient.gender is {gender} (sex mismatch)",
-                    where,
-                )
-            )
+        if normalise and stored != value:
+            ident["value"] = stored
+        if system == naming.PRC_RESIDENT_ID:
+            issues += _contradictions(prc_id.parse(stored), birth, gender, where)
     if issues:
         raise YilianError(Category.INVALID, issues[0].message, issues=issues)
+
+
+def _contradictions(
+    parsed: prc_id.ResidentId, birth: dt.date | None, gender: Any, where: tuple[str, ...]
+) -> list[Issue]:
+    issues = []
+    if birth is not None and parsed.birth_date != birth:
+        issues.append(
+            Issue(
+                f"PRC resident ID number {parsed.masked}: it encodes the birth date "
+                f"{parsed.birth_date.isoformat()}, but Patient.birthDate is {birth.isoformat()}",
+                where,
+            )
+        )
+    if gender in ("male", "female") and parsed.sex != gender:
+        issues.append(
+            Issue(
+                f"PRC resident ID number {parsed.masked}: its order code says {parsed.sex}, "
+                f"but Patient.gender is {gender} (sex mismatch)",
+                where,
+            )
+        )
+    return issues

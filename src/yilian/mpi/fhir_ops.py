@@ -18,13 +18,13 @@ import orjson
 
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, bundles, dispatch
-from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, is_first_version, require
+from yilian.fhir.access import ALLOW_ALL, READ, SEARCH, check_lookups, is_first_version, require
 from yilian.fhir.interactions.outcome import Resource
 from yilian.fhir.router import resource_headers
 from yilian.fhir.store.repository import current_by_keys
 from yilian.kernel.errors import Category, YilianError
 from yilian.mpi import changes, service
-from yilian.mpi.fhir_map import check_identifiers, record_from_patient
+from yilian.mpi.fhir_map import check_identifiers, normalise_identifiers, record_from_patient
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 _ASSURANCE = {
@@ -37,8 +37,13 @@ _ASSURANCE = {
 
 
 class PatientIndexObserver:
-    """Registers every Patient write with the index, in the write's own transaction; refuses a
-    Patient whose resident ID number is invalid or contradicts its birth date or sex."""
+    """Registers every Patient write with the index, in the write's own transaction. Before a
+    Patient is stored, refuses it if an identifier breaks its system's rule (or the resident ID
+    number contradicts its birth date or sex) and stores the identifiers normalised."""
+
+    def before_write(self, uow: UnitOfWork, ctx: Any, resource_type: str, resource: dict[str, Any]) -> None:
+        if resource_type == "Patient":
+            normalise_identifiers(resource)
 
     def on_write(
         self,
@@ -51,8 +56,6 @@ class PatientIndexObserver:
     ) -> None:
         if resource_type != "Patient":
             return
-        if resource is not None:
-            check_identifiers(resource)
         policy = getattr(ctx, "policy", ALLOW_ALL)
         # Who is told of the person's change waits for the grants this write derives.
         with changes.held(uow):
@@ -102,6 +105,18 @@ class MatchOperation:
             )
         patient = resources[0]["resource"]
         check_identifiers(patient)
+        # A number its issuer has withdrawn (a lost card) finds nobody, here as in a search.
+        check_lookups(
+            ctx.settings.lookup_guards,
+            uow,
+            [
+                (i["system"], i["value"])
+                for i in patient.get("identifier") or []
+                if isinstance(i, dict)
+                and isinstance(i.get("system"), str)
+                and isinstance(i.get("value"), str)
+            ],
+        )
         only_certain = any(p.get("valueBoolean") is True for p in _param(req.body, "onlyCertainMatches"))
         count_p = _param(req.body, "count")
         count = count_p[0].get("valueInteger") if count_p else 10

@@ -244,3 +244,73 @@ def test_counts_over_http(app: Any, operator: dict[str, str], hospitals: dict[st
     ).json()
     assert past["issued"] == 0
     is_problem(send(app, "GET", "/api/cards/counts", params={"as_of": "yesterday"}, headers=operator), 400)
+
+
+def test_fhir_lookups_by_a_withdrawn_card_answer_as_the_front_desk_does(
+    app: Any, db: Database, operator: dict[str, str], hospitals: dict[str, dict[str, str]]
+) -> None:
+    a, b = hospitals[HOSP_A], hospitals[HOSP_B]
+    rid = resident_id(division="330502", born=dt.date(1958, 8, 8), sex="female", seq=336)
+    at_a = register(app, a, prc=rid, mrn=(MRN_A, "API-7"), born="1958-08-08", gender="female")
+    assert send(app, "POST", "/api/cards", headers=a, json={"patient": at_a}).status_code == 201
+    assert (
+        send(app, "POST", f"/api/cards/{rid}/activate", headers=a, json={"reason": "ok"}).status_code == 200
+    )
+    assert (
+        send(app, "POST", f"/api/cards/{rid}/report-lost", headers=a, json={"reason": "lost"}).status_code
+        == 200
+    )
+
+    desk = is_problem(send(app, "GET", f"/api/cards/{rid}", headers=b), 409)
+    assert desk["reason"] == "card-lost"
+    for path, who in (
+        (f"/fhir/Patient?identifier={naming.HEALTH_CARD}|{rid}", b),
+        (f"/fhir/Patient/$ihe-pix?sourceIdentifier={naming.HEALTH_CARD}|{rid}", b),
+        (f"/fhir/Person?identifier={naming.HEALTH_CARD}|{rid}", operator),
+    ):
+        r = send(app, "GET", path, headers=who)
+        assert r.status_code == 409, (path, r.text)
+        assert r.headers["content-type"].startswith("application/fhir+json")
+        issue = r.json()["issue"][0]
+        assert issue["diagnostics"] == desk["detail"]
+        assert issue["details"]["coding"][0] == {"system": naming.CARD_REFUSAL, "code": "card-lost"}
+
+    assert (
+        send(app, "POST", f"/api/cards/{rid}/replace", headers=a, json={"reason": "new"}).status_code == 201
+    )
+    gone = send(app, "GET", f"/fhir/Patient?identifier={naming.HEALTH_CARD}|{rid}", headers=b)
+    assert (
+        gone.status_code == 410 and gone.json()["issue"][0]["details"]["coding"][0]["code"] == "card-replaced"
+    )
+
+
+def test_searches_by_passport_and_permit_reach_the_audit_log_masked(
+    app: Any, db: Database, hospitals: dict[str, dict[str, str]]
+) -> None:
+    a = hospitals[HOSP_A]
+    passport, permit = "E87654329", "M1234567890"
+    body = {
+        "resourceType": "Patient",
+        "name": [{"family": "何", "given": ["嘉"]}],
+        "identifier": [
+            {"system": MRN_A, "value": "API-8"},
+            {"system": naming.PASSPORT_CHN, "value": passport},
+            {"system": naming.HK_MACAO_PERMIT, "value": permit},
+        ],
+    }
+    assert send(app, "POST", "/fhir/Patient", headers=a, json=body).status_code == 201
+    for system, value in ((naming.PASSPORT_CHN, passport), (naming.HK_MACAO_PERMIT, permit)):
+        r = send(app, "GET", "/fhir/Patient", params={"identifier": f"{system}|{value}"}, headers=a)
+        assert r.status_code == 200 and r.json()["total"] == 1, r.text
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_event.c.entity, audit_event.c.content).where(audit_event.c.subtype == "search-type")
+        ).all()
+    queries = [
+        base64.b64decode(q).decode()
+        for r in rows
+        for q in re.findall(rb'"query":"([A-Za-z0-9+/=]+)"', bytes(r.content))
+    ]
+    assert any("passport" in q for q in queries) and any("hk-macao" in q for q in queries), queries
+    for text in [*queries, *(r.entity or "" for r in rows), *(bytes(r.content).decode() for r in rows)]:
+        assert passport not in text and permit not in text

@@ -125,6 +125,7 @@ def write_many(uow: UnitOfWork, ctx: FhirContext, docs: Sequence[Any]) -> list[Y
     for i, doc in enumerate(docs):
         try:
             p = _prepare(i, doc)
+            writes.before_store(uow, ctx, p.res_type, p.resource)
         except YilianError as err:
             results[i] = err
             continue

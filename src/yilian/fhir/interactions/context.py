@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from yilian.fhir.access import ALLOW_ALL, AccessPolicy, Operation, VirtualType, WriteObserver
+from yilian.fhir.access import ALLOW_ALL, AccessPolicy, LookupGuard, Operation, VirtualType, WriteObserver
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,12 @@ class FhirSettings:
     max_page_size: int = 1000
     # Reject unknown elements (the spec's strict parsing); lenient mode is not offered.
     max_bundle_entries: int = 10_000
-    # Told of every write in its transaction (access grants, patient index, subscriptions…).
+    # Told of every write in its transaction (access grants, patient index, subscriptions…);
+    # those with ``before_write`` also see each resource before it is stored.
     observers: tuple[WriteObserver, ...] = ()
+    # Asked about every identifier a request looks resources up by (the card system refuses a
+    # lost card's number).
+    lookup_guards: tuple[LookupGuard, ...] = ()
     # Resource types a system serves from storage of its own (AuditEvent from the audit log).
     virtual_types: Mapping[str, VirtualType] = field(default_factory=dict)
     # Operations other systems provide ($match, $ihe-pix…), found by (type or None, name, instance).

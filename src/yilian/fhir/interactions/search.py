@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import and_, case, distinct, false, func, or_, select
 
 from yilian.db import UnitOfWork
-from yilian.fhir.access import READ, SEARCH, require
+from yilian.fhir.access import READ, SEARCH, check_lookups, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import Resource
@@ -153,7 +153,13 @@ def run(
     writes.flush(uow)  # this unit of work's own writes must be searchable
     conn = uow.conn
     policy = ctx.policy
-    compiler = Compiler(base_url=ctx.base_url, policy=policy, keyring=sealing.keyring_for(conn.engine))
+    guards = ctx.settings.lookup_guards
+    compiler = Compiler(
+        base_url=ctx.base_url,
+        policy=policy,
+        keyring=sealing.keyring_for(conn.engine),
+        on_lookup=(lambda system, value: check_lookups(guards, uow, [(system, value)])) if guards else None,
+    )
     r = _R
     types = _types_of(req, compartment) if not everything else req.resource_types
     if types is None:

@@ -297,6 +297,15 @@ def _remember_refs(
             pending.setdefault((rtype, rid), f"{path} ({raw})")
 
 
+def before_store(uow: UnitOfWork, ctx: FhirContext, res_type: str, resource: dict[str, Any]) -> None:
+    """The observers that see a resource before it is stored (``before_write``): they may
+    normalise it in place or refuse it."""
+    for observer in ctx.settings.observers:
+        prepare = getattr(observer, "before_write", None)
+        if prepare is not None:
+            prepare(uow, ctx, res_type, resource)
+
+
 def store_new(
     uow: UnitOfWork,
     ctx: FhirContext,
@@ -311,6 +320,7 @@ def store_new(
         raise YilianError(
             Category.INVALID, f"{res_id!r} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
         )
+    before_store(uow, ctx, res_type, resource)
     last_updated = now_us()
     content = _stamp(resource, res_id, 1, last_updated)
     rows = extract(resource, res_type, base_url=ctx.base_url)
@@ -346,6 +356,8 @@ def store_next(
     method: str,
 ) -> Resource:
     """Write the next version of ``current`` (``resource=None`` deletes). 412 if someone got there first."""
+    if resource is not None:
+        before_store(uow, ctx, current.res_type, resource)
     if current.pk in _buffer(uow).pks:
         flush(uow)  # its earlier rows in this unit of work must be in the table to be replaced
     buf = _buffer(uow)

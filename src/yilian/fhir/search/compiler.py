@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +102,17 @@ class Compiler:
     """Builds conditions for one search; ``base_url`` lets absolute references to this server match."""
 
     def __init__(
-        self, *, base_url: str | None = None, policy: AccessPolicy = ALLOW_ALL, keyring: Keyring | None = None
+        self,
+        *,
+        base_url: str | None = None,
+        policy: AccessPolicy = ALLOW_ALL,
+        keyring: Keyring | None = None,
+        on_lookup: Callable[[str | None, str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        # Told of every identifier searched by, at any depth of a chain or _has (the settings'
+        # lookup guards: a lost card's number is refused, not searched).
+        self.on_lookup = on_lookup
         # Sensitive identifiers and phone numbers are indexed as keyed blind tokens: searched
         # values are blinded the same way (sealing.blind_token).
         self.keyring = keyring
@@ -253,10 +261,13 @@ class Compiler:
             if len(parts) != 3 or not all(parts):
                 raise _bad(f"{p.code}:of-type needs system|code|value, not {raw!r}")
             ts, tc, value = (unescape(x) for x in parts)
+            self._looked_up(None, value, modifier)
             return and_(t.c.type_system == ts, t.c.type_code == tc, t.c.code.in_(self._any_form(value)))
         parts = split_unescaped(raw, "|")
         if len(parts) == 1:
-            return t.c.code.in_(self._any_form(unescape(parts[0])))  # type: ignore[no-any-return]
+            value = unescape(parts[0])
+            self._looked_up(None, value, modifier)
+            return t.c.code.in_(self._any_form(value))  # type: ignore[no-any-return]
         if len(parts) != 2:
             raise _bad(f"token {raw!r} has more than one '|'")
         system, code = unescape(parts[0]), unescape(parts[1])
@@ -264,7 +275,13 @@ class Compiler:
             return and_(t.c.system.is_(None), t.c.code == code)
         if code == "":
             return t.c.system == system  # type: ignore[no-any-return]
+        self._looked_up(system, code, modifier)
         return and_(t.c.system == system, t.c.code == self._stored_form(system, code))
+
+    def _looked_up(self, system: str | None, value: str, modifier: str | None) -> None:
+        # ":not" finds everyone but the holder: it resolves nobody by the number.
+        if self.on_lookup is not None and modifier != "not":
+            self.on_lookup(system, value)
 
     def _stored_form(self, system: str, value: str) -> str:
         """How the index holds a value of this system: its blind token if the value is sensitive."""
@@ -302,8 +319,11 @@ class Compiler:
         if f.modifier == "identifier":
             parts = split_unescaped(raw, "|")
             if len(parts) == 1:
+                self._looked_up(None, unescape(parts[0]), None)
                 return t.c.identifier_value.in_(self._any_form(unescape(parts[0])))  # type: ignore[no-any-return]
             system, value = unescape(parts[0]), unescape(parts[1])
+            if value:
+                self._looked_up(system or None, value, None)
             conds = [t.c.identifier_value == self._stored_form(system, value)] if value else []
             if system:
                 conds.append(t.c.identifier_system == system)

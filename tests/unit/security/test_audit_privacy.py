@@ -1,0 +1,96 @@
+"""The audit scrubber masks the value of every sensitive identifier system — the ones the FHIR
+store seals — wherever it meets ``<system>|<value>``: typed, URL-encoded as the audit middleware
+records queries, or as JSON; and the phone and telecom search parameters whatever they hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlencode
+
+import pytest
+
+from yilian.fhir.store.sealing import SENSITIVE_IDENTIFIER_SYSTEMS
+from yilian.kernel import naming, prc_id
+from yilian.security.audit.model import AuditRecord
+from yilian.security.audit.privacy import scrub
+
+RID = prc_id.generate("110105", dt.date(1949, 12, 31), "male", 1)
+
+# A valid value of each sensitive system (and of passports of another state).
+VALUES = {
+    naming.PRC_RESIDENT_ID: RID,
+    naming.HEALTH_CARD: f"{RID}-02",
+    naming.PASSPORT_CHN: "E12345678",
+    naming.HK_MACAO_PERMIT: "H1234567890",
+    naming.TAIWAN_PERMIT: "87654321",
+    naming.PHONE: "13912345678",
+    naming.passport_system("USA"): "X79835501X",
+}
+
+
+def test_every_sensitive_system_is_covered_here() -> None:
+    assert set(SENSITIVE_IDENTIFIER_SYSTEMS) <= set(VALUES)
+
+
+@pytest.mark.parametrize("system", sorted(VALUES))
+def test_values_after_a_sensitive_system_are_masked_in_every_spelling(system: str) -> None:
+    value = VALUES[system]
+    for text in (
+        f"Patient?identifier={system}|{value}",
+        "Patient?" + urlencode([("identifier", f"{system}|{value}"), ("_count", "10")]),
+        f"Person?identifier={system}%7c{value}&_elements=id",
+        f"Patient/$ihe-pix?sourceIdentifier={system}|{value}",
+        f"Observation?subject:Patient.identifier=http://loinc.org|x,{system}|{value}",
+        f'refused: {{"system": "{system}", "value": "{value}"}}',
+        f'{{"value":"{value}","system":"{system}"}}',
+    ):
+        masked = scrub(text)
+        assert masked is not None and value not in masked, masked
+        assert value[-2:] in masked and "*" in masked  # the kind of lookup stays visible
+
+
+def test_the_shape_of_the_query_is_kept() -> None:
+    query = "Patient?" + urlencode(
+        [("identifier", f"{naming.PASSPORT_CHN}|E12345678"), ("birthdate", "1980-05-17")]
+    )
+    assert scrub(query) == query.replace("E12345678", "E******78")
+    card = f"Patient?identifier={naming.HEALTH_CARD}|{RID}-02"
+    assert scrub(card) == f"Patient?identifier={naming.HEALTH_CARD}|{RID[:6]}********{RID[-4:]}-02"
+    permit = f"Patient?identifier={naming.TAIWAN_PERMIT}|87654321"
+    assert scrub(permit) == f"Patient?identifier={naming.TAIWAN_PERMIT}|******21"
+
+
+def test_phone_and_telecom_parameters_are_masked_landlines_too() -> None:
+    for text in (
+        "Patient?phone=0571-88886666",
+        "Patient?" + urlencode([("telecom", "phone|0571-88886666")]),
+        "Patient?_count=5&phone=057188886666",
+    ):
+        masked = scrub(text)
+        assert masked is not None and "88886666" not in masked, masked
+    assert scrub("Patient?telecom=%2B86%20139-1234-5678") == "Patient?telecom=139****5678"
+
+
+def test_other_systems_and_values_are_left_alone() -> None:
+    for text in (
+        f"Patient?identifier={naming.mrn_system('hosp-a')}|E12345678",
+        "Observation?code=http://loinc.org|8480-6&date=ge2026-01-01",
+        f"Patient?identifier={naming.INSURANCE_EMPLOYEE}|3305A0012345",
+    ):
+        assert scrub(text) == text
+
+
+def test_an_audit_record_stores_the_masked_query_and_message() -> None:
+    query = "Patient?" + urlencode([("identifier", f"{naming.HK_MACAO_PERMIT}|H1234567890")])
+    record = AuditRecord(
+        action="E",
+        subtype="search-type",
+        agent_kind="system",
+        agent_id="his",
+        query=query,
+        outcome_desc=f"no Patient with {naming.TAIWAN_PERMIT}|87654321",
+        details=(("identifier", f"{naming.passport_system('USA')}|X79835501X"),),
+    )
+    assert record.query is not None and "H1234567890" not in record.query
+    assert record.outcome_desc is not None and "87654321" not in record.outcome_desc
+    assert "X79835501X" not in record.details[0][1]
