@@ -42,6 +42,7 @@ from sqlalchemy import exists, or_, select, update
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import read, transact
 from yilian.exchange.outbound import forwarding, owners, retention
+from yilian.exchange.outbound.disclosure import notification_record
 from yilian.exchange.outbound.outbox import now_us, wakeup
 from yilian.exchange.outbound.tables import destination, message
 from yilian.fhir.access import ALLOW_ALL, READ
@@ -49,6 +50,7 @@ from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext, FhirSettings
 from yilian.fhir.store import repository as repo
 from yilian.kernel.errors import YilianError
+from yilian.security.audit import record as audit_record
 
 log = logging.getLogger("yilian.exchange.outbound")
 
@@ -249,18 +251,20 @@ class DeliveryWorker:
             if self._stop.is_set() or time.monotonic() - started > self.settings.lease_s / 2:
                 break  # the lease must not run out under us; the next round continues
             try:
-                outcome = self._deliver(claim, msg, suspect=i == 0 or msg.attempts > 0)
+                outcome, disclosed = self._deliver(claim, msg, suspect=i == 0 or msg.attempts > 0)
             except Failure as exc:
                 self._failed(claim, msg, str(exc))
                 return delivered
-            if not self._succeeded(claim, msg, outcome):
+            if not self._succeeded(claim, msg, outcome, disclosed):
                 return delivered  # lease lost: another worker has it now
             delivered += 1
             if claim.failures:
                 claim.failures = 0
         return delivered
 
-    def _succeeded(self, claim: _Claim, msg: Any, outcome: str) -> bool:
+    def _succeeded(self, claim: _Claim, msg: Any, outcome: str, disclosed: tuple[str, ...] | None) -> bool:
+        """Mark ``msg`` done; ``disclosed`` (the patients of what a notification carried, or None
+        when nothing went to a member) is recorded in the audit log in the same transaction."""
         recovered = claim.failures >= self.settings.error_after and claim.kind == "subscription"
 
         def work(uow: UnitOfWork) -> bool:
@@ -284,6 +288,19 @@ class DeliveryWorker:
             )
             if recovered:
                 self._set_subscription_status(uow, claim.dest_id, "active", None)
+            if disclosed is not None and outcome == "delivered":
+                audit_record(
+                    uow,
+                    notification_record(
+                        claim.owner,
+                        claim.dest_id,
+                        msg.res_type,
+                        msg.res_id,
+                        msg.version,
+                        disclosed,
+                        payload=bool(claim.payload),
+                    ),
+                )
             return True
 
         return transact(self.db, work)
@@ -337,13 +354,14 @@ class DeliveryWorker:
 
     # --- one message ---------------------------------------------------------------------------
 
-    def _deliver(self, claim: _Claim, msg: Any, *, suspect: bool) -> str:
-        """Send one message; returns the state it ends in (delivered, withheld) or raises Failure."""
+    def _deliver(self, claim: _Claim, msg: Any, *, suspect: bool) -> tuple[str, tuple[str, ...] | None]:
+        """Send one message; returns the state it ends in (delivered, withheld) and, for a
+        notification, the patients whose record it carried; or raises Failure."""
         if claim.kind == "forward":
-            return self._forward(claim, msg, suspect=suspect)
+            return self._forward(claim, msg, suspect=suspect), None
         return self._notify(claim, msg)
 
-    def _notify(self, claim: _Claim, msg: Any) -> str:
+    def _notify(self, claim: _Claim, msg: Any) -> tuple[str, tuple[str, ...] | None]:
         virtual = self.settings.fhir.virtual_types.get(msg.res_type)
         if virtual is not None:
             return self._notify_virtual(claim, msg, virtual)
@@ -358,7 +376,7 @@ class DeliveryWorker:
                 and policy.can_see(uow, msg.res_type, stored.patient_key, msg.res_id)
             )
         if not visible:
-            return "withheld"
+            return "withheld", None
         assert stored is not None
         headers = _notification_headers(claim, msg)
         body = b""
@@ -366,24 +384,25 @@ class DeliveryWorker:
             headers["Content-Type"] = "application/fhir+json"
             body = stored.content or b""
         self._send("POST", claim.endpoint, headers=headers, content=body)
-        return "delivered"
+        return "delivered", (stored.patient_key,) if stored.patient_key else ()
 
-    def _notify_virtual(self, claim: _Claim, msg: Any, virtual: Any) -> str:
+    def _notify_virtual(self, claim: _Claim, msg: Any, virtual: Any) -> tuple[str, tuple[str, ...] | None]:
         """A type another system computes (Person): sent as it is now, if the owner may see it now."""
         with read(self.db) as uow:
             policy = owners.policy_of(uow, self.db, claim.owner)
             if policy is None or not policy.allows(READ, msg.res_type):
-                return "withheld"
+                return "withheld", None
             ctx = FhirContext(base_url=self.settings.base_url, settings=self.settings.fhir, policy=policy)
             try:
-                content = virtual.read(uow, ctx, msg.res_id).body or b""
+                read_back = virtual.read(uow, ctx, msg.res_id)
             except YilianError:
-                return "withheld"  # gone, or no longer visible to the owner
+                return "withheld", None  # gone, or no longer visible to the owner
+        content = read_back.body or b""
         headers = _notification_headers(claim, msg)
         if claim.payload:
             headers["Content-Type"] = "application/fhir+json"
         self._send("POST", claim.endpoint, headers=headers, content=content if claim.payload else b"")
-        return "delivered"
+        return "delivered", tuple(sorted(read_back.patients))
 
     def _forward(self, claim: _Claim, msg: Any, *, suspect: bool) -> str:
         url = f"{claim.endpoint}/fhir/{msg.res_type}/{msg.res_id}"
