@@ -129,6 +129,15 @@ def test_link_writes_pairs_with_score_and_grade(tmp_path: Path) -> None:
     assert len(rows) >= 480  # of 500 duplicates
     assert rows == sorted(rows, key=lambda r: (r["left_id"], -float(r["score"]), r["right_id"]))
     assert "links certain" in output
+    # Run again, every grade this time, and again: the same bytes.
+    every, again = tmp_path / "every.csv", tmp_path / "again.csv"
+    for target in (every, again):
+        code, output = _mpi(
+            "link", str(originals), str(duplicates), "--columns", "febrl", "--out", str(target)
+        )
+        assert code == 0, output
+    assert every.read_bytes() == again.read_bytes()
+    assert {r["grade"] for r in _read(every)} > {"certain"}
 
 
 # --- errors: one line, exit status 2, never a traceback ----------------------------------
