@@ -1,5 +1,5 @@
-"""The patient index's views under the access decision, over HTTP with the full platform, on
-SQLite and PostgreSQL.
+"""The patient index's views and the health card lookup under the access decision, over HTTP
+with the full platform, on SQLite and PostgreSQL.
 
 Hospital A treats ``pat-hosp-a`` (with an ID number), clinic B treats ``pat-clinic-b``, a
 look-alike the index links to the same person automatically; institution C has no reason to
@@ -40,6 +40,8 @@ ORG_A, ORG_B, ORG_C = "idv-hosp-a", "idv-clinic-b", "idv-clinic-c"
 PA, PB = "pat-hosp-a", "pat-clinic-b"
 MRN_A, MRN_B = naming.mrn_system(ORG_A), naming.mrn_system(ORG_B)
 ID_A = prc_id.generate("110105", dt.date(1980, 5, 12), "female", 2)
+# A valid ID number nobody holds: what an unknown card number is answered with.
+UNKNOWN_ID = prc_id.generate("110105", dt.date(1975, 1, 1), "female", 8)
 ABSENT = (PA, ID_A, f"mrn-{PA}")  # what B, resident B and C must never be shown
 
 
@@ -308,3 +310,79 @@ def test_what_an_institution_is_shown_is_what_its_audit_record_says(
         ).all()
     assert rows, "B's reads are recorded with the patients they returned"
     assert all(r.patient_keys.split() == [PB] for r in rows if not r.subtype.startswith("card")), rows
+
+
+# --------------------------------------------------------------------------- the health card
+
+
+@pytest.fixture(scope="module")
+def card_no(app: Any, who: dict[str, dict[str, str]]) -> str:
+    r = send(app, "POST", "/api/cards", who["op"], json={"patient": PA})
+    assert r.status_code == 201, r.text
+    assert r.json()["card_no"] == ID_A
+    r = send(app, "POST", f"/api/cards/{ID_A}/activate", who["op"], json={"reason": "ID card seen"})
+    assert r.status_code == 200, r.text
+    return ID_A
+
+
+def test_a_front_desk_resolves_any_card_but_learns_only_its_own_records(
+    app: Any, db: Database, who: dict[str, dict[str, str]], card_no: str
+) -> None:
+    card = {"card_no": card_no, "kind": "resident-id", "sequence": 1, "status": "active"}
+    desk_c = send(app, "GET", f"/api/cards/{card_no}", who["c"])
+    assert desk_c.status_code == 200, desk_c.text
+    register = {"system": naming.HEALTH_CARD, "value": card_no}
+    assert desk_c.json() == {**card, "records": [], "register": register}
+    desk_b = send(app, "GET", f"/api/cards/{card_no}", who["b"])
+    assert desk_b.status_code == 200, desk_b.text
+    assert desk_b.json() == {**card, "records": [PB], "person": person_id(db)}
+    assert PA not in desk_b.text and PA not in desk_c.text
+    # Those who may see the record the card was issued on get the card whole.
+    desk_a = send(app, "GET", f"/api/cards/{card_no}", who["a"]).json()
+    assert (desk_a["patient"], desk_a["district"], desk_a["records"]) == (PA, "110105", [PA])
+    assert sorted(send(app, "GET", f"/api/cards/{card_no}", who["op"]).json()["records"]) == [PB, PA]
+    own = send(app, "GET", f"/api/cards/{card_no}", who["res_a"])
+    assert own.status_code == 200 and own.json()["patient"] == PA
+    # Every lookup is recorded with the holder as the patient, also C's, which was shown none.
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_event.c.org_id, audit_event.c.patient_keys, audit_event.c.entity).where(
+                audit_event.c.subtype == "card-lookup"
+            )
+        ).all()
+    by_org = {r.org_id: r for r in rows}
+    assert PA in by_org[ORG_C].patient_keys.split() and PA in by_org[ORG_B].patient_keys.split()
+    assert all(card_no not in (r.entity or "") for r in rows)
+
+
+def test_a_residents_token_resolves_only_their_own_cards_whatever_the_state(
+    app: Any, who: dict[str, dict[str, str]], card_no: str
+) -> None:
+    unknown = send(app, "GET", f"/api/cards/{UNKNOWN_ID}", who["res_b"])
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown-card"
+
+    def same_as_unknown() -> None:
+        r = send(app, "GET", f"/api/cards/{card_no}", who["res_b"])
+        # The same answer, word for word, but for the number the caller sent.
+        assert r.status_code == 404 and {**r.json(), "instance": ""} == {**unknown.json(), "instance": ""}
+
+    same_as_unknown()  # active
+    assert (
+        send(app, "POST", f"/api/cards/{card_no}/report-lost", who["op"], json={"reason": "lost"}).status_code
+        == 200
+    )
+    same_as_unknown()  # lost: still no hint that the card exists
+    lost = send(app, "GET", f"/api/cards/{card_no}", who["res_a"])
+    assert lost.status_code == 409 and lost.json()["reason"] == "card-lost"  # the holder is told
+    # An institution's desk is told the state: that is what it must refuse the card for.
+    assert send(app, "GET", f"/api/cards/{card_no}", who["c"]).json()["reason"] == "card-lost"
+    assert (
+        send(app, "POST", f"/api/cards/{card_no}/resume", who["op"], json={"reason": "found"}).status_code
+        == 200
+    )
+
+
+def test_card_totals_are_the_operators(app: Any, who: dict[str, dict[str, str]], card_no: str) -> None:
+    for name in ("a", "b", "c", "res_a"):
+        assert send(app, "GET", "/api/cards/counts", who[name]).status_code == 403, name
+    assert send(app, "GET", "/api/cards/counts", who["op"]).json()["held"] >= 1
