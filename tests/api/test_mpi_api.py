@@ -62,8 +62,10 @@ def test_steward_desk_needs_a_token_and_the_operator(
     r = httpx.get(f"{server.base}/api/mpi/reviews", timeout=30)
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
     hospital = bearer(system_token(db, scopes="system/*.cruds", org_id="api-hosp-a", name="HIS A"))
-    r = httpx.get(f"{server.base}/api/mpi/reviews", headers=hospital, timeout=30)
-    assert r.status_code == 403 and "operator" in r.json()["detail"]
+    # Every route, also a person's records and the index's totals: 403 whatever the id.
+    for path in ("reviews", "counts", "persons/no-such-person", f"persons/{seeded['a']}"):
+        r = httpx.get(f"{server.base}/api/mpi/{path}", headers=hospital, timeout=30)
+        assert r.status_code == 403 and "operator" in r.json()["detail"], path
     no_scope = bearer(system_token(db, scopes="system/Observation.rs", name="lab"))
     r = httpx.get(f"{server.base}/api/mpi/reviews", headers=no_scope, timeout=30)
     assert r.status_code == 403 and "Person" in r.json()["detail"]

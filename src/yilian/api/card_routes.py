@@ -1,9 +1,12 @@
 """``/api/cards``: the resident health card over HTTP.
 
-- ``GET /api/cards/{card_no}``: the front-desk lookup. A usable card resolves to its patient, the
-  person and the person's records at every institution the caller may see; a card that cannot
-  be used is refused with the reason (409 lost / suspended / not activated, 410 replaced /
-  revoked). Needs ``r`` on Patient.
+- ``GET /api/cards/{card_no}``: the front-desk lookup (``r`` on Patient). A member institution's
+  desk resolves any card presented to it: a usable card → the person's records the caller may
+  see, and the rest of the card only when it may see the record the card was issued on (else a
+  registration handle); a card that cannot be used is refused with the reason (409 lost /
+  suspended / not activated, 410 replaced / revoked). A resident's token resolves only their own
+  and their children's cards: any other number is a 404, whatever its state. Recorded with the
+  holder as the patient.
 - ``GET /api/cards/{card_no}/history``: the card in any state and every change (who, when, why).
 - ``POST /api/cards``: issue a card to a Patient the caller may see (``c`` on Patient; writing the
   card identifier onto the Patient also needs ``u``).
@@ -11,7 +14,8 @@
   (``u`` on Patient, and the holder's record visible to the caller).
 - ``POST /api/cards/batch``: a population-register CSV (``text/csv``); region-wide, so for the
   platform operator only. Answers with the counts and every refused row and why.
-- ``GET /api/cards/counts``: the indicator counts (``?as_of=`` an ISO date-time).
+- ``GET /api/cards/counts``: the region's indicator counts (``?as_of=`` an ISO date-time);
+  platform operator only.
 
 The FHIR paths that resolve a person by a card number (``Patient?identifier=<health card>|<no>``,
 chained searches, ``$ihe-pix``, ``Person?identifier=``, ``$match``) refuse a lost, suspended,
@@ -70,11 +74,13 @@ class _Handlers:
         return FhirContext(settings=self.settings, policy=policy_for(call.principal, self.db))
 
     def lookup(self, uow: UnitOfWork, call: Call[Any]) -> Reply:
-        found = card.resolve(uow, self.ctx(call), call.params["card_no"])
-        body = {**found.card.to_json(), "records": found.records}
-        return Reply(
-            body, patients=found.records or [found.card.patient_id], entity=f"Card/{found.card.card_id}"
-        )
+        # Residents' tokens carry their patients; institutions' and the operator's do not.
+        front_desk = call.principal.patient_keys is None
+        found = card.resolve(uow, self.ctx(call), call.params["card_no"], front_desk=front_desk)
+        # The holder is recorded whatever the caller was shown: the resident learns who looked
+        # their card up.
+        patients = sorted({found.card.patient_id, *found.records})
+        return Reply(found.to_json(), patients=patients, entity=f"Card/{found.card.card_id}")
 
     def history(self, uow: UnitOfWork, call: Call[Any]) -> Reply:
         ctx = self.ctx(call)
@@ -170,7 +176,15 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
     ]
     return [
         # Fixed paths first: "counts" and "batch" must not be taken for card numbers.
-        api.route("/api/cards/counts", h.counts, method="GET", permission=READ, subtype="card-counts"),
+        # Region-wide totals (by district, by status) are the health commission's indicators.
+        api.route(
+            "/api/cards/counts",
+            h.counts,
+            method="GET",
+            permission=READ,
+            subtype="card-counts",
+            check=operator_only,
+        ),
         api.route(
             "/api/cards/batch",
             h.batch,

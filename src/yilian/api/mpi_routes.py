@@ -2,8 +2,10 @@
 
 Review queue (list, accept, reject, with the field-by-field evidence), link and unlink a
 record, merge and unmerge persons, a person's records and decision history, counts. Identity
-decisions are region-wide, so they belong to the platform operator's stewards; every call needs
-a scope on ``Person`` and is audited, and every decision records who and why.
+decisions are region-wide, so every route belongs to the platform operator's stewards (an
+institution is refused with 403 whatever the person or record, so nothing here tells it what
+exists; it sees the persons of its own records through ``/fhir/Person``); every call needs a
+scope on ``Person`` and is audited, and every decision records who and why.
 """
 
 from __future__ import annotations
@@ -229,5 +231,12 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             subtype="mpi-person",
             check=operator_only,
         ),
-        api.route("/api/mpi/counts", _counts, method="GET", permission=READ, subtype="mpi-counts"),
+        api.route(
+            "/api/mpi/counts",
+            _counts,
+            method="GET",
+            permission=READ,
+            subtype="mpi-counts",
+            check=operator_only,
+        ),
     ]

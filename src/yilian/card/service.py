@@ -134,11 +134,35 @@ class CardEvent:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """What a front desk learns from a usable card: the card, and the person's records at
-    every institution that the caller may see (Patient ids)."""
+    """What a front desk learns from a usable card (docs/identifiers.md, "Who may resolve a
+    card"): the person's records that the caller may see (Patient ids: its own, usually), and the
+    card itself in full only when the caller may see the record it was issued on.
+
+    A desk that may not see that record learns that the card is usable, which of its own records
+    are the holder's — and the person they belong to — or, when it has none, the identifier to
+    register the resident under (the patient index links the new record to the holder): never
+    another institution's Patient id, the holder's district or the card's history."""
 
     card: CardView
     records: list[str]
+    holder_visible: bool
+
+    def to_json(self) -> dict[str, Any]:
+        if self.holder_visible:
+            return {**self.card.to_json(), "records": self.records}
+        c = self.card
+        out: dict[str, Any] = {
+            "card_no": c.card_no,
+            "kind": c.kind,
+            "sequence": c.sequence,
+            "status": c.status.value,
+            "records": self.records,
+        }
+        if self.records:
+            out["person"] = c.person_id
+        else:
+            out["register"] = {"system": naming.HEALTH_CARD, "value": c.card_no}
+        return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -738,6 +762,10 @@ def require_usable(uow: UnitOfWork, card_no: str, *, patients: frozenset[str] | 
     row = _row_by_number(uow, card_no)
     if patients is not None and row.patient_id not in patients:
         raise _no_such_card()
+    return _usable(uow, row)
+
+
+def _usable(uow: UnitOfWork, row: Row[Any]) -> CardView:
     view = _view(uow, row)
     refusal = unusable_reason(view)
     if refusal is not None:
@@ -745,16 +773,25 @@ def require_usable(uow: UnitOfWork, card_no: str, *, patients: frozenset[str] | 
     return view
 
 
-def resolve(uow: UnitOfWork, ctx: FhirContext, card_no: str) -> Resolution:
-    """The front-desk lookup: a usable card → the person and their records at every institution
-    the caller may see. A card presented at the desk is the holder's reason for the lookup, so
-    the card itself resolves for any caller with read access to Patient."""
-    view = require_usable(uow, card_no)
+def resolve(uow: UnitOfWork, ctx: FhirContext, card_no: str, *, front_desk: bool) -> Resolution:
+    """The front-desk lookup: a usable card → the person's records the caller may see.
+
+    ``front_desk``: the caller is a member institution (or the platform operator). A card
+    presented at its desk is how a resident is identified before treatment, so any card
+    resolves — and its state (lost, not activated…) is what the desk must be told — but what
+    comes back is only what :class:`Resolution` allows. Otherwise (a resident's token) only
+    cards issued on records the caller may see (their own, their children's) resolve; any other
+    number answers as unknown before its state is looked at, so that it does not tell whether
+    somebody else holds a card."""
+    row = _row_by_number(uow, card_no)
+    if not front_desk:
+        _require_visible(uow, ctx, row)
+    view = _usable(uow, row)
     records = mpi.records_of(uow, view.person_id) if view.person_id else []
     if view.patient_id not in records:
         records.append(view.patient_id)
     visible = [p for p in sorted(records) if ctx.policy.can_see(uow, "Patient", p)]
-    return Resolution(view, visible)
+    return Resolution(view, visible, holder_visible=view.patient_id in visible)
 
 
 # --------------------------------------------------------------------------- counts

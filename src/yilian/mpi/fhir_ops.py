@@ -2,15 +2,19 @@
 cross-reference), the read-only ``Person`` type (one per person, linking every record), and the
 write observer that registers every Patient as it is written.
 
-Access: these adapters show Patient data only where the caller's access policy lets it see that
-Patient. A cross-reference (PIX, Person) is shown to a caller who may see at least one record of
-the person: it names the person's other records and identifiers — so that a treating institution
-can ask for them — but reading those records still needs a reason of its own.
+Access: being the same person is not a reason to see a record. Every record these adapters
+show — a ``Person.link`` and the identifiers and name taken from it, a PIX ``targetId`` and
+``targetIdentifier``, the Patient a search parameter names, a ``$match`` entry — passes the
+caller's access decision (``AccessPolicy.can_see``, the one the FHIR core applies everywhere);
+records it may not see are left out as if they did not exist, counts and totals included, and a
+Person exists for a caller only through a record it may see. The platform operator's policy sees
+every record, so it gets the whole cross-reference (docs/mpi.md, "Who sees which records").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,7 @@ from yilian.fhir.store.repository import current_by_keys
 from yilian.kernel.errors import Category, YilianError
 from yilian.mpi import changes, service
 from yilian.mpi.fhir_map import check_identifiers, normalise_identifiers, record_from_patient
+from yilian.mpi.matching import GRADES, Features, Grade, Matcher, PersonRecord, prepare
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 _ASSURANCE = {
@@ -70,6 +75,65 @@ class PatientIndexObserver:
 
 def _visible(uow: UnitOfWork, ctx: FhirContext, patient_id: str) -> bool:
     return bool(ctx.policy.can_see(uow, "Patient", patient_id))
+
+
+def _visible_records(uow: UnitOfWork, ctx: FhirContext, patient_ids: Iterable[str]) -> list[str]:
+    """The records of ``patient_ids`` the caller may see, in order: the only ones it is shown."""
+    return [pid for pid in patient_ids if _visible(uow, ctx, pid)]
+
+
+_ALL_CANDIDATES = 10_000
+
+
+def _visible_matches(
+    uow: UnitOfWork,
+    ctx: FhirContext,
+    record: PersonRecord,
+    candidates: list[service.Candidate],
+    min_grade: Grade,
+    count: int,
+) -> list[tuple[str, Grade, float]]:
+    """(patient id, grade, probability) of the ``count`` best records the caller may see.
+
+    A candidate person's grade comes from its best-matching record. When the caller may see
+    that record, the person's other records it may see share that grade; when it may not, the
+    grade would be evidence about a record the caller may not see, so the records it may see are
+    scored against the query on their own and shown only if they match on their own. Such a
+    score is no better than the person's best, so candidates (best first) are read only until no
+    later one can make the list."""
+
+    def rank(grade: Grade, probability: float) -> tuple[int, float]:
+        return GRADES.index(grade), -probability
+
+    matcher: Matcher | None = None
+    features: Features | None = None
+    out: list[tuple[str, Grade, float]] = []
+    for c in candidates:
+        if len(out) >= count:
+            last_place = sorted(rank(g, p) for _, g, p in out)[count - 1]
+            if last_place <= rank(c.grade, c.probability):
+                break
+        others = [p for p in service.records_of(uow, c.person_id) if p != c.patient_id]
+        visible = [p for p in _visible_records(uow, ctx, [c.patient_id, *others]) if p != record.record_id]
+        if not visible:
+            continue
+        if c.patient_id in visible:
+            graded = [(p, c.grade, c.probability) for p in visible]
+        else:
+            matcher = matcher or service.current_matcher(uow)
+            features = features or prepare(record)
+            graded = []
+            for stored in current_by_keys(uow.conn, [("Patient", p) for p in visible]):
+                if stored.content is None:
+                    continue
+                own = prepare(record_from_patient(stored.res_id, orjson.loads(stored.content)))
+                score = matcher.score(features, own)
+                if rank(score.grade, 0)[0] <= GRADES.index(min_grade):
+                    graded.append((stored.res_id, score.grade, score.probability))
+        out.extend(graded)
+    # Stable: a person's records stay together, the best-matching person first.
+    out.sort(key=lambda m: rank(m[1], m[2]))
+    return out[:count]
 
 
 def _param(body: Any, name: str) -> list[dict[str, Any]]:
@@ -124,34 +188,28 @@ class MatchOperation:
             raise YilianError(Category.INVALID, "count must be an integer between 1 and 100")
         query_id = str(patient.get("id") or "$match")
         record = record_from_patient(query_id, patient)
-        candidates = service.find_candidates(
-            uow, record, limit=count, min_grade="certain" if only_certain else "possible"
-        )
+        min_grade: Grade = "certain" if only_certain else "possible"
+        # Every candidate person is weighed (one the caller may not see must not take the place
+        # of one it may); the list is cut to ``count`` after.
+        candidates = service.find_candidates(uow, record, limit=_ALL_CANDIDATES, min_grade=min_grade)
         entries: list[dict[str, Any]] = []
         shown: set[str] = set()
-        for c in candidates:
-            # The best-matching record first, then the person's other records the caller may see.
-            for pid in [
-                c.patient_id,
-                *[p for p in service.records_of(uow, c.person_id) if p != c.patient_id],
-            ]:
-                if pid == query_id or pid in shown or not _visible(uow, ctx, pid):
-                    continue
-                stored = current_by_keys(uow.conn, [("Patient", pid)])
-                if not stored or stored[0].content is None:
-                    continue
-                shown.add(pid)
-                entries.append(
-                    {
-                        "fullUrl": ctx.url_for("Patient", pid),
-                        "resource": orjson.loads(stored[0].content),
-                        "search": {
-                            "extension": [{"url": MATCH_GRADE, "valueCode": c.grade}],
-                            "mode": "match",
-                            "score": round(c.probability, 4),
-                        },
-                    }
-                )
+        for pid, grade, probability in _visible_matches(uow, ctx, record, candidates, min_grade, count):
+            stored = current_by_keys(uow.conn, [("Patient", pid)])
+            if not stored or stored[0].content is None:
+                continue
+            shown.add(pid)
+            entries.append(
+                {
+                    "fullUrl": ctx.url_for("Patient", pid),
+                    "resource": orjson.loads(stored[0].content),
+                    "search": {
+                        "extension": [{"url": MATCH_GRADE, "valueCode": grade}],
+                        "mode": "match",
+                        "score": round(probability, 4),
+                    },
+                }
+            )
         body = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
         return FhirResponse(200, orjson.dumps(body), patients=frozenset(shown))
 
@@ -185,21 +243,25 @@ class CrossReference:
 
 
 def cross_reference(uow: UnitOfWork, ctx: FhirContext, token: str) -> CrossReference:
-    """The person known by an identifier, with every record and identifier of theirs."""
+    """The person known by an identifier, with their records and identifiers — those the caller
+    may see. The identifier must be on a record the caller may see: a number found only on
+    other institutions' records is answered as unknown (it would tell that such a record exists,
+    and whose person it is)."""
     _split_token(token)
-    persons = {p for pid in _patients_with_identifier(uow, ctx, token) if (p := service.person_of(uow, pid))}
-    nothing = YilianError(Category.NOT_FOUND, "no person is known by that identifier")
+    persons = {
+        p
+        for pid in _visible_records(uow, ctx, _patients_with_identifier(uow, ctx, token))
+        if (p := service.person_of(uow, pid))
+    }
     if len(persons) > 1:
         raise YilianError(
             Category.CONFLICT,
             "the identifier belongs to records of more than one person: a data steward must review it",
         )
     if not persons:
-        raise nothing
+        raise YilianError(Category.NOT_FOUND, "no person is known by that identifier")
     person_id = persons.pop()
-    records = service.records_of(uow, person_id)
-    if not any(_visible(uow, ctx, pid) for pid in records):
-        raise nothing  # the same answer as "unknown": no hint that the person exists
+    records = _visible_records(uow, ctx, service.records_of(uow, person_id))
     out = []
     for stored in sorted(
         current_by_keys(uow.conn, [("Patient", p) for p in records]), key=lambda s: s.res_id
@@ -241,15 +303,24 @@ class PixOperation:
         return FhirResponse(200, orjson.dumps(body), patients=frozenset(pid for pid, _ in xref.records))
 
 
-def _person_resource(uow: UnitOfWork, view: service.PersonView) -> dict[str, Any]:
+def _person_resource(
+    uow: UnitOfWork, view: service.PersonView, records: list[tuple[str, str]], survivor_link: bool
+) -> dict[str, Any]:
+    """The Person built from ``records`` — (patient id, how linked), the ones the caller may
+    see — and, when ``survivor_link``, the link to the person it was merged into.
+
+    How a record was linked is evidence about the records it was matched against: when some of
+    the person's records are left out, every link says ``level2`` (what a record registered
+    alone says), so that "linked automatically" does not tell that another record exists."""
+    whole = len(records) == len(view.records)
     stored = {
         s.res_id: orjson.loads(s.content or b"{}")
-        for s in current_by_keys(uow.conn, [("Patient", p) for p, _, _ in view.records])
+        for s in current_by_keys(uow.conn, [("Patient", p) for p, _ in records])
     }
     identifiers: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     names: list[dict[str, Any]] = []
-    for pid, _, _ in view.records:
+    for pid, _ in records:
         content = stored.get(pid) or {}
         for ident in content.get("identifier") or []:
             key = (str(ident.get("system")), str(ident.get("value")))
@@ -264,10 +335,13 @@ def _person_resource(uow: UnitOfWork, view: service.PersonView) -> dict[str, Any
     if names:
         out["name"] = names
     links = [
-        {"target": {"reference": f"Patient/{pid}"}, "assurance": _ASSURANCE.get(how, "level2")}
-        for pid, how, _ in view.records
+        {
+            "target": {"reference": f"Patient/{pid}"},
+            "assurance": _ASSURANCE.get(how, "level2") if whole else _ASSURANCE[service.NEW],
+        }
+        for pid, how in records
     ]
-    if view.merged_into:
+    if view.merged_into and survivor_link:
         links.append({"target": {"reference": f"Person/{view.merged_into}"}, "assurance": "level4"})
     if links:
         out["link"] = links
@@ -275,34 +349,37 @@ def _person_resource(uow: UnitOfWork, view: service.PersonView) -> dict[str, Any
 
 
 class PersonView:
-    """``/fhir/Person``: one Person per resident, linking every institution's record of them."""
+    """``/fhir/Person``: one Person per resident, linking each institution's record of them that
+    the caller may see."""
 
-    def _resource(self, uow: UnitOfWork, ctx: FhirContext, person_id: str) -> Resource | None:
+    def _resource(
+        self, uow: UnitOfWork, ctx: FhirContext, person_id: str
+    ) -> tuple[Resource, list[str]] | None:
+        """The Person as this caller may see it, with the records it shows; None when the caller
+        may see none of the person's records (nor, for a merged-away person, the survivor's)."""
         try:
             view = service.person_view(uow, person_id)
         except YilianError:
             return None
-        if not any(_visible(uow, ctx, pid) for pid, _, _ in view.records) and not (
-            view.merged_into and any(_visible(uow, ctx, p) for p in service.records_of(uow, view.merged_into))
-        ):
+        records = [(pid, how) for pid, how, _ in view.records if _visible(uow, ctx, pid)]
+        survivor_link = bool(
+            view.merged_into and _visible_records(uow, ctx, service.records_of(uow, view.merged_into))
+        )
+        if not records and not survivor_link:
             return None
-        body = _person_resource(uow, view)
-        return Resource(
+        body = _person_resource(uow, view, records, survivor_link)
+        resource = Resource(
             "Person", person_id, 1, int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000), orjson.dumps(body)
         )
+        return resource, [pid for pid, _ in records]
 
     def read(self, uow: UnitOfWork, ctx: FhirContext, resource_id: str) -> FhirResponse:
         require(ctx.policy, READ, "Person")
-        r = self._resource(uow, ctx, resource_id)
-        if r is None:
+        found = self._resource(uow, ctx, resource_id)
+        if found is None:
             raise YilianError(Category.NOT_FOUND, f"Person/{resource_id} does not exist")
-        return FhirResponse(
-            200,
-            r.content,
-            resource_headers(r, ctx),
-            r,
-            patients=frozenset(service.records_of(uow, resource_id)),
-        )
+        r, shown = found
+        return FhirResponse(200, r.content, resource_headers(r, ctx), r, patients=frozenset(shown))
 
     def search(
         self, uow: UnitOfWork, ctx: FhirContext, pairs: list[tuple[str, str]], *, path: str
@@ -319,8 +396,9 @@ class PersonView:
                         raise
                     found = set()
             elif k in ("link", "patient"):
+                # A record the caller may not see names no person (not even one it may see).
                 pid = v.split("/")[-1]
-                p = service.person_of(uow, pid)
+                p = service.person_of(uow, pid) if _visible(uow, ctx, pid) else None
                 found = {p} if p else set()
             elif k == "_id":
                 found = set(v.split(","))
@@ -334,12 +412,12 @@ class PersonView:
             raise YilianError(
                 Category.INVALID, "search Person by identifier=<system>|<value>, link=Patient/<id> or _id"
             )
-        matches = [r for p in sorted(persons) if (r := self._resource(uow, ctx, p)) is not None]
+        shown = [r for p in sorted(persons) if (r := self._resource(uow, ctx, p)) is not None]
+        matches = [r for r, _ in shown]
         body = bundles.searchset(
             ctx, path=path, used=wanted, matches=matches, included=[], total=len(matches), next_cursor=None
         )
-        touched = frozenset(pid for r in matches for pid in service.records_of(uow, r.res_id))
-        return FhirResponse(200, body, patients=touched)
+        return FhirResponse(200, body, patients=frozenset(pid for _, records in shown for pid in records))
 
 
 def operations() -> tuple[Any, ...]:

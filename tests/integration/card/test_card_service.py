@@ -36,7 +36,9 @@ class SeesOnly:
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         return r.c.patient_key.in_(sorted(self.patients)) | r.c.patient_key.is_(None)
 
-    def can_see(self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None) -> bool:
+    def can_see(
+        self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None
+    ) -> bool:
         return patient_key is None or patient_key in self.patients
 
     @property
@@ -180,11 +182,30 @@ def test_the_front_desk_sees_the_records_it_may_know_of(uow: UnitOfWork, cctx: F
     )
     issued = card.issue_card(uow, cctx, patient_id=at_a, actor=ACTOR)
     card.activate_card(uow, cctx, card_no=rid, actor=ACTOR, reason="at the desk")
-    everything = card.resolve(uow, cctx, rid)
+    everything = card.resolve(uow, cctx, rid, front_desk=True)
     assert everything.card.card_id == issued.card_id and set(everything.records) == {at_a, at_b}
-    hospital_b = _as(cctx, SeesOnly({at_b}))
-    assert card.resolve(uow, hospital_b, rid).records == [at_b]
-    assert card.resolve(uow, _as(cctx, SeesOnly(set())), rid).records == []
+    assert everything.to_json()["patient"] == at_a and everything.to_json()["district"] == "330502"
+    # Another institution's desk: its own record of the holder and the person, nothing of A's.
+    at_desk_b = card.resolve(uow, _as(cctx, SeesOnly({at_b})), rid, front_desk=True)
+    assert at_desk_b.records == [at_b] and not at_desk_b.holder_visible
+    assert at_desk_b.to_json() == {
+        "card_no": rid,
+        "kind": "resident-id",
+        "sequence": 1,
+        "status": "active",
+        "records": [at_b],
+        "person": issued.person_id,
+    }
+    # A desk with no record of the holder: the identifier to register them under.
+    stranger = card.resolve(uow, _as(cctx, SeesOnly(set())), rid, front_desk=True).to_json()
+    assert stranger["records"] == [] and "person" not in stranger
+    assert stranger["register"] == {"system": naming.HEALTH_CARD, "value": rid}
+    # A resident's token: only cards issued on their own records, else unknown whatever the state.
+    assert card.resolve(uow, _as(cctx, SeesOnly({at_a})), rid, front_desk=False).holder_visible
+    unknown = _fails(
+        Category.NOT_FOUND, card.resolve, uow, _as(cctx, SeesOnly({at_b})), rid, front_desk=False
+    )
+    assert unknown.message == "no health card with this number"
     # Changing a card is for those who may see the holder's record, with update permission.
     err = _fails(
         Category.NOT_FOUND,
@@ -319,14 +340,14 @@ def test_the_card_follows_a_stewards_merge_to_the_surviving_person(
     )
     card.issue_card(uow, cctx, patient_id=holder, actor=ACTOR)
     card.activate_card(uow, cctx, card_no=rid, actor=ACTOR, reason="ok")
-    before = card.resolve(uow, cctx, rid)
+    before = card.resolve(uow, cctx, rid, front_desk=True)
     survivor = mpi.person_of(uow, elsewhere)
     assert survivor is not None and before.card.person_id != survivor and elsewhere not in before.records
     assert before.card.person_id is not None
     mpi.merge_persons(
         uow, source_person=before.card.person_id, target_person=survivor, actor="steward:1", reason="same man"
     )
-    after = card.resolve(uow, cctx, rid)
+    after = card.resolve(uow, cctx, rid, front_desk=True)
     assert after.card.person_id == survivor
     assert set(after.records) == {holder, elsewhere}
     assert card.require_usable(uow, rid).person_id == survivor
