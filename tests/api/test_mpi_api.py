@@ -225,3 +225,16 @@ def test_link_unlink_and_review_decisions_over_http_record_who_and_why(
     assert missing.status_code == 404 and missing.headers["content-type"].startswith(
         "application/problem+json"
     )
+
+
+def test_a_person_is_read_by_id_over_http(
+    server: RunningServer, auth: dict[str, str], seeded: dict[str, str]
+) -> None:
+    """The short read path answers stored resources only; a Person is the patient index's view."""
+    fhir = f"{server.base}/fhir"
+    found = httpx.get(f"{fhir}/Person?link=Patient/{seeded['c']}", headers=auth, timeout=30).json()
+    person = found["entry"][0]["resource"]
+    r = httpx.get(f"{fhir}/Person/{person['id']}", headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == person["id"] and r.json()["link"] == person["link"]
+    assert httpx.get(f"{fhir}/Person/no-such-person", headers=auth, timeout=30).status_code == 404

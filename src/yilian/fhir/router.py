@@ -160,6 +160,8 @@ def fast_read(reader: FastReader, ctx: FhirContext, req: FhirRequest) -> FhirRes
     ):
         return None
     rtype, _, rid = req.path.partition("/")
+    if rtype in ctx.settings.virtual_types:
+        return None  # computed by another system (Person, AuditEvent): not in the resource table
     r = read_i.read_fast(reader, ctx, rtype, rid)
     return FhirResponse(200, r.content, resource_headers(r, ctx), r)
 
