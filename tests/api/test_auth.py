@@ -12,7 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, database_url
 from yilian.db import Database, UnitOfWork
 from yilian.security.clients import register_client, revoke_client
 
@@ -129,6 +129,33 @@ def test_bad_assertions_are_refused(server: RunningServer, jwt_client: str, keyp
     r = token_with(server, client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer", client_assertion=token)
     assert r.status_code == 401, r.text
     assert why in r.json()["error_description"]
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_the_audience_does_not_follow_the_host_header(server: RunningServer, jwt_client: str, keypair: tuple[Any, dict[str, Any]]) -> None:
+    """An assertion made for another server is refused even when the request claims that server's name."""
+    key, jwk = keypair
+    other = assertion(jwt_client, key, jwk["kid"], "http://other-node.example/auth/token")
+    r = httpx.post(f"{server.base}/auth/token", data={"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER, "client_assertion": other}, headers={"Host": "other-node.example"})
+    assert r.status_code == 401, r.text
+    assert f"aud must be this token endpoint: {server.base}/auth/token" in r.json()["error_description"]
+
+
+def test_behind_a_proxy_the_audience_is_the_configured_public_url(db: Database, jwt_client: str, keypair: tuple[Any, dict[str, Any]], tmp_path: Any) -> None:
+    key, jwk = keypair
+    public = "https://yilian.example.org"
+    with RunningServer(database_url(db), env={"YILIAN_BASE_URL": f"{public}/fhir/"}, log=tmp_path / "proxied.log") as proxied:
+        conf = httpx.get(f"{proxied.base}/.well-known/smart-configuration").json()
+        assert conf["token_endpoint"] == f"{public}/auth/token"
+        made_for_public = assertion(jwt_client, key, jwk["kid"], f"{public}/auth/token")
+        ok = token_with(proxied, client_assertion_type=JWT_BEARER, client_assertion=made_for_public)
+        assert ok.status_code == 200, ok.text
+        # The address the server happens to be reached at is not its name.
+        made_for_socket = assertion(jwt_client, key, jwk["kid"], f"{proxied.base}/auth/token")
+        refused = token_with(proxied, client_assertion_type=JWT_BEARER, client_assertion=made_for_socket)
+        assert refused.status_code == 401 and "aud" in refused.json()["error_description"]
 
 
 def test_ec_keys_work_too(server: RunningServer, db: Database) -> None:
