@@ -262,11 +262,20 @@ def retire_command(
             raise YilianError(Category.INVALID, f"{key_id!r} is the current key: rotate first")
         scanned = _scan(db, keyring, dry_run=True)
         still = [(place.label, seen[key_id]) for place, _c, seen in scanned if seen.get(key_id)]
+        audited = _audit_rows_under(db, key_id)
+        if audited:
+            # Audit rows cannot be re-sealed (the log is append-only): they keep the key they
+            # were sealed with until retention prunes them (`yilian audit prune`).
+            still.append(("audit log rows sealed (MAC) under it, kept until pruned", audited))
         if still:
             where = "; ".join(f"{label}: {n:,}" for label, n in still)
+            todo = (
+                "run `yilian keys reencrypt` first"
+                if len(still) > int(bool(audited))
+                else "it is needed to verify them until `yilian audit prune` has removed them"
+            )
             raise YilianError(
-                Category.CONFLICT,
-                f"values are still sealed under {key_id!r} ({where}): run `yilian keys reencrypt` first",
+                Category.CONFLICT, f"values are still sealed under {key_id!r} ({where}): {todo}"
             )
         kept = keyring.without_key(key_id)
         checked = sum(count.rows for _p, count, _s in scanned)
@@ -281,6 +290,13 @@ def retire_command(
             f"(current {kept.current_key_id})",
         )
     console.print(f"retired data key {key_id} from {path}")
+
+
+def _audit_rows_under(db: Database, key_id: str) -> int:
+    from yilian.security.audit.chain import key_usage
+
+    with db.engine.connect() as conn:
+        return key_usage(conn, key_id)
 
 
 def _changed(results: Scan) -> int:
