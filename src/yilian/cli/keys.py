@@ -1,7 +1,7 @@
 """``yilian keys``: the data-encryption keys of a database — status, rotate, re-encrypt, retire.
 
 Sensitive values are sealed under the keyring's current data key (ID numbers and phones in the
-FHIR record, health card numbers, the HL7 inbox). A rotation is: a new current key (``rotate``,
+FHIR record, health card numbers, the HL7 inbox, staff TOTP secrets). A rotation is: a new current key (``rotate``,
 or ``YILIAN_DATA_KEYS`` with the new key first), every stored value re-encrypted under it
 (``reencrypt``, in batches, safe beside a running server, safe to run again), then the old key
 removed (``retire``, refused while any value still needs it).
@@ -63,6 +63,8 @@ def _places() -> list[Sealed]:
     from yilian.exchange.tables import inbox
     from yilian.fhir.store import sealing
     from yilian.fhir.store.tables import resource, resource_version
+    from yilian.security.people import reencrypt_totp
+    from yilian.security.tables import user_account
 
     def document(keyring: Keyring, content: Any) -> Any | None:
         return sealing.reencrypt(bytes(content), keyring)
@@ -72,6 +74,7 @@ def _places() -> list[Sealed]:
         Sealed("FHIR resources (history)", resource_version, "content", document),
         Sealed("health card numbers", card, "number_sealed", reencrypt_number),
         Sealed("HL7 v2 inbox", inbox, "raw", lambda k, raw: reencrypt_raw(k, bytes(raw))),
+        Sealed("staff TOTP secrets", user_account, "totp_secret", reencrypt_totp),
     ]
 
 

@@ -48,10 +48,9 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
-from yilian.fhir.store.sealing import keyring_for
 from yilian.kernel.crypto import Keyring
-from yilian.kernel.errors import Category, YilianError
 from yilian.security.audit.tables import GENESIS_HASH, HEAD_ID, audit_chain_head, audit_event
+from yilian.security.keys import required_keyring
 
 log = logging.getLogger("yilian.security.audit")
 
@@ -139,13 +138,7 @@ def matches(stored: str, prev_hash: str, row: Mapping[Any, Any], keyring: Keyrin
 
 def audit_keyring(db: Database) -> Keyring:
     """The keys the chain is sealed with: the deployment's keyring, installed on the database."""
-    keyring = keyring_for(db.engine)
-    if keyring is None:
-        raise YilianError(
-            Category.UNAVAILABLE,
-            "the audit log is sealed with the deployment's keys, and this database has none installed",
-        )
-    return keyring
+    return required_keyring(db.engine, "the audit log cannot be sealed (its chain is keyed)")
 
 
 def key_usage(conn: Connection, key_id: str) -> int:
