@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from sqlalchemy import insert
 
 from bench.common import console, postgres_url, sqlite_url, table
+from yilian.api.wiring import install_keys
 from yilian.db import Database, UnitOfWork, open_database
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch
@@ -111,6 +112,8 @@ def database(backend: str) -> Iterator[Database]:
     with source() as url:
         db = open_database(url, pool_size=16)
         upgrade(db)
+        # The chain is sealed with the deployment's keys (keyed MACs), as the server runs.
+        install_keys(db, {"YILIAN_DATA_KEYS": "b1:" + "A" * 43 + "=", "YILIAN_INDEX_KEY": "B" * 43 + "="})
         try:
             yield db
         finally:

@@ -11,9 +11,13 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select
 
-from tests.support.server import RunningServer
+from tests.support.audit import audits
+from tests.support.server import RunningServer, database_url
 from yilian.db import Database, UnitOfWork
+from yilian.security.audit import AuditRow
+from yilian.security.audit.tables import audit_event
 from yilian.security.clients import register_client, revoke_client
 
 
@@ -131,6 +135,33 @@ def test_bad_assertions_are_refused(server: RunningServer, jwt_client: str, keyp
     assert why in r.json()["error_description"]
 
 
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_the_audience_does_not_follow_the_host_header(server: RunningServer, jwt_client: str, keypair: tuple[Any, dict[str, Any]]) -> None:
+    """An assertion made for another server is refused even when the request claims that server's name."""
+    key, jwk = keypair
+    other = assertion(jwt_client, key, jwk["kid"], "http://other-node.example/auth/token")
+    r = httpx.post(f"{server.base}/auth/token", data={"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER, "client_assertion": other}, headers={"Host": "other-node.example"})
+    assert r.status_code == 401, r.text
+    assert f"aud must be this token endpoint: {server.base}/auth/token" in r.json()["error_description"]
+
+
+def test_behind_a_proxy_the_audience_is_the_configured_public_url(db: Database, jwt_client: str, keypair: tuple[Any, dict[str, Any]], tmp_path: Any) -> None:
+    key, jwk = keypair
+    public = "https://yilian.example.org"
+    with RunningServer(database_url(db), env={"YILIAN_BASE_URL": f"{public}/fhir/"}, log=tmp_path / "proxied.log") as proxied:
+        conf = httpx.get(f"{proxied.base}/.well-known/smart-configuration").json()
+        assert conf["token_endpoint"] == f"{public}/auth/token"
+        made_for_public = assertion(jwt_client, key, jwk["kid"], f"{public}/auth/token")
+        ok = token_with(proxied, client_assertion_type=JWT_BEARER, client_assertion=made_for_public)
+        assert ok.status_code == 200, ok.text
+        # The address the server happens to be reached at is not its name.
+        made_for_socket = assertion(jwt_client, key, jwk["kid"], f"{proxied.base}/auth/token")
+        refused = token_with(proxied, client_assertion_type=JWT_BEARER, client_assertion=made_for_socket)
+        assert refused.status_code == 401 and "aud" in refused.json()["error_description"]
+
+
 def test_ec_keys_work_too(server: RunningServer, db: Database) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
@@ -165,3 +196,28 @@ def test_break_glass_needs_a_reason(server: RunningServer, auth: dict[str, str])
     assert r.status_code == 400 and "reason" in r.json()["issue"][0]["diagnostics"]
     ok = httpx.get(f"{server.base}/fhir/Patient", headers={**auth, "X-Purpose-Of-Use": "BTG", "X-Break-Glass-Reason": "patient unconscious in the ED"})
     assert ok.status_code == 200
+
+
+def test_token_issue_update_and_delete_are_audited(server: RunningServer, db: Database) -> None:
+    with UnitOfWork(db, write=True) as uow:
+        c, secret = register_client(uow, name="audited HIS", org_id=None, scopes="system/*.cruds")
+    assert secret
+    assert token_with(server, client_id=c.client_id, client_secret=secret + "x").status_code == 401
+    issued = token_with(server, client_id=c.client_id, client_secret=secret)
+    assert issued.status_code == 200
+    refused, ok = [r for r in audits(db, "token") if r.agent_id == c.client_id]
+    assert (refused.outcome, refused.flagged, ok.outcome, ok.flagged, ok.agent_id) == (4, True, 0, False, c.client_id)
+    assert secret not in refused.content.decode() + ok.content.decode()
+    h = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    pid = f"audited-{uuid.uuid4().hex[:8]}"
+    body = {"resourceType": "Patient", "id": pid, "name": [{"family": "孙"}]}
+    assert httpx.put(f"{server.base}/fhir/Patient/{pid}", json=body, headers=h).status_code == 201
+    assert httpx.put(f"{server.base}/fhir/Patient/{pid}", json={**body, "gender": "male"}, headers=h).status_code == 200
+    assert httpx.delete(f"{server.base}/fhir/Patient/{pid}", headers=h).status_code in (200, 204)
+    with db.engine.connect() as conn:
+        rows = [AuditRow.of(m) for m in conn.execute(select(audit_event).where(audit_event.c.entity == f"Patient/{pid}").order_by(audit_event.c.id)).mappings()]
+    assert [(r.action, r.subtype, r.outcome, r.agent_id, r.patient_keys) for r in rows] == [
+        ("U", "update", 0, c.client_id, (pid,)),  # a PUT that creates is an update interaction
+        ("U", "update", 0, c.client_id, (pid,)),
+        ("D", "delete", 0, c.client_id, (pid,)),
+    ]

@@ -6,19 +6,25 @@ import base64
 import hashlib
 import re
 import secrets
+import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from tests.support.audit import audits
 from tests.support.server import RunningServer
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.kernel.crypto import is_token
 from yilian.security.clients import register_client
-from yilian.security.people import add_user
+from yilian.security.people import add_user, revoke_user, seal_totp_secrets
+from yilian.security.tables import access_token, user_account
 from yilian.security.tables import session as session_table
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -137,3 +143,122 @@ def test_portal_session_login_logout_and_lockout(server: RunningServer, people: 
             assert browser.post("/auth/login", data={"csrf": csrf, "username": "zhao.min", "password": "wrong password!!"}).status_code == 401
         locked = browser.post("/auth/login", data={"csrf": csrf, "username": "zhao.min", "password": "my own record 2026"})
         assert locked.status_code == 401 and ("锁定" in locked.text or "locked" in locked.text)
+
+
+# -- hardening: sealed second factor, one use per code, deactivation, session end, audit ----------
+
+
+def portal_login(browser: httpx.Client, username: str, password: str, otp: str = "") -> httpx.Response:
+    page = browser.get("/auth/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    return browser.post("/auth/login", data={"csrf": csrf, "username": username, "password": password, "otp": otp, "next": "/fhir/metadata"})
+
+
+def new_staff(db: Database, username: str) -> str:
+    with UnitOfWork(db, write=True) as uow:
+        _, uri = add_user(uow, username=username, kind="staff", password="staff password 2026", org_id="hosp-1")
+    assert uri is not None
+    return parse_qs(urlsplit(uri).query)["secret"][0]
+
+
+def stored_account(db: Database, username: str) -> Any:
+    with db.engine.connect() as conn:
+        return conn.execute(select(user_account).where(user_account.c.username == username)).one()
+
+
+def test_totp_secrets_are_sealed_and_passwords_are_argon2id(db: Database, people: dict[str, str]) -> None:
+    staff = stored_account(db, "dr.zhou")
+    assert is_token(staff.totp_secret) and people["totp"] not in staff.totp_secret
+    assert staff.password_hash.startswith("$argon2id$")
+    assert stored_account(db, "zhao.min").password_hash.startswith("$argon2id$")
+    if db.is_sqlite:  # nothing of the seed in the file or its WAL either
+        for suffix in ("", "-wal"):
+            path = Path(str(db.url.database) + suffix)
+            assert not path.exists() or people["totp"].encode() not in path.read_bytes()
+
+
+def test_a_one_time_code_is_accepted_once(server: RunningServer, people: dict[str, str], db: Database) -> None:
+    secret = new_staff(db, "dr.wu")
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    code = totp.at(now)
+    with httpx.Client(base_url=server.base) as browser:
+        assert portal_login(browser, "dr.wu", "staff password 2026", code).status_code == 303
+    with httpx.Client(base_url=server.base) as browser:  # the same code again, seconds later: refused
+        assert portal_login(browser, "dr.wu", "staff password 2026", code).status_code == 401
+        # ... and a code from before the last one used, though still inside the clock-drift window
+        assert portal_login(browser, "dr.wu", "staff password 2026", totp.at(now - 30)).status_code == 401
+        # The next step's code is good (once).
+        assert portal_login(browser, "dr.wu", "staff password 2026", totp.at(now + 30)).status_code == 303
+    assert people  # the module's people exist (hosp-1)
+
+
+def test_a_secret_stored_plain_by_an_earlier_version_works_and_is_sealed(server: RunningServer, db: Database, people: dict[str, str]) -> None:
+    secret = pyotp.random_base32()
+    new_staff(db, "dr.legacy")
+    with UnitOfWork(db, write=True) as uow:
+        uow.conn.execute(update(user_account).where(user_account.c.username == "dr.legacy").values(totp_secret=secret))
+        uow.commit()
+    with httpx.Client(base_url=server.base) as browser:
+        assert portal_login(browser, "dr.legacy", "staff password 2026", pyotp.TOTP(secret).now()).status_code == 303
+    sealed = stored_account(db, "dr.legacy").totp_secret
+    assert is_token(sealed) and secret not in sealed  # the sign-in sealed it with its last step
+    # What the server does at start for every plain one left.
+    with UnitOfWork(db, write=True) as uow:
+        uow.conn.execute(update(user_account).where(user_account.c.username == "dr.legacy").values(totp_secret=secret))
+        uow.commit()
+    assert transact(db, seal_totp_secrets) == 1 and transact(db, seal_totp_secrets) == 0
+    assert is_token(stored_account(db, "dr.legacy").totp_secret)
+
+
+def test_a_deactivated_persons_token_stops_working_at_once(server: RunningServer, people: dict[str, str], db: Database) -> None:
+    new_resident(db, "sun.li")
+    token = sign_in_through_app(server, people["client"], "sun.li", "resident password 1").json()["access_token"]
+    h = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.base}/fhir/Patient/res-2", headers=h).status_code == 200
+    with UnitOfWork(db, write=True) as uow:  # deactivated by any means: no wait for a cache
+        uow.conn.execute(update(user_account).where(user_account.c.username == "sun.li").values(active=False))
+        uow.commit()
+    assert httpx.get(f"{server.base}/fhir/Patient/res-2", headers=h).status_code == 401
+    with UnitOfWork(db, write=True) as uow:
+        uow.conn.execute(update(user_account).where(user_account.c.username == "sun.li").values(active=True))
+        uow.commit()
+    assert httpx.get(f"{server.base}/fhir/Patient/res-2", headers=h).status_code == 200
+    # `yilian user revoke` also ends the account's tokens and sessions.
+    with UnitOfWork(db, write=True) as uow:
+        revoke_user(uow, "sun.li")
+        uow.commit()
+    assert httpx.get(f"{server.base}/fhir/Patient/res-2", headers=h).status_code == 401
+    with db.engine.connect() as conn:
+        assert conn.execute(select(access_token).where(access_token.c.user_id == stored_account(db, "sun.li").user_id)).first() is None
+
+
+def new_resident(db: Database, username: str) -> None:
+    with UnitOfWork(db, write=True) as uow:
+        add_user(uow, username=username, kind="resident", password="resident password 1", patient_id="res-2")
+
+
+def test_a_session_ends_at_its_absolute_expiry_however_busy(server: RunningServer, people: dict[str, str], db: Database) -> None:
+    new_resident(db, "zhou.yi")
+    with httpx.Client(base_url=server.base) as browser:
+        assert portal_login(browser, "zhou.yi", "resident password 1").status_code == 303
+        assert browser.get("/fhir/Patient/res-2").status_code == 200
+        cookie = browser.cookies["yilian_session"]
+        key = hashlib.sha256(cookie.encode()).hexdigest()
+        now_us = int(time.time() * 1_000_000)
+        with UnitOfWork(db, write=True) as uow:  # in use a second ago, but started 12 hours ago
+            uow.conn.execute(update(session_table).where(session_table.c.session_hash == key).values(created=now_us - 12 * 3600 * 1_000_000, last_seen=now_us - 1_000_000, expires=now_us - 1))
+            uow.commit()
+        assert browser.get("/fhir/Patient/res-2").status_code == 401
+
+
+def test_sign_ins_are_audited(server: RunningServer, people: dict[str, str], db: Database) -> None:
+    new_resident(db, "wang.xin")
+    before = len(audits(db, "login"))
+    with httpx.Client(base_url=server.base) as browser:
+        assert portal_login(browser, "wang.xin", "wrong password!!").status_code == 401
+        assert portal_login(browser, "wang.xin", "resident password 1").status_code == 303
+    failed, ok = audits(db, "login")[before:]
+    assert (failed.agent_id, failed.action, failed.outcome, failed.flagged) == ("wang.xin", "E", 4, True)
+    assert (ok.agent_id, ok.action, ok.outcome, ok.flagged) == ("wang.xin", "E", 0, False)
+    assert "resident password 1" not in ok.content.decode() + failed.content.decode()

@@ -70,6 +70,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        from yilian.db.uow import transact
+        from yilian.security.people import seal_totp_secrets
+
+        # Staff TOTP secrets stored in plain text by earlier versions are sealed before serving.
+        await run_in_threadpool(transact, db, seal_totp_secrets)
         sealer.start()
         bulk.worker.start()
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,13 +20,9 @@ from yilian.db.uow import transact
 from yilian.kernel.errors import YilianError
 from yilian.security.audit import AuditRecord, AuditWriter
 from yilian.security.authorize import exchange_code, take_code
-from yilian.security.oauth import OAuthError, token_request
+from yilian.security.oauth import OAuthError, public_root, token_request, token_url
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def root_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
 
 
 def _token_record(
@@ -43,7 +41,13 @@ def _token_record(
     )
 
 
-def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ignore[no-untyped-def]
+def token_endpoint(  # type: ignore[no-untyped-def]
+    db: Database, writer: AuditWriter | None = None, env: Mapping[str, str] | None = None
+):
+    # The audience a client assertion must name comes from configuration (YILIAN_BASE_URL),
+    # read once: never from the request's Host header, which the caller chooses.
+    expected_aud = token_url(os.environ if env is None else env)
+
     async def audit(rec: AuditRecord) -> None:
         if writer is not None:
             await writer.record(rec)
@@ -57,7 +61,6 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
             return JSONResponse(err.body(), status_code=400, headers=NO_STORE)
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         basic = basic_credentials(headers_of(request.scope))
-        token_url = f"{root_url(request)}/auth/token"
         try:
             if form.get("grant_type") == "authorization_code":
                 taken = await run_in_threadpool(
@@ -68,7 +71,7 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
                 )
             else:
                 issued, _principal = await run_in_threadpool(
-                    transact, db, lambda uow: token_request(uow, form, basic=basic, token_url=token_url)
+                    transact, db, lambda uow: token_request(uow, form, basic=basic, token_url=expected_aud)
                 )
         except OAuthError as err:
             headers = dict(NO_STORE)
@@ -97,4 +100,5 @@ def token_endpoint(db: Database, writer: AuditWriter | None = None):  # type: ig
 
 
 async def smart_config(request: Request) -> Response:
-    return JSONResponse(smart_configuration(f"{root_url(request)}/fhir"))
+    # The endpoints the platform is configured with, the very audience the token endpoint checks.
+    return JSONResponse(smart_configuration(f"{public_root(os.environ)}/fhir"))

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -123,7 +123,19 @@ def _audit(
     error: str | None = None,
     ip: str | None = None,
     types: tuple[str, ...] = (),
+    patients: Sequence[str] = (),
+    more_patients: bool = False,
 ) -> AuditRecord:
+    """One bulk access. ``patients``: whose data it carries (a download: the file's patients, as
+    the export recorded them; a kick-off: the patients or group members asked for), at most
+    ``bulk.AUDIT_PATIENTS`` of them; ``more_patients`` says the list stops there."""
+    named = tuple(patients[: bulk.AUDIT_PATIENTS])
+    note = None
+    if more_patients or len(patients) > len(named):
+        note = (
+            f"carries the data of more than {len(named)} patients: the first {len(named)} are "
+            "recorded (the query and the level say whose the rest is)"
+        )
     return AuditRecord(
         action="E",
         subtype="operation" if error is None or status not in (401, 403) else "access-denied",
@@ -131,12 +143,13 @@ def _audit(
         agent_id=(p.subject if p else "anonymous")[:128] or "anonymous",
         outcome=0 if status < 400 else (8 if status >= 500 else 4),
         org_id=p.org_id if p else None,
+        patient_keys=named,
         entity=entity,
         query=query,
         resource_types=types,
         purpose=p.purpose if p else None,
         source_ip=ip,
-        outcome_desc=error[:500] if error else None,
+        outcome_desc=error[:500] if error else note,
     )
 
 
@@ -345,6 +358,7 @@ class BulkEndpoint:
                     status=202,
                     ip=ip,
                     types=tuple(types[:50]),
+                    patients=req.members,
                 ),
             )
             return job
@@ -556,6 +570,8 @@ class BulkEndpoint:
                 status=200,
                 ip=ip,
                 types=(str(files[name]["type"]),),
+                patients=files[name].get("patients") or (),
+                more_patients=bool(files[name].get("more_patients")),
             )
         )
         return FileResponse(path, media_type=NDJSON)

@@ -2,12 +2,15 @@
 
 Every change records an AuditEvent as the operator in its own transaction (``client-add``,
 ``client-bind-cert``, ``client-unbind-cert``, ``client-hl7-senders``, ``client-revoke``,
-``user-add``); secrets, passwords and TOTP seeds are never in it.
+``user-add``, ``user-revoke``, ``user-unlock``); secrets, passwords and TOTP seeds are never in
+it. ``user list`` shows who may sign in (and residents' patients): it is recorded too
+(``user-list``, action R, the residents' patients named), committed before anything is printed.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ from yilian.security.client_certs import (
 )
 from yilian.security.clients import Client, list_clients, register_client, revoke_client
 from yilian.security.oauth import public_jwks
-from yilian.security.people import add_user
+from yilian.security.people import User, add_user, list_users, revoke_user, totp_secret_of, unlock_user
 
 
 def add_client(
@@ -255,6 +258,90 @@ def add_person(
     return transact(db, work)
 
 
+def _whose(user: User) -> str:
+    if user.patient_id:
+        return f"Patient/{user.patient_id}"
+    return f"Organization/{user.org_id}" if user.org_id else "平台运营 operator"
+
+
+def print_users(db: Database) -> None:
+    def load(uow: UnitOfWork) -> list[User]:
+        users = list_users(uow)
+        residents = sorted({u.patient_id for u in users if u.patient_id})
+        record(
+            uow,
+            operator_record(
+                action="R",
+                subtype="user-list",
+                entity="users",
+                patient_keys=residents,
+                outcome_desc=f"{len(users)} users listed at the console",
+            ),
+        )
+        return users
+
+    users = transact(db, load)  # recorded before anything is shown
+    table = Table(title="登录用户 People who sign in")
+    for col in ("username", "user_id", "kind", "of", "scopes", "second factor", "state"):
+        table.add_column(col, overflow="fold")
+    for u in users:
+        state = "active" if u.active else "[red]revoked"
+        if u.active and u.locked_until:
+            state = f"[yellow]locked until {_instant(u.locked_until)}"
+        table.add_row(
+            u.username + (f"\n{u.display_name}" if u.display_name else ""),
+            u.user_id,
+            u.kind,
+            _whose(u),
+            u.scopes,
+            "TOTP" if u.has_totp else "—",
+            state,
+        )
+    console.print(table)
+
+
+def _instant(us: int) -> str:
+    from yilian.fhir.search.values import us_to_instant
+
+    return us_to_instant(us)
+
+
+def _change_person(
+    db: Database, username: str, change: Callable[[UnitOfWork, str], User], subtype: str, says: str
+) -> User:
+    """``change`` the account and record it (``says``: what was done, after the user's name)."""
+
+    def work(uow: UnitOfWork) -> User:
+        user = change(uow, username)
+        record(
+            uow,
+            operator_record(
+                action="U",
+                subtype=subtype,
+                entity=f"user/{user.user_id}",
+                patient_keys=(user.patient_id,) if user.patient_id else (),
+                outcome_desc=says.format(user=f"user {user.username} ({user.user_id})"),
+            ),
+        )
+        return user
+
+    return transact(db, work)
+
+
+def revoke_person(db: Database, username: str) -> User:
+    return _change_person(
+        db,
+        username,
+        revoke_user,
+        "user-revoke",
+        "revoked {user}: no new sign-in, its sessions and tokens ended",
+    )
+
+
+def unlock_person(db: Database, username: str) -> User:
+    return _change_person(db, username, unlock_user, "user-unlock", "cleared the lockout of {user}")
+
+
 # --- the demo logins -------------------------------------------------------------------------
 
 DEMO_OPERATOR = ("demo-operator", "demo-operator-secret-2026")
@@ -307,7 +394,7 @@ def ensure_demo_logins(db: Database) -> dict[str, Any]:
 
         def exists(name: str) -> Any:
             return uow.conn.execute(
-                select(user_account.c.totp_secret).where(user_account.c.username == name)
+                select(user_account.c.user_id).where(user_account.c.username == name)
             ).first()
 
         if hospital and exists(DEMO_STAFF[0]) is None:
@@ -328,8 +415,8 @@ def ensure_demo_logins(db: Database) -> dict[str, Any]:
                 patient_id=patient,
                 display_name="示范居民",
             )
-        staff = exists(DEMO_STAFF[0])
-        info["totp_secret"] = staff.totp_secret if staff is not None else None
+        # The demo's staff secret is synthetic and printed on purpose; it is sealed at rest all the same.
+        info["totp_secret"] = totp_secret_of(uow, DEMO_STAFF[0])
         return info
 
     return transact(db, work)

@@ -1,7 +1,11 @@
 """``yilian audit``: check, seal and prune the tamper-evident audit log.
 
 ``verify`` exits 1 when the chain is broken — the same status as "some of the data failed" —
-so a nightly job can alert on it; 2 as every command when the database cannot be used.
+so a nightly job can alert on it; 2 as every command when the database cannot be used. It
+prints the chain's head (``SEQ:HASH``, a keyed MAC over the whole chain up to there): kept
+outside the database and passed back with ``--expect``, it catches what a keyed chain alone
+cannot — rows cut off the end with the head set to match, or a rewrite by someone holding
+the keys.
 ``prune`` records its own AuditEvent (``audit-prune``, as the operator) in the transaction that
 removes the rows.
 """
@@ -55,12 +59,24 @@ def _open(database: str | None) -> Database:
 
 
 def _print_report(report: VerifyReport) -> None:
+    from yilian.security.audit.verify import format_anchor
+
     since = f" after checkpoint seq {report.start_seq}" if report.start_seq else ""
     pending = ""
     if report.unsealed:
         pending = f"; {report.unsealed} not sealed yet (oldest id {report.oldest_unsealed_id})"
+    if report.legacy_rows:
+        pending += f"; {report.legacy_rows} sealed unkeyed, before the chain was keyed"
     if report.ok:
         console.print(f"chain intact: {report.rows} rows{since}{pending}")
+        if report.head_hash is not None:
+            anchor = format_anchor(report.last_seq, report.head_hash)
+            console.print(f"head {anchor}", soft_wrap=True)
+            console.print(
+                f"keep that line outside the database; `yilian audit verify --expect {anchor}` "
+                "checks that the log still holds it",
+                soft_wrap=True,
+            )
         return
     table = Table(title=f"audit chain broken: {len(report.problems) + report.omitted} problem(s)")
     for name in ("problem", "id", "seq", "detail"):
@@ -79,15 +95,30 @@ def _print_report(report: VerifyReport) -> None:
 def verify_command(
     database: str | None = DatabaseOption,
     seal_first: bool = typer.Option(True, "--seal/--no-seal", help="Seal committed rows before checking."),
+    expect: list[str] = typer.Option(
+        [],
+        "--expect",
+        metavar="SEQ:HASH",
+        help="A head printed by an earlier verify and kept outside the database: the chain must still hold it (repeatable).",
+    ),
 ) -> None:
-    """Recompute the hash chain and name every edited, removed or reordered row (exit status 1 if any)."""
+    """Recompute the hash chain and name every edited, removed or reordered row (exit status 1 if any).
+
+    Also checks that the append-only triggers are in place, and prints the chain's head to keep
+    elsewhere (see --expect).
+    """
     from yilian.security.audit import seal, verify
+    from yilian.security.audit.verify import parse_anchor
 
     with friendly_errors():
+        try:
+            anchors = [parse_anchor(text) for text in expect]
+        except ValueError as exc:
+            raise YilianError(Category.INVALID, f"--expect: {exc}") from None
         db = _open(database)
         if seal_first:
             seal(db)
-        report = verify(db)
+        report = verify(db, expect=anchors)
         db.dispose()
     _print_report(report)
     if not report.ok:

@@ -1,7 +1,7 @@
 """``yilian keys``: the data-encryption keys of a database — status, rotate, re-encrypt, retire.
 
 Sensitive values are sealed under the keyring's current data key (ID numbers and phones in the
-FHIR record, health card numbers, the HL7 inbox). A rotation is: a new current key (``rotate``,
+FHIR record, health card numbers, the HL7 inbox, staff TOTP secrets). A rotation is: a new current key (``rotate``,
 or ``YILIAN_DATA_KEYS`` with the new key first), every stored value re-encrypted under it
 (``reencrypt``, in batches, safe beside a running server, safe to run again), then the old key
 removed (``retire``, refused while any value still needs it).
@@ -63,6 +63,8 @@ def _places() -> list[Sealed]:
     from yilian.exchange.tables import inbox
     from yilian.fhir.store import sealing
     from yilian.fhir.store.tables import resource, resource_version
+    from yilian.security.people import reencrypt_totp
+    from yilian.security.tables import user_account
 
     def document(keyring: Keyring, content: Any) -> Any | None:
         return sealing.reencrypt(bytes(content), keyring)
@@ -72,6 +74,7 @@ def _places() -> list[Sealed]:
         Sealed("FHIR resources (history)", resource_version, "content", document),
         Sealed("health card numbers", card, "number_sealed", reencrypt_number),
         Sealed("HL7 v2 inbox", inbox, "raw", lambda k, raw: reencrypt_raw(k, bytes(raw))),
+        Sealed("staff TOTP secrets", user_account, "totp_secret", reencrypt_totp),
     ]
 
 
@@ -262,11 +265,20 @@ def retire_command(
             raise YilianError(Category.INVALID, f"{key_id!r} is the current key: rotate first")
         scanned = _scan(db, keyring, dry_run=True)
         still = [(place.label, seen[key_id]) for place, _c, seen in scanned if seen.get(key_id)]
+        audited = _audit_rows_under(db, key_id)
+        if audited:
+            # Audit rows cannot be re-sealed (the log is append-only): they keep the key they
+            # were sealed with until retention prunes them (`yilian audit prune`).
+            still.append(("audit log rows sealed (MAC) under it, kept until pruned", audited))
         if still:
             where = "; ".join(f"{label}: {n:,}" for label, n in still)
+            todo = (
+                "run `yilian keys reencrypt` first"
+                if len(still) > int(bool(audited))
+                else "it is needed to verify them until `yilian audit prune` has removed them"
+            )
             raise YilianError(
-                Category.CONFLICT,
-                f"values are still sealed under {key_id!r} ({where}): run `yilian keys reencrypt` first",
+                Category.CONFLICT, f"values are still sealed under {key_id!r} ({where}): {todo}"
             )
         kept = keyring.without_key(key_id)
         checked = sum(count.rows for _p, count, _s in scanned)
@@ -281,6 +293,13 @@ def retire_command(
             f"(current {kept.current_key_id})",
         )
     console.print(f"retired data key {key_id} from {path}")
+
+
+def _audit_rows_under(db: Database, key_id: str) -> int:
+    from yilian.security.audit.chain import key_usage
+
+    with db.engine.connect() as conn:
+        return key_usage(conn, key_id)
 
 
 def _changed(results: Scan) -> int:

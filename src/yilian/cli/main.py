@@ -78,7 +78,8 @@ from yilian.cli.exchange import (  # noqa: E402
 app.add_typer(exchange_app, name="exchange")
 app.command("mllp")(mllp_command)
 user_app = typer.Typer(
-    help="People who sign in: staff (password + one-time code) and residents.", no_args_is_help=True
+    help="People who sign in: staff (password + one-time code) and residents: add, list, revoke, unlock.",
+    no_args_is_help=True,
 )
 app.add_typer(user_app, name="user")
 
@@ -351,6 +352,41 @@ def user_add(
                 )
             )
         )
+
+
+@user_app.command("list")
+def user_list(database: str | None = DatabaseOption) -> None:
+    """List the people who sign in, with their institution or patient, second factor and state (recorded in the audit log)."""
+    from yilian.cli.access import print_users
+
+    with friendly_errors():
+        print_users(open_db(database))
+
+
+@user_app.command("revoke")
+def user_revoke(
+    username: str = typer.Argument(..., help="The sign-in name of the account to revoke."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Revoke (deactivate) an account: no new sign-in, and its sessions and tokens stop working at once."""
+    from yilian.cli.access import revoke_person
+
+    with friendly_errors():
+        user = revoke_person(open_db(database), username)
+        console.print(f"user {user.username} ({user.user_id}) revoked")
+
+
+@user_app.command("unlock")
+def user_unlock(
+    username: str = typer.Argument(..., help="The sign-in name of the locked account."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Clear the lockout after repeated failed sign-ins, so the person can sign in again now."""
+    from yilian.cli.access import unlock_person
+
+    with friendly_errors():
+        user = unlock_person(open_db(database), username)
+        console.print(f"user {user.username} ({user.user_id}) unlocked")
 
 
 @db_app.command("upgrade")

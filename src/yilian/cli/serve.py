@@ -25,9 +25,17 @@ def serve(
     forward_client_secret: str | None = None,
     workers: int = 1,
 ) -> None:
+    import os
+
     import uvicorn
 
     from yilian.api import create_app
+    from yilian.security.oauth import BASE_URL_VAR
+
+    # The public URL the token endpoint expects client assertions for (and the SMART
+    # configuration advertises): configured, or else the address served on. Set in the
+    # environment so that worker processes and background workers agree on it.
+    os.environ.setdefault(BASE_URL_VAR, f"http://{host}:{port}/fhir")
 
     if mllp_port is not None:
         # The HL7 listener gets its own event loop in a daemon thread: uvicorn owns the main
@@ -86,8 +94,6 @@ def serve(
         # Python runs one thread at a time per process: a worker process per core is what lets
         # the API use the machine. Each builds the same app from the environment (api/asgi.py);
         # the HL7 listener and the delivery worker stay in this process.
-        import os
-
         import orjson
 
         from yilian.api.asgi import DATABASE_VAR, FRONT_PAGE_VAR

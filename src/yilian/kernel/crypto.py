@@ -173,7 +173,7 @@ class Keyring:
     operator saves and distributes before old rows are re-encrypted.
     """
 
-    __slots__ = ("_aead", "_current", "_data_keys", "_index_key")
+    __slots__ = ("_aead", "_current", "_data_keys", "_index_key", "_mac_keys")
 
     def __init__(self, data_keys: Mapping[str, bytes], *, current: str, index_key: bytes) -> None:
         if not data_keys:
@@ -197,6 +197,7 @@ class Keyring:
         self._index_key = bytes(index_key)
         # Building the cipher object once per key saves its setup on every field.
         self._aead = {key_id: AESGCM(key) for key_id, key in self._data_keys.items()}
+        self._mac_keys: dict[tuple[str, str], hmac.HMAC] = {}
 
     def __repr__(self) -> str:
         return f"Keyring(current={self._current!r}, key_ids={list(self._data_keys)!r}, index_key=<hidden>)"
@@ -420,6 +421,32 @@ class Keyring:
         if self.is_current(token):
             return token
         return self.encrypt(self.decrypt(token, context=context), context=context)
+
+    # ------------------------------------------------------------------ authentication codes
+
+    def mac(self, message: bytes, *, purpose: str, key_id: str | None = None) -> tuple[str, bytes]:
+        """(key id, HMAC-SHA256 of ``message``) under a subkey of data key ``key_id`` (default:
+        the current one) derived for ``purpose`` alone.
+
+        For records that must show they were not rewritten by anyone without the keys (the
+        audit chain): the key id travels with the code, so a rotation starts new codes under
+        the new key while every older one still checks against the key that made it. The
+        subkey (HMAC of the purpose under the data key) keeps the two uses of a data key apart.
+        """
+        kid = self._current if key_id is None else key_id
+        keyed = self._mac_keys.get((kid, purpose))
+        if keyed is None:
+            key = self._data_keys.get(kid)
+            if key is None:
+                raise DecryptionError(
+                    f"data key {kid!r} is not in the keyring (configured: {', '.join(self.key_ids)})"
+                )
+            sub = hmac.new(key, b"yilian-mac/1\x1f" + purpose.encode("ascii"), hashlib.sha256).digest()
+            # Keyed once; each code starts from a copy (cheaper than setting the key up again).
+            keyed = self._mac_keys[(kid, purpose)] = hmac.new(sub, digestmod=hashlib.sha256)
+        h = keyed.copy()
+        h.update(message)
+        return kid, h.digest()
 
     # ------------------------------------------------------------------ blind index
 

@@ -4,7 +4,9 @@ assertion (SMART Backend Services, ``private_key_jwt``), independent of HTTP."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from sqlalchemy import delete
@@ -23,6 +25,34 @@ from yilian.security.tokens import IssuedToken, issue
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME_S = 300  # SMART: exp no more than five minutes in the future
 ALGORITHMS = ["RS384", "ES384", "RS256", "ES256"]
+BASE_URL_VAR = "YILIAN_BASE_URL"
+DEFAULT_BASE_URL = "http://localhost:8080/fhir"
+TOKEN_PATH = "/auth/token"
+
+
+def public_root(env: Mapping[str, str]) -> str:
+    """The platform's public root URL, without a trailing slash, from configuration only.
+
+    ``YILIAN_BASE_URL`` is the deployment's public FHIR base (``https://yilian.example.org/fhir``,
+    as the payments publisher and the exchange write links with); the root is that without
+    ``/fhir``. ``yilian serve`` sets it to the address it listens on when it is not configured.
+    Never derived from a request: the Host header is the client's to choose, so an audience
+    taken from it would accept an assertion made for another server.
+    """
+    base = (env.get(BASE_URL_VAR) or DEFAULT_BASE_URL).strip().rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise YilianError(
+            Category.INVALID,
+            f"{BASE_URL_VAR} must be the public http(s) URL of the FHIR base, such as "
+            "https://yilian.example.org/fhir",
+        )
+    return base.removesuffix("/fhir")
+
+
+def token_url(env: Mapping[str, str]) -> str:
+    """The token endpoint's public URL: the one audience a client assertion must name."""
+    return public_root(env) + TOKEN_PATH
 
 
 class OAuthError(YilianError):

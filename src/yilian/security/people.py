@@ -1,9 +1,17 @@
 """People: staff and residents who sign in (argon2id passwords, TOTP for staff, lockout), and
-their sessions. A signed-in person acts as a :class:`Principal` like a system client does."""
+their sessions. A signed-in person acts as a :class:`Principal` like a system client does.
+
+A staff member's TOTP secret is sealed at rest with the deployment's keyring (as ID numbers
+are), together with the last time step a code was accepted for: a code is accepted once, and
+never one from an earlier step than the last one used (RFC 6238 §5.2). Secrets stored in plain
+text by earlier versions are sealed by :func:`seal_totp_secrets` when the server starts (and by
+``yilian keys reencrypt``).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +26,13 @@ from yilian.db import Database, UnitOfWork
 from yilian.fhir.search.values import instant_to_us
 from yilian.fhir.store.repository import get_current
 from yilian.kernel import clock
+from yilian.kernel.crypto import Keyring, is_token
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.naming import PRC_RESIDENT_ID
+from yilian.security.keys import required_keyring
 from yilian.security.principal import RESIDENT, STAFF, Principal
 from yilian.security.scopes import parse_scopes
-from yilian.security.tables import session, user_account
+from yilian.security.tables import access_token, auth_code, session, user_account
 
 MAX_FAILURES = 5
 LOCKOUT_S = 15 * 60
@@ -33,6 +43,8 @@ STAFF_SCOPES = "user/*.cruds"
 RESIDENT_SCOPES = "patient/*.rs"
 _hasher = PasswordHasher()
 US = 1_000_000
+TOTP_CONTEXT = "auth/totp-secret"  # what a sealed TOTP secret is for (bound into its token)
+TOTP_STEP_S = 30
 
 
 @dataclass(frozen=True)
@@ -44,10 +56,62 @@ class User:
     patient_id: str | None
     scopes: str
     has_totp: bool
+    active: bool = True
+    locked_until: int | None = None  # µs since the epoch, while locked out
+    display_name: str | None = None
 
 
 def _now() -> int:
     return instant_to_us(clock.now())
+
+
+def _keyring(uow: UnitOfWork) -> Keyring:
+    return required_keyring(uow.conn.engine, "staff one-time-code secrets cannot be stored or checked")
+
+
+def _seal_totp(keyring: Keyring, secret: str, last_step: int | None) -> str:
+    doc = orjson.dumps({"secret": secret, "last_step": last_step}).decode()
+    return keyring.encrypt(doc, context=TOTP_CONTEXT)
+
+
+def _open_totp(keyring: Keyring, stored: str) -> tuple[str, int | None]:
+    """(secret, last step a code was accepted for) of a stored value, sealed or legacy plain."""
+    if not is_token(stored):
+        return stored, None  # stored plain before secrets were sealed
+    text = keyring.decrypt(stored, context=TOTP_CONTEXT)
+    if not text.startswith("{"):
+        return text, None
+    doc = orjson.loads(text)
+    last = doc.get("last_step")
+    return str(doc["secret"]), None if last is None else int(last)
+
+
+def _code_step(secret: str, otp: str | None, now_s: float) -> int | None:
+    """The time step ``otp`` is the code of, within one step of now (clock drift); None if none."""
+    code = (otp or "").strip()
+    if len(code) != 6 or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret)
+    now_step = int(now_s) // TOTP_STEP_S
+    for step in (now_step, now_step - 1, now_step + 1):
+        if hmac.compare_digest(totp.at(step * TOTP_STEP_S), code):
+            return step
+    return None
+
+
+def _user(row: Any) -> User:
+    return User(
+        row.user_id,
+        row.username,
+        row.kind,
+        row.org_id,
+        row.patient_id,
+        row.scopes,
+        row.totp_secret is not None,
+        bool(row.active),
+        row.locked_until if row.locked_until and row.locked_until > _now() else None,
+        row.display_name,
+    )
 
 
 def add_user(
@@ -83,6 +147,7 @@ def add_user(
         raise YilianError(Category.CONFLICT, f"user {username} already exists")
     parse_scopes(scopes or (STAFF_SCOPES if kind == STAFF else RESIDENT_SCOPES))
     totp = pyotp.random_base32() if kind == STAFF else None
+    sealed = _seal_totp(_keyring(uow), totp, None) if totp is not None else None
     user_id = "u-" + secrets.token_hex(6)
     uow.conn.execute(
         user_account.insert().values(
@@ -94,7 +159,7 @@ def add_user(
             patient_id=patient_id,
             scopes=scopes or (STAFF_SCOPES if kind == STAFF else RESIDENT_SCOPES),
             password_hash=_hasher.hash(password),
-            totp_secret=totp,
+            totp_secret=sealed,
             failed_attempts=0,
             locked_until=None,
             active=True,
@@ -137,8 +202,13 @@ def attempt_login(
         _hasher.verify(row.password_hash, password)
     except (VerificationError, InvalidHashError):
         ok = False
+    step = None
     if ok and row.totp_secret:
-        ok = bool(otp) and pyotp.TOTP(row.totp_secret).verify(otp or "", valid_window=1)
+        keyring = _keyring(uow)
+        secret, last_step = _open_totp(keyring, row.totp_secret)
+        step = _code_step(secret, otp, clock.now().timestamp())
+        # A code is good once: not again, nor one from before the last accepted.
+        ok = step is not None and (last_step is None or step > last_step)
     if not ok:
         failures = int(row.failed_attempts) + 1
         locked = now + LOCKOUT_S * US if failures >= MAX_FAILURES else None
@@ -148,11 +218,19 @@ def attempt_login(
             .values(failed_attempts=0 if locked else failures, locked_until=locked)
         )
         return generic
-    uow.conn.execute(
+    values: dict[str, Any] = {"failed_attempts": 0, "locked_until": None}
+    if step is not None:
+        values["totp_secret"] = _seal_totp(keyring, secret, step)
+    # Compare-and-set on the stored secret: of two sign-ins racing with one code, one wins.
+    done = uow.conn.execute(
         update(user_account)
-        .where(user_account.c.user_id == row.user_id)
-        .values(failed_attempts=0, locked_until=None)
+        .where(user_account.c.user_id == row.user_id, user_account.c.totp_secret == row.totp_secret)
+        .values(**values)
+        if step is not None
+        else update(user_account).where(user_account.c.user_id == row.user_id).values(**values)
     )
+    if done.rowcount != 1:
+        return generic
     return principal_of(uow, row)
 
 
@@ -243,3 +321,81 @@ def end_session(uow: UnitOfWork, token: str) -> None:
     uow.conn.execute(
         delete(session).where(session.c.session_hash == hashlib.sha256(token.encode()).hexdigest())
     )
+
+
+# --- managing accounts -----------------------------------------------------------------------
+
+
+def list_users(uow: UnitOfWork) -> list[User]:
+    rows = uow.conn.execute(select(user_account).order_by(user_account.c.username))
+    return [_user(row) for row in rows]
+
+
+def _account(uow: UnitOfWork, username: str) -> Any:
+    row = uow.conn.execute(select(user_account).where(user_account.c.username == username)).first()
+    if row is None:
+        raise YilianError(Category.NOT_FOUND, f"no user {username}")
+    return row
+
+
+def revoke_user(uow: UnitOfWork, username: str) -> User:
+    """Deactivate an account: no new sign-in, and its sessions, tokens and pending codes end now."""
+    row = _account(uow, username)
+    uow.conn.execute(update(user_account).where(user_account.c.user_id == row.user_id).values(active=False))
+    for table in (session, access_token, auth_code):
+        uow.conn.execute(delete(table).where(table.c.user_id == row.user_id))
+    return _user(_account(uow, username))
+
+
+def unlock_user(uow: UnitOfWork, username: str) -> User:
+    """Clear a lockout after repeated failures (the person signs in again at once)."""
+    row = _account(uow, username)
+    uow.conn.execute(
+        update(user_account)
+        .where(user_account.c.user_id == row.user_id)
+        .values(failed_attempts=0, locked_until=None)
+    )
+    return _user(_account(uow, username))
+
+
+def totp_secret_of(uow: UnitOfWork, username: str) -> str | None:
+    """A staff member's TOTP secret in the clear (the demo prints its synthetic one)."""
+    row = uow.conn.execute(
+        select(user_account.c.totp_secret).where(user_account.c.username == username)
+    ).first()
+    if row is None or row.totp_secret is None:
+        return None
+    return _open_totp(_keyring(uow), row.totp_secret)[0]
+
+
+def seal_totp_secrets(uow: UnitOfWork) -> int:
+    """Seal the TOTP secrets earlier versions stored in plain text; how many were sealed.
+
+    Run when the server starts; safe beside running servers (each value is replaced only if it
+    is still the plain one read) and cheap when there is nothing left to do.
+    """
+    keyring = None
+    sealed = 0
+    rows = uow.conn.execute(
+        select(user_account.c.user_id, user_account.c.totp_secret).where(
+            user_account.c.totp_secret.is_not(None), user_account.c.totp_secret.not_like("ylenc:%")
+        )
+    ).all()
+    for row in rows:
+        keyring = keyring or _keyring(uow)
+        sealed += uow.conn.execute(
+            update(user_account)
+            .where(user_account.c.user_id == row.user_id, user_account.c.totp_secret == row.totp_secret)
+            .values(totp_secret=_seal_totp(keyring, row.totp_secret, None))
+        ).rowcount
+    return sealed
+
+
+def reencrypt_totp(keyring: Keyring, stored: str | None) -> str | None:
+    """A stored TOTP secret under the current key (``yilian keys reencrypt``), a plain one
+    sealed; None when it needs nothing."""
+    if stored is None or (is_token(stored) and keyring.is_current(stored)):
+        return None
+    if not is_token(stored):
+        return _seal_totp(keyring, stored, None)
+    return keyring.reencrypt(stored, context=TOTP_CONTEXT)

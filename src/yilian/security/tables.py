@@ -75,7 +75,9 @@ user_account = Table(
     Column("patient_id", String(64), nullable=True),  # residents: their Patient
     Column("scopes", Text, nullable=False),
     Column("password_hash", Text, nullable=False),  # argon2id
-    Column("totp_secret", Text, nullable=True),  # staff second factor (sealed with the data key)
+    # Staff second factor: the secret and the last time step a code was accepted for, sealed
+    # with the keyring (security.people); plain base32 only in rows from before sealing.
+    Column("totp_secret", Text, nullable=True),
     Column("failed_attempts", Integer, nullable=False, default=0),
     Column("locked_until", BigInteger, nullable=True),
     Column("active", Boolean, nullable=False, default=True),

@@ -1,8 +1,10 @@
 """Bearer access tokens: issued after authentication, looked up on every request.
 
 Tokens are random and opaque; only their SHA-256 is stored, so a copy of the database gives
-no usable token. A lookup is one primary-key read, cached for a few seconds per process so
-that revoking a client or ending a session takes effect within that time.
+no usable token. A lookup is one primary-key read. A system client's token is cached for a few
+seconds per process, so revoking a client takes effect within that time; a person's token is
+checked against their account on every request (it is read with the account's ``active`` flag),
+so a deactivated account's tokens stop working at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from yilian.fhir.search.values import instant_to_us
 from yilian.kernel import clock
 from yilian.security.principal import Principal
 from yilian.security.scopes import Scopes, parse_scopes
-from yilian.security.tables import access_token
+from yilian.security.tables import access_token, user_account
 
 TOKEN_LIFETIME_S = 300  # SMART backend services: short-lived tokens
 PEOPLE_TOKEN_LIFETIME_S = 3600
@@ -81,9 +83,16 @@ class TokenVerifier:
             principal, expires = hit[1], hit[2]
             return principal if principal is not None and expires > now_us else None
         with self.db.engine.connect() as conn:
-            row = conn.execute(select(access_token).where(access_token.c.token_hash == key)).first()
+            row = conn.execute(
+                select(access_token, user_account.c.active.label("account_active"))
+                .outerjoin(user_account, user_account.c.user_id == access_token.c.user_id)
+                .where(access_token.c.token_hash == key)
+            ).first()
         principal = None
         expires = 0
+        person = row is not None and row.user_id is not None
+        if person and row is not None and not row.account_active:
+            row = None  # the person's account was deactivated (or removed)
         if row is not None:
             expires = int(row.expires)
             principal = Principal(
@@ -95,10 +104,12 @@ class TokenVerifier:
                 user_id=row.user_id,
                 patient_keys=frozenset(row.patient_keys.split()) if row.patient_keys is not None else None,
             )
-        with self._lock:
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            self._cache[key] = (now_mono, principal, expires)
+        if not person:
+            # People's tokens are not cached: their account's state is read on every request.
+            with self._lock:
+                if len(self._cache) > 50_000:
+                    self._cache.clear()
+                self._cache[key] = (now_mono, principal, expires)
         return principal if principal is not None and expires > now_us else None
 
     def forget(self, token: str) -> None:

@@ -235,7 +235,7 @@ def test_every_command_is_covered_here() -> None:
         "", "serve", "demo", "import", "export", "migrate", "db", "db upgrade", "db current",
         "client", "client add", "client list", "client revoke", "client bind-cert", "client unbind-cert",
         "client hl7-senders",
-        "user", "user add",
+        "user", "user add", "user list", "user revoke", "user unlock",
         "audit", "audit verify", "audit seal", "audit prune",
         "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",
         "mpi unmerge", "mpi counts",

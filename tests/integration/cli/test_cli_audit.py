@@ -12,14 +12,20 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.support.audit import audits, by_the_operator
 from tests.support.certs import Authority
 from tests.support.server import database_url
+from yilian.cli.common import console
 from yilian.cli.main import app
-from yilian.db import Database
+from yilian.db import Database, UnitOfWork
 from yilian.db.rewrite import RewriteCount
+from yilian.db.uow import transact
+from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.security.people import MAX_FAILURES, add_user, attempt_login
+from yilian.security.tables import user_account
 
 runner = CliRunner()
 
@@ -76,6 +82,63 @@ def test_client_and_user_changes_are_audited_without_their_secrets(db: Database,
     )
     content = row.content.decode()
     assert password not in content and made["totp_uri"].split("secret=")[1].split("&")[0] not in content
+
+
+def account(db: Database, username: str) -> Any:
+    with db.engine.connect() as conn:
+        return conn.execute(select(user_account).where(user_account.c.username == username)).one()
+
+
+def test_user_list_unlock_and_revoke_are_audited(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_width", 240)  # the table's cells on one line each, to be searched
+    patient = {"resourceType": "Patient", "id": "cli-res-1", "name": [{"family": "何"}]}
+    transact(
+        db, lambda uow: dispatch(uow, FhirContext(), FhirRequest("PUT", "Patient/cli-res-1", body=patient))
+    )
+    with UnitOfWork(db, write=True) as uow:
+        _, uri = add_user(uow, username="li.qiang", kind="staff", password="staff password 2026")
+        add_user(
+            uow, username="he.ping", kind="resident", password="resident password 1", patient_id="cli-res-1"
+        )
+    assert uri is not None
+    for _ in range(MAX_FAILURES):
+        transact(
+            db, lambda uow: attempt_login(uow, username="li.qiang", password="not the password", otp=None)
+        )
+    staff, resident = account(db, "li.qiang"), account(db, "he.ping")
+    assert staff.locked_until is not None
+
+    listed = run(db, "user", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "li.qiang" in listed.output and "locked until" in listed.output and "TOTP" in listed.output
+    assert "he.ping" in listed.output and "Patient/cli-res-1" in listed.output
+    assert uri.split("secret=")[1].split("&")[0] not in listed.output  # the seed is never shown again
+    row = audits(db, "user-list")[-1]
+    assert by_the_operator(row, "R").endswith("users listed at the console")
+    assert "cli-res-1" in row.patient_keys
+
+    unlocked = run(db, "user", "unlock", "li.qiang")
+    assert unlocked.exit_code == 0, unlocked.output
+    assert account(db, "li.qiang").locked_until is None and account(db, "li.qiang").failed_attempts == 0
+    [row] = audits(db, "user-unlock")
+    assert row.entity == f"user/{staff.user_id}"
+    assert by_the_operator(row, "U") == f"cleared the lockout of user li.qiang ({staff.user_id})"
+
+    revoked = run(db, "user", "revoke", "he.ping")
+    assert revoked.exit_code == 0, revoked.output
+    assert account(db, "he.ping").active is False or account(db, "he.ping").active == 0
+    [row] = audits(db, "user-revoke")
+    assert row.patient_keys == ("cli-res-1",)
+    assert by_the_operator(row, "U").startswith(f"revoked user he.ping ({resident.user_id})")
+    signed_in = transact(
+        db, lambda uow: attempt_login(uow, username="he.ping", password="resident password 1", otp=None)
+    )
+    assert not hasattr(signed_in, "subject")  # refused: the account is revoked
+    assert "revoked" in run(db, "user", "list").output
+
+    for refused in (run(db, "user", "revoke", "nobody"), run(db, "user", "unlock", "nobody")):
+        assert refused.exit_code == 2 and "no user nobody" in refused.output
+    assert len(audits(db, "user-revoke")) == 1 and len(audits(db, "user-unlock")) == 1
 
 
 def test_a_reencryption_that_stops_midway_records_what_it_had_rewritten(

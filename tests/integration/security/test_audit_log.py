@@ -30,7 +30,9 @@ from tests.support.databases import BACKENDS, drop_database, new_database
 from yilian.cli.audit import audit_app
 from yilian.db import Database, UnitOfWork, open_database
 from yilian.fhir import FhirContext, FhirRequest, dispatch
+from yilian.fhir.store import sealing
 from yilian.fhir.validation import check
+from yilian.kernel.crypto import Keyring
 from yilian.kernel.errors import Category, YilianError
 from yilian.security.audit import (
     AuditRecord,
@@ -44,10 +46,11 @@ from yilian.security.audit import (
     to_audit_event,
     verify,
 )
-from yilian.security.audit.chain import DATA_COLUMNS, chain_hash
+from yilian.security.audit.chain import DATA_COLUMNS, chain_hash, hash_key_id, key_usage, legacy_hash
 from yilian.security.audit.event import columns_from_event
 from yilian.security.audit.recorder import insert_rows, to_row
-from yilian.security.audit.tables import audit_checkpoint, audit_event
+from yilian.security.audit.tables import audit_chain_head, audit_checkpoint, audit_event
+from yilian.security.audit.triggers import sqlite_triggers
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -96,8 +99,9 @@ def concurrent_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Da
 
 
 @contextmanager
-def attacker(db: Database) -> Iterator[Connection]:
-    """A connection with the append-only triggers out of the way: someone with the database's keys."""
+def attacker(db: Database, *, tidy: bool = True) -> Iterator[Connection]:
+    """A connection with the append-only triggers out of the way: someone who can change the
+    database (not the deployment's keys). ``tidy``: the triggers are put back afterwards."""
     with db.engine.begin() as conn:
         if db.is_sqlite:
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
@@ -105,6 +109,17 @@ def attacker(db: Database) -> Iterator[Connection]:
         else:
             conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only")
         yield conn
+        if tidy and db.is_sqlite:
+            for name in ("audit_event_no_update", "audit_event_no_delete"):
+                conn.exec_driver_sql(sqlite_triggers()[name])
+        elif tidy:
+            conn.exec_driver_sql("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only")
+
+
+def keyring_of(db: Database) -> Keyring:
+    keyring = sealing.keyring_for(db.engine)
+    assert keyring is not None
+    return keyring
 
 
 def sealed_log(db: Database, n: int = 6) -> list[dict[str, Any]]:
@@ -509,9 +524,10 @@ def test_sealing_chains_rows_in_id_order(fresh_db: Database) -> None:
     assert rows[0]["prev_hash"] == "0" * 64
     for before, row in itertools.pairwise(rows):
         assert row["prev_hash"] == before["chain_hash"]
-        assert row["chain_hash"] == chain_hash(row["prev_hash"], row)
+        assert row["chain_hash"] == chain_hash(row["prev_hash"], row, keyring_of(db))
+        assert hash_key_id(row["chain_hash"]) == keyring_of(db).current_key_id
     report = verify(db)
-    assert report.ok and report.rows == 10 and report.unsealed == 0
+    assert report.ok and report.rows == 10 and report.unsealed == 0 and report.legacy_rows == 0
     commit_records(db, [make_record("later")])
     report = verify(db)
     assert report.ok and report.unsealed == 1
@@ -663,19 +679,202 @@ def test_verify_names_rows_moved_to_another_place(fresh_db: Database) -> None:
 
 
 def test_verify_names_a_row_rewritten_with_a_fresh_hash(fresh_db: Database) -> None:
+    """A hash recomputed without the key: of the old unkeyed kind, or keyed under a guessed key."""
     db = fresh_db
     rows = sealed_log(db)
-    forged = {**rows[2], "agent_id": "mallory"}
-    forged["chain_hash"] = chain_hash(forged["prev_hash"], forged)
+    guessed = Keyring.generate(key_id=keyring_of(db).current_key_id)
+    for n, keyring in ((2, None), (4, guessed)):
+        forged = {**rows[n], "agent_id": "mallory"}
+        forged["chain_hash"] = chain_hash(forged["prev_hash"], forged, keyring)
+        with attacker(db) as conn:
+            conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == forged["id"])
+                .values(agent_id="mallory", chain_hash=forged["chain_hash"])
+            )
+    unkeyed, guess = verify(db).problems
+    assert (unkeyed.kind, unkeyed.id, unkeyed.seq) == ("edited", rows[2]["id"], 3)
+    assert "unkeyed hash after keyed rows" in unkeyed.detail and "without the audit key" in unkeyed.detail
+    assert (guess.kind, guess.id, guess.seq) == ("edited", rows[4]["id"], 5)
+    assert "hash mismatch" in guess.detail and "agent_id is 'mallory'" in guess.detail
+
+
+@pytest.mark.parametrize("forger", ["unkeyed", "guessed key"])
+def test_a_row_edited_and_the_chain_recomputed_after_it_is_found(fresh_db: Database, forger: str) -> None:
+    """The audit's attack: drop the update trigger, change one row, recompute every later hash and
+    the chain head. Without the deployment's key the recomputed hashes do not check."""
+    db = fresh_db
+    rows = sealed_log(db)
+    keyring = None if forger == "unkeyed" else Keyring.generate(key_id=keyring_of(db).current_key_id)
+    prev = rows[1]["chain_hash"]
+    with attacker(db, tidy=False) as conn:
+        for row in rows[2:]:
+            forged = {**row, "prev_hash": prev}
+            if row["id"] == rows[2]["id"]:
+                forged["outcome"] = 4
+            forged["chain_hash"] = chain_hash(prev, forged, keyring)
+            conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == row["id"])
+                .values(outcome=forged["outcome"], prev_hash=prev, chain_hash=forged["chain_hash"])
+            )
+            prev = forged["chain_hash"]
+        conn.execute(update(audit_chain_head).values(chain_hash=prev))
+    problems = verify(db).problems
+    edits = [p for p in problems if p.kind == "edited"]
+    assert edits[0].id == rows[2]["id"] and "outcome is 4" in edits[0].detail
+    assert {p.id for p in edits} == {r["id"] for r in rows[2:]}  # every rewritten row is named
+    # The trigger the attacker dropped (SQLite) or disabled (PostgreSQL) is missed too.
+    triggers = " ".join(p.detail for p in problems if p.kind == "triggers")
+    assert (
+        "audit_event_no_update is missing" in triggers
+        or "audit_event_append_only on audit_event is disabled" in triggers
+    )
+
+
+def seal_unkeyed(db: Database) -> int:
+    """Seal the unsealed rows the way the sealer did before the chain was keyed (plain SHA-256)."""
+    with UnitOfWork(db, write=True) as uow:
+        head = uow.conn.execute(select(audit_chain_head)).mappings().one()
+        seq, prev, last_id = int(head["seq"]), str(head["chain_hash"]), int(head["last_id"])
+        rows = uow.conn.execute(
+            select(audit_event).where(audit_event.c.seq.is_(None)).order_by(audit_event.c.id)
+        ).mappings()
+        for row in rows:
+            seq += 1
+            digest = legacy_hash(prev, {**row, "seq": seq})
+            uow.conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == row["id"])
+                .values(seq=seq, prev_hash=prev, chain_hash=digest)
+            )
+            prev, last_id = digest, int(row["id"])
+        uow.conn.execute(update(audit_chain_head).values(seq=seq, chain_hash=prev, last_id=last_id))
+        uow.commit()
+    return seq
+
+
+def test_a_log_sealed_before_the_chain_was_keyed_still_verifies(fresh_db: Database) -> None:
+    db = fresh_db
+    commit_records(db, [make_record(f"old-{i}") for i in range(4)])
+    assert seal_unkeyed(db) == 4
+    report = verify(db)
+    assert report.ok and report.rows == 4 and report.legacy_rows == 4
+    commit_records(db, [make_record(f"new-{i}") for i in range(3)])
+    assert seal(db) == 3  # the upgraded sealer goes on from the unkeyed head, keyed
+    rows = all_rows(db)
+    assert [hash_key_id(r["chain_hash"]) for r in rows] == [None] * 4 + [keyring_of(db).current_key_id] * 3
+    report = verify(db)
+    assert report.ok and report.rows == 7 and report.legacy_rows == 4
+    # The unkeyed part can be recomputed by anyone, but the first keyed row pins it.
+    prev = rows[0]["chain_hash"]
     with attacker(db) as conn:
-        conn.execute(
-            update(audit_event)
-            .where(audit_event.c.id == forged["id"])
-            .values(agent_id="mallory", chain_hash=forged["chain_hash"])
-        )
+        for row in rows[1:4]:
+            forged = {**row, "prev_hash": prev, "agent_id": "mallory" if row is rows[1] else row["agent_id"]}
+            forged["chain_hash"] = legacy_hash(prev, forged)
+            conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == row["id"])
+                .values(agent_id=forged["agent_id"], prev_hash=prev, chain_hash=forged["chain_hash"])
+            )
+            prev = forged["chain_hash"]
     [problem] = verify(db).problems
-    assert (problem.kind, problem.id, problem.seq) == ("edited", rows[2]["id"], 3)
-    assert "rewritten" in problem.detail and f"id {rows[3]['id']} (seq 4)" in problem.detail
+    assert (problem.kind, problem.id) == ("edited", rows[3]["id"]) and "rewritten" in problem.detail
+
+
+def test_key_rotation_keeps_older_rows_verifiable(fresh_db: Database) -> None:
+    db = fresh_db
+    old = keyring_of(db)
+    try:
+        commit_records(db, [make_record(f"before-{i}") for i in range(3)])
+        seal(db)
+        rotated = old.with_new_current_key("k7")
+        sealing.install(db.engine, rotated)  # `yilian keys rotate` and a restart
+        commit_records(db, [make_record(f"after-{i}") for i in range(3)])
+        seal(db)
+        assert [hash_key_id(r["chain_hash"]) for r in all_rows(db)] == [old.current_key_id] * 3 + ["k7"] * 3
+        report = verify(db)
+        assert report.ok and report.rows == 6
+        with db.engine.connect() as conn:  # what `yilian keys retire` refuses to strand
+            assert (key_usage(conn, old.current_key_id), key_usage(conn, "k7")) == (3, 3)
+        # A keyring without the old key cannot check the old rows, and says so.
+        sealing.install(db.engine, rotated.without_key(old.current_key_id))
+        [problem] = verify(db).problems
+        assert problem.kind == "key" and f"data key {old.current_key_id!r}" in problem.detail
+        assert problem.seq == 1
+    finally:
+        sealing.install(db.engine, old)
+
+
+def test_verify_names_missing_disabled_or_replaced_triggers(fresh_db: Database) -> None:
+    db = fresh_db
+    sealed_log(db, 2)
+    with attacker(db, tidy=False):
+        pass
+    problems = verify(db).problems
+    assert {p.kind for p in problems} == {"triggers"}
+    if db.is_sqlite:
+        assert [p.detail.split()[3] for p in problems] == ["audit_event_no_update", "audit_event_no_delete"]
+    else:
+        [problem] = problems
+        assert "audit_event_append_only on audit_event is disabled" in problem.detail
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            # A harmless stand-in under the same name lets every edit through.
+            conn.exec_driver_sql(
+                "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event "
+                "BEGIN SELECT RAISE(ABORT, 'no') WHERE 0; END"
+            )
+            conn.exec_driver_sql(sqlite_triggers()["audit_event_no_delete"])
+        else:
+            conn.exec_driver_sql("ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only")
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION audit_event_guard() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RETURN NEW; END $$"
+            )
+    [problem] = verify(db).problems
+    assert problem.kind == "triggers" and "replaced" in problem.detail
+    assert "audit_event_no_update" in problem.detail or "audit_event_append_only" in problem.detail
+
+
+def test_a_head_kept_elsewhere_catches_a_cut_off_end_and_a_rewrite_with_the_key(fresh_db: Database) -> None:
+    db = fresh_db
+    sealed_log(db, 5)
+    report = verify(db)
+    head = (report.last_seq, report.head_hash)
+    assert head[1] == all_rows(db)[-1]["chain_hash"]
+    commit_records(db, [make_record(f"later-{i}") for i in range(2)])
+    seal(db)
+    assert verify(db, expect=[head]).ok  # the chain grew, and still holds the head
+    rows = all_rows(db)
+    # Someone cuts the last three rows off and sets the chain head to match: the chain itself is
+    # intact, only the head kept elsewhere knows it went further.
+    with attacker(db) as conn:
+        conn.execute(audit_event.delete().where(audit_event.c.seq >= 5))
+        conn.execute(
+            update(audit_chain_head).values(seq=4, chain_hash=rows[3]["chain_hash"], last_id=rows[3]["id"])
+        )
+    assert verify(db).ok
+    [problem] = verify(db, expect=[head]).problems
+    assert problem.kind == "anchor" and "no seq 5" in problem.detail
+    # Whoever holds the keys could rewrite the chain so that it checks; not so the kept head.
+    rows = all_rows(db)
+    prev = rows[1]["chain_hash"]
+    with attacker(db) as conn:
+        for row in rows[2:]:
+            forged = {**row, "prev_hash": prev, "outcome": 12}
+            forged["chain_hash"] = chain_hash(prev, forged, keyring_of(db))
+            conn.execute(
+                update(audit_event)
+                .where(audit_event.c.id == row["id"])
+                .values(outcome=12, prev_hash=prev, chain_hash=forged["chain_hash"])
+            )
+            prev = forged["chain_hash"]
+        conn.execute(update(audit_chain_head).values(chain_hash=prev))
+    early = (3, rows[2]["chain_hash"])
+    assert verify(db).ok
+    [problem] = verify(db, expect=[early]).problems
+    assert problem.kind == "anchor" and "seq 3 now has another hash" in problem.detail
 
 
 # -- retention -------------------------------------------------------------------------------------
@@ -719,8 +918,8 @@ def test_prune_removes_old_rows_behind_a_checkpoint(fresh_db: Database) -> None:
             .values(prev_hash=forged["prev_hash"], chain_hash=chain_hash(forged["prev_hash"], forged))
         )
     problems = verify(db).problems
-    assert [(p.kind, p.id) for p in problems] == [("checkpoint", first["id"]), ("edited", first["id"])]
-    assert "checkpoint at seq 5" in problems[0].detail and "rewritten" in problems[1].detail
+    assert [(p.kind, p.id) for p in problems] == [("edited", first["id"]), ("checkpoint", first["id"])]
+    assert "rewritten" in problems[0].detail and "checkpoint at seq 5" in problems[1].detail
 
 
 def test_prune_refuses_to_destroy_evidence(fresh_db: Database) -> None:
@@ -896,8 +1095,16 @@ def test_cli_verify_seal_and_prune(fresh_db: Database) -> None:
     )
     result = runner.invoke(audit_app, ["seal", "--database", url])
     assert result.exit_code == 0 and "sealed 4 rows" in result.output
-    result = runner.invoke(audit_app, ["verify", "--database", url])
+    result = runner.invoke(audit_app, ["verify", "--database", url], env={"COLUMNS": "300"})
     assert result.exit_code == 0 and "chain intact: 4 rows" in result.output
+    head = next(line.split()[1] for line in result.output.splitlines() if line.startswith("head "))
+    assert head.startswith("4:v2:")
+    result = runner.invoke(audit_app, ["verify", "--expect", head, "--database", url])
+    assert result.exit_code == 0 and "chain intact: 4 rows" in result.output
+    result = runner.invoke(audit_app, ["verify", "--expect", "7:" + head.split(":", 1)[1], "--database", url])
+    assert result.exit_code == 1 and "anchor" in result.output
+    result = runner.invoke(audit_app, ["verify", "--expect", "not-a-head", "--database", url])
+    assert result.exit_code == 2 and "SEQ:HASH" in result.output
     with attacker(db) as conn:
         conn.execute(update(audit_event).where(audit_event.c.seq == 2).values(outcome=8))
     result = runner.invoke(audit_app, ["verify", "--database", url])

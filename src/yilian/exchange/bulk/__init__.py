@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from yilian.exchange.bulk.export import (
+    AUDIT_PATIENTS,
     GROUP,
     NDJSON_FORMATS,
     PATIENT,
@@ -37,6 +38,7 @@ from yilian.exchange.bulk.worker import BulkWorker
 
 __all__ = [
     "ACCEPTED",
+    "AUDIT_PATIENTS",
     "CANCELLED",
     "COMPLETED",
     "FAILED",

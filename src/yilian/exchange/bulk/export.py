@@ -37,6 +37,11 @@ from yilian.kernel.errors import Category, YilianError
 SYSTEM, PATIENT, GROUP = "system", "patient", "group"
 NDJSON_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 PAGE = 1000
+# Whose data a file carries, for the audit record of its download: the first this many
+# distinct patients (a search page's most, as a search records the patients it returned) and
+# whether there were more. A region-wide export can carry millions; listing them all in one
+# AuditEvent (or in the job's row) is not possible, the level and query say the rest.
+AUDIT_PATIENTS = 1000
 
 
 @dataclass
@@ -167,7 +172,7 @@ def _conditions(req: ExportRequest, policy: AccessPolicy, types: list[str]) -> l
 
 @dataclass
 class ExportResult:
-    files: list[dict[str, Any]]  # [{type, file, count}] in type order
+    files: list[dict[str, Any]]  # [{type, file, count, patients, more_patients}] in type order
     exported: int
 
 
@@ -190,19 +195,29 @@ def write_export(
     directory.mkdir(parents=True, exist_ok=True)
     handles: dict[str, IO[bytes]] = {}
     counts: dict[str, int] = {}
+    patients: dict[str, dict[str, None]] = {}  # per type, in order of appearance
+    more: set[str] = set()
     exported = 0
     last = 0
-    base = select(resource.c.pk, resource.c.res_type, resource.c.content).where(*conds)
+    base = select(resource.c.pk, resource.c.res_type, resource.c.content, resource.c.patient_key).where(
+        *conds
+    )
     try:
         while True:
             stmt = base.where(resource.c.pk > last).order_by(resource.c.pk).limit(page)
             with db.engine.connect() as conn:
                 rows = conn.execute(stmt).all()
-            for pk, rtype, content in rows:
+            for pk, rtype, content, patient_key in rows:
                 fh = handles.get(rtype)
                 if fh is None:
                     fh = handles[rtype] = (directory / f"{rtype}.ndjson").open("wb")
                     counts[rtype] = 0
+                    patients[rtype] = {}
+                if patient_key is not None and patient_key not in patients[rtype]:
+                    if len(patients[rtype]) < AUDIT_PATIENTS:
+                        patients[rtype][patient_key] = None
+                    else:
+                        more.add(rtype)
                 opened = open_content(db.engine, bytes(content))
                 assert opened is not None
                 fh.write(opened)
@@ -220,5 +235,14 @@ def write_export(
     finally:
         for fh in handles.values():
             fh.close()
-    files = [{"type": t, "file": f"{t}.ndjson", "count": counts[t]} for t in sorted(counts)]
+    files = [
+        {
+            "type": t,
+            "file": f"{t}.ndjson",
+            "count": counts[t],
+            "patients": list(patients[t]),
+            "more_patients": t in more,
+        }
+        for t in sorted(counts)
+    ]
     return ExportResult(files, exported)

@@ -1,9 +1,21 @@
 """The hash chain: sealing committed rows in id order, and the thread that does it every second.
 
 Each sealed row carries ``seq`` (its place in the chain), ``prev_hash`` (the chain hash of the
-row before it; zeros for the first) and ``chain_hash`` = SHA-256 over ``prev_hash`` and a
+row before it; zeros for the first) and ``chain_hash``, computed over ``prev_hash`` and a
 canonical, length-prefixed encoding of every other column. Editing, removing or reordering a
 sealed row therefore breaks the chain from that row on (``verify``).
+
+**Keyed.** A plain hash can be recomputed by anyone: whoever can write to the database could
+edit a row and recompute every later hash and the head, and the chain would check. So
+``chain_hash`` is an HMAC-SHA256 under a subkey of one of the deployment's data keys
+(:meth:`yilian.kernel.crypto.Keyring.mac`), written ``v2:<key id>:<base64url MAC>`` (at most 63
+characters: the column is unchanged). The key id travels with the row: after ``yilian keys
+rotate`` new rows are sealed under the new key and older rows still check against theirs, and
+each row's MAC covers the previous row's hash, so a row sealed under the new key also pins
+everything before it. A data key that still seals audit rows cannot be retired
+(:func:`key_usage`) until retention has pruned them. Rows sealed before the chain was keyed
+keep their unkeyed SHA-256 (64 hex digits, "v1"); ``verify`` accepts such rows only before the
+first keyed row, so a rewrite that falls back to the unkeyed kind is found too.
 
 Rows are inserted unsealed by many concurrent transactions and sealed afterwards, in id order,
 by whoever holds the lock on the one ``audit_chain_head`` row (``SELECT … FOR UPDATE`` on
@@ -23,7 +35,9 @@ outside the chain, and ``verify`` reports any row still unsealed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -34,7 +48,9 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
+from yilian.kernel.crypto import Keyring
 from yilian.security.audit.tables import GENESIS_HASH, HEAD_ID, audit_chain_head, audit_event
+from yilian.security.keys import required_keyring
 
 log = logging.getLogger("yilian.security.audit")
 
@@ -47,6 +63,9 @@ SEALED_COLUMNS = (
 )  # fmt: skip
 DATA_COLUMNS = SEALED_COLUMNS[2:]  # what the event says, without its place in the log
 _DOMAIN = b"yilian.audit.chain.v1\x00"
+_KEYED_DOMAIN = b"yilian.audit.chain.v2\x00"
+KEYED_PREFIX = "v2:"
+MAC_PURPOSE = "audit-chain"
 _INTS = frozenset({"id", "seq", "recorded", "outcome"})
 
 
@@ -66,13 +85,70 @@ def _field(name: str, value: Any) -> bytes:
     return name.encode() + b"=" + tag + len(data).to_bytes(8, "big") + data
 
 
-def chain_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
-    """The chain hash of ``row`` (a mapping with every sealed column) following ``prev_hash``."""
-    h = hashlib.sha256(_DOMAIN)
-    h.update(_field("prev_hash", prev_hash))
-    for name in SEALED_COLUMNS:
-        h.update(_field(name, row[name]))
-    return h.hexdigest()
+def _message(domain: bytes, prev_hash: str, row: Mapping[Any, Any]) -> bytes:
+    return b"".join(
+        [domain, _field("prev_hash", prev_hash), *(_field(name, row[name]) for name in SEALED_COLUMNS)]
+    )
+
+
+def legacy_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    """The unkeyed SHA-256 ("v1") rows were sealed with before the chain was keyed."""
+    return hashlib.sha256(_message(_DOMAIN, prev_hash, row)).hexdigest()
+
+
+def keyed_hash(prev_hash: str, row: Mapping[Any, Any], keyring: Keyring, key_id: str | None = None) -> str:
+    """The keyed chain hash ("v2") under data key ``key_id`` (default: the current one)."""
+    kid, digest = keyring.mac(_message(_KEYED_DOMAIN, prev_hash, row), purpose=MAC_PURPOSE, key_id=key_id)
+    return f"{KEYED_PREFIX}{kid}:{base64.urlsafe_b64encode(digest).rstrip(b'=').decode('ascii')}"
+
+
+def chain_hash(prev_hash: str, row: Mapping[Any, Any], keyring: Keyring | None = None) -> str:
+    """The chain hash of ``row`` (a mapping with every sealed column) following ``prev_hash``:
+    keyed under the keyring's current data key, or without a keyring the legacy unkeyed hash."""
+    return legacy_hash(prev_hash, row) if keyring is None else keyed_hash(prev_hash, row, keyring)
+
+
+def is_keyed(stored: str | None) -> bool:
+    return stored is not None and stored.startswith(KEYED_PREFIX)
+
+
+def hash_key_id(stored: str) -> str | None:
+    """The data key a keyed chain hash was made with (None for a legacy one)."""
+    if not is_keyed(stored):
+        return None
+    return stored[len(KEYED_PREFIX) :].partition(":")[0]
+
+
+def recompute(stored: str, prev_hash: str, row: Mapping[Any, Any], keyring: Keyring | None) -> str | None:
+    """``row``'s chain hash of the kind ``stored`` is (legacy, or keyed under the same data key);
+    None when that needs a key ``keyring`` does not have."""
+    kid = hash_key_id(stored)
+    if kid is None:
+        return legacy_hash(prev_hash, row)
+    if keyring is None or kid not in keyring.key_ids:
+        return None
+    return keyed_hash(prev_hash, row, keyring, kid)
+
+
+def matches(stored: str, prev_hash: str, row: Mapping[Any, Any], keyring: Keyring | None) -> bool | None:
+    """Whether ``stored`` is ``row``'s chain hash after ``prev_hash``; None when it cannot be told."""
+    expected = recompute(stored, prev_hash, row, keyring)
+    return None if expected is None else hmac.compare_digest(expected, stored)
+
+
+def audit_keyring(db: Database) -> Keyring:
+    """The keys the chain is sealed with: the deployment's keyring, installed on the database."""
+    return required_keyring(db.engine, "the audit log cannot be sealed (its chain is keyed)")
+
+
+def key_usage(conn: Connection, key_id: str) -> int:
+    """How many audit rows are sealed under data key ``key_id`` (they need it to be checked)."""
+    prefix = f"{KEYED_PREFIX}{key_id}:"
+    return int(
+        conn.execute(
+            select(func.count()).where(audit_event.c.chain_hash.startswith(prefix, autoescape=True))
+        ).scalar_one()
+    )
 
 
 def lock_head(conn: Connection, *, share: bool = False) -> dict[str, Any]:
@@ -100,6 +176,7 @@ def lock_head(conn: Connection, *, share: bool = False) -> dict[str, Any]:
 
 
 def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]:
+    keyring = audit_keyring(uow.db)
     conn = uow.conn
     head = lock_head(conn)
     rows = (
@@ -123,7 +200,7 @@ def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]
                 waiting = True
                 break
         seq += 1
-        digest = chain_hash(last_hash, {**row, "seq": seq})
+        digest = keyed_hash(last_hash, {**row, "seq": seq}, keyring)
         sealed.append({"b_id": row_id, "b_seq": seq, "b_prev": last_hash, "b_hash": digest})
         last_hash = digest
         last_id = max(last_id, row_id)

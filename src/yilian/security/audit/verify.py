@@ -10,6 +10,16 @@ Problems, each naming the row (``id``, ``seq``):
 - ``reordered``: a row no longer sits where it was sealed (its ``prev_hash`` names another
   predecessor, or its seq was changed), or two rows' contents were exchanged.
 - ``head``, ``checkpoint``: the chain head or a retention checkpoint disagrees with the rows.
+- ``key``: rows sealed under a data key the keyring does not have cannot be checked.
+- ``triggers``: a trigger that keeps the log append-only is missing, disabled or altered.
+- ``anchor``: the chain no longer holds a head recorded earlier (``expect``).
+
+A keyed row (``v2:…``) is checked with the data key it names; an unkeyed (legacy) row only
+where the chain has no keyed row before it: an unkeyed row after a keyed one is a rewrite by
+someone without the key. Whoever holds the keys could still rewrite the chain, and whoever can
+write to the database can cut rows off its end and set the head to match; against both, keep the
+head ``yilian audit verify`` prints (seq and chain hash) outside the database and pass it back
+with ``--expect``: the chain must still hold that very hash at that seq.
 
 Rows not sealed yet are counted, not reported as problems: they are protected by the triggers
 only until the sealer reaches them (normally within a second).
@@ -18,16 +28,18 @@ only until the sealer reaches them (normally within a second).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from yilian.db import Database, UnitOfWork
-from yilian.security.audit.chain import DATA_COLUMNS, chain_hash, lock_head
+from yilian.fhir.store.sealing import keyring_for
+from yilian.security.audit.chain import DATA_COLUMNS, hash_key_id, is_keyed, lock_head, matches
 from yilian.security.audit.event import columns_from_event
 from yilian.security.audit.tables import GENESIS_HASH, audit_checkpoint, audit_event
+from yilian.security.audit.triggers import trigger_problems
 
 _BATCH = 500
 _RECENT = 4096  # chain hashes remembered to tell where a displaced row came from
@@ -53,6 +65,8 @@ class VerifyReport:
     oldest_unsealed_id: int | None = None
     problems: list[Problem] = field(default_factory=list)
     omitted: int = 0  # problems beyond the limit, counted only
+    legacy_rows: int = 0  # rows sealed unkeyed, before the chain was keyed
+    head_hash: str | None = None  # the chain hash at last_seq: the head to keep elsewhere
 
     @property
     def ok(self) -> bool:
@@ -95,6 +109,10 @@ class _Walk:
         self.report = report
         self.limit = limit
         self.seq, self.hash = anchor
+        self.keyring = keyring_for(conn.engine)
+        self.keyed = is_keyed(anchor[1])  # a keyed row came before: no unkeyed one may follow
+        self.unknown_keys: set[str] = set()
+        self.edited: set[int] = set()  # ids already reported as edited
         self.prev_id: int | None = None
         self.recent: OrderedDict[str, tuple[int, int]] = OrderedDict()  # chain_hash -> (seq, id)
         self.failed: deque[tuple[dict[str, Any], int | None]] = deque(maxlen=_SWAP_WINDOW)
@@ -102,6 +120,10 @@ class _Walk:
         self.lookups = 0
 
     def add(self, problem: Problem) -> int | None:
+        if problem.kind == "edited" and problem.id is not None:
+            if problem.id in self.edited:
+                return None  # one row, one problem: its successor's broken link says the same
+            self.edited.add(problem.id)
         if len(self.report.problems) >= self.limit:
             self.report.omitted += 1
             return None
@@ -127,9 +149,8 @@ class _Walk:
         here = int(row["seq"])
         for delta in range(1, _SEQ_PROBE + 1):
             for candidate in (here - delta, here + delta):
-                if (
-                    candidate > 0
-                    and chain_hash(row["prev_hash"], {**row, "seq": candidate}) == row["chain_hash"]
+                if candidate > 0 and matches(
+                    row["chain_hash"], row["prev_hash"], {**row, "seq": candidate}, self.keyring
                 ):
                     return candidate
         return None
@@ -138,9 +159,8 @@ class _Walk:
         for other, index in self.failed:
             mine = {**row, **{k: other[k] for k in DATA_COLUMNS}}
             theirs = {**other, **{k: row[k] for k in DATA_COLUMNS}}
-            if (
-                chain_hash(row["prev_hash"], mine) == row["chain_hash"]
-                and chain_hash(other["prev_hash"], theirs) == other["chain_hash"]
+            if matches(row["chain_hash"], row["prev_hash"], mine, self.keyring) and matches(
+                other["chain_hash"], other["prev_hash"], theirs, self.keyring
             ):
                 return other, index
         return None
@@ -165,6 +185,10 @@ class _Walk:
         else:
             self._check(row, where, gap)
         self.seq, self.hash, self.prev_id = seq, str(stored), row_id
+        if is_keyed(stored):
+            self.keyed = True
+        elif stored is not None:
+            self.report.legacy_rows += 1
         if stored is not None:
             self.recent[str(stored)] = (seq, row_id)
             if len(self.recent) > _RECENT:
@@ -172,13 +196,42 @@ class _Walk:
         self.report.rows += 1
         self.report.last_seq = seq
 
+    def _unkeyed_after_keyed(self, row: Mapping[Any, Any]) -> bool:
+        """Nothing seals unkeyed once the chain is keyed: such a row was rewritten without the key."""
+        return not is_keyed(row["chain_hash"]) and (self.keyed or is_keyed(row["prev_hash"]))
+
+    def _cannot_check(self, row: Mapping[Any, Any], where: str) -> None:
+        key_id = hash_key_id(str(row["chain_hash"])) or ""
+        if key_id in self.unknown_keys:
+            return
+        self.unknown_keys.add(key_id)
+        self.add(
+            Problem(
+                "key",
+                f"{where} and every later row sealed under data key {key_id!r} cannot be checked: "
+                "the keyring does not have that key (retired too early, or not this deployment's keys)",
+                int(row["id"]),
+                int(row["seq"]),
+            )
+        )
+
     def _check(self, row: Mapping[Any, Any], where: str, gap: bool) -> None:
         seq, row_id = int(row["seq"]), int(row["id"])
-        hash_ok = chain_hash(row["prev_hash"], row) == row["chain_hash"]
+        unkeyed = self._unkeyed_after_keyed(row)
+        verdict = False if unkeyed else matches(row["chain_hash"], row["prev_hash"], row, self.keyring)
+        if verdict is None:
+            self._cannot_check(row, where)
+        hash_ok = verdict is not False
         link_ok = row["prev_hash"] == self.hash or gap  # after a removal the link names a removed row
         if not link_ok and hash_ok and row["prev_hash"] in self.displaced:
             return  # its predecessor was moved away; that row is already reported
-        if not hash_ok:
+        if unkeyed:
+            text = (
+                f"{where}: an unkeyed hash after keyed rows: the row was rewritten (its hash "
+                f"recomputed) by someone without the audit key; {_describe_edit(row)}"
+            )
+            self.add(Problem("edited", text, row_id, seq))
+        elif not hash_ok:
             original = self._original_seq(row)
             if original is not None:
                 self.displaced.add(str(row["chain_hash"]))
@@ -296,7 +349,45 @@ def _check_head(conn: Connection, head: dict[str, Any], report: VerifyReport, la
         )
 
 
-def verify_in(uow: UnitOfWork, *, limit: int = 1000) -> VerifyReport:
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` (as :func:`format_anchor` writes it) as (seq, chain hash)."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or not digest:
+        raise ValueError(f"{text!r} is not SEQ:HASH (as `yilian audit verify` prints the head)")
+    return int(seq), digest
+
+
+def format_anchor(seq: int, digest: str) -> str:
+    return f"{seq}:{digest}"
+
+
+def _check_anchors(conn: Connection, report: VerifyReport, anchors: Sequence[tuple[int, str]]) -> None:
+    """Each (seq, hash) recorded elsewhere must still be in the chain, with that very hash."""
+    for seq, digest in anchors:
+        said = f"the head kept elsewhere ({format_anchor(seq, digest)})"
+        if seq == 0:
+            continue
+        if seq <= report.start_seq:
+            found = conn.execute(
+                select(audit_checkpoint.c.chain_hash).where(audit_checkpoint.c.up_to_seq == seq)
+            ).scalar()
+            if found is not None and found != digest:
+                report.problems.append(
+                    Problem(
+                        "anchor", f"{said}: the retention checkpoint at seq {seq} has another hash", None, seq
+                    )
+                )
+            continue  # pruned: nothing left to compare with but a checkpoint at exactly that seq
+        found = conn.execute(select(audit_event.c.chain_hash).where(audit_event.c.seq == seq)).scalar()
+        if found is None:
+            text = f"{said}: the chain has no seq {seq} (it ends at seq {report.last_seq}): rows were removed"
+            report.problems.append(Problem("anchor", text, None, seq))
+        elif found != digest:
+            text = f"{said}: seq {seq} now has another hash: the chain up to there was rewritten"
+            report.problems.append(Problem("anchor", text, None, seq))
+
+
+def verify_in(uow: UnitOfWork, *, limit: int = 1000, expect: Sequence[tuple[int, str]] = ()) -> VerifyReport:
     """:func:`verify` inside the caller's unit of work."""
     conn = uow.conn
     # A shared lock on the head keeps sealing and pruning out while the chain is read.
@@ -305,7 +396,10 @@ def verify_in(uow: UnitOfWork, *, limit: int = 1000) -> VerifyReport:
     anchor = latest_checkpoint(conn)
     report.start_seq = report.last_seq = anchor[0]
     last = walk(conn, report, anchor, limit=limit)
+    report.head_hash = last[1] if last[0] else None
     _check_head(conn, head, report, last)
+    _check_anchors(conn, report, expect)
+    report.problems.extend(Problem("triggers", text) for text in trigger_problems(conn))
     count, oldest = conn.execute(
         select(func.count(), func.min(audit_event.c.id)).where(audit_event.c.seq.is_(None))
     ).one()
@@ -314,7 +408,8 @@ def verify_in(uow: UnitOfWork, *, limit: int = 1000) -> VerifyReport:
     return report
 
 
-def verify(db: Database, *, limit: int = 1000) -> VerifyReport:
-    """Recompute the chain from the last checkpoint (or the first row) and name every problem."""
+def verify(db: Database, *, limit: int = 1000, expect: Sequence[tuple[int, str]] = ()) -> VerifyReport:
+    """Recompute the chain from the last checkpoint (or the first row) and name every problem;
+    ``expect``: (seq, chain hash) heads recorded earlier, outside the database."""
     with UnitOfWork(db) as uow:
-        return verify_in(uow, limit=limit)
+        return verify_in(uow, limit=limit, expect=expect)
