@@ -3,97 +3,21 @@ against the listener, on SQLite and PostgreSQL, checking the ACKs and what lande
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import hl7.client
-import orjson
 import pytest
 
-from tests.conftest import SHARED
+from tests.support.mllp import EXPECTED, MESSAGES, ack_fields, control_id, patient, search, send, written
 from yilian import mpi
-from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
-from yilian.exchange import IntakeSettings, MllpServer, dead_letters, replay
+from yilian.exchange import IntakeSettings, dead_letters, replay
 from yilian.exchange.hl7 import to_fhir
-from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.kernel import naming
-from yilian.security.clients import register_client
-
-MESSAGES = SHARED / "hl7v2" / "microsoft-fhir-converter" / "messages"
-EXPECTED = SHARED / "hl7v2" / "microsoft-fhir-converter" / "expected-fhir"
-
-
-@pytest.fixture(scope="module")
-def settings() -> IntakeSettings:
-    return IntakeSettings(fhir=platform_settings())
-
-
-@pytest.fixture(scope="module")
-def gateway(db: Database) -> str:
-    """The client every message here is sent as: a platform-operator gateway that may send as
-    any facility (the shared messages come from many), with every scope. The access decision
-    and audit themselves are tested in test_mllp_security.py."""
-    with UnitOfWork(db, write=True) as uow:
-        client, _ = register_client(
-            uow, name="lab gateway", org_id=None, scopes="system/*.cruds", hl7_senders=("*",)
-        )
-        uow.commit()
-    return client.client_id
-
-
-@pytest.fixture(scope="module")
-def port(db: Database, settings: IntakeSettings, gateway: str) -> Iterator[int]:
-    """The listener, on its own event loop in a thread, as ``yilian serve --mllp-port`` runs it
-    (the insecure mode: plain TCP, every connection attributed to ``gateway``)."""
-    loop = asyncio.new_event_loop()
-    server = MllpServer(db, settings, host="127.0.0.1", port=0, workers=4, trusted_client=gateway)
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield server.bound_port
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
-
-
-def send(port: int, message: bytes) -> bytes:
-    with hl7.client.MLLPClient("127.0.0.1", port) as client:
-        reply: bytes = client.send_message(message)
-    return reply.strip(b"\x0b\x1c\r")
-
-
-def ack_fields(ack: bytes, codec: str = "utf-8") -> dict[str, list[str]]:
-    return {line.split("|")[0]: line.split("|") for line in ack.decode(codec).split("\r") if line}
-
-
-def control_id(raw: bytes) -> str:
-    first = raw.removeprefix(b"\xef\xbb\xbf").replace(b"\n", b"\r").split(b"\r")[0].decode()
-    return first.split("|")[9]
-
-
-def search(db: Database, path: str, **params: str) -> list[dict[str, Any]]:
-    query = [(k.replace("_", "-") if not k.startswith("_") else k, v) for k, v in params.items()] + [
-        ("_count", "1000")
-    ]
-    with UnitOfWork(db) as uow:
-        resp = dispatch(uow, FhirContext(settings=platform_settings()), FhirRequest("GET", path, query=query))
-    body = orjson.loads(resp.body or b"{}")
-    return [
-        e["resource"] for e in body.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"
-    ]
-
-
-def patient(db: Database, system: str, value: str) -> dict[str, Any]:
-    found = search(db, "Patient", identifier=f"{system}|{value}")
-    assert len(found) == 1, found
-    return found[0]
 
 
 def test_every_shared_message_is_accepted(db: Database, port: int) -> None:
@@ -143,7 +67,7 @@ def test_key_facts_agree_with_the_peer_converter(
         if any(r["resourceType"] == "Patient" for r in theirs)
         else None
     )
-    ours = _written(db, raw)
+    ours = written(db, raw)
     if their_patient is not None:
         our_patient = next(r for r in ours if r["resourceType"] == "Patient")
         assert our_patient.get("birthDate") == their_patient.get("birthDate")
@@ -163,26 +87,6 @@ def test_key_facts_agree_with_the_peer_converter(
         ours, "Observation"
     )
     assert _codes(theirs, "Immunization") == _codes(ours, "Immunization")
-
-
-def _written(db: Database, raw: bytes) -> list[dict[str, Any]]:
-    """The resources the message log says this message wrote."""
-    from sqlalchemy import select
-
-    from yilian.exchange import tables
-    from yilian.exchange.intake import digest
-
-    with UnitOfWork(db) as uow:
-        refs = orjson.loads(
-            uow.conn.execute(
-                select(tables.message.c.resources).where(tables.message.c.digest == digest(raw))
-            ).scalar_one()
-        )
-    out = []
-    for ref in refs:
-        rtype, rid = ref.split("/")
-        out += search(db, rtype, _id=rid)
-    return out
 
 
 def _codes(resources: list[dict[str, Any]], kind: str) -> set[str]:
@@ -430,7 +334,9 @@ def test_the_inbox_keeps_messages_encrypted(db: Database, port: int, settings: I
     with UnitOfWork(db) as uow:
         stored = [bytes(r) for r in uow.conn.execute(select(tables.inbox.c.raw)).scalars()]
     # The name with its "^": a bare "Qian" turned up once by chance in the base64 of a ciphertext.
-    assert stored and not [r for r in stored if b"11010519491231002X" in r or b"13911112222" in r or b"Qian^Mei" in r]
+    assert stored and not [
+        r for r in stored if b"11010519491231002X" in r or b"13911112222" in r or b"Qian^Mei" in r
+    ]
     assert raw in [open_raw(db, r) for r in stored]
 
 
