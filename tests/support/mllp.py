@@ -60,6 +60,34 @@ def send(port: int, message: bytes) -> bytes:
     return reply.strip(b"\x0b\x1c\r")
 
 
+def pv1(fields: dict[int, str]) -> str:
+    """A PV1 segment with the given fields (by number), the rest empty, class inpatient."""
+    values = ["PV1", "1", "I"] + [""] * (max(fields) - 2)
+    for n, v in fields.items():
+        values[n] = v
+    return "|".join(values) + "\r"
+
+
+def send_at_once(port: int, messages: list[bytes]) -> list[bytes]:
+    """Send each message on a connection of its own, all released at the same moment; the ACKs
+    (without their frames) in the order they came back."""
+    replies: list[bytes] = []
+    barrier = threading.Barrier(len(messages))
+
+    def sender(raw: bytes) -> None:
+        with hl7.client.MLLPClient("127.0.0.1", port) as client:
+            barrier.wait(timeout=30)
+            replies.append(client.send_message(raw).strip(b"\x0b\x1c\r"))
+
+    threads = [threading.Thread(target=sender, args=(raw,)) for raw in messages]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert len(replies) == len(messages), "a sender got no ACK"
+    return replies
+
+
 def ack_fields(ack: bytes, codec: str = "utf-8") -> dict[str, list[str]]:
     return {line.split("|")[0]: line.split("|") for line in ack.decode(codec).split("\r") if line}
 

@@ -12,7 +12,18 @@ from typing import Any
 import hl7.client
 import pytest
 
-from tests.support.mllp import EXPECTED, MESSAGES, ack_fields, control_id, patient, search, send, written
+from tests.support.mllp import (
+    EXPECTED,
+    MESSAGES,
+    ack_fields,
+    control_id,
+    patient,
+    pv1,
+    search,
+    send,
+    send_at_once,
+    written,
+)
 from yilian import mpi
 from yilian.db import Database, UnitOfWork
 from yilian.exchange import IntakeSettings, dead_letters, replay
@@ -362,31 +373,11 @@ def test_updates_keep_what_the_message_does_not_own(db: Database, port: int) -> 
     assert visit["location"][0]["location"]["display"] == "W1/101/2"
 
 
-def pv1(fields: dict[int, str]) -> str:
-    """A PV1 segment with the given fields (by number), the rest empty, class inpatient."""
-    values = ["PV1", "1", "I"] + [""] * (max(fields) - 2)
-    for n, v in fields.items():
-        values[n] = v
-    return "|".join(values) + "\r"
-
-
 def test_the_same_message_on_several_connections_at_once_is_stored_once(db: Database, port: int) -> None:
     raw = (MESSAGES / "VXU-V04-01.hl7").read_bytes().replace(b"|MSG00001|", b"|RACE-1|")
-    replies: list[bytes] = []
-    barrier = threading.Barrier(4)
-
-    def sender() -> None:
-        with hl7.client.MLLPClient("127.0.0.1", port) as client:
-            barrier.wait(timeout=30)
-            replies.append(client.send_message(raw))
-
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert len(replies) == 4 and len(set(replies)) == 1
-    assert ack_fields(replies[0].strip(b"\x0b\x1c\r"))["MSA"][1:3] == ["AA", "RACE-1"]
+    replies = send_at_once(port, [raw] * 4)
+    assert len(set(replies)) == 1
+    assert ack_fields(replies[0])["MSA"][1:3] == ["AA", "RACE-1"]
     from sqlalchemy import func, select
 
     from yilian.exchange import tables
@@ -400,19 +391,12 @@ def test_the_same_message_on_several_connections_at_once_is_stored_once(db: Data
 
 def test_new_facility_and_patient_from_several_connections_at_once(db: Database, port: int) -> None:
     """Four different messages racing to create the same new facility and person: all are stored."""
-    replies: list[bytes] = []
-    barrier = threading.Barrier(4)
-
-    def sender(n: int) -> None:
-        raw = f"MSH|^~\\&|HIS|RACEFAC|Y|C|20261203||ADT^A08|RF-{n}|P|2.5\rPID|1||RP1^^^RACEFAC^MR||Zhou^Yu||19900101|F\r"
-        with hl7.client.MLLPClient("127.0.0.1", port) as client:
-            barrier.wait(timeout=30)
-            replies.append(client.send_message(raw))
-
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert sorted(ack_fields(r.strip(b"\x0b\x1c\r"))["MSA"][1] for r in replies) == ["AA"] * 4
+    replies = send_at_once(
+        port,
+        [
+            f"MSH|^~\\&|HIS|RACEFAC|Y|C|20261203||ADT^A08|RF-{n}|P|2.5\rPID|1||RP1^^^RACEFAC^MR||Zhou^Yu||19900101|F\r".encode()
+            for n in range(4)
+        ],
+    )
+    assert sorted(ack_fields(r)["MSA"][1] for r in replies) == ["AA"] * 4
     assert len(search(db, "Patient", identifier=f"{naming.mrn_system('RACEFAC')}|RP1")) == 1
