@@ -64,6 +64,8 @@ def test_patients_carry_pid_facts(db: Database, port: int) -> None:
         ("VXU.hl7", "VXU-expected.json"),
         ("SIU-S12-01.hl7", "SIU-S12-01-expected.json"),
         ("REF-I12-01.hl7", "REF-I12-01-expected.json"),
+        ("ADT-A11-01.hl7", "ADT-A11-01-expected.json"),
+        ("ADT-A40-01.hl7", "ADT-A40-01-expected.json"),
     ],
 )
 def test_key_facts_agree_with_the_peer_converter(
@@ -93,11 +95,58 @@ def test_key_facts_agree_with_the_peer_converter(
     if message in ("LAB-ORU-1.hl7", "VXU.hl7"):
         assert counts["Observation"] == their_counts["Observation"]
         assert counts["ServiceRequest"] == their_counts["ServiceRequest"]
-    their_codes = _codes(theirs, "Observation") | _codes(theirs, "Immunization")
-    assert _codes(ours, "Observation") | _codes(ours, "Immunization") <= their_codes | _codes(
-        ours, "Observation"
-    )
+    # Observation codes are the same where both store the message's OBX. The peer also makes
+    # Observations the platform does not: from a booking's OBX (an SIU is an Appointment here)
+    # and from REF's ACC segment (an accident, "injury-incident").
+    not_ours = {"SIU-S12-01.hl7": {"8867-4"}, "REF-I12-01.hl7": {"injury-incident"}}.get(message, set())
+    assert _codes(theirs, "Observation") - not_ours == _codes(ours, "Observation")
     assert _codes(theirs, "Immunization") == _codes(ours, "Immunization")
+    if message == "REF-I12-01.hl7":
+        # The peer writes two ServiceRequests: the referral (RF1) and the order of the test sent
+        # along (OBR). That OBR has no placer or filler number, so the platform keeps no order
+        # for it (nothing a later result could update); its result is under the report. The
+        # referral is one ServiceRequest, with the Task that carries it (SOURCE.md item 6).
+        assert their_counts["ServiceRequest"] == 2 and counts["ServiceRequest"] == 1
+        (referral,) = [r for r in ours if r["resourceType"] == "ServiceRequest"]
+        their_referral = next(r for r in theirs if r["resourceType"] == "ServiceRequest" and "code" not in r)
+        assert referral["intent"] == their_referral["intent"] == "order"
+        assert referral["priority"] == their_referral["priority"] == "routine"
+        assert referral["authoredOn"] == their_referral["authoredOn"]
+        assert "226839" in {i["value"] for i in referral["identifier"]} & {
+            i["value"] for i in their_referral["identifier"]
+        }
+        # RF1-1 P (pending: the receiving institution has not accepted it yet). The peer puts
+        # the request on hold; the platform keeps the request in force and says "not accepted
+        # yet" on its Task (requested), the part of the referral the receiver acts on.
+        assert (their_referral["status"], referral["status"]) == ("on-hold", "active")
+        (task,) = [r for r in ours if r["resourceType"] == "Task"]
+        assert task["status"] == "requested"
+    if message == "ADT-A11-01.hl7":
+        # A11 cancels the visit; the peer, too, writes the Encounter as cancelled, a
+        # pre-admission by its class (PV1-2 P).
+        (our_visit,) = [r for r in ours if r["resourceType"] == "Encounter"]
+        (their_visit,) = [r for r in theirs if r["resourceType"] == "Encounter"]
+        assert our_visit["status"] == their_visit["status"] == "cancelled"
+        assert our_visit["class"]["code"] == their_visit["class"]["code"] == "PRENC"
+        # Its OBX (heart rate, OBX-5 "60~120"): one Observation on both sides. The peer keeps the
+        # two repetitions as components; the platform's valueQuantity is the first one.
+        (our_obs,) = [r for r in ours if r["resourceType"] == "Observation"]
+        (their_obs,) = [r for r in theirs if r["resourceType"] == "Observation"]
+        assert our_obs["valueQuantity"]["value"] == their_obs["component"][0]["valueQuantity"]["value"] == 60
+    if message == "ADT-A40-01.hl7":
+        # The peer records the merge as a Linkage (source: the surviving record, historical: the
+        # one merged away) and writes no Patient. The platform keeps both Patients and links
+        # them with Patient.link (replaces / replaced-by), the old one inactive (SOURCE.md
+        # item 3, docs/exchange.md): the same pair, in another resource.
+        (linkage,) = [r for r in theirs if r["resourceType"] == "Linkage"]
+        role = {item["type"]: item["resource"]["identifier"]["value"] for item in linkage["item"]}
+        assert role == {"source": "12345", "historical": "56789"}
+        mine = {i["value"]: p for p in ours if p["resourceType"] == "Patient" for i in p["identifier"]}
+        survivor, old = mine[role["source"]], mine[role["historical"]]
+        assert {"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"} in survivor["link"]
+        assert {"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"} in old["link"]
+        assert old["active"] is False and survivor["active"] is True
+        assert counts["Linkage"] == 0
 
 
 def _codes(resources: list[dict[str, Any]], kind: str) -> set[str]:
