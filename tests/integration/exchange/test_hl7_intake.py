@@ -214,6 +214,41 @@ def test_resent_message_changes_nothing_and_gets_the_same_ack(db: Database, port
     assert {k: len(search(db, k)) for k in before} == before
 
 
+def test_a_repeated_control_id_with_other_content_is_a_new_message(db: Database, port: int) -> None:
+    """docs/exchange.md, "ACKs": only an identical resend (same MSH-3, MSH-4, MSH-10 and content)
+    is suppressed; the same MSH-10 with other content is processed (interfaces restart their
+    counters, and the shared messages reuse MSG00001 for different events)."""
+    head = "MSH|^~\\&|HIS|{fac}|Y|C|20261203||ADT^A08|DUP-1|P|2.5\r"
+    first = (head.format(fac="DUPH") + "PID|1||DP1^^^DUPH^MR||Zheng^Yi||19700101|F\r").encode()
+    other = (head.format(fac="DUPH") + "PID|1||DP1^^^DUPH^MR||Zheng^Er||19700101|F\r").encode()
+    first_ack = send(port, first)
+    assert ack_fields(first_ack)["MSA"][1:3] == ["AA", "DUP-1"]
+    other_ack = send(port, other)
+    assert ack_fields(other_ack)["MSA"][1:3] == ["AA", "DUP-1"] and other_ack != first_ack
+    person = patient(db, naming.mrn_system("DUPH"), "DP1")
+    assert person["name"][0]["given"] == ["Er"] and person["meta"]["versionId"] == "2"
+    # The first message sent again is a resend of the first: its ACK, and nothing written (it
+    # does not undo the second).
+    assert send(port, first) == first_ack
+    again = patient(db, naming.mrn_system("DUPH"), "DP1")
+    assert again["name"][0]["given"] == ["Er"] and again["meta"]["versionId"] == "2"
+    # The same MSH-10 and PID from another sender (MSH-4) is that sender's own message.
+    elsewhere = (head.format(fac="DUPK") + "PID|1||DP1^^^DUPK^MR||Zheng^Yi||19700101|F\r").encode()
+    assert ack_fields(send(port, elsewhere))["MSA"][1] == "AA"
+    assert patient(db, naming.mrn_system("DUPK"), "DP1")["name"][0]["given"] == ["Yi"]
+    from sqlalchemy import func, select
+
+    from yilian.exchange import tables
+
+    with UnitOfWork(db) as uow:
+        logged = uow.conn.execute(
+            select(tables.message.c.sending_facility, func.count())
+            .where(tables.message.c.control_id == "DUP-1")
+            .group_by(tables.message.c.sending_facility)
+        ).all()
+    assert sorted(map(tuple, logged)) == [("DUPH", 2), ("DUPK", 1)]
+
+
 def test_merge_keeps_the_old_record_linked(db: Database, port: int) -> None:
     system = naming.mrn_system("BCBS")
     # The shared A40 (sent again here if the first test has not): 56789 is kept, inactive, replaced by 12345.
