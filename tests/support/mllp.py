@@ -5,6 +5,7 @@ readers for what a message left behind (its ACK, the resources it wrote)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,7 +107,9 @@ def search(db: Database, path: str, **params: str) -> list[dict[str, Any]]:
         resp = dispatch(uow, FhirContext(settings=platform_settings()), FhirRequest("GET", path, query=query))
     body = orjson.loads(resp.body or b"{}")
     return [
-        e["resource"] for e in body.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"
+        e["resource"]
+        for e in body.get("entry", [])
+        if "resource" in e and e.get("search", {}).get("mode", "match") == "match"
     ]
 
 
@@ -117,15 +120,18 @@ def patient(db: Database, system: str, value: str) -> dict[str, Any]:
 
 
 def written(db: Database, raw: bytes) -> list[dict[str, Any]]:
-    """The resources the message log says this message wrote, as stored now."""
+    """The resources the message log says this message wrote, as the message left them (later
+    messages may have changed them since: the version current when the message was stored)."""
+    t = tables.message
     with UnitOfWork(db) as uow:
-        refs = orjson.loads(
-            uow.conn.execute(
-                select(tables.message.c.resources).where(tables.message.c.digest == digest(raw))
-            ).scalar_one()
-        )
+        row = uow.conn.execute(select(t.c.resources, t.c.stored).where(t.c.digest == digest(raw))).one()
+    stored = dt.datetime.fromtimestamp(row.stored / 1_000_000, dt.UTC)
     out = []
-    for ref in refs:
-        rtype, rid = ref.split("/")
-        out += search(db, rtype, _id=rid)
+    for ref in orjson.loads(row.resources):
+        versions = [
+            r
+            for r in search(db, f"{ref}/_history")
+            if dt.datetime.fromisoformat(r["meta"]["lastUpdated"]) <= stored
+        ]
+        out.append(max(versions, key=lambda r: int(r["meta"]["versionId"])))
     return out
