@@ -3,97 +3,32 @@ against the listener, on SQLite and PostgreSQL, checking the ACKs and what lande
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import hl7.client
-import orjson
 import pytest
 
-from tests.conftest import SHARED
+from tests.support.mllp import (
+    EXPECTED,
+    MESSAGES,
+    ack_fields,
+    control_id,
+    patient,
+    pv1,
+    search,
+    send,
+    send_at_once,
+    written,
+)
 from yilian import mpi
-from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
-from yilian.exchange import IntakeSettings, MllpServer, dead_letters, replay
+from yilian.exchange import IntakeSettings, dead_letters, replay
 from yilian.exchange.hl7 import to_fhir
-from yilian.fhir import FhirContext, FhirRequest, dispatch
 from yilian.kernel import naming
-from yilian.security.clients import register_client
-
-MESSAGES = SHARED / "hl7v2" / "microsoft-fhir-converter" / "messages"
-EXPECTED = SHARED / "hl7v2" / "microsoft-fhir-converter" / "expected-fhir"
-
-
-@pytest.fixture(scope="module")
-def settings() -> IntakeSettings:
-    return IntakeSettings(fhir=platform_settings())
-
-
-@pytest.fixture(scope="module")
-def gateway(db: Database) -> str:
-    """The client every message here is sent as: a platform-operator gateway that may send as
-    any facility (the shared messages come from many), with every scope. The access decision
-    and audit themselves are tested in test_mllp_security.py."""
-    with UnitOfWork(db, write=True) as uow:
-        client, _ = register_client(
-            uow, name="lab gateway", org_id=None, scopes="system/*.cruds", hl7_senders=("*",)
-        )
-        uow.commit()
-    return client.client_id
-
-
-@pytest.fixture(scope="module")
-def port(db: Database, settings: IntakeSettings, gateway: str) -> Iterator[int]:
-    """The listener, on its own event loop in a thread, as ``yilian serve --mllp-port`` runs it
-    (the insecure mode: plain TCP, every connection attributed to ``gateway``)."""
-    loop = asyncio.new_event_loop()
-    server = MllpServer(db, settings, host="127.0.0.1", port=0, workers=4, trusted_client=gateway)
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield server.bound_port
-    asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
-    loop.close()
-
-
-def send(port: int, message: bytes) -> bytes:
-    with hl7.client.MLLPClient("127.0.0.1", port) as client:
-        reply: bytes = client.send_message(message)
-    return reply.strip(b"\x0b\x1c\r")
-
-
-def ack_fields(ack: bytes, codec: str = "utf-8") -> dict[str, list[str]]:
-    return {line.split("|")[0]: line.split("|") for line in ack.decode(codec).split("\r") if line}
-
-
-def control_id(raw: bytes) -> str:
-    first = raw.removeprefix(b"\xef\xbb\xbf").replace(b"\n", b"\r").split(b"\r")[0].decode()
-    return first.split("|")[9]
-
-
-def search(db: Database, path: str, **params: str) -> list[dict[str, Any]]:
-    query = [(k.replace("_", "-") if not k.startswith("_") else k, v) for k, v in params.items()] + [
-        ("_count", "1000")
-    ]
-    with UnitOfWork(db) as uow:
-        resp = dispatch(uow, FhirContext(settings=platform_settings()), FhirRequest("GET", path, query=query))
-    body = orjson.loads(resp.body or b"{}")
-    return [
-        e["resource"] for e in body.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"
-    ]
-
-
-def patient(db: Database, system: str, value: str) -> dict[str, Any]:
-    found = search(db, "Patient", identifier=f"{system}|{value}")
-    assert len(found) == 1, found
-    return found[0]
 
 
 def test_every_shared_message_is_accepted(db: Database, port: int) -> None:
@@ -129,6 +64,8 @@ def test_patients_carry_pid_facts(db: Database, port: int) -> None:
         ("VXU.hl7", "VXU-expected.json"),
         ("SIU-S12-01.hl7", "SIU-S12-01-expected.json"),
         ("REF-I12-01.hl7", "REF-I12-01-expected.json"),
+        ("ADT-A11-01.hl7", "ADT-A11-01-expected.json"),
+        ("ADT-A40-01.hl7", "ADT-A40-01-expected.json"),
     ],
 )
 def test_key_facts_agree_with_the_peer_converter(
@@ -143,7 +80,7 @@ def test_key_facts_agree_with_the_peer_converter(
         if any(r["resourceType"] == "Patient" for r in theirs)
         else None
     )
-    ours = _written(db, raw)
+    ours = written(db, raw)
     if their_patient is not None:
         our_patient = next(r for r in ours if r["resourceType"] == "Patient")
         assert our_patient.get("birthDate") == their_patient.get("birthDate")
@@ -158,31 +95,58 @@ def test_key_facts_agree_with_the_peer_converter(
     if message in ("LAB-ORU-1.hl7", "VXU.hl7"):
         assert counts["Observation"] == their_counts["Observation"]
         assert counts["ServiceRequest"] == their_counts["ServiceRequest"]
-    their_codes = _codes(theirs, "Observation") | _codes(theirs, "Immunization")
-    assert _codes(ours, "Observation") | _codes(ours, "Immunization") <= their_codes | _codes(
-        ours, "Observation"
-    )
+    # Observation codes are the same where both store the message's OBX. The peer also makes
+    # Observations the platform does not: from a booking's OBX (an SIU is an Appointment here)
+    # and from REF's ACC segment (an accident, "injury-incident").
+    not_ours = {"SIU-S12-01.hl7": {"8867-4"}, "REF-I12-01.hl7": {"injury-incident"}}.get(message, set())
+    assert _codes(theirs, "Observation") - not_ours == _codes(ours, "Observation")
     assert _codes(theirs, "Immunization") == _codes(ours, "Immunization")
-
-
-def _written(db: Database, raw: bytes) -> list[dict[str, Any]]:
-    """The resources the message log says this message wrote."""
-    from sqlalchemy import select
-
-    from yilian.exchange import tables
-    from yilian.exchange.intake import digest
-
-    with UnitOfWork(db) as uow:
-        refs = orjson.loads(
-            uow.conn.execute(
-                select(tables.message.c.resources).where(tables.message.c.digest == digest(raw))
-            ).scalar_one()
-        )
-    out = []
-    for ref in refs:
-        rtype, rid = ref.split("/")
-        out += search(db, rtype, _id=rid)
-    return out
+    if message == "REF-I12-01.hl7":
+        # The peer writes two ServiceRequests: the referral (RF1) and the order of the test sent
+        # along (OBR). That OBR has no placer or filler number, so the platform keeps no order
+        # for it (nothing a later result could update); its result is under the report. The
+        # referral is one ServiceRequest, with the Task that carries it (SOURCE.md item 6).
+        assert their_counts["ServiceRequest"] == 2 and counts["ServiceRequest"] == 1
+        (referral,) = [r for r in ours if r["resourceType"] == "ServiceRequest"]
+        their_referral = next(r for r in theirs if r["resourceType"] == "ServiceRequest" and "code" not in r)
+        assert referral["intent"] == their_referral["intent"] == "order"
+        assert referral["priority"] == their_referral["priority"] == "routine"
+        assert referral["authoredOn"] == their_referral["authoredOn"]
+        assert "226839" in {i["value"] for i in referral["identifier"]} & {
+            i["value"] for i in their_referral["identifier"]
+        }
+        # RF1-1 P (pending: the receiving institution has not accepted it yet). The peer puts
+        # the request on hold; the platform keeps the request in force and says "not accepted
+        # yet" on its Task (requested), the part of the referral the receiver acts on.
+        assert (their_referral["status"], referral["status"]) == ("on-hold", "active")
+        (task,) = [r for r in ours if r["resourceType"] == "Task"]
+        assert task["status"] == "requested"
+    if message == "ADT-A11-01.hl7":
+        # A11 cancels the visit; the peer, too, writes the Encounter as cancelled, a
+        # pre-admission by its class (PV1-2 P).
+        (our_visit,) = [r for r in ours if r["resourceType"] == "Encounter"]
+        (their_visit,) = [r for r in theirs if r["resourceType"] == "Encounter"]
+        assert our_visit["status"] == their_visit["status"] == "cancelled"
+        assert our_visit["class"]["code"] == their_visit["class"]["code"] == "PRENC"
+        # Its OBX (heart rate, OBX-5 "60~120"): one Observation on both sides. The peer keeps the
+        # two repetitions as components; the platform's valueQuantity is the first one.
+        (our_obs,) = [r for r in ours if r["resourceType"] == "Observation"]
+        (their_obs,) = [r for r in theirs if r["resourceType"] == "Observation"]
+        assert our_obs["valueQuantity"]["value"] == their_obs["component"][0]["valueQuantity"]["value"] == 60
+    if message == "ADT-A40-01.hl7":
+        # The peer records the merge as a Linkage (source: the surviving record, historical: the
+        # one merged away) and writes no Patient. The platform keeps both Patients and links
+        # them with Patient.link (replaces / replaced-by), the old one inactive (SOURCE.md
+        # item 3, docs/exchange.md): the same pair, in another resource.
+        (linkage,) = [r for r in theirs if r["resourceType"] == "Linkage"]
+        role = {item["type"]: item["resource"]["identifier"]["value"] for item in linkage["item"]}
+        assert role == {"source": "12345", "historical": "56789"}
+        mine = {i["value"]: p for p in ours if p["resourceType"] == "Patient" for i in p["identifier"]}
+        survivor, old = mine[role["source"]], mine[role["historical"]]
+        assert {"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"} in survivor["link"]
+        assert {"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"} in old["link"]
+        assert old["active"] is False and survivor["active"] is True
+        assert counts["Linkage"] == 0
 
 
 def _codes(resources: list[dict[str, Any]], kind: str) -> set[str]:
@@ -248,6 +212,41 @@ def test_resent_message_changes_nothing_and_gets_the_same_ack(db: Database, port
     again = send(port, raw.replace(b"\n", b"\r"))  # another interface engine, other line ends
     assert again == first
     assert {k: len(search(db, k)) for k in before} == before
+
+
+def test_a_repeated_control_id_with_other_content_is_a_new_message(db: Database, port: int) -> None:
+    """docs/exchange.md, "ACKs": only an identical resend (same MSH-3, MSH-4, MSH-10 and content)
+    is suppressed; the same MSH-10 with other content is processed (interfaces restart their
+    counters, and the shared messages reuse MSG00001 for different events)."""
+    head = "MSH|^~\\&|HIS|{fac}|Y|C|20261203||ADT^A08|DUP-1|P|2.5\r"
+    first = (head.format(fac="DUPH") + "PID|1||DP1^^^DUPH^MR||Zheng^Yi||19700101|F\r").encode()
+    other = (head.format(fac="DUPH") + "PID|1||DP1^^^DUPH^MR||Zheng^Er||19700101|F\r").encode()
+    first_ack = send(port, first)
+    assert ack_fields(first_ack)["MSA"][1:3] == ["AA", "DUP-1"]
+    other_ack = send(port, other)
+    assert ack_fields(other_ack)["MSA"][1:3] == ["AA", "DUP-1"] and other_ack != first_ack
+    person = patient(db, naming.mrn_system("DUPH"), "DP1")
+    assert person["name"][0]["given"] == ["Er"] and person["meta"]["versionId"] == "2"
+    # The first message sent again is a resend of the first: its ACK, and nothing written (it
+    # does not undo the second).
+    assert send(port, first) == first_ack
+    again = patient(db, naming.mrn_system("DUPH"), "DP1")
+    assert again["name"][0]["given"] == ["Er"] and again["meta"]["versionId"] == "2"
+    # The same MSH-10 and PID from another sender (MSH-4) is that sender's own message.
+    elsewhere = (head.format(fac="DUPK") + "PID|1||DP1^^^DUPK^MR||Zheng^Yi||19700101|F\r").encode()
+    assert ack_fields(send(port, elsewhere))["MSA"][1] == "AA"
+    assert patient(db, naming.mrn_system("DUPK"), "DP1")["name"][0]["given"] == ["Yi"]
+    from sqlalchemy import func, select
+
+    from yilian.exchange import tables
+
+    with UnitOfWork(db) as uow:
+        logged = uow.conn.execute(
+            select(tables.message.c.sending_facility, func.count())
+            .where(tables.message.c.control_id == "DUP-1")
+            .group_by(tables.message.c.sending_facility)
+        ).all()
+    assert sorted(map(tuple, logged)) == [("DUPH", 2), ("DUPK", 1)]
 
 
 def test_merge_keeps_the_old_record_linked(db: Database, port: int) -> None:
@@ -430,7 +429,9 @@ def test_the_inbox_keeps_messages_encrypted(db: Database, port: int, settings: I
     with UnitOfWork(db) as uow:
         stored = [bytes(r) for r in uow.conn.execute(select(tables.inbox.c.raw)).scalars()]
     # The name with its "^": a bare "Qian" turned up once by chance in the base64 of a ciphertext.
-    assert stored and not [r for r in stored if b"11010519491231002X" in r or b"13911112222" in r or b"Qian^Mei" in r]
+    assert stored and not [
+        r for r in stored if b"11010519491231002X" in r or b"13911112222" in r or b"Qian^Mei" in r
+    ]
     assert raw in [open_raw(db, r) for r in stored]
 
 
@@ -456,31 +457,11 @@ def test_updates_keep_what_the_message_does_not_own(db: Database, port: int) -> 
     assert visit["location"][0]["location"]["display"] == "W1/101/2"
 
 
-def pv1(fields: dict[int, str]) -> str:
-    """A PV1 segment with the given fields (by number), the rest empty, class inpatient."""
-    values = ["PV1", "1", "I"] + [""] * (max(fields) - 2)
-    for n, v in fields.items():
-        values[n] = v
-    return "|".join(values) + "\r"
-
-
 def test_the_same_message_on_several_connections_at_once_is_stored_once(db: Database, port: int) -> None:
     raw = (MESSAGES / "VXU-V04-01.hl7").read_bytes().replace(b"|MSG00001|", b"|RACE-1|")
-    replies: list[bytes] = []
-    barrier = threading.Barrier(4)
-
-    def sender() -> None:
-        with hl7.client.MLLPClient("127.0.0.1", port) as client:
-            barrier.wait(timeout=30)
-            replies.append(client.send_message(raw))
-
-    threads = [threading.Thread(target=sender) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert len(replies) == 4 and len(set(replies)) == 1
-    assert ack_fields(replies[0].strip(b"\x0b\x1c\r"))["MSA"][1:3] == ["AA", "RACE-1"]
+    replies = send_at_once(port, [raw] * 4)
+    assert len(set(replies)) == 1
+    assert ack_fields(replies[0])["MSA"][1:3] == ["AA", "RACE-1"]
     from sqlalchemy import func, select
 
     from yilian.exchange import tables
@@ -494,19 +475,12 @@ def test_the_same_message_on_several_connections_at_once_is_stored_once(db: Data
 
 def test_new_facility_and_patient_from_several_connections_at_once(db: Database, port: int) -> None:
     """Four different messages racing to create the same new facility and person: all are stored."""
-    replies: list[bytes] = []
-    barrier = threading.Barrier(4)
-
-    def sender(n: int) -> None:
-        raw = f"MSH|^~\\&|HIS|RACEFAC|Y|C|20261203||ADT^A08|RF-{n}|P|2.5\rPID|1||RP1^^^RACEFAC^MR||Zhou^Yu||19900101|F\r"
-        with hl7.client.MLLPClient("127.0.0.1", port) as client:
-            barrier.wait(timeout=30)
-            replies.append(client.send_message(raw))
-
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert sorted(ack_fields(r.strip(b"\x0b\x1c\r"))["MSA"][1] for r in replies) == ["AA"] * 4
+    replies = send_at_once(
+        port,
+        [
+            f"MSH|^~\\&|HIS|RACEFAC|Y|C|20261203||ADT^A08|RF-{n}|P|2.5\rPID|1||RP1^^^RACEFAC^MR||Zhou^Yu||19900101|F\r".encode()
+            for n in range(4)
+        ],
+    )
+    assert sorted(ack_fields(r)["MSA"][1] for r in replies) == ["AA"] * 4
     assert len(search(db, "Patient", identifier=f"{naming.mrn_system('RACEFAC')}|RP1")) == 1

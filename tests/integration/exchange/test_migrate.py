@@ -33,6 +33,9 @@ from yilian.mpi.tables import record_link
 
 DATA = SHARED / "synthea-csv"
 SOURCE = "urn:yilian:source:synthea:"
+SCT = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SYSTEMS = {"RxNorm": RXNORM, "SNOMED-CT": SCT}  # allergies.csv SYSTEM
 TABLES = {
     "organizations": "Organization",
     "providers": "Practitioner",
@@ -172,6 +175,88 @@ def test_numeric_observations_are_quantities_and_the_rest_strings(
             text += 1
             assert any(o.get("valueString") == row["VALUE"] for o in found), row
     assert numeric and text
+
+
+def keyed_rows(table: str) -> dict[str, dict[str, str]]:
+    """The rows of a table keyed START|PATIENT|ENCOUNTER|CODE, as the mapping keys them: a
+    repeated key numbered in file order (``#2``, ``#3``)."""
+    out: dict[str, dict[str, str]] = {}
+    seen: dict[str, int] = {}
+    for row in csv_rows(DATA, table):
+        key = "|".join(row[c] for c in ("START", "PATIENT", "ENCOUNTER", "CODE"))
+        seen[key] = seen.get(key, 0) + 1
+        out[key if seen[key] == 1 else f"{key}#{seen[key]}"] = row
+    return out
+
+
+def test_conditions_allergies_procedures_and_medications_carry_codes_dates_and_links(
+    everything: dict[str, list[dict[str, Any]]],
+) -> None:
+    patients = {r["id"]: source_key(r, "patients") for r in everything["Patient"]}
+    encounters = {r["id"]: source_key(r, "encounters") for r in everything["Encounter"]}
+
+    def checked(table: str, concept: str, system: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """Each row with its resource: one for one, coded and linked to its patient and visit."""
+        resources = by_key(everything[TABLES[table]], table)
+        rows = keyed_rows(table)
+        assert set(resources) == set(rows)
+        for key, row in rows.items():
+            res = resources[key]
+            assert res[concept]["coding"] == [
+                {
+                    "system": SYSTEMS.get(row.get("SYSTEM", ""), system),
+                    "code": row["CODE"],
+                    "display": row["DESCRIPTION"],
+                }
+            ]
+            assert res[concept]["text"] == row["DESCRIPTION"]
+            kind, pid = res["patient" if table == "allergies" else "subject"]["reference"].split("/")
+            assert kind == "Patient" and patients[pid] == row["PATIENT"]
+            kind, eid = res["encounter"]["reference"].split("/")
+            assert kind == "Encounter" and encounters[eid] == row["ENCOUNTER"]
+        return [(resources[key], row) for key, row in rows.items()]
+
+    def reason(res: dict[str, Any], row: dict[str, str]) -> None:
+        if row["REASONCODE"]:
+            assert res["reasonCode"][0]["coding"][0] == {
+                "system": SCT, "code": row["REASONCODE"], "display": row["REASONDESCRIPTION"],
+            }  # fmt: skip
+        else:
+            assert "reasonCode" not in res
+
+    conditions = checked("conditions", "code", SCT)
+    for c, row in conditions:
+        assert c["onsetDateTime"] == c["recordedDate"] == row["START"]
+        assert c.get("abatementDateTime") == (row["STOP"] or None)
+        assert c["clinicalStatus"]["coding"][0]["code"] == ("resolved" if row["STOP"] else "active")
+        assert c["verificationStatus"]["coding"][0]["code"] == "confirmed"
+    assert {bool(row["STOP"]) for _, row in conditions} == {True, False}
+
+    allergies = checked("allergies", "code", "")
+    for a, row in allergies:
+        assert a["onsetDateTime"] == row["START"]
+        assert (a["type"], a["category"]) == (row["TYPE"], [row["CATEGORY"]])
+        assert a["clinicalStatus"]["coding"][0]["code"] == ("resolved" if row["STOP"] else "active")
+        reactions = [(n, row[f"REACTION{n}"]) for n in (1, 2) if row[f"REACTION{n}"]]
+        assert len(a.get("reaction", [])) == len(reactions)
+        for (n, code), reaction in zip(reactions, a.get("reaction", []), strict=True):
+            assert reaction["manifestation"][0]["coding"][0]["code"] == code
+            assert reaction.get("severity") == (row[f"SEVERITY{n}"].lower() or None)
+    assert {row["SYSTEM"] for _, row in allergies} == {"RxNorm", "SNOMED-CT"}
+
+    for p, row in checked("procedures", "code", SCT):
+        assert p["status"] == "completed"
+        assert p["performedPeriod"] == {"start": row["START"], "end": row["STOP"]}
+        reason(p, row)
+
+    medications = checked("medications", "medicationCodeableConcept", RXNORM)
+    for m, row in medications:
+        assert (m["status"], m["intent"]) == ("completed" if row["STOP"] else "active", "order")
+        assert m["authoredOn"] == row["START"]
+        reason(m, row)
+    # The same drug twice in one visit: two requests.
+    assert len(medications) == len(csv_rows(DATA, "medications"))
+    assert len({(r["START"], r["ENCOUNTER"], r["CODE"]) for _, r in medications}) < len(medications)
 
 
 def test_running_again_creates_nothing(db: Database, first: MigrationReport) -> None:
@@ -337,3 +422,60 @@ def test_a_mapping_that_does_not_fit_the_files_stops_before_writing(fresh: Datab
     assert run.code == 2
     assert "encounters.csv has no column PATIENT" in " ".join(run.err.split())
     assert stored(fresh) == {}
+
+
+def test_a_mapping_file_by_path_takes_a_changed_layout_and_the_progress_is_drawn(
+    fresh: Database, tmp_path: Path
+) -> None:
+    """``yilian migrate PATH/TO/MAPPING.yaml DATA_DIR``: a legacy system whose encounters table
+    names its columns otherwise needs a changed mapping file, not a code change."""
+    folder, _ = small_copy(tmp_path, "x")
+    immunizations = csv_rows(folder, "immunizations")[:-1]  # without small_copy's orphan row
+    with (folder / "immunizations.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(immunizations[0]))
+        writer.writeheader()
+        writer.writerows(immunizations)
+    rows = csv_rows(folder, "encounters")
+    for table, column in (("organizations", "ORGANIZATION"), ("providers", "PROVIDER")):
+        needed = [r for r in csv_rows(folder, table) if r["Id"] in {e[column] for e in rows}]
+        with (folder / f"{table}.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(needed[0]))
+            writer.writeheader()
+            writer.writerows(needed)  # only the ones this patient's visits name: a quicker run
+    renamed = {"PATIENT": "PATIENT_ID", "START": "BEGIN"}
+    with (folder / "encounters.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([renamed.get(c, c) for c in rows[0]])
+        writer.writerows([list(r.values()) for r in rows])
+    text = Path(load_mapping("synthea").origin).read_text(encoding="utf-8")
+    head, rest = text.split("\n  encounters:\n")
+    block, tail = rest.split("\n  conditions:\n")
+    block = block.replace("column: PATIENT,", "column: PATIENT_ID,").replace(
+        "column: START,", "column: BEGIN,"
+    )
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "his.yaml").write_text(
+        f"{head}\n  encounters:\n{block}\n  conditions:\n{tail}", encoding="utf-8"
+    )
+    run = yilian(
+        "migrate", "mappings/his.yaml", folder, "--database", database_url(fresh),
+        cwd=tmp_path, env={"COLUMNS": "160"},
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    summary = {
+        cells[0]: cells[1:] for line in run.out.splitlines() if (cells := re.findall(r"[^│┃\s]+", line))
+    }
+    assert summary["encounters"] == ["Encounter", str(len(rows)), str(len(rows)), "0", "0", "0"]
+    # The progress on stderr: a finished bar per table, rows done of rows read.
+    bars = {m[1]: m for m in re.finditer(r"^(\w+) → (\w+)\s+━+\s+(\d+)/(\d+)\s", run.err, re.MULTILINE)}
+    assert set(bars) == set(TABLES)
+    for table, rtype in TABLES.items():
+        read = len(csv_rows(folder, table))
+        assert (bars[table][2], bars[table][3], bars[table][4]) == (rtype, str(read), str(read)), table
+    found = stored(fresh)
+    patients = {p["id"]: source_key(p, "patients") for p in found["Patient"]}
+    encounters = by_key(found["Encounter"], "encounters")
+    for row in rows:
+        e = encounters[row["Id"]]
+        assert patients[e["subject"]["reference"].split("/")[1]] == row["PATIENT"]
+        assert e["period"]["start"] == row["START"]

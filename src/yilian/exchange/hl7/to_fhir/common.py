@@ -238,6 +238,24 @@ class Mapping_:
     def practitioners(self, seg: Segment, n: int) -> list[dict[str, Any]]:
         return [r for r in (self.practitioner(rep, seg, n) for rep in seg.reps(n)) if r]
 
+    def practitioners_ndl(self, seg: Segment, n: int) -> list[dict[str, Any]]:
+        """References for an NDL field (OBR-32 to OBR-35: a name, then where the person was).
+
+        The name is a CNN packed into the first component, its parts as subcomponents
+        (``005454&MARK^^^LABUnit02^Room02``): the same parts, in the same order, as an XCN's
+        components, but for the assigning authority, which is flat. Read as an XCN, the start
+        and end times and the point of care would become the person's name.
+        """
+        refs = []
+        for rep in seg.reps(n):
+            d = rep.d
+            cnn = rep.raw.split(d.component)[0].split(d.subcomponent)
+            xcn = d.component.join([*cnn[:8], d.subcomponent.join(cnn[8:11])])
+            ref = self.practitioner(Rep(xcn, d, rep.codec), seg, n)
+            if ref:
+                refs.append(ref)
+        return refs
+
     def patient(self, pid: Segment) -> tuple[str, tuple[str, str]]:
         """The Patient of a PID, as a conditional update on its first patient identifier.
 

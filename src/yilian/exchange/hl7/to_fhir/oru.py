@@ -106,7 +106,7 @@ def report(
     issued = t.instant(obr, 22)
     if issued:
         diagnostic["issued"] = issued
-    performers = m.practitioners(obr, 32) or m.practitioners(obr, 16)
+    performers = m.practitioners_ndl(obr, 32) or m.practitioners(obr, 16)
     if performers:
         diagnostic["resultsInterpreter" if obr.get(32) else "performer"] = performers
     if results:
