@@ -122,15 +122,14 @@ def arrived_once(nodes: Nodes, ref: str, d: dict[str, str], c: dict[str, str]) -
 
 
 def restart(server: RunningServer) -> None:
-    """Stop a node as Ctrl-C does, and start it again.
+    """Stop a node as a process manager does (SIGTERM), and start it again.
 
-    Not SIGTERM: uvicorn re-raises it once its own shutdown is done, and the process dies before
-    ``yilian serve`` stops its delivery worker; a lease the worker held then keeps the restarted
-    node from delivering until it runs out, a minute later (a bug in ``yilian serve``, reported).
+    ``yilian serve`` stops its delivery worker on SIGTERM and gives up its lease; a lease left
+    held would keep the restarted node from delivering for a minute, past ``wait_for``'s 30 s.
     """
     assert server.proc is not None
-    os.kill(server.proc.pid, signal.SIGINT)
-    server.proc.wait(30)
+    os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(30) == 128 + signal.SIGTERM
     server.start()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from yilian.cli.common import console, settings_from_env
@@ -109,10 +110,21 @@ def serve(
         f"[bold green]医联 Yilian[/] serving on [link]http://{host}:{port}/[/]  (FHIR: http://{host}:{port}/fhir)"
         + (f" with {workers} worker processes" if workers > 1 else "")
     )
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again with the handler
+    # that was there before it: make that handler end the process through SystemExit, so the
+    # `finally` below stops the delivery worker and gives up its lease (otherwise forwarding and
+    # subscriptions wait out the lease, a minute, after a restart by a process manager).
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(target, **options)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if publisher is not None:
             publisher.stop()
         if worker is not None:
             worker.stop()
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
