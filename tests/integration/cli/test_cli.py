@@ -632,7 +632,7 @@ def assert_demo_cards_are_the_card_systems(db: Database) -> None:
         }
         assert len(on_records) == tally.by_status["active"]
         for card_no, patient_id in on_records.items():
-            assert resolve(uow, ctx, card_no).card.patient_id == patient_id
+            assert resolve(uow, ctx, card_no, front_desk=True).card.patient_id == patient_id
 
 
 def test_serve_serves_what_its_help_says(fresh: Target) -> None:
