@@ -40,7 +40,7 @@ def check_amount(amount_fen: int, what: str = "amount_fen") -> int:
         raise refuse(
             Category.INVALID,
             "bad-amount",
-            f"{what} must be a positive whole number of fen, got {amount_fen!r}",
+            f"{what} must be a positive whole number of fen (分), from 1 to {MAX_FEN}; got {amount_fen!r}",
         )
     return amount_fen
 
