@@ -23,6 +23,15 @@ class CardDesk:
     def report_lost(self, uow: UnitOfWork, card_no: str) -> None:
         card.report_lost(uow, CTX, card_no=card_no, actor="test:desk", reason="holder lost it")
 
+    def suspend(self, uow: UnitOfWork, card_no: str) -> None:
+        card.suspend_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer suspends it")
+
+    def resume(self, uow: UnitOfWork, card_no: str) -> None:
+        card.resume_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer lifts the suspension")
+
+    def revoke(self, uow: UnitOfWork, card_no: str) -> None:
+        card.revoke_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer revokes it")
+
     def unknown_number(self) -> str:
         return platform_card_number()
 

@@ -18,7 +18,9 @@ from tests.support.auth import bearer, system_token
 from yilian.api.app import create_app
 from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
+from yilian.payments import ledger
 from yilian.payments import tables as t
+from yilian.payments.model import wallet_account
 
 DRUG = {
     "code": "YP-0001",
@@ -255,6 +257,50 @@ def test_refusals_have_their_own_reasons_and_post_nothing(
     assert (txn_count(db), hold_count(db)) == (before, holds)
     assert call(app, "GET", f"/api/cards/{card}/wallet", headers=hospital).json() == wallet
     assert call(app, "GET", f"/api/holds/{hold_id}", headers=hospital).json()["status"] == "held"
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "reason"),
+    [("lost", 409, "card-lost"), ("suspended", 409, "card-suspended"), ("revoked", 410, "card-revoked")],
+)
+def test_an_unusable_card_is_refused_with_its_own_reason(
+    app: Any,
+    db: Database,
+    desk: CardDesk,
+    region: Region,
+    hospital: dict[str, str],
+    state: str,
+    status: int,
+    reason: str,
+) -> None:
+    with UnitOfWork(db, write=True) as uow:
+        patient = make_patient(uow)
+        make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
+        card = desk.issue(uow, patient)
+    top = {"amount_fen": 100_000, "channel": "cash", "org": region.city_hospital}
+    assert call(app, "POST", f"/api/cards/{card}/top-ups", headers=hospital, key=key(), json=top).is_success
+    deposit = {"card_no": card, "org": region.city_hospital, "department": "ward", "amount_fen": 10_000}
+    with UnitOfWork(db, write=True) as uow:
+        {"lost": desk.report_lost, "suspended": desk.suspend, "revoked": desk.revoke}[state](uow, card)
+    before, holds = txn_count(db), hold_count(db)
+    charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
+    for path, body in (
+        (f"/api/cards/{card}/top-ups", top),
+        ("/api/charges", charge),
+        ("/api/holds", deposit),
+    ):
+        r = call(app, "POST", path, headers=hospital, key=key(), json=body)
+        assert (r.status_code, r.json().get("reason")) == (status, reason), (path, r.text)
+    wallet = call(app, "GET", f"/api/cards/{card}/wallet", headers=hospital)
+    assert (wallet.status_code, wallet.json()["reason"]) == (status, reason)
+    assert (txn_count(db), hold_count(db)) == (before, holds)
+    with UnitOfWork(db) as uow:  # the money stays where it was
+        assert ledger.balance(uow, wallet_account(patient)) == (100_000, 0)
+    if state == "suspended":  # lifted, the same card pays again: the refusal was the state, nothing else
+        with UnitOfWork(db, write=True) as uow:
+            desk.resume(uow, card)
+        r = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge)
+        assert r.status_code == 201, r.text
 
 
 def test_refund_and_holds(
