@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from sqlalchemy import func, select, update
 
@@ -414,3 +415,33 @@ def test_reconciliation_finds_a_batch_that_no_longer_matches_the_ledger(
     township = payments.day_report(uow, day=today, party=payments.Party(region.township_centre))
     assert township["reconciliation"]["reconciled"], township
     assert {line["payee"] for line in township["lines"]} == {region.township_centre}
+
+
+def test_the_annual_cap_holds_across_institutions_to_the_fen(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    """封顶线: ¥200,000 a year of NCMS fund money per person, counted across every institution."""
+    card = resident(uow, desk, region, "ncms", top_up=100_000_000)
+    stay = [payments.Item("ZL-1", "治疗费", "treatment", 10_000_000, 1)]  # ¥100,000 a stay
+    city, county = region.city_hospital, region.county_hospital
+    paid: list[int] = []
+    for n, org in enumerate([city, county, city, county, city, region.township_centre]):
+        done = payments.charge(
+            uow,
+            card_no=card,
+            org=org,
+            department="ward",
+            items=stay,
+            setting="inpatient",
+            encounter=f"stay-{n}",
+        )
+        paid.append(done.shares.insurer_fen)
+        pinned[0] += dt.timedelta(days=3)
+    # city: 60% of (¥100,000 - ¥1,000); county: 75% of (¥100,000 - ¥500); then the cap's last ¥6,575.
+    assert paid == [5_940_000, 7_462_500, 5_940_000, 657_500, 0, 0]
+    assert sum(paid) == 20_000_000
+    capped = payments.get_charge(uow, charge_id=done.charge_id)
+    assert "cap" in {step["rule"] for step in orjson.loads(capped.adjudication)["steps"]}
+    accounts = {a["account"]: a["balance_fen"] for a in payments.trial_balance(uow).accounts}
+    assert accounts["fund:ncms:330500"] == -20_000_000
+    balanced(uow)
