@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -26,7 +26,6 @@ from yilian import payments
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import read, transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch, validation
-from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import fhir_views, publication, publish_queue
 from yilian.payments.fhir_views import CHARGE_SID, SETTLEMENT_SID, WALLET_SID
@@ -45,14 +44,6 @@ def settings() -> Any:
     from yilian.api.wiring import platform_settings
 
     return platform_settings({})
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[dt.datetime]]:
-    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def run(db: Database, fn: Callable[[UnitOfWork], T]) -> T:

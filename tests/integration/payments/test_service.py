@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -13,7 +12,6 @@ from tests.integration.payments.builders import Region, make_coverage, make_pati
 from tests.integration.payments.conftest import CardDesk
 from yilian import payments
 from yilian.db import UnitOfWork
-from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import tables as t
 from yilian.payments.model import PaymentError
@@ -35,15 +33,6 @@ def balanced(uow: UnitOfWork) -> None:
 @pytest.fixture
 def region(uow: UnitOfWork) -> Region:
     return make_region(uow)
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[dt.datetime]]:
-    """The clock, held at 2026-06-15 10:00 Beijing time until a test moves it."""
-    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def resident(uow: UnitOfWork, desk: CardDesk, region: Region, *schemes: str, top_up: int = 0) -> str:
