@@ -73,6 +73,12 @@ def channel_account(channel: str) -> str:
     return f"channel:{channel}"
 
 
+def clearing_account(payer: str, payee: str) -> str:
+    """What ``payer`` (the card issuer, or a fund account) owes institution ``payee`` for the
+    days closed so far: the payer's clearing account for that institution."""
+    return f"clearing:{payer}:{payee}"
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One itemised line of a charge. ``category`` decides coverage (drug, exam, lab, treatment,

@@ -65,13 +65,15 @@ def test_corrections_are_new_transactions_that_leave_the_old_ones_unchanged(
     rest = payments.refund(uow, charge_id=paid.charge_id, amount_fen=19_999, reason="the rest back")
     posted = payments.post_hold(uow, hold_id=deposit.hold_id, amount_fen=30_000)
     pinned[0] += dt.timedelta(days=1)
-    payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="test")
+    report = payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="test")
+    clearing = {line["clearing_txn_id"] for line in report["lines"]} - {None}
 
     after = history(uow)
-    # Everything that was there is there, byte for byte; the corrections were only added.
+    # Everything that was there is there, byte for byte; the corrections (and the day's clearing)
+    # were only added.
     assert before["txns"] <= after["txns"] and before["postings"] <= after["postings"]
     added = {row[0] for row in after["txns"] - before["txns"]}
-    assert added == {first.txn_id, rest.txn_id, posted.txn_id}
+    assert added == {first.txn_id, rest.txn_id, posted.txn_id} | clearing and clearing
     assert postings_of(uow, paid.txn_id) == charge_postings
     # The two refunds reverse the charge exactly, as transactions of their own.
     returned: dict[str, int] = {}
