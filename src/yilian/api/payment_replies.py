@@ -151,6 +151,12 @@ class BatchLine(_Reply):
     payee: str = Field(description="the institution (Organization id)")
     amount_fen: int = Field(description="what the payer owes the payee: charges less refunds")
     txn_count: int
+    clearing_txn_id: str | None = Field(
+        default=None,
+        description="closed days: the ledger transaction that moved the line's amount from the payee's "
+        "merchant points to the payer's clearing account for it (clearing:<payer>:<payee>); null when "
+        "the line nets to nothing on every point",
+    )
 
 
 class Totals(_Reply):
@@ -167,6 +173,7 @@ class ReconciledLine(_Reply):
     line_id: int
     tied_fen: int
     txn_count: int
+    clearing_txn_id: str | None = Field(default=None, description="the line's clearing transaction")
     transactions: list[TiedTransaction] | None = Field(default=None, description="with ?detail=true")
 
 

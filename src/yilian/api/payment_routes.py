@@ -14,20 +14,49 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from starlette.routing import BaseRoute
 
 from yilian import card, payments
 from yilian.api import payment_replies as replies
-from yilian.api.rest import ApiRoutes, Call, Permission, Reply, operator_only
+from yilian.api.rest import ApiRoutes, Call, Permission, Reply, body_rule, operator_only
 from yilian.db import UnitOfWork
 from yilian.kernel.errors import Category, YilianError
+from yilian.kernel.money import MAX_FEN
 from yilian.payments import idempotency
 from yilian.payments.model import CHANNELS, DEFAULT_HOLD_SECONDS, SETTINGS
 from yilian.security.principal import RESIDENT, Principal
 
+
+def _fen(value: Any, handler: ValidatorFunctionWrapHandler) -> int:
+    """An amount the schema refuses (``0``, ``-5``, ``12.5``, ``"10"``, above the limit) is a bad
+    amount, answered with the reason the service gives (``bad-amount``), not a bare 400."""
+    try:
+        return int(handler(value))
+    except ValidationError:
+        try:
+            shown = orjson.dumps(value).decode()
+        except TypeError:  # an integer beyond 64 bits
+            shown = str(value)
+        raise body_rule(
+            "bad-amount",
+            "an amount must be a positive whole number of fen (分), from 1 to {limit}; got {got}",
+            limit=MAX_FEN,
+            got=shown if len(shown) <= 40 else shown[:40] + "…",
+        ) from None
+
+
 Fen = Annotated[
-    StrictInt, Field(gt=0, le=10**15, description="an amount in fen (分), a positive whole number")
+    StrictInt,
+    Field(gt=0, le=MAX_FEN, description="an amount in fen (分), a positive whole number"),
+    WrapValidator(_fen),
 ]
 Point = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^:]+$")]
 

@@ -6,7 +6,8 @@ treatment, so no system can forget one:
 
 - authentication (bearer token or portal session; 401 otherwise) and a scope check against the
   SMART-style permission the route declares (``("r", "Person")``…; 403 otherwise);
-- the request body parsed as JSON into the route's pydantic model (422 with the field paths);
+- the request body parsed as JSON into the route's pydantic model (400 with the field paths; a
+  rule of the model with its own ``reason``, such as ``bad-amount``, gives that reason);
 - every ``YilianError`` mapped to an RFC 9457 problem through the one category table, and any
   other exception turned into a 500 problem without a traceback reaching the client;
 - one audit record per call, written in the same transaction as a change (so a change and its
@@ -26,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -264,14 +266,36 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         issues = [
             Issue(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}",
                 expression=(".".join(str(p) for p in e["loc"]),),
             )
-            for e in exc.errors()
+            for e in errors
         ]
+        # A rule of the body that names its own refusal (``body_rule``): the first one broken
+        # gives the problem its reason and its detail; every other broken rule is still listed.
+        for error, issue in zip(errors, issues, strict=True):
+            reason = (error.get("ctx") or {}).get("reason")
+            if isinstance(reason, str):
+                raise BodyRefusal(reason, issue.message, issues=issues) from None
         raise YilianError(Category.INVALID, "the request body is not valid", issues=issues) from None
+
+
+class BodyRefusal(YilianError):
+    """A body broke a rule that has its own machine-readable ``reason`` (``bad-amount``): the
+    same refusal, with the same reason, as the system's own check would give further in."""
+
+    def __init__(self, reason: str, message: str, *, issues: Sequence[Issue]) -> None:
+        super().__init__(Category.INVALID, message, issues=issues)
+        self.reason = reason
+
+
+def body_rule(reason: str, message: str, **context: Any) -> PydanticCustomError:
+    """The error a body model's validator raises for a rule with its own ``reason``: the
+    adapter answers it as :class:`BodyRefusal` (400, ``reason`` in the problem)."""
+    return PydanticCustomError(reason.replace("-", "_"), message, {**context, "reason": reason})
 
 
 def _with_principal(base: AuditRecord, principal: Principal) -> AuditRecord:

@@ -12,8 +12,19 @@ A line's amount is what the payer owes (charges less refunds: the negated sum of
 reconciliation report can tie each line back to the ledger. Top-ups move money between a
 channel and a wallet and concern no institution's position.
 
+The close also posts the batch to the ledger, so that the trial balance shows who owes whom:
+one ``clearing`` transaction per institution takes off each of its merchant points what the day
+put on it, and puts each line's amount into the payer's clearing account for that institution
+(``clearing:<payer>:<org>``: ``clearing:card-issuer:<org>``, ``clearing:fund:ncms:330500:<org>``).
+After a close an institution's points hold only what is not cleared yet, and its clearing
+accounts what each payer owes it for the closed days. The transaction is dated when the close
+runs (it touches no wallet and no fund, so it is part of no later day's positions); ``ref`` is
+the day it clears, and the close's report gives each line's ``clearing_txn_id``, which the
+reconciliation checks against the ledger.
+
 The close takes the day's row exclusively (the ledger's writers take it shared), so it sees
-every transaction of the day and none can be added after; a day closes once.
+every transaction of the day and none can be added after; a day closes once. Everything — the
+batch, its ties, the clearing transactions, the day's status — is one database transaction.
 """
 
 from __future__ import annotations
@@ -24,15 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, case, func, insert, literal, literal_column, or_, select, update
+from sqlalchemy import Select, String, case, func, insert, literal, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
-from yilian.payments import idempotency, service
+from yilian.payments import idempotency, ledger, service
 from yilian.payments import tables as t
-from yilian.payments.model import BEIJING, ISSUER, business_date, from_us, refuse, to_us
+from yilian.payments.ledger import AccountSpec
+from yilian.payments.model import BEIJING, ISSUER, business_date, clearing_account, from_us, refuse, to_us
 from yilian.payments.publish_queue import DAY, enqueue
 
 PAYER_KINDS = ("wallet", "fund", "aid")
@@ -196,6 +208,10 @@ def close_day(uow: UnitOfWork, *, day: dt.date, closed_by: str) -> dict[str, Any
     txn_count = conn.execute(
         select(func.count()).select_from(t.txn).where(t.txn.c.business_date == key)
     ).scalar_one()
+    # Last, so that the busy merchant points are locked only for the end of the close.
+    posted = _post_clearing(uow, key, lines)
+    for line in lines:
+        line["clearing_txn_id"] = posted.get(line["line_id"])
     now = to_us(clock.now())
     report = {
         "business_date": key,
@@ -214,6 +230,65 @@ def close_day(uow: UnitOfWork, *, day: dt.date, closed_by: str) -> dict[str, Any
     )
     enqueue(conn, [DAY + key])  # its PaymentReconciliations, one per party
     return report
+
+
+def _post_clearing(uow: UnitOfWork, key: str, lines: list[dict[str, Any]]) -> dict[int, str]:
+    """One ``clearing`` transaction per institution paid on the day (see the module docstring):
+    each of its merchant points gives up what the day's transactions put on it, and each payer's
+    clearing account for it takes that payer's line. Returns, for each line that moved anything,
+    its institution's transaction id (an institution whose every point and line nets to zero — a
+    meal charged and refunded — has none).
+
+    The points' amounts are one grouped query over the day's transactions and their merchant
+    postings (every charge, refund and posted deposit has exactly one, on the point it was made
+    at, ``org:<org>:…``: :func:`~yilian.payments.model.merchant_account`), the same shape as the
+    batch's own; they must add up to the institution's lines, or the close is refused whole.
+    Institutions are posted in id order and each transaction's accounts in id order, so two
+    closes lock accounts in the same order."""
+    x, p = t.txn, t.posting
+    day_points: dict[str, dict[str, int]] = defaultdict(dict)
+    for org, account_id, amount in uow.conn.execute(
+        select(x.c.org, p.c.account_id, func.sum(p.c.amount))
+        .select_from(
+            x.join(
+                p,
+                (p.c.txn_id == x.c.txn_id)
+                & p.c.account_id.like(literal("org:", String) + x.c.org + literal(":%", String)),
+            )
+        )
+        .where(
+            x.c.business_date == key,
+            x.c.org.is_not(None),
+            x.c.kind.not_in([literal_column("'top-up'"), literal_column("'clearing'")]),
+        )
+        .group_by(x.c.org, p.c.account_id)
+    ):
+        day_points[org][account_id] = int(amount)
+    by_payee: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        by_payee[line["payee"]].append(line)
+    posted: dict[int, str] = {}
+    for payee in sorted(by_payee):
+        points, owed = day_points.get(payee, {}), by_payee[payee]
+        if sum(points.values()) != sum(line["amount_fen"] for line in owed):
+            raise AssertionError(f"{payee}: the day's merchant postings differ from its batch lines")
+        postings = [
+            (AccountSpec(point, "merchant", payee, None), -amount) for point, amount in points.items()
+        ]
+        postings += [
+            (
+                AccountSpec(clearing_account(line["payer"], payee), "clearing", line["payer"], None),
+                line["amount_fen"],
+            )
+            for line in owed
+        ]
+        if not any(amount for _, amount in postings):
+            continue
+        txn_id = ledger.post(
+            uow, kind="clearing", postings=postings, ref=key, org=payee, memo=f"clearing of {key}"
+        ).txn_id
+        posted.update((line["line_id"], txn_id) for line in owed)
+    return posted
 
 
 def _totals(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -248,19 +323,32 @@ def day_report(
         report["transactions"] = int(
             uow.conn.execute(select(func.count(func.distinct(per.c.txn_id)))).scalar_one()
         )
-    report["reconciliation"] = reconcile(uow, day=day, detail=detail, party=party)
+    # Days closed before the clearing was posted have no clearing_txn_id in their lines.
+    clearing = {
+        int(line["line_id"]): line["clearing_txn_id"] for line in report["lines"] if "clearing_txn_id" in line
+    }
+    report["reconciliation"] = reconcile(uow, day=day, detail=detail, party=party, clearing=clearing or None)
     return report
 
 
 def reconcile(
-    uow: UnitOfWork, *, day: dt.date, detail: bool = False, party: Party | None = None
+    uow: UnitOfWork,
+    *,
+    day: dt.date,
+    detail: bool = False,
+    party: Party | None = None,
+    clearing: dict[int, str | None] | None = None,
 ) -> dict[str, Any]:
     """Tie every batch line to its transactions and the transactions back to the ledger.
 
     Checks: (1) each line's amount and count equal the sum and number of the transaction amounts
     recorded for it; (2) recomputing the per-transaction amounts from the postings gives exactly
     the recorded ties (compared in the database with ``EXCEPT`` both ways) — nothing in the day's
-    ledger is missing from the batch, nothing is extra.
+    ledger is missing from the batch, nothing is extra; (3) with ``clearing`` (line id → the
+    clearing transaction the close reported), each line's clearing transaction is in the ledger,
+    clears this day for the payee, and puts the line's amount in the payer's clearing account for
+    the payee; and it posts to nothing but those accounts and the payee's merchant points (what
+    it took from them balances what it put in, as every transaction does).
     """
     bl, bt = t.batch_line, t.batch_txn
     key = day.isoformat()
@@ -303,6 +391,8 @@ def reconcile(
             .order_by(diff.c.payer, diff.c.payee)
         ):
             problems.append(f"{label}: {r.payer} → {r.payee} ({r[2]} transactions)")
+    if clearing is not None:
+        problems.extend(_check_clearing(uow, key, lines, clearing, out_lines))
     if detail and out_lines:
         ties: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in conn.execute(
@@ -314,3 +404,54 @@ def reconcile(
         for entry in out_lines:
             entry["transactions"] = ties.get(entry["line_id"], [])
     return {"reconciled": not problems, "problems": problems, "lines": out_lines}
+
+
+def _check_clearing(
+    uow: UnitOfWork, key: str, lines: Any, clearing: dict[int, str | None], out_lines: list[dict[str, Any]]
+) -> list[str]:
+    """Check (3) of :func:`reconcile`; adds each line's ``clearing_txn_id`` to ``out_lines``."""
+    x, p, a = t.txn, t.posting, t.account
+    ids = sorted({txn_id for line in lines if (txn_id := clearing.get(int(line.line_id)))})
+    txns = {
+        r.txn_id: r
+        for r in uow.conn.execute(select(x.c.txn_id, x.c.kind, x.c.ref, x.c.org).where(x.c.txn_id.in_(ids)))
+    }
+    postings: dict[str, dict[str, Any]] = defaultdict(dict)
+    for r in uow.conn.execute(
+        select(p.c.txn_id, p.c.account_id, p.c.amount, a.c.kind, a.c.owner)
+        .select_from(p.join(a, a.c.account_id == p.c.account_id))
+        .where(p.c.txn_id.in_(ids))
+    ):
+        postings[r.txn_id][r.account_id] = r
+    problems = []
+    for line, entry in zip(lines, out_lines, strict=True):
+        line_id = int(line.line_id)
+        txn_id = clearing.get(line_id)
+        entry["clearing_txn_id"] = txn_id
+        if txn_id is None:
+            continue
+        txn = txns.get(txn_id)
+        if txn is None or (txn.kind, txn.ref, txn.org) != ("clearing", key, line.payee):
+            problems.append(f"line {line_id}: the ledger has no clearing transaction {txn_id} for it")
+            continue
+        account = clearing_account(line.payer, line.payee)
+        credited = postings[txn_id].get(account)  # none for a line of zero (no zero postings)
+        if (0 if credited is None else int(credited.amount)) != line.amount_fen:
+            problems.append(
+                f"line {line_id}: clearing transaction {txn_id} does not put its amount in {account}"
+            )
+    # Each transaction: the payee's points and payers' clearing accounts for the payee, nothing
+    # else (judged by the accounts alone, so a party that sees some of its lines judges it too).
+    for txn_id, accounts in postings.items():
+        if txn_id not in txns or txns[txn_id].kind != "clearing":
+            continue  # reported above
+        org = txns[txn_id].org
+        stray = sorted(
+            account_id
+            for account_id, r in accounts.items()
+            if not (r.kind == "merchant" and r.owner == org)
+            and not (r.kind == "clearing" and account_id == clearing_account(r.owner, org))
+        )
+        if stray:
+            problems.append(f"clearing transaction {txn_id} posts to accounts that are not {org}'s: {stray}")
+    return problems

@@ -40,7 +40,7 @@ def check_amount(amount_fen: int, what: str = "amount_fen") -> int:
         raise refuse(
             Category.INVALID,
             "bad-amount",
-            f"{what} must be a positive whole number of fen, got {amount_fen!r}",
+            f"{what} must be a positive whole number of fen (分), from 1 to {MAX_FEN}; got {amount_fen!r}",
         )
     return amount_fen
 
@@ -71,6 +71,12 @@ def merchant_account(org: str, point: str) -> str:
 
 def channel_account(channel: str) -> str:
     return f"channel:{channel}"
+
+
+def clearing_account(payer: str, payee: str) -> str:
+    """What ``payer`` (the card issuer, or a fund account) owes institution ``payee`` for the
+    days closed so far: the payer's clearing account for that institution."""
+    return f"clearing:{payer}:{payee}"
 
 
 @dataclass(frozen=True, slots=True)

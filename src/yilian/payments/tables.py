@@ -16,9 +16,10 @@ from yilian.db.schema import SurrogateKey, metadata
 account = Table(
     "pay_account",
     metadata,
-    # "wallet:<card>", "org:<org>:<point>", "fund:<scheme>:<region>", "channel:<name>"…
+    # "wallet:<patient>", "org:<org>:<point>", "fund:<scheme>:<region>", "channel:<name>",
+    # "clearing:<payer>:<org>"…
     Column("account_id", String(160), primary_key=True),
-    Column("kind", String(16), nullable=False),  # wallet | merchant | fund | aid | channel
+    Column("kind", String(16), nullable=False),  # wallet | merchant | fund | aid | channel | clearing
     Column("owner", String(128), nullable=False),  # card number, organization id, fund or channel code
     Column("floor", BigInteger, nullable=True),  # None: may go below zero (funds owe, channels pay out)
     Column("balance", BigInteger, nullable=False),
@@ -34,10 +35,10 @@ txn = Table(
     "pay_txn",
     metadata,
     Column("txn_id", String(36), primary_key=True),
-    Column("kind", String(16), nullable=False),  # top-up | charge | refund | hold-post
+    Column("kind", String(16), nullable=False),  # top-up | charge | refund | hold-post | clearing
     Column("at", BigInteger, nullable=False),  # µs since epoch
     Column("business_date", String(10), nullable=False),  # YYYY-MM-DD, Beijing time
-    Column("ref", String(36), nullable=True),  # the charge / hold / refund it records
+    Column("ref", String(36), nullable=True),  # the charge / hold it records, or the day it clears
     Column("org", String(64), nullable=True),  # the institution it concerns (what clearing groups by)
     Column("memo", Text, nullable=True),
     Index("ix_pay_txn_day", "business_date", "org"),

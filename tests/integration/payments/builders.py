@@ -111,3 +111,34 @@ def make_region(uow: UnitOfWork) -> Region:
 
 def day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
+
+
+def make_encounter(uow: UnitOfWork, *, patient_id: str, org: str, inpatient: bool = False) -> str:
+    return _create(
+        uow,
+        {
+            "resourceType": "Encounter",
+            "status": "in-progress",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": "IMP" if inpatient else "AMB",
+            },
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "serviceProvider": {"reference": f"Organization/{org}"},
+        },
+    )
+
+
+def make_charge_item(uow: UnitOfWork, *, patient_id: str, code: str, encounter: str | None = None) -> str:
+    """A hospital's own ChargeItem in the shared record (what a charge line may bill)."""
+    item: dict[str, Any] = {
+        "resourceType": "ChargeItem",
+        "status": "billable",
+        "code": {
+            "coding": [{"system": "https://yilian.example.cn/fhir/CodeSystem/charge-item", "code": code}]
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if encounter:
+        item["context"] = {"reference": f"Encounter/{encounter}"}
+    return _create(uow, item)

@@ -4,12 +4,16 @@ system (``yilian.card``), so payments is exercised through the very call it make
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+
 import pytest
 
 from yilian import card
 from yilian.card.model import platform_card_number
 from yilian.db import UnitOfWork
 from yilian.fhir import FhirContext
+from yilian.kernel import clock
 
 CTX = FhirContext(base_url="http://testserver/fhir")
 
@@ -23,6 +27,15 @@ class CardDesk:
     def report_lost(self, uow: UnitOfWork, card_no: str) -> None:
         card.report_lost(uow, CTX, card_no=card_no, actor="test:desk", reason="holder lost it")
 
+    def suspend(self, uow: UnitOfWork, card_no: str) -> None:
+        card.suspend_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer suspends it")
+
+    def resume(self, uow: UnitOfWork, card_no: str) -> None:
+        card.resume_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer lifts the suspension")
+
+    def revoke(self, uow: UnitOfWork, card_no: str) -> None:
+        card.revoke_card(uow, CTX, card_no=card_no, actor="test:desk", reason="issuer revokes it")
+
     def unknown_number(self) -> str:
         return platform_card_number()
 
@@ -30,3 +43,12 @@ class CardDesk:
 @pytest.fixture(scope="module")
 def desk() -> CardDesk:
     return CardDesk()
+
+
+@pytest.fixture
+def pinned() -> Iterator[list[dt.datetime]]:
+    """The clock, held at 2026-06-15 10:00 Beijing time until a test moves it (``pinned[0]``)."""
+    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
+    clock.set_clock(lambda: now[0])
+    yield now
+    clock.set_clock(None)

@@ -95,6 +95,19 @@ def test_close_day_over_http(
         if line["payer"] == "card-issuer" and line["payee"] == region.city_hospital
     ]
     assert issuer and issuer[0]["amount_fen"] > 0
+    # The trial balance shows what each payer owes the hospital for the closed day, and the
+    # hospital's point holds nothing still to clear.
+    accounts = {
+        a["account"]: a
+        for a in call(app, "GET", "/api/ledger/trial-balance", headers=operator).json()["accounts"]
+    }
+    owed = {
+        line["payer"]: line["amount_fen"] for line in shown["lines"] if line["payee"] == region.city_hospital
+    }
+    for payer, amount in owed.items():
+        account = accounts[f"clearing:{payer}:{region.city_hospital}"]
+        assert (account["kind"], account["owner"], account["balance_fen"]) == ("clearing", payer, amount)
+    assert accounts[f"org:{region.city_hospital}:clinic"]["balance_fen"] == 0
     # The insurer, once named its fund's administrator, reads the closed day's fund lines,
     # reconciled on their own.
     monkeypatch.setenv("YILIAN_FUND_ADMINISTRATORS", f"fund:ncms:330500={region.insurer}")

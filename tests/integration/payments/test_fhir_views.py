@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.payments.builders import Region, make_coverage, make_patient, make_region
+from tests.integration.payments.builders import (
+    Region,
+    make_charge_item,
+    make_coverage,
+    make_encounter,
+    make_patient,
+    make_region,
+)
 from tests.integration.payments.conftest import CardDesk
 from yilian import payments
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import read, transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch, validation
-from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import fhir_views, publication, publish_queue
 from yilian.payments.fhir_views import CHARGE_SID, SETTLEMENT_SID, WALLET_SID
@@ -38,14 +44,6 @@ def settings() -> Any:
     from yilian.api.wiring import platform_settings
 
     return platform_settings({})
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[dt.datetime]]:
-    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def run(db: Database, fn: Callable[[UnitOfWork], T]) -> T:
@@ -254,3 +252,92 @@ def test_a_failed_publication_is_kept_and_retried(
         one(db, "ClaimResponse", CHARGE_SID, paid.charge_id)["patient"]["reference"] == f"Patient/{patient}"
     )
     assert queue_status(db).pending == 0
+
+
+def test_a_charge_links_the_charge_items_and_encounter_it_bills(
+    db: Database, desk: CardDesk, pinned: list[dt.datetime]
+) -> None:
+    pinned[0] = dt.datetime(2026, 6, 25, 2, 0, tzinfo=dt.UTC)
+    publish(db)
+
+    def go(uow: UnitOfWork) -> tuple[Region, str, str, str, list[str], str]:
+        region = make_region(uow)
+        patient, stranger = make_patient(uow), make_patient(uow, given="敏")
+        card = desk.issue(uow, patient)
+        payments.top_up(uow, card_no=card, amount_fen=100_000, channel="cash", org=region.county_hospital)
+        encounter = make_encounter(uow, patient_id=patient, org=region.county_hospital)
+        items = [
+            make_charge_item(uow, patient_id=patient, code=code, encounter=encounter)
+            for code in ("YP-1", "JY-7")
+        ]
+        others = make_charge_item(uow, patient_id=stranger, code="YP-1")
+        return region, patient, card, encounter, items, others
+
+    region, patient, card, encounter, (drug_ci, lab_ci), strangers_ci = run(db, go)
+    lines = [
+        payments.Item("YP-1", "阿莫西林", "drug", 3_000, 2, drug_ci),
+        payments.Item("JY-7", "血常规", "lab", 2_500, 1, lab_ci),
+        payments.Item("ST-1", "午餐", "canteen", 1_500, 1),  # a line with no ChargeItem of its own
+    ]
+
+    def charge(uow: UnitOfWork, items: list[payments.Item]) -> payments.service.ChargeResult:
+        return payments.charge(
+            uow,
+            card_no=card,
+            org=region.county_hospital,
+            department="clinic",
+            encounter=encounter,
+            items=items,
+        )
+
+    # Refused, each with its own reason, and nothing posted: a ChargeItem the record does not hold,
+    # and one of another patient.
+    with read(db) as uow:
+        before = payments.trial_balance(uow).debits_fen
+    for items, reason, category in (
+        (
+            [*lines, payments.Item("X", "x", "drug", 100, 1, "no-such-item")],
+            "unknown-charge-item",
+            Category.NOT_FOUND,
+        ),
+        (
+            [*lines, payments.Item("YP-1", "x", "drug", 100, 1, strangers_ci)],
+            "charge-item-mismatch",
+            Category.CONFLICT,
+        ),
+    ):
+        with pytest.raises(payments.PaymentError) as err:
+            run(db, lambda uow, items=items: charge(uow, items))
+        assert (err.value.reason, err.value.category) == (reason, category)
+    with read(db) as uow:
+        assert payments.trial_balance(uow).debits_fen == before
+        assert payments.wallet(uow, card_no=card).balance_fen == 100_000
+
+    paid = run(db, lambda uow: charge(uow, lines))
+    with read(db) as uow:  # the charge as kept: its encounter and each line's ChargeItem
+        row = payments.get_charge(uow, charge_id=paid.charge_id)
+    assert row.encounter == encounter
+    assert [i.get("charge_item") for i in json.loads(row.items)] == [
+        f"ChargeItem/{drug_ci}",
+        f"ChargeItem/{lab_ci}",
+        None,
+    ]
+    assert publish(db).failed == 0
+    claim = one(db, "Claim", CHARGE_SID, paid.charge_id)
+    valid(claim)
+    linked = [
+        [
+            e["valueReference"]["reference"]
+            for e in item.get("extension", [])
+            if e["url"] == fhir_views.CHARGE_ITEM_EXT
+        ]
+        for item in claim["item"]
+    ]
+    assert linked == [[f"ChargeItem/{drug_ci}"], [f"ChargeItem/{lab_ci}"], []]
+    # The Encounter is in the record: a real reference on every line, and the Claim is found by it.
+    assert {ref["reference"] for item in claim["item"] for ref in item["encounter"]} == {
+        f"Encounter/{encounter}"
+    }
+    found = search(db, "Claim", [("encounter", f"Encounter/{encounter}")])
+    assert [c["id"] for c in found] == [claim["id"]]
+    assert claim["patient"]["reference"] == f"Patient/{patient}"

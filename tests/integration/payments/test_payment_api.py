@@ -18,7 +18,9 @@ from tests.support.auth import bearer, system_token
 from yilian.api.app import create_app
 from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
+from yilian.payments import ledger
 from yilian.payments import tables as t
+from yilian.payments.model import wallet_account
 
 DRUG = {
     "code": "YP-0001",
@@ -164,14 +166,32 @@ def test_charge_contract_and_exact_replay(
     assert shown["items"][0]["amount_fen"] == 30_000 and shown["self_pay_fen"] == 30_000
 
 
+def hold_count(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.hold)).scalar_one())
+
+
+# Each bad amount the issue names, as JSON sends it: zero, negative, a fraction, past the limit, text.
+BAD_AMOUNTS = [0, -5, 12.5, 10**16, "10"]
+
+
 def test_refusals_have_their_own_reasons_and_post_nothing(
     app: Any, db: Database, desk: CardDesk, region: Region, hospital: dict[str, str]
 ) -> None:
     card = new_card(db, desk, region)
-    before = txn_count(db)
     charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
     poor = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge)
     assert poor.status_code == 409 and poor.json()["reason"] == "insufficient-balance"
+    top = {"amount_fen": 100_000, "channel": "cash", "org": region.city_hospital}
+    assert call(app, "POST", f"/api/cards/{card}/top-ups", headers=hospital, key=key(), json=top).is_success
+    paid = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge).json()
+    deposit = {"card_no": card, "org": region.city_hospital, "department": "ward", "amount_fen": 10_000}
+    hold_id = call(app, "POST", "/api/holds", headers=hospital, key=key(), json=deposit).json()["hold_id"]
+    before, holds, wallet = (
+        txn_count(db),
+        hold_count(db),
+        call(app, "GET", f"/api/cards/{card}/wallet", headers=hospital).json(),
+    )
     unknown = call(
         app,
         "POST",
@@ -180,25 +200,51 @@ def test_refusals_have_their_own_reasons_and_post_nothing(
         key=key(),
         json={**charge, "card_no": desk.unknown_number()},
     )
-    assert unknown.status_code == 404
-    fractional = call(
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown-card"
+    # A bad amount on every route that takes one: 400 with its own reason, the field named.
+    for bad in BAD_AMOUNTS:
+        for path, body, field in (
+            (f"/api/cards/{card}/top-ups", {**top, "amount_fen": bad}, "amount_fen"),
+            (
+                "/api/charges",
+                {**charge, "items": [DRUG, {**DRUG, "unit_price_fen": bad}]},
+                "items.1.unit_price_fen",
+            ),
+            (f"/api/charges/{paid['charge_id']}/refunds", {"amount_fen": bad, "reason": "x"}, "amount_fen"),
+            ("/api/holds", {**deposit, "amount_fen": bad}, "amount_fen"),
+            (f"/api/holds/{hold_id}/post", {"amount_fen": bad}, "amount_fen"),
+        ):
+            r = call(app, "POST", path, headers=hospital, key=key(), json=body)
+            problem = r.json()
+            assert (r.status_code, problem.get("reason")) == (400, "bad-amount"), (path, bad, r.text)
+            assert problem["code"] == "invalid"
+            assert problem["detail"].startswith(f"{field}: an amount must be a positive whole number of fen")
+            assert "from 1 to 1000000000000000" in problem["detail"], problem
+            assert [e["pointer"] for e in problem["errors"]] == [[field]]
+    # The other rules of the body still hold, and a bad amount does not hide them.
+    both = call(
         app,
         "POST",
         f"/api/cards/{card}/top-ups",
         headers=hospital,
         key=key(),
-        json={"amount_fen": 12.5, "channel": "cash", "org": region.city_hospital},
+        json={"amount_fen": 0, "org": region.city_hospital},
     )
-    assert fractional.status_code == 400
-    negative = call(
+    assert both.status_code == 400 and both.json()["reason"] == "bad-amount"
+    assert sorted(e["pointer"][0] for e in both.json()["errors"]) == ["amount_fen", "channel"]
+    no_channel = call(
         app,
         "POST",
         f"/api/cards/{card}/top-ups",
         headers=hospital,
         key=key(),
-        json={"amount_fen": -5, "channel": "cash", "org": region.city_hospital},
+        json={"amount_fen": 100, "org": region.city_hospital},
     )
-    assert negative.status_code == 400
+    assert no_channel.status_code == 400 and "reason" not in no_channel.json()
+    # A total past the limit, each line's price being fine, is the service's bad amount.
+    huge = {**DRUG, "unit_price_fen": 10**15, "quantity": 2}
+    total = call(app, "POST", "/api/charges", headers=hospital, key=key(), json={**charge, "items": [huge]})
+    assert total.status_code == 400 and total.json()["reason"] == "bad-amount", total.text
     elsewhere = call(
         app,
         "POST",
@@ -208,18 +254,53 @@ def test_refusals_have_their_own_reasons_and_post_nothing(
         json={**charge, "org": region.township_centre},
     )
     assert elsewhere.status_code == 403
+    assert (txn_count(db), hold_count(db)) == (before, holds)
+    assert call(app, "GET", f"/api/cards/{card}/wallet", headers=hospital).json() == wallet
+    assert call(app, "GET", f"/api/holds/{hold_id}", headers=hospital).json()["status"] == "held"
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "reason"),
+    [("lost", 409, "card-lost"), ("suspended", 409, "card-suspended"), ("revoked", 410, "card-revoked")],
+)
+def test_an_unusable_card_is_refused_with_its_own_reason(
+    app: Any,
+    db: Database,
+    desk: CardDesk,
+    region: Region,
+    hospital: dict[str, str],
+    state: str,
+    status: int,
+    reason: str,
+) -> None:
     with UnitOfWork(db, write=True) as uow:
-        desk.report_lost(uow, card)
-    lost = call(
-        app,
-        "POST",
-        f"/api/cards/{card}/top-ups",
-        headers=hospital,
-        key=key(),
-        json={"amount_fen": 100, "channel": "cash", "org": region.city_hospital},
-    )
-    assert lost.status_code == 409
-    assert txn_count(db) == before
+        patient = make_patient(uow)
+        make_coverage(uow, patient_id=patient, payor_org=region.insurer, scheme="ncms")
+        card = desk.issue(uow, patient)
+    top = {"amount_fen": 100_000, "channel": "cash", "org": region.city_hospital}
+    assert call(app, "POST", f"/api/cards/{card}/top-ups", headers=hospital, key=key(), json=top).is_success
+    deposit = {"card_no": card, "org": region.city_hospital, "department": "ward", "amount_fen": 10_000}
+    with UnitOfWork(db, write=True) as uow:
+        {"lost": desk.report_lost, "suspended": desk.suspend, "revoked": desk.revoke}[state](uow, card)
+    before, holds = txn_count(db), hold_count(db)
+    charge = {"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]}
+    for path, body in (
+        (f"/api/cards/{card}/top-ups", top),
+        ("/api/charges", charge),
+        ("/api/holds", deposit),
+    ):
+        r = call(app, "POST", path, headers=hospital, key=key(), json=body)
+        assert (r.status_code, r.json().get("reason")) == (status, reason), (path, r.text)
+    wallet = call(app, "GET", f"/api/cards/{card}/wallet", headers=hospital)
+    assert (wallet.status_code, wallet.json()["reason"]) == (status, reason)
+    assert (txn_count(db), hold_count(db)) == (before, holds)
+    with UnitOfWork(db) as uow:  # the money stays where it was
+        assert ledger.balance(uow, wallet_account(patient)) == (100_000, 0)
+    if state == "suspended":  # lifted, the same card pays again: the refusal was the state, nothing else
+        with UnitOfWork(db, write=True) as uow:
+            desk.resume(uow, card)
+        r = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=charge)
+        assert r.status_code == 201, r.text
 
 
 def test_refund_and_holds(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
+import orjson
 import pytest
 from sqlalchemy import func, select, update
 
@@ -12,7 +12,6 @@ from tests.integration.payments.builders import Region, make_coverage, make_pati
 from tests.integration.payments.conftest import CardDesk
 from yilian import payments
 from yilian.db import UnitOfWork
-from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.payments import tables as t
 from yilian.payments.model import PaymentError
@@ -34,15 +33,6 @@ def balanced(uow: UnitOfWork) -> None:
 @pytest.fixture
 def region(uow: UnitOfWork) -> Region:
     return make_region(uow)
-
-
-@pytest.fixture
-def pinned() -> Iterator[list[dt.datetime]]:
-    """The clock, held at 2026-06-15 10:00 Beijing time until a test moves it."""
-    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
-    clock.set_clock(lambda: now[0])
-    yield now
-    clock.set_clock(None)
 
 
 def resident(uow: UnitOfWork, desk: CardDesk, region: Region, *schemes: str, top_up: int = 0) -> str:
@@ -414,3 +404,139 @@ def test_reconciliation_finds_a_batch_that_no_longer_matches_the_ledger(
     township = payments.day_report(uow, day=today, party=payments.Party(region.township_centre))
     assert township["reconciliation"]["reconciled"], township
     assert {line["payee"] for line in township["lines"]} == {region.township_centre}
+
+
+def test_the_annual_cap_holds_across_institutions_to_the_fen(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    """封顶线: ¥200,000 a year of NCMS fund money per person, counted across every institution."""
+    card = resident(uow, desk, region, "ncms", top_up=100_000_000)
+    stay = [payments.Item("ZL-1", "治疗费", "treatment", 10_000_000, 1)]  # ¥100,000 a stay
+    city, county = region.city_hospital, region.county_hospital
+    paid: list[int] = []
+    for n, org in enumerate([city, county, city, county, city, region.township_centre]):
+        done = payments.charge(
+            uow,
+            card_no=card,
+            org=org,
+            department="ward",
+            items=stay,
+            setting="inpatient",
+            encounter=f"stay-{n}",
+        )
+        paid.append(done.shares.insurer_fen)
+        pinned[0] += dt.timedelta(days=3)
+    # city: 60% of (¥100,000 - ¥1,000); county: 75% of (¥100,000 - ¥500); then the cap's last ¥6,575.
+    assert paid == [5_940_000, 7_462_500, 5_940_000, 657_500, 0, 0]
+    assert sum(paid) == 20_000_000
+    capped = payments.get_charge(uow, charge_id=done.charge_id)
+    assert "cap" in {step["rule"] for step in orjson.loads(capped.adjudication)["steps"]}
+    accounts = {a["account"]: a["balance_fen"] for a in payments.trial_balance(uow).accounts}
+    assert accounts["fund:ncms:330500"] == -20_000_000
+    balanced(uow)
+
+
+def balances(uow: UnitOfWork) -> dict[str, int]:
+    return {str(a["account"]): int(str(a["balance_fen"])) for a in payments.trial_balance(uow).accounts}
+
+
+def test_close_day_posts_each_line_from_the_points_to_the_payers_clearing_account(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    card = resident(uow, desk, region, "ncms", top_up=500_000)
+    city, township, county = region.city_hospital, region.township_centre, region.county_hospital
+    payments.charge(uow, card_no=card, org=city, department="clinic", items=[DRUG])  # all deductible
+    payments.charge(uow, card_no=card, org=city, department="pharmacy", items=[EXAM])  # 40%
+    paid = payments.charge(uow, card_no=card, org=township, department="clinic", items=[DRUG])  # 60%
+    payments.refund(uow, charge_id=paid.charge_id, amount_fen=10_000, reason="one box back")
+    deposit = payments.hold_deposit(uow, card_no=card, org=county, department="ward", amount_fen=40_000)
+    payments.post_hold(uow, hold_id=deposit.hold_id, amount_fen=25_000)
+    before = balances(uow)
+    assert before[f"org:{city}:pharmacy"] == 50_000 and before[f"org:{township}:clinic"] == 20_000
+
+    pinned[0] += dt.timedelta(days=1)
+    report = payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="ops")
+    after = balances(uow)
+    lines = {(line["payer"], line["payee"]): line for line in report["lines"]}
+    assert {key: line["amount_fen"] for key, line in lines.items()} == {
+        ("card-issuer", city): 60_000,
+        ("card-issuer", county): 25_000,
+        ("card-issuer", township): 8_000,
+        ("fund:ncms:330500", city): 20_000,
+        ("fund:ncms:330500", township): 12_000,
+    }
+    # Each line is in the payer's clearing account for the institution; the points are cleared.
+    for (payer, payee), line in lines.items():
+        assert after[f"clearing:{payer}:{payee}"] == line["amount_fen"]
+        kind, ref, org = uow.conn.execute(
+            select(t.txn.c.kind, t.txn.c.ref, t.txn.c.org).where(t.txn.c.txn_id == line["clearing_txn_id"])
+        ).one()
+        assert (kind, ref, org) == ("clearing", "2026-06-15", payee)
+    for point in ("clinic", "pharmacy"):
+        assert after[f"org:{city}:{point}"] == 0
+    assert after[f"org:{township}:clinic"] == after[f"org:{county}:ward"] == 0
+    # Wallets and funds are as they were: the clearing only says who owes the institutions what.
+    assert {a: b for a, b in after.items() if not a.startswith(("org:", "clearing:"))} == {
+        a: b for a, b in before.items() if not a.startswith("org:")
+    }
+    assert payments.trial_balance(uow).balanced
+    shown = payments.day_report(uow, day=dt.date(2026, 6, 15))
+    recon = shown["reconciliation"]
+    assert recon["reconciled"], recon
+    assert {entry["clearing_txn_id"] for entry in recon["lines"]} == {
+        line["clearing_txn_id"] for line in report["lines"]
+    }
+    mine = payments.day_report(uow, day=dt.date(2026, 6, 15), party=payments.Party(township))
+    assert mine["reconciliation"]["reconciled"] and len(mine["reconciliation"]["lines"]) == 2
+
+    # The next day: new charges wait in the points until their own close; an institution whose
+    # lines net to nothing (a meal charged and refunded) posts nothing; one whose lines net to
+    # nothing but whose points do not (the rest of yesterday's clinic charge refunded, the same
+    # amount charged at the pharmacy) moves the money between its points.
+    payments.charge(uow, card_no=card, org=city, department="clinic", items=[DRUG])
+    meal = payments.charge(uow, card_no=card, org=county, department="canteen", items=[MEAL])
+    payments.refund(uow, charge_id=meal.charge_id, amount_fen=2_000, reason="not eaten")
+    payments.refund(uow, charge_id=paid.charge_id, amount_fen=20_000, reason="the rest back")
+    other = [payments.Item("YP-2", "药", "drug", 20_000, 1)]  # 60%: the fund 12,000, the wallet 8,000
+    payments.charge(uow, card_no=card, org=township, department="pharmacy", items=other)
+    assert balances(uow)[f"org:{city}:clinic"] == 30_000
+    assert balances(uow)[f"clearing:card-issuer:{city}"] == 60_000
+    pinned[0] += dt.timedelta(days=1)
+    second = payments.close_day(uow, day=dt.date(2026, 6, 16), closed_by="ops")
+    zero = next(line for line in second["lines"] if line["payee"] == county)
+    assert (zero["amount_fen"], zero["txn_count"], zero["clearing_txn_id"]) == (0, 2, None)
+    moved = [line for line in second["lines"] if line["payee"] == township]
+    assert [line["amount_fen"] for line in moved] == [0, 0] and moved[0]["clearing_txn_id"]
+    later = balances(uow)
+    assert (
+        later[f"org:{city}:clinic"]
+        == later[f"org:{township}:clinic"]
+        == later[f"org:{township}:pharmacy"]
+        == 0
+    )
+    assert later[f"clearing:card-issuer:{city}"] == 60_000 + 18_000
+    assert later[f"clearing:fund:ncms:330500:{city}"] == 20_000 + 12_000
+    assert payments.day_report(uow, day=dt.date(2026, 6, 16))["reconciliation"]["reconciled"]
+
+    # Closed twice: refused, and no second clearing (one transaction for each institution paid:
+    # three on the first day, two on the second).
+    def clearing_txns() -> int:
+        x = t.txn
+        return int(uow.conn.execute(select(func.count()).where(x.c.kind == "clearing")).scalar_one())
+
+    assert clearing_txns() == 5
+    with pytest.raises(PaymentError) as twice:
+        payments.close_day(uow, day=dt.date(2026, 6, 15), closed_by="ops")
+    assert twice.value.reason == "day-closed" and clearing_txns() == 5
+
+    # A report whose line names a transaction that is not its clearing is found out.
+    d = t.day
+    stored = orjson.loads(
+        uow.conn.execute(select(d.c.report).where(d.c.business_date == "2026-06-15")).scalar_one()
+    )
+    stored["lines"][0]["clearing_txn_id"] = paid.txn_id
+    uow.conn.execute(update(d).where(d.c.business_date == "2026-06-15").values(report=orjson.dumps(stored)))
+    problems = payments.day_report(uow, day=dt.date(2026, 6, 15))["reconciliation"]["problems"]
+    assert problems == [
+        f"line {stored['lines'][0]['line_id']}: the ledger has no clearing transaction {paid.txn_id} for it"
+    ]
