@@ -27,7 +27,7 @@ from sqlalchemy import and_, bindparam, delete, func, select, text, update
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
 from yilian.db.statements import Statement, insert_row
-from yilian.fhir.store.repository import current_by_keys
+from yilian.fhir.store.repository import current_by_keys, get_version
 from yilian.fhir.store.sealing import keyring_for
 from yilian.kernel import clock, ids
 from yilian.kernel.errors import Category, YilianError
@@ -282,7 +282,7 @@ class Registered:
 
     patient_id: str
     person_id: str | None
-    outcome: str  # new | linked | review | kept | removed
+    outcome: str  # new | linked | review | kept | unlinked | removed
     candidate: Candidate | None = None
 
 
@@ -412,8 +412,15 @@ def register(
     """Decide who a Patient record is, as it is created, updated or deleted.
 
     - deleted: its keys and link go; the person keeps its other records;
-    - a record already linked to a person with other records, or linked by a steward, keeps its
-      person (an update of an address must not undo a steward's decision); its keys are renewed;
+    - a record linked by a steward (link, accepted review, merge) keeps its person whatever the
+      update (an update must not undo a steward's decision); its keys are renewed;
+    - a record linked automatically to a person with other records keeps its person unless the
+      update changed what the matcher compares (``prepare``'s features: names, birth date, sex,
+      identifiers, phone, address) *and* the record no longer matches any other record of its
+      person at ``certain``. Then it is matched again like a new record, its old person among the
+      candidates: ``certain`` elsewhere moves it (``auto-link``), otherwise it leaves for a person
+      of its own (``auto-unlink``, with the grade it still had) and a ``probable`` candidate — its
+      old person included — goes to a steward's review;
     - otherwise the best candidate decides: ``certain`` links it automatically (unless the
       household guard in the engine's rules capped the grade), ``probable`` opens a review for a
       data steward and the record stays a person of its own meanwhile, anything less makes
@@ -444,14 +451,24 @@ def register(
     f = prepare(record)
     hashes = _hashes(uow, f)
     source = record.source
+    leaving: _Leaving | None = None
     if link is not None:
-        siblings = uow.conn.execute(
-            select(func.count()).select_from(record_link).where(record_link.c.person_id == link.person_id)
-        ).scalar_one()
-        if link.how in (MANUAL, REVIEWED, MERGED) or siblings > 1:
+        if link.how in (MANUAL, REVIEWED, MERGED):
             _insert_keys(uow, patient_id, hashes)
             return Registered(patient_id, link.person_id, "kept")
-    own = link.person_id if link is not None else None
+        others = [
+            p
+            for p in uow.conn.execute(
+                select(record_link.c.patient_id).where(record_link.c.person_id == link.person_id)
+            ).scalars()
+            if p != patient_id
+        ]
+        if others:
+            leaving = _recheck(uow, patient_id, resource, f, link.person_id, others)
+            if leaving is None:
+                _insert_keys(uow, patient_id, hashes)
+                return Registered(patient_id, link.person_id, "kept")
+    own = link.person_id if link is not None and leaving is None else None
     _serialise_on_keys(uow, hashes)
     candidates = find_candidates(uow, record, limit=5, min_grade="probable", exclude_person=own)
     if candidates:  # a steward's earlier "not this person" stands
@@ -461,24 +478,46 @@ def register(
     best = candidates[0] if candidates else None
     now = _now_us()
     if best is not None and best.grade == "certain":
+        if leaving is not None and best.person_id == leaving.person_id:
+            # Certain again through a record the recheck did not score (written meanwhile).
+            return Registered(patient_id, leaving.person_id, "kept", best)
         _set_link(uow, patient_id, best.person_id, AUTO, best.probability, source)
         if own is not None:
             _retire_if_empty(uow, own, best.person_id)
         _close_open_reviews(uow, patient_id)
+        detail: dict[str, Any] = {
+            "probability": round(best.probability, 6),
+            "matched": best.patient_id,
+            "rules": list(best.rules),
+        }
+        if leaving is not None:
+            detail["left"] = leaving.detail()
         _event(
             uow,
             "auto-link",
             actor=actor,
             person_id=best.person_id,
+            other_person_id=leaving.person_id if leaving is not None else None,
             patient_id=patient_id,
-            detail={
-                "probability": round(best.probability, 6),
-                "matched": best.patient_id,
-                "rules": list(best.rules),
-            },
+            reason=leaving.reason if leaving is not None else None,
+            detail=detail,
         )
         return Registered(patient_id, best.person_id, "linked", best)
-    if own is None:
+    if leaving is not None:
+        own = _new_person(uow, now)
+        _set_link(uow, patient_id, own, NEW, None, source)
+        _close_open_reviews(uow, patient_id)
+        _event(
+            uow,
+            "auto-unlink",
+            actor=actor,
+            reason=leaving.reason,
+            person_id=own,
+            other_person_id=leaving.person_id,
+            patient_id=patient_id,
+            detail=leaving.detail(),
+        )
+    elif own is None:
         own = _new_person(uow, now)
         _INSERT_LINK.run(
             uow.conn,
@@ -497,7 +536,71 @@ def register(
     if best is not None and best.grade == "probable":
         _open_review(uow, patient_id, best)
         return Registered(patient_id, own, "review", best)
+    if leaving is not None:
+        return Registered(patient_id, own, "unlinked")
     return Registered(patient_id, own, "new" if link is None else "kept")
+
+
+@dataclass(frozen=True)
+class _Leaving:
+    """An automatically linked record whose update no longer matches its person at ``certain``."""
+
+    person_id: str
+    matched: str | None  # the person's record it came closest to
+    probability: float
+    grade: Grade
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"the record's demographics changed and it no longer matches person {self.person_id} "
+            f"at certain (best: {self.grade})"
+        )
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "person": self.person_id,
+            "matched": self.matched,
+            "probability": round(self.probability, 6),
+            "grade": self.grade,
+        }
+
+
+def _recheck(
+    uow: UnitOfWork,
+    patient_id: str,
+    resource: dict[str, Any],
+    f: Features,
+    person_id: str,
+    others: Sequence[str],
+) -> _Leaving | None:
+    """None while an automatically linked record still is its person: the update left what the
+    matcher compares as it was, or the record still matches another record of the person at
+    ``certain``. Otherwise what it matches now, for the decision and its history."""
+    previous = _previous_features(uow, patient_id, resource)
+    if previous is not None and previous == f:
+        return None
+    matcher = current_matcher(uow)
+    best: tuple[float, str | None, Grade] = (0.0, None, "certainly-not")
+    for pid, other in _load_features(uow, others).items():
+        s = matcher.score(f, other)
+        if s.grade == "certain":
+            return None
+        if s.probability > best[0] or best[1] is None:
+            best = (s.probability, pid, s.grade)
+    return _Leaving(person_id, best[1], best[0], best[2])
+
+
+def _previous_features(uow: UnitOfWork, patient_id: str, resource: dict[str, Any]) -> Features | None:
+    """The matcher's view of the record's version before this write (None when there is none)."""
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or not version.isdigit() or int(version) < 2:
+        return None
+    stored = get_version(uow.conn, "Patient", patient_id, int(version) - 1)
+    if stored is None or stored.content is None:
+        return None
+    return prepare(record_from_patient(patient_id, orjson.loads(stored.content)))
 
 
 def _serialise_on_keys(uow: UnitOfWork, hashes: Sequence[int]) -> None:
