@@ -22,14 +22,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+    union_all,
+    update,
+)
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
 from yilian.db.statements import Statement, insert_row
-from yilian.fhir.store.repository import current_by_keys
+from yilian.fhir.store.repository import current_by_keys, get_version
 from yilian.fhir.store.sealing import keyring_for
 from yilian.kernel import clock, ids
+from yilian.kernel.crypto import Keyring
 from yilian.kernel.errors import Category, YilianError
 from yilian.mpi import changes
 from yilian.mpi.fhir_map import record_from_patient
@@ -135,31 +149,95 @@ def current_matcher(uow: UnitOfWork) -> Matcher:
 # --------------------------------------------------------------------------- blocking keys
 
 
+def blocking_hashes(keyring: Keyring, f: Features) -> list[int]:
+    """The record's rows of ``mpi_block``: its blocking keys as keyed 64-bit hashes, sorted.
+
+    Public for bulk loaders (the live-index benchmark) so that they write exactly what a
+    registration writes."""
+    return sorted({keyring.keyed_hash64("mpi-block", f"{rule}\x1f{key}") for rule, key in record_keys(f)})
+
+
 def _hashes(uow: UnitOfWork, f: Features) -> list[int]:
     keyring = keyring_for(uow.db.engine)
     if keyring is None:
         raise YilianError(
             Category.INTERNAL, "the database has no keyring: the patient index needs the index key"
         )
-    return sorted({keyring.keyed_hash64("mpi-block", f"{rule}\x1f{key}") for rule, key in record_keys(f)})
+    return blocking_hashes(keyring, f)
 
 
-def _candidate_patients(uow: UnitOfWork, hashes: Sequence[int], exclude: str) -> list[str]:
+# How many records a registration scores at most. Each costs a read of its Patient, unsealing
+# and preparing it (~0.2 ms): a record whose keys all lie in blocks of up to REALTIME_MAX_BLOCK
+# records could otherwise bring several hundred (measured at 1,000,000 persons: p95 ~170, and
+# p95 31 ms for the match). Candidates are taken by the weight of the keys they share with the
+# new record, a key of n records weighing 1/n (in millionths): a shared ID number or phone
+# outweighs every shared surname + postcode block a record can have, so the budget drops only
+# the least likely ones (top-1 unchanged at 1,000,000: docs/perf-mpi-live.md).
+MAX_CANDIDATES = 50
+_CANDIDATES: dict[int, Statement] = {}
+
+
+def _candidates_statement(keys: int) -> Statement:
+    """The candidate search for a record with ``keys`` blocking keys, compiled once per count.
+
+    One statement (one round trip) that cannot be planned badly: per key a branch that first
+    counts its rows up to one past the cap (an index range of at most REALTIME_MAX_BLOCK + 1
+    entries, however common the key) and reads them only when under it; the branches' rows are
+    summed per record with their persons, best first. (A ``GROUP BY key HAVING count(*)`` over
+    every key counted whole blocks of thousands, and its row estimate led PostgreSQL to a
+    parallel scan of the whole table: 0.5-1 s for some registrations at a million persons.)
+    """
+    found = _CANDIDATES.get(keys)
+    if found is not None:
+        return found
+
+    def build(_: str) -> Any:
+        branches = []
+        for i in range(keys):
+            key = bindparam(f"k{i}", type_=BigInteger)
+            capped = (
+                select(literal_column("1").label("one"))
+                .where(block_key.c.key == key)
+                .limit(REALTIME_MAX_BLOCK + 1)
+                .subquery(f"capped{i}")
+            )
+            size = select(func.count().label("n")).select_from(capped).subquery(f"size{i}")
+            rows = block_key.alias(f"b{i}")
+            branches.append(
+                select(rows.c.patient_id, (literal_column("1000000", Integer) // size.c.n).label("w"))
+                .select_from(size.join(rows, true()))
+                .where(rows.c.key == key, size.c.n <= REALTIME_MAX_BLOCK)
+            )
+        shared = union_all(*branches).subquery("shared")
+        weight = func.sum(shared.c.w).label("weight")
+        return (
+            select(shared.c.patient_id, record_link.c.person_id, weight)
+            .join(record_link, record_link.c.patient_id == shared.c.patient_id)
+            .where(
+                shared.c.patient_id != bindparam("exclude"),
+                record_link.c.person_id != bindparam("exclude_person"),
+            )
+            .group_by(shared.c.patient_id, record_link.c.person_id)
+            .order_by(weight.desc(), shared.c.patient_id)
+            .limit(bindparam("budget", type_=Integer))
+        )
+
+    found = _CANDIDATES[keys] = Statement(build)
+    return found
+
+
+def _candidates(
+    uow: UnitOfWork, hashes: Sequence[int], *, exclude: str, exclude_person: str | None, budget: int
+) -> list[tuple[str, str]]:
+    """(record, person) of the records that share blocking keys with the new record, the most
+    telling first, at most ``budget``. Keys shared by more than REALTIME_MAX_BLOCK records (a
+    common surname in one postcode, a placeholder phone) are skipped: they bring nothing a
+    tighter key does not, and a registration must not wait on them."""
     if not hashes:
         return []
-    # Keys shared by too many records (a common surname in one postcode, a placeholder phone)
-    # bring nothing a tighter key does not; skip them so a registration never waits on them.
-    # One statement (one round trip): the usable keys are a subquery of the candidate search.
-    usable = (
-        select(block_key.c.key)
-        .where(block_key.c.key.in_(hashes))
-        .group_by(block_key.c.key)
-        .having(func.count() <= REALTIME_MAX_BLOCK)
-    )
-    rows = uow.conn.execute(
-        select(block_key.c.patient_id).where(block_key.c.key.in_(usable)).distinct()
-    ).scalars()
-    return sorted(p for p in rows if p != exclude)
+    params: dict[str, Any] = {f"k{i}": h for i, h in enumerate(hashes)}
+    params.update(exclude=exclude, exclude_person=exclude_person or "", budget=budget)
+    return [(str(r[0]), str(r[1])) for r in _candidates_statement(len(hashes)).all(uow.conn, params)]
 
 
 # --------------------------------------------------------------------------- reading
@@ -223,17 +301,6 @@ def _load_features(uow: UnitOfWork, patient_ids: Iterable[str]) -> dict[str, Fea
     return out
 
 
-def _persons_of(uow: UnitOfWork, patient_ids: Sequence[str]) -> dict[str, str]:
-    if not patient_ids:
-        return {}
-    rows = uow.conn.execute(
-        select(record_link.c.patient_id, record_link.c.person_id).where(
-            record_link.c.patient_id.in_(list(patient_ids))
-        )
-    )
-    return {r.patient_id: r.person_id for r in rows}
-
-
 def _rejected_persons(uow: UnitOfWork, patient_id: str) -> set[str]:
     rows = uow.conn.execute(
         select(review.c.candidate_person_id).where(
@@ -254,14 +321,15 @@ def find_candidates(
     """The persons ``record`` may be, best first (the engine's grades and evidence)."""
     matcher = current_matcher(uow)
     f = prepare(record)
-    patients = _candidate_patients(uow, _hashes(uow, f), exclude=record.record_id)
-    features = _load_features(uow, patients)
-    persons = _persons_of(uow, list(features))
+    pairs = _candidates(
+        uow, _hashes(uow, f), exclude=record.record_id, exclude_person=exclude_person, budget=MAX_CANDIDATES
+    )
+    features = _load_features(uow, [p for p, _ in pairs])
     worst = GRADES.index(min_grade)
     best: dict[str, Candidate] = {}
-    for pid, other in features.items():
-        person_id = persons.get(pid)
-        if person_id is None or person_id == exclude_person:
+    for pid, person_id in pairs:
+        other = features.get(pid)
+        if other is None:
             continue
         s = matcher.score(f, other)
         if GRADES.index(s.grade) > worst:
@@ -282,7 +350,7 @@ class Registered:
 
     patient_id: str
     person_id: str | None
-    outcome: str  # new | linked | review | kept | removed
+    outcome: str  # new | linked | review | kept | unlinked | removed
     candidate: Candidate | None = None
 
 
@@ -412,8 +480,15 @@ def register(
     """Decide who a Patient record is, as it is created, updated or deleted.
 
     - deleted: its keys and link go; the person keeps its other records;
-    - a record already linked to a person with other records, or linked by a steward, keeps its
-      person (an update of an address must not undo a steward's decision); its keys are renewed;
+    - a record linked by a steward (link, accepted review, merge) keeps its person whatever the
+      update (an update must not undo a steward's decision); its keys are renewed;
+    - a record linked automatically to a person with other records keeps its person unless the
+      update changed what the matcher compares (``prepare``'s features: names, birth date, sex,
+      identifiers, phone, address) *and* the record no longer matches any other record of its
+      person at ``certain``. Then it is matched again like a new record, its old person among the
+      candidates: ``certain`` elsewhere moves it (``auto-link``), otherwise it leaves for a person
+      of its own (``auto-unlink``, with the grade it still had) and a ``probable`` candidate — its
+      old person included — goes to a steward's review;
     - otherwise the best candidate decides: ``certain`` links it automatically (unless the
       household guard in the engine's rules capped the grade), ``probable`` opens a review for a
       data steward and the record stays a person of its own meanwhile, anything less makes
@@ -444,14 +519,24 @@ def register(
     f = prepare(record)
     hashes = _hashes(uow, f)
     source = record.source
+    leaving: _Leaving | None = None
     if link is not None:
-        siblings = uow.conn.execute(
-            select(func.count()).select_from(record_link).where(record_link.c.person_id == link.person_id)
-        ).scalar_one()
-        if link.how in (MANUAL, REVIEWED, MERGED) or siblings > 1:
+        if link.how in (MANUAL, REVIEWED, MERGED):
             _insert_keys(uow, patient_id, hashes)
             return Registered(patient_id, link.person_id, "kept")
-    own = link.person_id if link is not None else None
+        others = [
+            p
+            for p in uow.conn.execute(
+                select(record_link.c.patient_id).where(record_link.c.person_id == link.person_id)
+            ).scalars()
+            if p != patient_id
+        ]
+        if others:
+            leaving = _recheck(uow, patient_id, resource, f, link.person_id, others)
+            if leaving is None:
+                _insert_keys(uow, patient_id, hashes)
+                return Registered(patient_id, link.person_id, "kept")
+    own = link.person_id if link is not None and leaving is None else None
     _serialise_on_keys(uow, hashes)
     candidates = find_candidates(uow, record, limit=5, min_grade="probable", exclude_person=own)
     if candidates:  # a steward's earlier "not this person" stands
@@ -461,24 +546,46 @@ def register(
     best = candidates[0] if candidates else None
     now = _now_us()
     if best is not None and best.grade == "certain":
+        if leaving is not None and best.person_id == leaving.person_id:
+            # Certain again through a record the recheck did not score (written meanwhile).
+            return Registered(patient_id, leaving.person_id, "kept", best)
         _set_link(uow, patient_id, best.person_id, AUTO, best.probability, source)
         if own is not None:
             _retire_if_empty(uow, own, best.person_id)
         _close_open_reviews(uow, patient_id)
+        detail: dict[str, Any] = {
+            "probability": round(best.probability, 6),
+            "matched": best.patient_id,
+            "rules": list(best.rules),
+        }
+        if leaving is not None:
+            detail["left"] = leaving.detail()
         _event(
             uow,
             "auto-link",
             actor=actor,
             person_id=best.person_id,
+            other_person_id=leaving.person_id if leaving is not None else None,
             patient_id=patient_id,
-            detail={
-                "probability": round(best.probability, 6),
-                "matched": best.patient_id,
-                "rules": list(best.rules),
-            },
+            reason=leaving.reason if leaving is not None else None,
+            detail=detail,
         )
         return Registered(patient_id, best.person_id, "linked", best)
-    if own is None:
+    if leaving is not None:
+        own = _new_person(uow, now)
+        _set_link(uow, patient_id, own, NEW, None, source)
+        _close_open_reviews(uow, patient_id)
+        _event(
+            uow,
+            "auto-unlink",
+            actor=actor,
+            reason=leaving.reason,
+            person_id=own,
+            other_person_id=leaving.person_id,
+            patient_id=patient_id,
+            detail=leaving.detail(),
+        )
+    elif own is None:
         own = _new_person(uow, now)
         _INSERT_LINK.run(
             uow.conn,
@@ -497,7 +604,71 @@ def register(
     if best is not None and best.grade == "probable":
         _open_review(uow, patient_id, best)
         return Registered(patient_id, own, "review", best)
+    if leaving is not None:
+        return Registered(patient_id, own, "unlinked")
     return Registered(patient_id, own, "new" if link is None else "kept")
+
+
+@dataclass(frozen=True)
+class _Leaving:
+    """An automatically linked record whose update no longer matches its person at ``certain``."""
+
+    person_id: str
+    matched: str | None  # the person's record it came closest to
+    probability: float
+    grade: Grade
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"the record's demographics changed and it no longer matches person {self.person_id} "
+            f"at certain (best: {self.grade})"
+        )
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "person": self.person_id,
+            "matched": self.matched,
+            "probability": round(self.probability, 6),
+            "grade": self.grade,
+        }
+
+
+def _recheck(
+    uow: UnitOfWork,
+    patient_id: str,
+    resource: dict[str, Any],
+    f: Features,
+    person_id: str,
+    others: Sequence[str],
+) -> _Leaving | None:
+    """None while an automatically linked record still is its person: the update left what the
+    matcher compares as it was, or the record still matches another record of the person at
+    ``certain``. Otherwise what it matches now, for the decision and its history."""
+    previous = _previous_features(uow, patient_id, resource)
+    if previous is not None and previous == f:
+        return None
+    matcher = current_matcher(uow)
+    best: tuple[float, str | None, Grade] = (0.0, None, "certainly-not")
+    for pid, other in _load_features(uow, others).items():
+        s = matcher.score(f, other)
+        if s.grade == "certain":
+            return None
+        if s.probability > best[0] or best[1] is None:
+            best = (s.probability, pid, s.grade)
+    return _Leaving(person_id, best[1], best[0], best[2])
+
+
+def _previous_features(uow: UnitOfWork, patient_id: str, resource: dict[str, Any]) -> Features | None:
+    """The matcher's view of the record's version before this write (None when there is none)."""
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or not version.isdigit() or int(version) < 2:
+        return None
+    stored = get_version(uow.conn, "Patient", patient_id, int(version) - 1)
+    if stored is None or stored.content is None:
+        return None
+    return prepare(record_from_patient(patient_id, orjson.loads(stored.content)))
 
 
 def _serialise_on_keys(uow: UnitOfWork, hashes: Sequence[int]) -> None:

@@ -494,10 +494,15 @@ def current_by_pks(conn: Connection, pks: Sequence[int]) -> dict[int, StoredVers
 
 
 def current_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[StoredVersion]:
-    wanted = list(set(keys))
+    # One type per statement, ``res_id IN (…)``: SQLite answers a row-value IN list
+    # (``(res_type, res_id) IN ((?, ?), …)``) by scanning the whole table (1.3 s at a million
+    # Patients), but this form by the (res_type, res_id) index, as PostgreSQL does either.
+    by_type: dict[str, list[str]] = {}
+    for res_type, res_id in set(keys):
+        by_type.setdefault(res_type, []).append(res_id)
+    chunks = [(t, ids[i : i + 400]) for t, ids in by_type.items() for i in range(0, len(ids), 400)]
     out: list[StoredVersion] = []
-    for i in range(0, len(wanted), 400):
-        chunk = wanted[i : i + 400]
+    for res_type, chunk in chunks:
         rows = conn.execute(
             select(
                 resource.c.pk,
@@ -508,7 +513,11 @@ def current_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> list[S
                 resource.c.deleted,
                 resource.c.content,
                 resource.c.patient_key,
-            ).where(tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.deleted.is_(False))
+            ).where(
+                resource.c.res_type == res_type,
+                resource.c.res_id.in_(chunk),
+                resource.c.deleted.is_(False),
+            )
         )
         out.extend(
             StoredVersion(
