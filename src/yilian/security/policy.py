@@ -8,6 +8,8 @@
   denial wins over everything; "deny all but …" permits only the named.
 - Data in no patient's compartment (organizations, practitioners, code systems) is the shared
   registry: visible to every authenticated caller whose scopes cover the type.
+- A scope counts only in its principal's context: ``system/`` for system clients, ``user/`` for
+  staff, ``patient/`` for residents.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, tuple_
 from sqlalchemy.sql.expression import FromClause
 
 from yilian.db import Database, UnitOfWork
-from yilian.security.principal import Principal
+from yilian.security.principal import RESIDENT, STAFF, SYSTEM, Principal
+from yilian.security.scopes import Scopes
 from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
+
+# Where each kind of principal's scopes apply: a system client has no user and no patient in
+# context, so ``user/`` and ``patient/`` scopes give it nothing (and likewise the other way).
+CONTEXT_OF = {SYSTEM: "system", STAFF: "user", RESIDENT: "patient"}
 
 
 class SecurityPolicy:
@@ -28,6 +35,8 @@ class SecurityPolicy:
         self.principal = principal
         self.db = db
         self._seen: dict[str, bool] = {}
+        context = CONTEXT_OF.get(principal.kind)
+        self._scopes = Scopes(tuple(s for s in principal.scopes.items if s.context == context))
 
     # --- AccessPolicy ------------------------------------------------------------------------
 
@@ -41,7 +50,7 @@ class SecurityPolicy:
         return self.principal.org_id
 
     def allows(self, permission: str, resource_type: str) -> bool:
-        return self.principal.scopes.allows(permission, resource_type)
+        return self._scopes.allows(permission, resource_type)
 
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         p = self.principal
