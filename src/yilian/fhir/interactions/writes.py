@@ -355,7 +355,9 @@ def store_next(
     if resource is None:
         content: bytes | None = None
         rows: IndexRows = {}
-        pkey = None
+        # A deletion stays in the compartment of what it deleted: history and reads of it are
+        # decided like those of the resource itself.
+        pkey = current.patient_key
     else:
         content = _stamp(resource, current.res_id, version, last_updated)
         rows = extract(resource, current.res_type, base_url=ctx.base_url)
