@@ -18,7 +18,7 @@ from sqlalchemy import delete
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
-from yilian.fhir.access import is_first_version
+from yilian.fhir.access import SEVERAL_PATIENTS, is_first_version
 from yilian.fhir.store.repository import get_current
 from yilian.security.principal import OPERATOR_OWNER
 from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
@@ -111,6 +111,8 @@ class GrantDeriver:
         patient_key: str | None,
     ) -> None:
         first = is_first_version(resource)
+        if patient_key == SEVERAL_PATIENTS:
+            patient_key = None  # several patients' data: a reason for none of them
         if resource_type in OWNED_TYPES and first:
             _record_owner(uow, ctx, resource_type, resource_id)
         if resource_type in RULES:
@@ -149,7 +151,8 @@ class GrantDeriver:
         rows: list[dict[str, str]] = []
         owners: dict[str, str | None] = {}
         org = getattr(getattr(ctx, "policy", None), "author_org", None)
-        for resource_type, resource_id, resource, patient_key in items:
+        for resource_type, resource_id, resource, key in items:
+            patient_key = None if key == SEVERAL_PATIENTS else key
             if resource_type in OWNED_TYPES:
                 _record_owner(uow, ctx, resource_type, resource_id)
             if resource_type == "Consent":
