@@ -37,19 +37,35 @@ def ctx_for(uow: UnitOfWork, principal: Principal | None = None) -> FhirContext:
     """A request's context: trusted (None) or as ``principal``; a new one per request, as the server makes."""
     if principal is None:
         return FhirContext(base_url="http://testserver/fhir", settings=SETTINGS)
-    return FhirContext(base_url="http://testserver/fhir", settings=SETTINGS, policy=SecurityPolicy(principal, uow.db))
+    return FhirContext(
+        base_url="http://testserver/fhir", settings=SETTINGS, policy=SecurityPolicy(principal, uow.db)
+    )
 
 
 def org(org_id: str, scopes: str = "system/*.cruds") -> Principal:
-    return Principal(kind=SYSTEM, subject=f"client-{org_id}", scopes=parse_scopes(scopes), org_id=org_id, client_id=f"client-{org_id}")
+    return Principal(
+        kind=SYSTEM,
+        subject=f"client-{org_id}",
+        scopes=parse_scopes(scopes),
+        org_id=org_id,
+        client_id=f"client-{org_id}",
+    )
 
 
 def operator(scopes: str = "system/*.cruds") -> Principal:
-    return Principal(kind=SYSTEM, subject="operator", scopes=parse_scopes(scopes), org_id=None, client_id="operator")
+    return Principal(
+        kind=SYSTEM, subject="operator", scopes=parse_scopes(scopes), org_id=None, client_id="operator"
+    )
 
 
 def resident(patient: str, *more: str, scopes: str = "patient/*.rs") -> Principal:
-    return Principal(kind=RESIDENT, subject=f"user-{patient}", scopes=parse_scopes(scopes), org_id=None, patient_keys=frozenset({patient, *more}))
+    return Principal(
+        kind=RESIDENT,
+        subject=f"user-{patient}",
+        scopes=parse_scopes(scopes),
+        org_id=None,
+        patient_keys=frozenset({patient, *more}),
+    )
 
 
 def as_(uow: UnitOfWork, who: Principal | None, method: str, url: str, body: Any = None, **kw: Any) -> Call:
@@ -65,21 +81,36 @@ def patient(pid: str, id_number: str | None, birth: str = "1980-05-12", **extra:
     ident = [{"system": "urn:test:mrn", "value": f"mrn-{pid}"}]
     if id_number:
         ident.append({"system": PRC_RESIDENT_ID, "value": id_number})
-    return {"resourceType": "Patient", "id": pid, "name": [{"family": "王", "given": ["芳"]}], "gender": "female", "birthDate": birth, "identifier": ident, **extra}
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "name": [{"family": "王", "given": ["芳"]}],
+        "gender": "female",
+        "birthDate": birth,
+        "identifier": ident,
+        **extra,
+    }
 
 
 def encounter(eid: str, pid: str, org_id: str) -> dict[str, Any]:
     return {
-        "resourceType": "Encounter", "id": eid, "status": "finished",
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": f"Patient/{pid}"}, "serviceProvider": {"reference": f"Organization/{org_id}"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "serviceProvider": {"reference": f"Organization/{org_id}"},
     }
 
 
 def observation(pid: str, oid: str | None = None, **extra: Any) -> dict[str, Any]:
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-        "subject": {"reference": f"Patient/{pid}"}, "valueQuantity": {"value": 150}, **extra,
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "valueQuantity": {"value": 150},
+        **extra,
     }
     if oid:
         obs["id"] = oid
@@ -87,22 +118,46 @@ def observation(pid: str, oid: str | None = None, **extra: Any) -> dict[str, Any
 
 
 def consent(cid: str, pid: str, effect: str, *orgs: str, status: str = "active") -> dict[str, Any]:
-    actor = [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}, "reference": {"reference": f"Organization/{o}"}} for o in orgs]
+    actor = [
+        {
+            "role": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}
+                ]
+            },
+            "reference": {"reference": f"Organization/{o}"},
+        }
+        for o in orgs
+    ]
     provision: dict[str, Any] = {"type": effect}
     if actor:
         provision["actor"] = actor
     return {
-        "resourceType": "Consent", "id": cid, "status": status,
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "resourceType": "Consent",
+        "id": cid,
+        "status": status,
+        "scope": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+            ]
+        },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{pid}"}, "provision": provision,
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": provision,
     }
 
 
 def seed(uow: UnitOfWork) -> None:
     for o in ("org-a", "org-b", "org-c"):
         put(uow, {"resourceType": "Organization", "id": o, "name": o})
-    put(uow, {"resourceType": "PractitionerRole", "id": "role-c", "organization": {"reference": "Organization/org-c"}})
+    put(
+        uow,
+        {
+            "resourceType": "PractitionerRole",
+            "id": "role-c",
+            "organization": {"reference": "Organization/org-c"},
+        },
+    )
     for pid, id_number, o in (("pa", ID_A, "org-a"), ("pb", ID_B, "org-b")):
         put(uow, patient(pid, id_number))
         put(uow, encounter(f"enc-{pid}", pid, o))
@@ -111,6 +166,7 @@ def seed(uow: UnitOfWork) -> None:
 
 def same_answer(mine: Call, ghost: Call, real: str, fake: str) -> None:
     """Two refusals that must not be told apart (the ids named aside)."""
+
     def named(text: str, rid: str) -> str:
         return re.sub(rf"(?<![\w-]){re.escape(rid)}(?![\w-])", "ID", text)
 

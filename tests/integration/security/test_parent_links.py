@@ -23,13 +23,19 @@ from yilian.security.people import children_of
 
 def related(rid: str, child: str, parent_id_number: str) -> dict[str, Any]:
     return {
-        "resourceType": "RelatedPerson", "id": rid, "patient": {"reference": f"Patient/{child}"},
+        "resourceType": "RelatedPerson",
+        "id": rid,
+        "patient": {"reference": f"Patient/{child}"},
         "identifier": [{"system": PRC_RESIDENT_ID, "value": parent_id_number}],
-        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH"}]}],
+        "relationship": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH"}]}
+        ],
     }
 
 
-def test_a_parent_link_counts_only_when_an_institution_or_the_operator_wrote_it_and_it_is_plausible(uow: UnitOfWork) -> None:
+def test_a_parent_link_counts_only_when_an_institution_or_the_operator_wrote_it_and_it_is_plausible(
+    uow: UnitOfWork,
+) -> None:
     seed(uow)
     put(uow, patient("pm", ID_M, birth="1985-03-01"))  # a mother, resident with an account
     put(uow, patient("kid", None, birth="2020-06-01"))

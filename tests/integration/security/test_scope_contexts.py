@@ -25,7 +25,11 @@ SCOPES = [
     ("system/Patient.rs", "Patient?_has:Observation:patient:code=8480-6", 403),
     ("system/Patient.rs system/Observation.s", "Patient?_has:Observation:patient:code=8480-6", 200),
     ("system/Encounter.rs", "Encounter?_has:Observation:encounter:subject.name=王芳", 403),
-    ("system/Encounter.rs system/Observation.s", "Encounter?_has:Observation:encounter:subject:Patient.name=王芳", 403),
+    (
+        "system/Encounter.rs system/Observation.s",
+        "Encounter?_has:Observation:encounter:subject:Patient.name=王芳",
+        403,
+    ),
     ("user/*.cruds", "Patient/pb", 403),
     ("patient/*.rs", "Patient/pb", 403),
     ("patient/*.rs", "Observation?subject=Patient/pb", 403),
@@ -34,7 +38,9 @@ SCOPES = [
 
 
 @pytest.mark.parametrize(("scopes", "url", "status"), SCOPES, ids=[f"{s} {u}" for s, u, _ in SCOPES])
-def test_scopes_cover_every_type_a_search_looks_into_and_only_in_their_context(uow: UnitOfWork, scopes: str, url: str, status: int) -> None:
+def test_scopes_cover_every_type_a_search_looks_into_and_only_in_their_context(
+    uow: UnitOfWork, scopes: str, url: str, status: int
+) -> None:
     seed(uow)
     got = as_(uow, org("org-b", scopes), "GET", url)
     assert got.status == status, got
@@ -44,9 +50,13 @@ def test_scopes_cover_every_type_a_search_looks_into_and_only_in_their_context(u
 
 def test_people_scopes_count_only_for_people_of_that_kind(uow: UnitOfWork) -> None:
     seed(uow)
-    staff = Principal(kind=STAFF, subject="dr.zhou", scopes=parse_scopes("user/*.rs"), org_id="org-b", user_id="u-1")
+    staff = Principal(
+        kind=STAFF, subject="dr.zhou", scopes=parse_scopes("user/*.rs"), org_id="org-b", user_id="u-1"
+    )
     assert as_(uow, staff, "GET", "Patient/pb").status == 200
-    staff_system = Principal(kind=STAFF, subject="dr.qian", scopes=parse_scopes("system/*.cruds"), org_id="org-b", user_id="u-2")
+    staff_system = Principal(
+        kind=STAFF, subject="dr.qian", scopes=parse_scopes("system/*.cruds"), org_id="org-b", user_id="u-2"
+    )
     assert as_(uow, staff_system, "GET", "Patient/pb").status == 403
     assert as_(uow, resident("pb", scopes="user/*.rs"), "GET", "Patient/pb").status == 403
     assert as_(uow, resident("pb"), "GET", "Patient/pb").status == 200
