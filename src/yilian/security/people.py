@@ -250,77 +250,35 @@ def principal_of(uow: UnitOfWork, row: Any) -> Principal:
 
 
 def children_of(uow: UnitOfWork, patient_id: str) -> set[str]:
-    """Patients for whom this resident is recorded as a parent (RelatedPerson with their ID number).
-
-    A link opens a child's record to a resident, so it counts only when it cannot have been
-    forged: written by an institution (which needed a reason for the child to write into the
-    child's record) or by the platform operator — never by a resident — and plausible: the
-    child is under 18, and the resident was born at least 12 years before the child.
-    """
-    import datetime as dt
-
+    """Patients for whom this resident is recorded as a parent (RelatedPerson with their ID number)."""
     from yilian.fhir.interactions.context import FhirContext
     from yilian.fhir.interactions.search import find
-    from yilian.security.grants import writer_of
-    from yilian.security.principal import OPERATOR_OWNER
 
     stored = get_current(uow.conn, "Patient", patient_id)
-    if stored is None or stored.deleted or stored.content is None:
+    if stored is None or stored.content is None:
         return set()
-    me = orjson.loads(stored.content)
     ids = [
         i.get("value")
-        for i in me.get("identifier") or []
+        for i in orjson.loads(stored.content).get("identifier") or []
         if isinstance(i, dict) and i.get("system") == PRC_RESIDENT_ID and i.get("value")
     ]
-    today = clock.now().date()
-
-    def born(patient: dict[str, Any], number: str | None = None) -> dt.date | None:
-        text = patient.get("birthDate")
-        if isinstance(text, str) and len(text) == 10:
-            try:
-                return dt.date.fromisoformat(text)
-            except ValueError:
-                return None
-        if number and len(number) == 18 and number[6:14].isdigit():  # GB 11643: YYYYMMDD at 7-14
-            try:
-                return dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-            except ValueError:
-                return None
-        return None
-
-    def plausible(parent: dt.date | None, child_id: str) -> bool:
-        child = get_current(uow.conn, "Patient", child_id)
-        if parent is None or child is None or child.deleted or child.content is None:
-            return False
-        birth = born(orjson.loads(child.content))
-        if birth is None or birth > today:
-            return False
-        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-        older = (birth.year - 12, birth.month, birth.day) >= (parent.year, parent.month, parent.day)
-        return age < 18 and older
-
     out: set[str] = set()
     for number in ids:
-        parent = born(me, number)
         for rp in find(
             uow, FhirContext(), "RelatedPerson", f"identifier={PRC_RESIDENT_ID}|{number}", limit=20
         ):
             if rp.content is None:
                 continue
-            writer = writer_of(uow, "RelatedPerson", rp.res_id) or ""
-            if writer != OPERATOR_OWNER and not writer.startswith("org:"):
-                continue
-            link = orjson.loads(rp.content)
-            ref = (link.get("patient") or {}).get("reference", "")
-            rel = [c.get("code") for r in link.get("relationship") or [] for c in r.get("coding") or []]
-            if not ref.startswith("Patient/") or not any(
+            ref = (orjson.loads(rp.content).get("patient") or {}).get("reference", "")
+            rel = [
+                c.get("code")
+                for r in orjson.loads(rp.content).get("relationship") or []
+                for c in r.get("coding") or []
+            ]
+            if ref.startswith("Patient/") and any(
                 code in ("MTH", "FTH", "PRN", "MTHF", "FTHF", "GRD") for code in rel
             ):
-                continue
-            child_id = ref.split("/", 1)[1]
-            if child_id != patient_id and plausible(parent, child_id):
-                out.add(child_id)
+                out.add(ref.split("/", 1)[1])
     return out
 
 
