@@ -99,9 +99,10 @@ _FULL_WIDTH_DIGIT: Final = re.compile(rb"\xef\xbc[\x90-\x99]")  # U+FF10..FF19 i
 # followed by ':'.
 _TOKEN_STRING: Final = re.compile(rb'"(ylenc:[A-Za-z0-9_-]{1,16}:[A-Za-z0-9_-]{38,})"(?!:)')
 _VALUE_OPENERS: Final = frozenset(b":,[")
-_TAGS: Final = re.compile(r"<[^>]*>")
+# A tag holds no "<": in "<13-8<b>" the first "<" is text and 13-8 is not hidden inside a tag.
+_TAGS: Final = re.compile(r"<[^<>]*>")
 # Between two characters of a value in free text: separators or a tag (<b>138</b>0013…).
-_SEPARATOR_CLASS: Final = "(?:[" + re.escape(_SEPARATORS) + "]|<[^>]{0,80}>)*"
+_SEPARATOR_CLASS: Final = "(?:[" + re.escape(_SEPARATORS) + "]|<[^<>]{0,80}>)*"
 
 
 class Found(NamedTuple):
@@ -544,7 +545,7 @@ def _remove_forms(text: str, forms: set[str]) -> str:
             continue
         if c == "<":
             close = text.find(">", i + 1, i + 82)
-            if close != -1:
+            if close != -1 and text.find("<", i + 1, close) == -1:
                 i = close + 1
                 continue
         upper = c.upper()
