@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.integration.payments.builders import Region, make_region
 from yilian import card
+from yilian.api.app import create_app
+from yilian.api.wiring import platform_settings
 from yilian.card.model import platform_card_number
-from yilian.db import UnitOfWork
+from yilian.db import Database, UnitOfWork
 from yilian.fhir import FhirContext
 from yilian.kernel import clock
 
@@ -52,3 +56,16 @@ def pinned() -> Iterator[list[dt.datetime]]:
     clock.set_clock(lambda: now[0])
     yield now
     clock.set_clock(None)
+
+
+@pytest.fixture(scope="module")
+def app(db: Database) -> Any:
+    """The platform's app on the test database, one per test module."""
+    return create_app(db, platform_settings())
+
+
+@pytest.fixture(scope="module")
+def region(db: Database) -> Region:
+    """The demo region's institutions, funds and policies, once per test module."""
+    with UnitOfWork(db, write=True) as uow:
+        return make_region(uow)

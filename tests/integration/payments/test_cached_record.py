@@ -30,12 +30,6 @@ def pinned() -> Iterator[None]:
     clock.set_clock(None)
 
 
-@pytest.fixture(scope="module")
-def region(db: Database) -> Region:
-    with UnitOfWork(db, write=True) as uow:
-        return make_region(uow)
-
-
 def committed(db: Database, fn: Any) -> Any:
     with UnitOfWork(db, write=True) as uow:
         return fn(uow)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.payments.builders import Region, make_region
+from tests.integration.payments.builders import Region
 from tests.integration.payments.conftest import CardDesk
 from tests.integration.payments.test_payment_api import DRUG, call, key, many, new_card, txn_count
 from tests.support.auth import bearer
@@ -34,17 +34,6 @@ from yilian.security.scopes import parse_scopes
 from yilian.security.tokens import issue
 
 SCOPES = "system/Account.cru system/ChargeItem.cr"
-
-
-@pytest.fixture(scope="module")
-def app(db: Database) -> Any:
-    return create_app(db, platform_settings())
-
-
-@pytest.fixture(scope="module")
-def region(db: Database) -> Region:
-    with UnitOfWork(db, write=True) as uow:
-        return make_region(uow)
 
 
 @dataclass

@@ -16,28 +16,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.payments.builders import Region, make_region
+from tests.integration.payments.builders import Region
 from tests.integration.payments.conftest import CardDesk
 from tests.integration.payments.test_payment_api import DRUG, call, key, new_card, txn_count
 from tests.support.auth import bearer, system_token
-from yilian.api.app import create_app
-from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
 from yilian.payments import tables as t
 from yilian.security.principal import RESIDENT, Principal
 from yilian.security.scopes import parse_scopes
 from yilian.security.tokens import issue
-
-
-@pytest.fixture(scope="module")
-def app(db: Database) -> Any:
-    return create_app(db, platform_settings())
-
-
-@pytest.fixture(scope="module")
-def region(db: Database) -> Region:
-    with UnitOfWork(db, write=True) as uow:
-        return make_region(uow)
 
 
 @pytest.fixture(scope="module")

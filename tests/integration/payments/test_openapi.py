@@ -19,13 +19,13 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from starlette.routing import Route
 
-from tests.integration.payments.builders import Region, make_region
+from tests.integration.payments.builders import Region
 from tests.integration.payments.conftest import CardDesk
 from tests.integration.payments.test_payment_api import DRUG, call, key, new_card
 from tests.support.auth import bearer, system_token
 from yilian.api.app import create_app
 from yilian.api.wiring import platform_settings
-from yilian.db import Database, UnitOfWork
+from yilian.db import Database
 from yilian.kernel import clock
 
 CONTRACT = {
@@ -43,23 +43,12 @@ CONTRACT = {
 
 
 @pytest.fixture(scope="module")
-def app(db: Database) -> Any:
-    return create_app(db, platform_settings())
-
-
-@pytest.fixture(scope="module")
 def spec(app: Any) -> dict[str, Any]:
     # No credentials: the document holds no data and is served to anyone.
     response = call(app, "GET", "/api/openapi.json", headers={})
     assert response.status_code == 200
     document: dict[str, Any] = response.json()
     return document
-
-
-@pytest.fixture(scope="module")
-def region(db: Database) -> Region:
-    with UnitOfWork(db, write=True) as uow:
-        return make_region(uow)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.payments.builders import Region, make_coverage, make_patient, make_region
+from tests.integration.payments.builders import Region, make_coverage, make_patient
 from tests.integration.payments.conftest import CardDesk
 from tests.support.auth import bearer, system_token
-from yilian.api.app import create_app
-from yilian.api.wiring import platform_settings
 from yilian.db import Database, UnitOfWork
 from yilian.payments import ledger
 from yilian.payments import tables as t
@@ -29,17 +27,6 @@ DRUG = {
     "unit_price_fen": 15_000,
     "quantity": 2,
 }
-
-
-@pytest.fixture(scope="module")
-def app(db: Database) -> Any:
-    return create_app(db, platform_settings())
-
-
-@pytest.fixture(scope="module")
-def region(db: Database) -> Region:
-    with UnitOfWork(db, write=True) as uow:
-        return make_region(uow)
 
 
 @pytest.fixture(scope="module")
