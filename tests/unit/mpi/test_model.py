@@ -54,6 +54,12 @@ def test_a_version_1_model_scores_every_pair_as_it_did() -> None:
     assert json.loads(upgraded.to_json())["version"] == 2
     with pytest.raises(YilianError):
         MatchModel.from_dict({**old, "version": 3})
+    # A broken version-1 document is refused with a reason, not a crash in the upgrade.
+    for f in old["fields"]:
+        if f["name"] == "postcode":
+            del f["levels"][1]["m"]
+    with pytest.raises(YilianError, match="malformed version 1"):
+        MatchModel.from_dict(old)
 
 
 def test_grades_follow_thresholds() -> None:

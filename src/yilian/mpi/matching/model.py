@@ -196,7 +196,10 @@ class MatchModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MatchModel:
         if data.get("format") == FORMAT and data.get("version") == 1:
-            data = _upgrade_v1(data)
+            try:
+                data = _upgrade_v1(data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise YilianError(Category.INVALID, f"malformed version 1 model document: {exc!r}") from None
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise YilianError(Category.INVALID, f"not a {FORMAT} version {VERSION} document")
         try:
