@@ -30,6 +30,8 @@ def test_malformed_documents_are_refused() -> None:
         MatchModel.from_dict(data)
     with pytest.raises(YilianError):
         MatchModel.from_dict({"format": "something else"})
+    with pytest.raises(YilianError, match="expected a JSON object"):
+        MatchModel.from_json("[1, 2]")
 
 
 def test_a_version_1_model_scores_every_pair_as_it_did() -> None:

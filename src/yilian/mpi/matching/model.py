@@ -195,6 +195,8 @@ class MatchModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MatchModel:
+        if not isinstance(data, Mapping):
+            raise YilianError(Category.INVALID, f"not a {FORMAT} document: expected a JSON object")
         if data.get("format") == FORMAT and data.get("version") == 1:
             try:
                 data = _upgrade_v1(data)
