@@ -11,6 +11,7 @@ in one place, applied everywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement
@@ -20,6 +21,34 @@ from yilian.kernel.errors import Category, YilianError
 
 # Interactions as SMART scopes see them: c(reate) r(ead) u(pdate) d(elete) s(earch).
 CREATE, READ, UPDATE, DELETE, SEARCH = "c", "r", "u", "d", "s"
+
+# The patient key of a resource that holds the data of more than one patient (a stored Bundle
+# collecting several patients' records): no institution has a reason for it as a whole, so only
+# callers who see every record (the platform operator, break-the-glass) see it. A valid FHIR id
+# (it can reach the audit log), reserved: no Patient may have it.
+SEVERAL_PATIENTS = "several.patients"
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write as the access decision sees it, before anything is stored."""
+
+    resource_type: str
+    resource_id: str
+    resource: dict[str, Any] | None  # what will be stored; None: a deletion
+    patient_key: str | None  # the compartment it goes into (SEVERAL_PATIENTS: more than one)
+    patients: frozenset[str]  # every patient whose data it holds (empty: registry data)
+    is_new: bool  # no version of it was ever stored (not even a deleted one)
+    previous: bytes | None = None  # the current version's JSON it replaces, if any
+    previous_key: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteRefusal:
+    """Why a write is refused. ``message`` None: the caller has no reason for a patient the write
+    names, and is answered exactly as if that patient did not exist (nothing tells it apart)."""
+
+    message: str | None = None
 
 
 class AccessPolicy(Protocol):
@@ -44,6 +73,15 @@ class AccessPolicy(Protocol):
         """
         ...
 
+    def check_write(self, uow: Any, write: Write) -> WriteRefusal | None:
+        """Whether the caller may make this write (None: it may).
+
+        Writing into a patient's record needs the same reason as reading it, or the write would
+        create the access it needs (docs/decisions/0015). Consulted in the write's unit of work
+        before anything is stored; the policy may record what the write claims (the audit log).
+        """
+        ...
+
     @property
     def identity(self) -> str:
         """Who the policy is for (binds paging cursors to their caller)."""
@@ -63,6 +101,9 @@ class AllowAll:
         self, uow: Any, resource_type: str, patient_key: str | None, resource_id: str | None = None
     ) -> bool:
         return True
+
+    def check_write(self, uow: Any, write: Write) -> WriteRefusal | None:
+        return None
 
     @property
     def identity(self) -> str:
@@ -179,6 +220,16 @@ def require(policy: AccessPolicy, permission: str, resource_type: str) -> None:
             Category.FORBIDDEN,
             f"the access token does not allow {names.get(permission, permission)} of {resource_type}",
         )
+
+
+def check_write(policy: AccessPolicy, uow: Any, write: Write) -> WriteRefusal | None:
+    """``policy.check_write``; a policy without write rules of its own lets a caller write only
+    where it can see (every patient the write names)."""
+    check = getattr(policy, "check_write", None)
+    if check is not None:
+        return check(uow, write)  # type: ignore[no-any-return]
+    seen = all(policy.can_see(uow, write.resource_type, k, write.resource_id) for k in write.patients)
+    return None if seen else WriteRefusal()
 
 
 def not_visible(resource_type: str, resource_id: str) -> YilianError:

@@ -3,7 +3,8 @@
 An institution may see a patient's record when the record itself shows a reason: an encounter
 or episode there, an appointment with its staff, a referral or consultation request to it,
 a family-doctor contract (a CareTeam it manages, or being the patient's general practitioner),
-registration (managing organization), or having authored data about the patient. A resident's
+registration (managing organization), or having authored data about the patient (which, but for
+the front desk's writes, needs one of the other reasons first: decision 0015). A resident's
 Consent resources turn into permit/deny rules. :class:`GrantDeriver` is a write observer: it
 runs in the transaction of every write, so a grant exists exactly when its source does.
 """
@@ -14,11 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_ignore
-from yilian.fhir.access import is_first_version
+from yilian.fhir.access import SEVERAL_PATIENTS, is_first_version
 from yilian.fhir.store.repository import get_current
 from yilian.security.principal import OPERATOR_OWNER
 from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
@@ -98,6 +99,12 @@ def organization_of(uow: UnitOfWork, reference: str) -> str | None:
     return None
 
 
+# Types whose current version's writer is kept (in ``resource_owner``, without making them
+# owned): a parent link counts only when an institution or the operator wrote it
+# (security.people.children_of).
+WRITER_KEPT = frozenset({"RelatedPerson"})
+
+
 class GrantDeriver:
     """The write observer that derives access grants and consent rules."""
 
@@ -111,8 +118,12 @@ class GrantDeriver:
         patient_key: str | None,
     ) -> None:
         first = is_first_version(resource)
+        if patient_key == SEVERAL_PATIENTS:
+            patient_key = None  # several patients' data: a reason for none of them
         if resource_type in OWNED_TYPES and first:
             _record_owner(uow, ctx, resource_type, resource_id)
+        if resource_type in WRITER_KEPT:
+            _record_writer(uow, ctx, resource_type, resource_id, resource is not None)
         if resource_type in RULES:
             if not first:
                 uow.conn.execute(
@@ -149,9 +160,12 @@ class GrantDeriver:
         rows: list[dict[str, str]] = []
         owners: dict[str, str | None] = {}
         org = getattr(getattr(ctx, "policy", None), "author_org", None)
-        for resource_type, resource_id, resource, patient_key in items:
+        for resource_type, resource_id, resource, key in items:
+            patient_key = None if key == SEVERAL_PATIENTS else key
             if resource_type in OWNED_TYPES:
                 _record_owner(uow, ctx, resource_type, resource_id)
+            if resource_type in WRITER_KEPT:
+                _record_writer(uow, ctx, resource_type, resource_id, True)
             if resource_type == "Consent":
                 self.on_write(uow, ctx, resource_type, resource_id, resource, patient_key)
                 continue
@@ -176,6 +190,25 @@ def _record_owner(uow: UnitOfWork, ctx: Any, resource_type: str, resource_id: st
     insert_ignore(
         uow.conn, resource_owner, [{"res_type": resource_type, "res_id": resource_id, "owner": owner}]
     )
+
+
+def _record_writer(uow: UnitOfWork, ctx: Any, resource_type: str, resource_id: str, kept: bool) -> None:
+    """Who wrote the current version (gone with a deletion)."""
+    uow.conn.execute(
+        delete(resource_owner).where(
+            resource_owner.c.res_type == resource_type, resource_owner.c.res_id == resource_id
+        )
+    )
+    if kept:
+        _record_owner(uow, ctx, resource_type, resource_id)
+
+
+def writer_of(uow: UnitOfWork, resource_type: str, resource_id: str) -> str | None:
+    """The owner key of who wrote the current version of a :data:`WRITER_KEPT` resource."""
+    stmt = select(resource_owner.c.owner).where(
+        resource_owner.c.res_type == resource_type, resource_owner.c.res_id == resource_id
+    )
+    return uow.conn.execute(stmt).scalar_one_or_none()
 
 
 def _grant(patient: str, org: str, reason: str, source_type: str, source_id: str) -> dict[str, str]:

@@ -8,6 +8,12 @@
   denial wins over everything; "deny all but …" permits only the named.
 - Data in no patient's compartment (organizations, practitioners, code systems) is the shared
   registry: visible to every authenticated caller whose scopes cover the type.
+- Writing into a record needs the same reason as reading it (:meth:`SecurityPolicy.check_write`,
+  docs/decisions/0015): a write never creates the access it needs, except the writes that
+  establish a reason in the normal workflow (registering a new patient; an encounter, episode
+  or appointment at the writing institution), and those are flagged in the audit log.
+- A scope counts only in its principal's context: ``system/`` for system clients, ``user/`` for
+  staff, ``patient/`` for residents.
 """
 
 from __future__ import annotations
@@ -15,12 +21,24 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, tuple_
 from sqlalchemy.sql.expression import FromClause
 
 from yilian.db import Database, UnitOfWork
-from yilian.security.principal import Principal
+from yilian.fhir.access import SEVERAL_PATIENTS, Write, WriteRefusal
+from yilian.security.audit import AuditRecord, record
+from yilian.security.grants import RULES, consent_rules, organization_of
+from yilian.security.principal import RESIDENT, STAFF, SYSTEM, Principal
+from yilian.security.scopes import Scopes
 from yilian.security.tables import ALL_ORGS, OWNED_TYPES, access_grant, consent_rule, resource_owner
+
+# Where each kind of principal's scopes apply: a system client has no user and no patient in
+# context, so ``user/`` and ``patient/`` scopes give it nothing (and likewise the other way).
+CONTEXT_OF = {SYSTEM: "system", STAFF: "user", RESIDENT: "patient"}
+# Writes that establish a reason in the normal workflow when they name the writing institution:
+# the front desk registers the visit of a patient it has never seen.
+ESTABLISHING = frozenset({"Encounter", "EpisodeOfCare", "Appointment"})
 
 
 class SecurityPolicy:
@@ -28,6 +46,11 @@ class SecurityPolicy:
         self.principal = principal
         self.db = db
         self._seen: dict[str, bool] = {}
+        # Patients a write of this request was refused for: whatever that write left behind
+        # until the request fails (a transaction decides at its end), they stay closed to it.
+        self._refused: set[str] = set()
+        context = CONTEXT_OF.get(principal.kind)
+        self._scopes = Scopes(tuple(s for s in principal.scopes.items if s.context == context))
 
     # --- AccessPolicy ------------------------------------------------------------------------
 
@@ -41,7 +64,7 @@ class SecurityPolicy:
         return self.principal.org_id
 
     def allows(self, permission: str, resource_type: str) -> bool:
-        return self.principal.scopes.allows(permission, resource_type)
+        return self._scopes.allows(permission, resource_type)
 
     def row_filter(self, r: FromClause) -> ColumnElement[bool] | None:
         p = self.principal
@@ -61,10 +84,98 @@ class SecurityPolicy:
             return patient_key in p.patient_keys
         if p.is_operator or p.break_glass:
             return True
+        if patient_key in self._refused:
+            return False
         cached = self._seen.get(patient_key)
         if cached is None:
             cached = self._seen[patient_key] = self._lookup(uow, patient_key)
         return cached
+
+    def check_write(self, uow: UnitOfWork, write: Write) -> WriteRefusal | None:
+        """Writes need a reason for every patient they name, like reads (docs/decisions/0015)."""
+        p = self.principal
+        try:
+            if p.is_operator:
+                return None
+            hidden = [k for k in sorted(write.patients) if not self.can_see(uow, "Patient", k)]
+            several = write.patient_key == SEVERAL_PATIENTS
+            if write.resource_type == "Consent" and p.patient_keys is None:
+                return self._institution_consent(uow, write, hidden)
+            if hidden:
+                refusal = self._without_reason(uow, write, hidden)
+                if refusal is None:
+                    self._refused.difference_update(write.patients)  # registered or established
+                elif refusal.message is None:
+                    self._refused.update(hidden)
+                return refusal
+            if several:
+                return WriteRefusal(
+                    f"a stored {write.resource_type} may hold the data of one patient only; "
+                    "store one per patient (or send the resources in a transaction)"
+                )
+            return None
+        finally:
+            # The write may change what this caller sees (grants, consent rules): look again.
+            for key in (*write.patients, write.previous_key):
+                self._seen.pop(key or "", None)
+
+    def _without_reason(self, uow: UnitOfWork, write: Write, hidden: list[str]) -> WriteRefusal | None:
+        p = self.principal
+        if p.patient_keys is not None or write.resource is None or len(write.patients) != 1:
+            return WriteRefusal()
+        patient = hidden[0]
+        if write.resource_type == "Patient" and write.resource_id == patient and write.is_new:
+            return None  # registering a new patient: its record holds nothing yet
+        if write.resource_type in ESTABLISHING and p.org_id in self._orgs_named(uow, write):
+            _flag(
+                uow,
+                p,
+                write,
+                "reason-claimed",
+                f"{write.resource_type} at {p.org_id} for a patient it had no reason for: "
+                "access to the record follows from this write; review it",
+            )
+            return None
+        return WriteRefusal()
+
+    def _orgs_named(self, uow: UnitOfWork, write: Write) -> set[str]:
+        """The institutions a resource gives a reason to (as the grants derived from it will)."""
+        assert write.resource is not None
+        orgs: set[str] = set()
+        for getter, _reason in RULES.get(write.resource_type, ()):
+            for ref in getter(write.resource):
+                org = organization_of(uow, ref)
+                if org:
+                    orgs.add(org)
+        return orgs
+
+    def _institution_consent(self, uow: UnitOfWork, write: Write, hidden: list[str]) -> WriteRefusal | None:
+        """An institution records a patient's consent only for a patient it already has a reason
+        for, and only to restrict access: widening who sees a record, or lifting a restriction,
+        is the patient's own act (or the platform operator's)."""
+        if hidden:
+            self._refused.update(hidden)
+            return WriteRefusal()
+        before = _rules(uow, write.resource_id, write.previous_key, _json(write.previous))
+        after = _rules(uow, write.resource_id, write.patient_key, write.resource)
+        widened = any(effect == "permit" for *_, effect in after - before) or any(
+            effect == "deny" for *_, effect in before - after
+        )
+        if widened:
+            return WriteRefusal(
+                "an institution may record a patient's consent only to restrict access to the record; "
+                "permitting access or lifting a restriction is the patient's own decision "
+                "(the resident portal) or the platform operator's"
+            )
+        if before != after:
+            _flag(
+                uow,
+                self.principal,
+                write,
+                "consent-recorded",
+                "a patient's consent recorded by an institution",
+            )
+        return None
 
     def _owns(self, uow: UnitOfWork | None, resource_type: str, resource_id: str) -> bool:
         stmt = select(resource_owner.c.owner).where(
@@ -105,6 +216,42 @@ class SecurityPolicy:
         if row.named_deny:
             return False
         return bool(row.permit or (row.grant and not row.deny_all))
+
+
+def _json(content: bytes | None) -> dict[str, Any] | None:
+    return orjson.loads(content) if content else None  # type: ignore[no-any-return]
+
+
+def _rules(
+    uow: UnitOfWork, consent_id: str, patient: str | None, consent: dict[str, Any] | None
+) -> set[tuple[str, str, str]]:
+    """(patient, institution, effect) of what a Consent version decides."""
+    if consent is None or not patient or consent.get("status") != "active":
+        return set()
+    return {
+        (r["patient_key"], r["org_id"], r["effect"]) for r in consent_rules(uow, consent_id, patient, consent)
+    }
+
+
+def _flag(uow: UnitOfWork, p: Principal, write: Write, subtype: str, why: str) -> None:
+    """An audit event flagged for review, in the write's transaction (it goes if the write goes)."""
+    record(
+        uow,
+        AuditRecord(
+            action="C" if write.is_new else ("D" if write.resource is None else "U"),
+            subtype=subtype,
+            agent_kind={RESIDENT: "patient", STAFF: "user"}.get(p.kind)
+            or ("operator" if p.is_operator else "system"),
+            agent_id=p.subject[:128] or "anonymous",
+            org_id=p.org_id,
+            patient_keys=tuple(sorted(write.patients)),
+            entity=f"{write.resource_type}/{write.resource_id}",
+            resource_types=(write.resource_type,),
+            purpose=p.purpose,
+            flagged=True,
+            outcome_desc=why,
+        ),
+    )
 
 
 @functools.lru_cache(maxsize=256)  # a few callers at a time; anonymous aliases just miss

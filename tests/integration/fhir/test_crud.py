@@ -210,3 +210,28 @@ def test_search_basics(uow: UnitOfWork, ctx: FhirContext) -> None:
     assert r.status == 400
     lenient = call(uow, ctx, "GET", "Patient?foo=bar&_id=s1")
     assert lenient.status == 200 and ids(lenient.json) == {"s1"}
+
+
+def test_an_update_after_other_writes_in_one_unit_of_work_keeps_its_version_and_index(
+    uow: UnitOfWork, ctx: FhirContext
+) -> None:
+    """A Task holds patient data outside the compartment: deciding its patient reads the stored
+    keys of what it refers to, which sends the unit of work's buffered rows first. The update's
+    own version and index rows must still be written (an HL7 REF^I13 changes a referral and its
+    Task in one transaction, and the Task was left unsearchable)."""
+    call(uow, ctx, "PUT", "Patient/t-p", patient(id="t-p"))
+    order = {"resourceType": "ServiceRequest", "id": "t-sr", "status": "active", "intent": "order",
+             "subject": {"reference": "Patient/t-p"}}  # fmt: skip
+    call(uow, ctx, "PUT", "ServiceRequest/t-sr", order)
+    task = {"resourceType": "Task", "id": "t-task", "status": "requested", "intent": "order",
+            "identifier": [{"system": "urn:t", "value": "R-1"}], "focus": {"reference": "ServiceRequest/t-sr"},
+            "for": {"reference": "Patient/t-p"}}  # fmt: skip
+    assert call(uow, ctx, "PUT", "Task/t-task", task).status == 201
+    # Both changed in the same unit of work, the referral first (its rows are still buffered).
+    assert call(uow, ctx, "PUT", "ServiceRequest/t-sr", {**order, "priority": "stat"}).status == 200
+    assert call(uow, ctx, "PUT", "Task/t-task", {**task, "status": "cancelled"}).status == 200
+    found = call(uow, ctx, "GET", "Task?identifier=urn:t|R-1").json
+    assert [e["resource"]["status"] for e in found.get("entry", [])] == ["cancelled"]
+    assert call(uow, ctx, "GET", "Task?status=cancelled").json.get("total") == 1
+    history = call(uow, ctx, "GET", "Task/t-task/_history").json
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]

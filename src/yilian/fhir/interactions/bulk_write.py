@@ -27,14 +27,14 @@ from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import insert_tables
-from yilian.fhir.access import CREATE, UPDATE
+from yilian.fhir.access import CREATE, SEVERAL_PATIENTS, UPDATE, Write
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.update import update as update_one
 from yilian.fhir.search.indexer import IndexRows, extract
 from yilian.fhir.store import repository as repo
 from yilian.fhir.store.tables import INDEX_TABLES, resource, resource_version
-from yilian.kernel.errors import Category, Issue, YilianError
+from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.ids import is_valid_fhir_id, new_id
 
 
@@ -61,6 +61,8 @@ def _prepare(i: int, doc: Any) -> _Prepared:
         )
     res = writes.check_body(doc)
     rtype: str = res["resourceType"]
+    if rtype == "Patient" and rid == SEVERAL_PATIENTS:
+        raise YilianError(Category.INVALID, f"the id {SEVERAL_PATIENTS!r} is reserved; choose another")
     if rid is None:
         rid, method = new_id(), "POST"
     else:
@@ -70,19 +72,6 @@ def _prepare(i: int, doc: Any) -> _Prepared:
         if (t, tid) != (rtype, rid):
             refs.setdefault((t, tid), f"{path} ({raw})")
     return _Prepared(i, rtype, rid, res, method, refs)
-
-
-def _missing_error(missing: list[tuple[tuple[str, str], str]]) -> YilianError:
-    issues = [
-        Issue(
-            f"{t}/{i} does not exist (referenced from {where})", (where.split(" ", 1)[0],), code="not-found"
-        )
-        for (t, i), where in sorted(missing)
-    ]
-    (t0, i0), _ = sorted(missing)[0]
-    return YilianError(
-        Category.UNPROCESSABLE, f"reference to a resource that does not exist: {t0}/{i0}", issues=issues
-    )
 
 
 def _heads(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -97,20 +86,6 @@ def _heads(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, 
         )
         found.update((r.res_type, r.res_id) for r in rows)
     return found
-
-
-def _patient_keys_of(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-    out: dict[tuple[str, str], str | None] = {}
-    wanted = sorted(keys)
-    for start in range(0, len(wanted), 400):
-        chunk = wanted[start : start + 400]
-        rows = conn.execute(
-            select(resource.c.res_type, resource.c.res_id, resource.c.patient_key).where(
-                tuple_(resource.c.res_type, resource.c.res_id).in_(chunk), resource.c.deleted.is_(False)
-            )
-        )
-        out.update(((r.res_type, r.res_id), r.patient_key) for r in rows)
-    return out
 
 
 def write_many(uow: UnitOfWork, ctx: FhirContext, docs: Sequence[Any]) -> list[YilianError | None]:
@@ -147,6 +122,12 @@ def _write_prepared(
     uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared], results: list[YilianError | None]
 ) -> None:
     writes.flush(uow)
+    if ctx.policy.row_filter(resource) is not None:
+        # A caller who may not see everything writes one resource at a time, each with every
+        # check of a single write (what it may refer to is what it may see).
+        for p in prepared:
+            results[p.index] = _one(uow, ctx, p)
+        return
     if ctx.settings.enforce_referential_integrity:
         prepared = _drop_dangling(uow, prepared, results)
     try:
@@ -191,7 +172,7 @@ def _drop_dangling(
         for p in keep:
             missing = [(t, where) for t, where in p.refs.items() if t not in known]
             if missing:
-                results[p.index] = _missing_error(missing)
+                results[p.index] = writes.missing_error(missing)
             else:
                 still.append(p)
         if len(still) == len(keep):
@@ -232,7 +213,7 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
             pending.append(n)
     if pending:
         lookups = {t for n in pending for t in staged[n][0].refs if t not in pkeys}
-        found = _patient_keys_of(conn, lookups) if lookups else {}
+        found = writes.stored_patient_keys(conn, lookups) if lookups else {}
         for n in pending:
             p = staged[n][0]
             for t in p.refs:
@@ -240,6 +221,26 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
                 if key:
                     pkeys[(p.res_type, p.res_id)] = key
                     break
+    # Outside the compartment: the patients a resource names, directly or through its targets.
+    others = [
+        (p, writes.named_patients(p.res_type, p.res_id, p.resource, ctx.base_url))
+        for p, *_ in staged
+        if writes.holds_patient_data(p.res_type)
+    ]
+    lookups = {t for _, named in others for t in named.targets if t not in pkeys}
+    stored_keys = writes.stored_patient_keys(conn, lookups) if lookups else {}
+    patients: dict[tuple[str, str], frozenset[str]] = {
+        k: frozenset({v}) if v and v != SEVERAL_PATIENTS else frozenset() for k, v in pkeys.items()
+    }
+    for p, named in others:
+        known = {t: pkeys[t] if t in pkeys else stored_keys.get(t) for t in named.targets}
+        key, names = writes.key_of(named, known)
+        pkeys[(p.res_type, p.res_id)], patients[(p.res_type, p.res_id)] = key, names
+    for p, *_ in staged:
+        k = (p.res_type, p.res_id)
+        writes.authorize(
+            uow, ctx, Write(p.res_type, p.res_id, p.resource, pkeys[k], patients[k], is_new=True)
+        )
     new_rows: list[dict[str, Any]] = []
     for p, lu, content, rows in staged:
         stored = writes.for_storage(uow, p.resource, content, rows)
@@ -269,8 +270,7 @@ def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -
             for r in kind_rows:
                 r["resource_pk"] = pk
             index.setdefault(kind, []).extend(kind_rows)
-        if row["patient_key"]:
-            touched.add(row["patient_key"])
+        touched.update(patients[(p.res_type, p.res_id)])
     insert_tables(conn, [(resource_version, versions), *((INDEX_TABLES[k], r) for k, r in index.items())])
     # The observers (patient index, access grants) in their order, each seeing every new resource.
     for observer in ctx.settings.observers:

@@ -18,7 +18,9 @@ def check_type(res_type: str) -> None:
 
 
 def read(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str) -> Resource:
-    """The current version; NOT_FOUND if it never existed (or the caller may not see it), GONE if deleted."""
+    """The current version; NOT_FOUND if it never existed (or the caller may not see it), GONE if
+    deleted (a deletion is in the compartment of what it deleted: only those who could see the
+    resource learn that it was deleted)."""
     check_type(res_type)
     require(ctx.policy, READ, res_type)
     return _found(ctx, uow, repo.get_current(uow.conn, res_type, res_id), res_type, res_id)
@@ -54,8 +56,10 @@ def vread(uow: UnitOfWork, ctx: FhirContext, res_type: str, res_id: str, version
     if found is not None and not ctx.policy.can_see(uow, res_type, found.patient_key, res_id):
         raise not_visible(res_type, res_id)
     if found is None:
-        if repo.get_current(uow.conn, res_type, res_id) is None:
-            raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} does not exist")
+        current = repo.get_current(uow.conn, res_type, res_id)
+        # Which versions a resource has is told only to those who may see it.
+        if current is None or not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
+            raise not_visible(res_type, res_id)
         raise YilianError(Category.NOT_FOUND, f"{res_type}/{res_id} has no version {version}")
     if found.deleted:
         raise YilianError(Category.GONE, f"version {version} of {res_type}/{res_id} is a deletion")

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
-from yilian.fhir.access import CREATE, UPDATE, require
+from yilian.fhir.access import CREATE, UPDATE, not_visible, require
 from yilian.fhir.interactions import writes
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.outcome import WriteResult
@@ -68,8 +68,10 @@ def _write(
     label = f"{res_type}/{res_id}"
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
     if current is not None and not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
-        # Another institution's record: as if it did not exist — and it cannot be overwritten.
-        raise YilianError(Category.FORBIDDEN, f"{label} is not in a record this caller may change")
+        # In a record the caller may not see (current or deleted): 404, what a read or a patch of
+        # it answers. It cannot be created either — ids are one namespace — so that the id is
+        # taken is all a caller can learn, never whose, of which patient, or what it holds.
+        raise not_visible(res_type, res_id)
     if current is None or current.deleted:
         require(ctx.policy, CREATE, res_type)
     else:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import Alias, FromClause
 
 from yilian.db.dialect import with_index
-from yilian.fhir.access import ALLOW_ALL, AccessPolicy
+from yilian.fhir.access import ALLOW_ALL, SEARCH, AccessPolicy, require
 from yilian.fhir.model import model
 from yilian.fhir.search.params import Filter, resolve_filter, split_prefix, split_unescaped, unescape
 from yilian.fhir.search.registry import SearchParam, params_for
@@ -499,9 +499,13 @@ class Compiler:
                 f"ambiguous chain {f.name!r}: {chained_code!r} is a {' / '.join(sorted(kinds))} parameter "
                 f"depending on the type {p.code!r} refers to; name the type, e.g. {p.code}:{usable[0]}.{rest}"
             )
+        # Only into types the caller may search: a chain that can lead nowhere else is refused.
+        searchable = [t for t in usable if self.policy.allows(SEARCH, t)]
+        if not searchable:
+            require(self.policy, SEARCH, usable[0])
         ir = idx_reference.alias()
         per_target: list[ColumnElement[bool]] = []
-        for target in usable:
+        for target in searchable:
             inner = resolve_filter(target, rest, f.values)
             if inner is not None:
                 ids = self._ids_matching(target, inner, depth + 1)
@@ -514,6 +518,9 @@ class Compiler:
 
     def _ids_matching(self, resource_type: str, f: Filter, depth: int) -> Select[Any]:
         """The ids of the current, visible resources of ``resource_type`` that ``f`` matches."""
+        # A chain searches the type it leads to: the caller's scopes must cover searching it, or
+        # whether results come back would tell what it may not ask (a birth date, a diagnosis).
+        require(self.policy, SEARCH, resource_type)
         r2 = resource.alias()
         own = [r2.c.res_type == resource_type, r2.c.deleted.is_(False), self._visible(r2)]
         rows = self._rows(resource_type, f, depth)
@@ -528,6 +535,7 @@ class Compiler:
         inner = resolve_filter(has_type, rest, f.values)
         if inner is None:
             raise _bad(f"_has: {has_type} has no search parameter {rest.split(':')[0]!r}")
+        require(self.policy, SEARCH, has_type)  # as a chain: _has searches the referring type
         ir = idx_reference.alias()
         r2 = resource.alias()
         own = [
