@@ -153,6 +153,12 @@ def test_behind_a_proxy_the_audience_is_the_configured_public_url(db: Database, 
     with RunningServer(database_url(db), env={"YILIAN_BASE_URL": f"{public}/fhir/"}, log=tmp_path / "proxied.log") as proxied:
         conf = httpx.get(f"{proxied.base}/.well-known/smart-configuration").json()
         assert conf["token_endpoint"] == f"{public}/auth/token"
+        # The same at the FHIR base, whatever Host the request names: a client must not be sent
+        # to give its credentials to an address the request chose.
+        for host in (None, "attacker.example"):
+            headers = {"Host": host} if host else {}
+            at_base = httpx.get(f"{proxied.base}/fhir/.well-known/smart-configuration", headers=headers).json()
+            assert at_base == conf
         made_for_public = assertion(jwt_client, key, jwk["kid"], f"{public}/auth/token")
         ok = token_with(proxied, client_assertion_type=JWT_BEARER, client_assertion=made_for_public)
         assert ok.status_code == 200, ok.text

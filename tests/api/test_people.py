@@ -141,8 +141,22 @@ def test_portal_session_login_logout_and_lockout(server: RunningServer, people: 
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
         for _ in range(5):
             assert browser.post("/auth/login", data={"csrf": csrf, "username": "zhao.min", "password": "wrong password!!"}).status_code == 401
+        before = len(audits(db, "login"))
         locked = browser.post("/auth/login", data={"csrf": csrf, "username": "zhao.min", "password": "my own record 2026"})
-        assert locked.status_code == 401 and ("锁定" in locked.text or "locked" in locked.text)
+        nobody = browser.post("/auth/login", data={"csrf": csrf, "username": "no.such.person", "password": "my own record 2026"})
+        # Locked, even with the right password; and told exactly what a name nobody has is told,
+        # so guessing names learns nothing. The message says when accounts lock.
+        assert locked.status_code == nobody.status_code == 401
+        assert error_text(locked.text) == error_text(nobody.text) and "锁定 15 分钟" in error_text(locked.text)
+        # The audit log, for the operator, says why.
+        why = [str(row.resource().get("outcomeDesc")) for row in audits(db, "login")[before:]]
+        assert why == ["the account is locked after repeated failures", "no active account by that name"]
+
+
+def error_text(page: str) -> str:
+    found = re.search(r'class="error"[^>]*>([^<]+)<', page)
+    assert found, page
+    return found.group(1).strip()
 
 
 # -- hardening: sealed second factor, one use per code, deactivation, session end, audit ----------

@@ -8,6 +8,7 @@ path of the platform (see docs/decisions/0001-web-stack.md).
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +31,7 @@ from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.nul import refuse_nul
 from yilian.security.audit import AuditRecord, AuditWriter
 from yilian.security.audit import record as audit_record
+from yilian.security.oauth import public_root
 from yilian.security.policy import policy_for
 from yilian.security.principal import Principal
 
@@ -130,7 +132,10 @@ class FhirEndpoint:
             refuse_nul("the body", [req.body])
             base = self._base_url(scope)
             if req.path == ".well-known/smart-configuration" and req.method in ("GET", "HEAD"):
-                return 200, orjson.dumps(smart_configuration(base)), {}
+                # The configured public address, as at the root and as the token endpoint checks
+                # audiences: never the Host header, which the caller chooses (a client that
+                # trusted it would send its credentials where the header pointed).
+                return 200, orjson.dumps(smart_configuration(f"{public_root(os.environ)}/fhir")), {}
             if req.path == "metadata":
                 ctx = FhirContext(base_url=base, settings=self.settings, policy=ALLOW_ALL)
                 resp = await run_in_threadpool(self._execute, ctx, req, None, None)

@@ -14,10 +14,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "应用“{app}”请求访问您的数据：",
         "en": "The app “{app}” asks to use your data:",
     },
-    "failed": {"zh": "用户名、密码或验证码错误", "en": "Wrong user name, password or one-time code"},
-    "locked": {
-        "zh": "账户已因多次失败暂时锁定，请稍后再试",
-        "en": "The account is locked after repeated failures; try again later",
+    # One message for every refused sign-in, a locked account included (see people.LoginRefused).
+    "failed": {
+        "zh": "用户名、密码或验证码错误（连续失败 {n} 次后账户将锁定 {minutes} 分钟）",
+        "en": "Wrong user name, password or one-time code (after {n} failures in a row an account is locked for {minutes} minutes)",
     },
     "language": {"zh": "English", "en": "中文"},
     "institution": {"zh": "机构", "en": "Institution"},

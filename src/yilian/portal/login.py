@@ -25,7 +25,15 @@ from yilian.portal.i18n import language, translator
 from yilian.security.audit import AuditRecord, AuditWriter
 from yilian.security.authorize import AuthorizationRequest, check_request, grant_code
 from yilian.security.oauth import OAuthError
-from yilian.security.people import attempt_login, end_session, session_principal, start_session
+from yilian.security.people import (
+    LOCKOUT_S,
+    MAX_FAILURES,
+    LoginRefused,
+    attempt_login,
+    end_session,
+    session_principal,
+    start_session,
+)
 from yilian.security.principal import RESIDENT, Principal
 
 SESSION_COOKIE = "yilian_session"
@@ -78,8 +86,15 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _login_record(
-    username: str, ok: bool, request: Request, subtype: str = "login", principal: Principal | None = None
+    username: str,
+    result: object,
+    request: Request,
+    subtype: str = "login",
+    principal: Principal | None = None,
 ) -> AuditRecord:
+    """The sign-in's AuditEvent; a refusal says why (a locked account, an unknown name), which
+    the person signing in is not told."""
+    ok = not isinstance(result, YilianError)
     return AuditRecord(
         action="E",
         subtype=subtype,
@@ -89,6 +104,7 @@ def _login_record(
         org_id=principal.org_id if principal is not None else None,
         source_ip=request.client.host if request.client else None,
         flagged=None if ok else True,
+        outcome_desc=result.why if isinstance(result, LoginRefused) else None,
     )
 
 
@@ -136,9 +152,9 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             return principal if isinstance(principal, YilianError) else start_session(uow, principal)
 
         token = await run_in_threadpool(transact, db, work)
-        await audit(_login_record(form.get("username", ""), not isinstance(token, YilianError), request))
+        await audit(_login_record(form.get("username", ""), token, request))
         if isinstance(token, YilianError):
-            message = t("locked") if "locked" in token.message else t("failed")
+            message = t("failed", n=str(MAX_FAILURES), minutes=str(LOCKOUT_S // 60))
             return _page(
                 request,
                 "login.html",
@@ -223,7 +239,7 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             return principal if isinstance(principal, YilianError) else grant_code(uow, req, principal)
 
         code = await run_in_threadpool(transact, db, work)
-        await audit(_login_record(form.get("username", ""), not isinstance(code, YilianError), request))
+        await audit(_login_record(form.get("username", ""), code, request))
         if isinstance(code, YilianError):
             return _page(
                 request,
@@ -233,7 +249,7 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
                 hidden=[(k, v) for k, v in params.items() if v],
                 intro=t("authorize_intro", app=req.client_name),
                 scopes=req.scope.split(),
-                error=t("failed"),
+                error=t("failed", n=str(MAX_FAILURES), minutes=str(LOCKOUT_S // 60)),
                 username=form.get("username"),
             )
         sep = "&" if "?" in req.redirect_uri else "?"

@@ -171,6 +171,19 @@ def add_user(
     return user, uri
 
 
+class LoginRefused(YilianError):
+    """A refused sign-in. Everyone is told the same (``message``); why it was refused (``why``) is
+    for the audit log alone."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            Category.UNAUTHENTICATED,
+            f"wrong user name, password or one-time code (after {MAX_FAILURES} failures in a row an "
+            f"account is locked for {LOCKOUT_S // 60} minutes)",
+        )
+        self.why = why
+
+
 def authenticate(uow: UnitOfWork, *, username: str, password: str, otp: str | None) -> Principal:
     """Check a sign-in, raising on failure. The failure count is written in ``uow`` — callers
     that raise roll it back: use :func:`attempt_login` where lockout must hold."""
@@ -188,15 +201,15 @@ def attempt_login(
     Returns the error instead of raising it, so that the caller commits the failure count.
     """
     row = uow.conn.execute(select(user_account).where(user_account.c.username == username)).first()
-    generic = YilianError(Category.UNAUTHENTICATED, "wrong user name, password or one-time code")
     if row is None or not row.active:
         _hasher.hash(password)  # same time as a real check: no hint that the name does not exist
-        return generic
+        return LoginRefused("no active account by that name")
     now = _now()
     if row.locked_until and row.locked_until > now:
-        return YilianError(
-            Category.UNAUTHENTICATED, "the account is locked after repeated failures; try again later"
-        )
+        # The same answer, in the same time, as a wrong password: "locked" would tell whoever is
+        # guessing names that this one exists (the message says when accounts lock instead).
+        _hasher.hash(password)
+        return LoginRefused("the account is locked after repeated failures")
     ok = True
     try:
         _hasher.verify(row.password_hash, password)
@@ -217,7 +230,9 @@ def attempt_login(
             .where(user_account.c.user_id == row.user_id)
             .values(failed_attempts=0 if locked else failures, locked_until=locked)
         )
-        return generic
+        return LoginRefused(
+            "wrong password or one-time code" + ("; the account is now locked" if locked else "")
+        )
     values: dict[str, Any] = {"failed_attempts": 0, "locked_until": None}
     if step is not None:
         values["totp_secret"] = _seal_totp(keyring, secret, step)
@@ -230,7 +245,7 @@ def attempt_login(
         else update(user_account).where(user_account.c.user_id == row.user_id).values(**values)
     )
     if done.rowcount != 1:
-        return generic
+        return LoginRefused("the one-time code was used by a concurrent sign-in")
     return principal_of(uow, row)
 
 
@@ -250,35 +265,77 @@ def principal_of(uow: UnitOfWork, row: Any) -> Principal:
 
 
 def children_of(uow: UnitOfWork, patient_id: str) -> set[str]:
-    """Patients for whom this resident is recorded as a parent (RelatedPerson with their ID number)."""
+    """Patients for whom this resident is recorded as a parent (RelatedPerson with their ID number).
+
+    A link opens a child's record to a resident, so it counts only when it cannot have been
+    forged: written by an institution (which needed a reason for the child to write into the
+    child's record) or by the platform operator — never by a resident — and plausible: the
+    child is under 18, and the resident was born at least 12 years before the child.
+    """
+    import datetime as dt
+
     from yilian.fhir.interactions.context import FhirContext
     from yilian.fhir.interactions.search import find
+    from yilian.security.grants import writer_of
+    from yilian.security.principal import OPERATOR_OWNER
 
     stored = get_current(uow.conn, "Patient", patient_id)
-    if stored is None or stored.content is None:
+    if stored is None or stored.deleted or stored.content is None:
         return set()
+    me = orjson.loads(stored.content)
     ids = [
         i.get("value")
-        for i in orjson.loads(stored.content).get("identifier") or []
+        for i in me.get("identifier") or []
         if isinstance(i, dict) and i.get("system") == PRC_RESIDENT_ID and i.get("value")
     ]
+    today = clock.now().date()
+
+    def born(patient: dict[str, Any], number: str | None = None) -> dt.date | None:
+        text = patient.get("birthDate")
+        if isinstance(text, str) and len(text) == 10:
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                return None
+        if number and len(number) == 18 and number[6:14].isdigit():  # GB 11643: YYYYMMDD at 7-14
+            try:
+                return dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+            except ValueError:
+                return None
+        return None
+
+    def plausible(parent: dt.date | None, child_id: str) -> bool:
+        child = get_current(uow.conn, "Patient", child_id)
+        if parent is None or child is None or child.deleted or child.content is None:
+            return False
+        birth = born(orjson.loads(child.content))
+        if birth is None or birth > today:
+            return False
+        age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+        older = (birth.year - 12, birth.month, birth.day) >= (parent.year, parent.month, parent.day)
+        return age < 18 and older
+
     out: set[str] = set()
     for number in ids:
+        parent = born(me, number)
         for rp in find(
             uow, FhirContext(), "RelatedPerson", f"identifier={PRC_RESIDENT_ID}|{number}", limit=20
         ):
             if rp.content is None:
                 continue
-            ref = (orjson.loads(rp.content).get("patient") or {}).get("reference", "")
-            rel = [
-                c.get("code")
-                for r in orjson.loads(rp.content).get("relationship") or []
-                for c in r.get("coding") or []
-            ]
-            if ref.startswith("Patient/") and any(
+            writer = writer_of(uow, "RelatedPerson", rp.res_id) or ""
+            if writer != OPERATOR_OWNER and not writer.startswith("org:"):
+                continue
+            link = orjson.loads(rp.content)
+            ref = (link.get("patient") or {}).get("reference", "")
+            rel = [c.get("code") for r in link.get("relationship") or [] for c in r.get("coding") or []]
+            if not ref.startswith("Patient/") or not any(
                 code in ("MTH", "FTH", "PRN", "MTHF", "FTHF", "GRD") for code in rel
             ):
-                out.add(ref.split("/", 1)[1])
+                continue
+            child_id = ref.split("/", 1)[1]
+            if child_id != patient_id and plausible(parent, child_id):
+                out.add(child_id)
     return out
 
 
