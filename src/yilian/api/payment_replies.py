@@ -36,7 +36,10 @@ class StatementEntry(_Reply):
     at: str = Field(description="ISO 8601, Beijing time")
     kind: str = Field(description="top-up, charge, refund or hold-post")
     amount_fen: int = Field(description="signed: positive into the wallet, negative out of it")
-    balance_after_fen: int
+    balance_after_fen: int | None = Field(
+        default=None,
+        description="the balance this movement left; absent in an institution's view, which lists only its own movements",
+    )
     org: str | None
     ref: str | None = Field(description="the charge or hold it records")
     memo: str | None

@@ -211,13 +211,20 @@ def _wallet(uow: UnitOfWork, call: Call[Any]) -> Reply:
 
 
 def _statement(uow: UnitOfWork, call: Call[Any]) -> Reply:
-    """The wallet and its newest movements, newest first, each with the balance it left."""
+    """The wallet and its newest movements, newest first, each with the balance it left. An
+    institution sees only the movements made at it (without the balances), the holder and the
+    platform operator see them all."""
     try:
         limit = int(call.query.get("limit", "50"))
     except ValueError:
         raise YilianError(Category.INVALID, "limit must be a whole number") from None
+    principal = call.principal
     view, lines = payments.statement(
-        uow, card_no=call.params["card_no"], limit=limit, patients=_patients(call.principal)
+        uow,
+        card_no=call.params["card_no"],
+        limit=limit,
+        patients=_patients(principal),
+        org=principal.org_id if principal.patient_keys is None else None,
     )
     return Reply(
         {**view.as_json(), "entries": [line.as_json() for line in lines]},

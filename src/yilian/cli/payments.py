@@ -153,7 +153,7 @@ def statement(
                 f"{line.as_json()['at'][:19]}",
                 line.kind,
                 format_fen(line.amount_fen),
-                format_fen(line.balance_after_fen),
+                format_fen(line.balance_after_fen) if line.balance_after_fen is not None else "",
                 line.org or "",
             )
         console.print(table)

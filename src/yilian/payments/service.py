@@ -142,13 +142,13 @@ class StatementLine:
     at: dt.datetime
     kind: str
     amount_fen: int
-    balance_after_fen: int
+    balance_after_fen: int | None  # None in an institution's view (see :func:`statement`)
     org: str | None
     ref: str | None
     memo: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "txn_id": self.txn_id,
             "at": self.at.astimezone(BEIJING).isoformat(),
             "kind": self.kind,
@@ -158,30 +158,47 @@ class StatementLine:
             "ref": self.ref,
             "memo": self.memo,
         }
+        if self.balance_after_fen is None:
+            del out["balance_after_fen"]
+        return out
 
 
 def statement(
-    uow: UnitOfWork, *, card_no: str, limit: int = 50, patients: frozenset[str] | None = None
+    uow: UnitOfWork,
+    *,
+    card_no: str,
+    limit: int = 50,
+    patients: frozenset[str] | None = None,
+    org: str | None = None,
 ) -> tuple[WalletView, list[StatementLine]]:
     """The wallet and its newest movements, newest first, each with the balance it left
-    (``patients`` as for :func:`wallet`)."""
+    (``patients`` as for :func:`wallet`).
+
+    ``org`` is the view of an institution the card is presented to: the balance, and only the
+    movements made at that institution, without the balance each left. Where else the holder
+    paid (a psychiatric clinic, a pharmacy) is the holder's business; a balance after each of the
+    institution's own lines would show, by its jumps, how much went elsewhere and when.
+    """
     card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     view = WalletView(card.card_no, balance, held)
     p, x = t.posting, t.txn
-    rows = uow.conn.execute(
+    stmt = (
         select(p.c.amount, x.c.txn_id, x.c.at, x.c.kind, x.c.org, x.c.ref, x.c.memo)
         .join(x, x.c.txn_id == p.c.txn_id)
         .where(p.c.account_id == wallet_account(card.patient_id))
         .order_by(p.c.posting_id.desc())
         .limit(max(1, min(limit, 1000)))
-    ).all()
+    )
+    if org is not None:
+        stmt = stmt.where(x.c.org == org)
     lines = []
     after = view.balance_fen
-    for row in rows:  # walk back from the current balance
+    for row in uow.conn.execute(stmt):  # walk back from the current balance
+        shown = None if org is not None else after
         lines.append(
             StatementLine(
-                row.txn_id, from_us(row.at), row.kind, int(row.amount), after, row.org, row.ref, row.memo
+                row.txn_id, from_us(row.at), row.kind, int(row.amount), shown, row.org, row.ref, row.memo
             )
         )
         after -= int(row.amount)

@@ -273,3 +273,40 @@ def test_an_insurer_reads_the_lines_its_funds_pay_once_named_their_administrator
     city_view = call(app, "GET", f"/api/settlement/days/{day}", headers=city_his).json()
     assert {line["payee"] for line in city_view["lines"]} == {city}
     assert call(app, "GET", "/api/ledger/trial-balance", headers=insurer).status_code == 403
+
+
+def test_an_institution_reads_only_its_own_movements_on_a_statement(
+    app: Any, db: Database, desk: CardDesk, region: Region, operator: dict[str, str]
+) -> None:
+    """The card at the till lets an institution see the balance and what the holder did there;
+    where else they paid stays the holder's (and the operator's) to see."""
+    city, county = region.city_hospital, region.county_hospital
+    at_city, at_county = his(db, city), his(db, county)
+    card_no = new_card(db, desk, region)
+    assert top_up(app, at_city, card_no, city, 100_000).status_code == 201
+    assert charge(app, at_county, card_no, county).status_code == 201  # 150.00 at the county
+    assert charge(app, at_city, card_no, city, quantity=2).status_code == 201  # 300.00 at the city
+
+    def entries(headers: dict[str, str]) -> list[dict[str, Any]]:
+        reply = call(app, "GET", f"/api/cards/{card_no}/statement", headers=headers)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["balance_fen"] == 55_000  # the balance is the till's to know
+        return list(body["entries"])
+
+    city_view = entries(at_city)
+    assert [(e["kind"], e["amount_fen"], e["org"]) for e in city_view] == [
+        ("charge", -30_000, city),
+        ("top-up", 100_000, city),
+    ]
+    assert all("balance_after_fen" not in e for e in city_view)  # its jumps would show the rest
+    county_view = entries(at_county)
+    assert [(e["kind"], e["amount_fen"], e["org"]) for e in county_view] == [("charge", -15_000, county)]
+    holder = entries(resident_token(db, patient_of(db, card_no)))
+    everything = entries(operator)
+    assert holder == everything
+    assert [(e["org"], e["balance_after_fen"]) for e in everything] == [
+        (city, 55_000),
+        (county, 85_000),
+        (city, 100_000),
+    ]
