@@ -295,12 +295,28 @@ class PixOperation:
         params: list[dict[str, Any]] = []
         for pid, idents in xref.records:
             for ident in idents:
-                if not targets or ident.get("system") in targets:
+                if (not targets or ident.get("system") in targets) and _usable(uow, ctx, ident):
                     params.append({"name": "targetIdentifier", "valueIdentifier": ident})
             params.append({"name": "targetId", "valueReference": {"reference": f"Patient/{pid}"}})
         params.append({"name": "targetId", "valueReference": {"reference": f"Person/{xref.person_id}"}})
         body = {"resourceType": "Parameters", "parameter": params}
         return FhirResponse(200, orjson.dumps(body), patients=frozenset(pid for pid, _ in xref.records))
+
+
+def _usable(uow: UnitOfWork, ctx: FhirContext, ident: dict[str, Any]) -> bool:
+    """Whether a cross-reference answer should offer this identifier: PIX tells a system the
+    numbers to find the person by now, so not one that was retired (``use`` old: a replaced or
+    revoked card) or that the system issuing it refuses lookups by (a card reported lost)."""
+    if ident.get("use") == "old":
+        return False
+    system, value = ident.get("system"), ident.get("value")
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        check_lookups(ctx.settings.lookup_guards, uow, [(system if isinstance(system, str) else None, value)])
+    except YilianError:
+        return False
+    return True
 
 
 def _person_resource(

@@ -850,9 +850,13 @@ def unmerge(uow: UnitOfWork, *, event_id: str, actor: str, reason: str) -> str:
     uow.conn.execute(
         update(person).where(restored).values(status="active", merged_into=None, updated=_now_us())
     )
+    # The survivor may itself have been merged since: the moved records are then with the person
+    # it went into (and so on). They come back from wherever that chain of merges took them; a
+    # record a steward has since linked elsewhere stays where the steward put it.
+    holders = _merge_chain(uow, row.person_id)
     back = uow.conn.execute(
         update(record_link)
-        .where(and_(record_link.c.patient_id.in_(moved or [""]), record_link.c.person_id == row.person_id))
+        .where(and_(record_link.c.patient_id.in_(moved or [""]), record_link.c.person_id.in_(holders)))
         .values(person_id=row.other_person_id, how=MANUAL, updated=_now_us())
     ).rowcount
     undo_id = _event(
@@ -866,6 +870,20 @@ def unmerge(uow: UnitOfWork, *, event_id: str, actor: str, reason: str) -> str:
     )
     uow.conn.execute(update(event).where(event.c.event_id == event_id).values(undone_by=undo_id))
     return undo_id
+
+
+def _merge_chain(uow: UnitOfWork, person_id: str) -> list[str]:
+    """``person_id`` and every person it was merged into since, in order (a merge never points
+    back along its own chain, but a bound keeps a corrupted one from looping)."""
+    chain = [person_id]
+    while len(chain) < 1000:
+        nxt = uow.conn.execute(
+            select(person.c.merged_into).where(person.c.person_id == chain[-1], person.c.status == "merged")
+        ).scalar_one_or_none()
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
 
 
 # --------------------------------------------------------------------------- review queue

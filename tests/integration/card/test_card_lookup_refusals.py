@@ -70,6 +70,10 @@ def _match(patient_identifier: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def pix_targets(parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p["valueIdentifier"] for p in parameters["parameter"] if p["name"] == "targetIdentifier"]
+
+
 def lookups(card_no: str) -> list[tuple[str, str, Any]]:
     """Every path that resolves by a card number: (method, url, body)."""
     token = f"{HC}|{card_no}"
@@ -121,11 +125,16 @@ def test_a_lost_card_is_refused_on_every_path_and_found_again_once_resumed(
     assert patient in ids(call(uow, cctx, "GET", f"Patient?identifier={card_no}").json)
     pix = call(uow, cctx, "GET", f"Patient/$ihe-pix?sourceIdentifier={naming.PRC_RESIDENT_ID}|{card_no}")
     assert pix.status == 200, pix
+    # The cross-reference offers the numbers to find the holder by now: not the lost card's.
+    offered = {(i["system"], i["value"]) for i in pix_targets(pix.json)}
+    assert (naming.PRC_RESIDENT_ID, card_no) in offered and (HC, card_no) not in offered
     # ":not" resolves nobody by the number.
     assert call(uow, cctx, "GET", f"Patient?identifier:not={HC}|{card_no}").status == 200
 
     card.resume_card(uow, cctx, card_no=card_no, actor=ACTOR, reason="found at home")
     assert ids(call(uow, cctx, "GET", f"Patient?identifier={HC}|{card_no}").json) == {patient}
+    pix = call(uow, cctx, "GET", f"Patient/$ihe-pix?sourceIdentifier={HC}|{card_no}").json
+    assert (HC, card_no) in {(i["system"], i["value"]) for i in pix_targets(pix)}
 
 
 def test_replaced_and_revoked_cards_are_gone_and_the_new_card_finds_the_holder(
@@ -141,6 +150,10 @@ def test_replaced_and_revoked_cards_are_gone_and_the_new_card_finds_the_holder(
     # The replacement, issued and not yet activated, names its holder.
     assert ids(call(uow, cctx, "GET", f"Patient?identifier={HC}|{new}").json) == {patient}
     assert ids(call(uow, cctx, "GET", f"Patient?identifier={new}").json) == {patient}
+    # PIX by the new card offers it, and not the retired one (kept on the Patient as "old").
+    pix = call(uow, cctx, "GET", f"Patient/$ihe-pix?sourceIdentifier={HC}|{new}").json
+    cards = [i["value"] for i in pix_targets(pix) if i["system"] == HC]
+    assert cards == [new]
 
     card.report_lost(uow, cctx, card_no=new, actor=ACTOR, reason="lost again")
     # Without a system, a "-NN" number can only be a card: judged as one.

@@ -344,10 +344,18 @@ def test_the_card_follows_a_stewards_merge_to_the_surviving_person(
     survivor = mpi.person_of(uow, elsewhere)
     assert survivor is not None and before.card.person_id != survivor and elsewhere not in before.records
     assert before.card.person_id is not None
-    mpi.merge_persons(
+    merge = mpi.merge_persons(
         uow, source_person=before.card.person_id, target_person=survivor, actor="steward:1", reason="same man"
     )
     after = card.resolve(uow, cctx, rid, front_desk=True)
     assert after.card.person_id == survivor
     assert set(after.records) == {holder, elsewhere}
     assert card.require_usable(uow, rid).person_id == survivor
+    # Undone (the steward was wrong): the card leads to its holder's own person again, and only
+    # to the holder's records.
+    mpi.unmerge(uow, event_id=merge, actor="steward:2", reason="Wong Chung is his cousin")
+    undone = card.resolve(uow, cctx, rid, front_desk=True)
+    assert undone.card.person_id == before.card.person_id != survivor
+    assert set(undone.records) == {holder}
+    assert card.require_usable(uow, rid).person_id == before.card.person_id
+    assert mpi.person_of(uow, elsewhere) == survivor

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support.paths import SHARED
+from tests.support.terminal import run_on_terminal
 from yilian.cli.main import app
 
 FEBRL1 = SHARED / "record-linkage" / "febrl" / "dataset1.csv"
@@ -251,3 +252,16 @@ def test_refused_rows_are_reported_and_the_rest_matched(tmp_path: Path) -> None:
     assert "record id seen before" in output and "wrong number of fields" in output
     assert "birth dates not readable" in output
     assert [r["record_id"] for r in _read(out)] == ["A1", "A2", "A4"]
+
+
+def test_dedupe_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """Run as an operator does, with stderr on a terminal: Rich draws the stages as they run and
+    leaves each complete (done/total), and the summary table follows on stdout."""
+    out = tmp_path / "persons.csv"
+    run = run_on_terminal("mpi", "dedupe", str(FEBRL1), "-c", "febrl", "-o", str(out))
+    assert run.returncode == 0, (run.stdout, run.drawn[-2000:])
+    last = run.last_counts("comparing", "scoring", "clustering")
+    assert set(last) == {"comparing", "scoring", "clustering"}, run.drawn[-2000:]
+    assert all(done == total > 0 for done, total in last.values()), last
+    assert "persons (clusters)" in run.stdout
+    assert out.is_file() and len(_read(out)) == 1000

@@ -723,3 +723,37 @@ def test_official_examples_and_synthea_patients_load_without_false_merges(
     assert false_merges == []
     # Not vacuous: the index did join records that are one person (the same resident sent again).
     assert any(len(members) > 1 for members in persons.values())
+
+
+def test_a_merge_is_undone_even_after_its_survivor_was_merged_again(
+    uow: UnitOfWork, mctx: FhirContext
+) -> None:
+    """A into B, then B into C: undoing the first merge brings A's records back from C (where
+    the second merge took them) and leaves B's with C; undoing the second then brings B's back."""
+    a = create(
+        uow, mctx, patient(family="冯", given="一", birth="1951-01-01", gender="male", mrn=(HOSPITAL_A, "U1"))
+    )
+    b = create(
+        uow,
+        mctx,
+        patient(family="陈", given="二", birth="1962-02-02", gender="female", mrn=(HOSPITAL_A, "U2")),
+    )
+    c = create(
+        uow, mctx, patient(family="褚", given="三", birth="1973-03-03", gender="male", mrn=(HOSPITAL_B, "U3"))
+    )
+    pa, pb, pc = person_of(uow, a), person_of(uow, b), person_of(uow, c)
+    assert pa and pb and pc and len({pa, pb, pc}) == 3
+    first = merge_persons(uow, source_person=pa, target_person=pb, actor="steward:li", reason="one resident")
+    second = merge_persons(uow, source_person=pb, target_person=pc, actor="steward:li", reason="one resident")
+    assert {person_of(uow, p) for p in (a, b, c)} == {pc}
+
+    unmerge(uow, event_id=first, actor="steward:wang", reason="A is somebody else")
+    assert (person_of(uow, a), person_of(uow, b), person_of(uow, c)) == (pa, pc, pc)
+    assert records_of(uow, pa) == [a] and records_of(uow, pc) == sorted([b, c])
+    done = [e for e in history(uow, person_id=pa) if e["action"] == "unmerge"]
+    assert done and done[0]["detail"]["restored"] == 1
+    assert call(uow, mctx, "GET", f"Person/{pa}").json["active"] is True
+
+    unmerge(uow, event_id=second, actor="steward:wang", reason="B is somebody else too")
+    assert (person_of(uow, a), person_of(uow, b), person_of(uow, c)) == (pa, pb, pc)
+    assert [records_of(uow, p) for p in (pa, pb, pc)] == [[a], [b], [c]]
