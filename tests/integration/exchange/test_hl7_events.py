@@ -251,3 +251,51 @@ def test_a_practitioner_named_by_several_messages_is_one_practitioner(db: Databa
     replies = send_at_once(port, [raw.encode() for raw in racing])
     assert sorted(ack_fields(r)["MSA"][1] for r in replies) == ["AA"] * 4
     assert len(search(db, "Practitioner", identifier=f"{V2}staff/PR|D78")) == 1
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+def test_a_repeated_result_value_keeps_every_repetition(db: Database, port: int) -> None:
+    """OBX-5 repeats (three blood-pressure readings, two coded findings): one Observation of the
+    OBX-3 code whose components hold every value in order; a single value stays value[x]."""
+    message = (
+        "MSH|^~\\&|LIS|RV|Y|C|20261203101500||ORU^R01|RV-1|P|2.5\r"
+        "PID|1||RV1^^^RV^MR||Qin^Yu||19800101|F\r"
+        "OBR|1|RV-O1|RV-F1|8480-6^Systolic BP^LN|||20261203100000\r"
+        "OBX|1|NM|8480-6^Systolic BP^LN||128~131~125|mm[Hg]^mmHg^UCUM|||||F\r"
+        "OBX|2|CWE|29308-4^Diagnosis^LN||I10^Hypertension^I10~E11^Diabetes^I10||||||F\r"
+        "OBX|3|NM|8867-4^Heart rate^LN||72|/min^per minute^UCUM|||||F\r"
+    )
+    accepted(port, message)
+    person = patient(db, naming.mrn_system("RV"), "RV1")
+    found = {o["code"]["coding"][0]["code"]: o for o in search(db, "Observation", subject=ref(person))}
+    systolic = found["8480-6"]
+    assert "valueQuantity" not in systolic
+    assert [c["valueQuantity"]["value"] for c in systolic["component"]] == [128, 131, 125]
+    assert all(c["code"] == systolic["code"] and c["valueQuantity"]["code"] == "mm[Hg]" for c in systolic["component"])
+    findings = [c["valueCodeableConcept"]["coding"][0]["code"] for c in found["29308-4"]["component"]]
+    assert findings == ["I10", "E11"]
+    assert found["8867-4"]["valueQuantity"]["value"] == 72 and "component" not in found["8867-4"]
+
+
+def test_results_before_the_first_obr_are_the_patients_own_observations(db: Database, port: int) -> None:
+    """v2.7+ ORU^R01 may carry the patient's own observations (OBX after PID, before any order):
+    they are stored, under no report, and the ordered results still go under theirs."""
+    message = (
+        "MSH|^~\\&|LIS|PO|Y|C|20261203101500||ORU^R01|PO-1|P|2.7\r"
+        "PID|1||PO1^^^PO^MR||Lu^Xin||19850505|F\r"
+        "OBX|1|NM|29463-7^Body weight^LN||61.5|kg^kilogram^UCUM|||||F\r"
+        "OBR|1|PO-O1|PO-F1|2345-7^Glucose^LN|||20261203100000\r"
+        "OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L^mmol/L^UCUM|||||F\r"
+    )
+    accepted(port, message)
+    person = patient(db, naming.mrn_system("PO"), "PO1")
+    found = {o["code"]["coding"][0]["code"]: o for o in search(db, "Observation", subject=ref(person))}
+    assert set(found) == {"29463-7", "2345-7"}
+    assert found["29463-7"]["valueQuantity"]["value"] == 61.5
+    assert found["29463-7"]["effectiveDateTime"].startswith("2026-12-03T10:15:00")
+    [report] = search(db, "DiagnosticReport", subject=ref(person))
+    assert [r["reference"] for r in report["result"]] == [f"Observation/{found['2345-7']['id']}"]
+    accepted(port, message.replace("|PO-1|", "|PO-2|"))  # sent again under a new number: nothing new
+    assert len(search(db, "Observation", subject=ref(person))) == 2

@@ -128,11 +128,13 @@ def test_key_facts_agree_with_the_peer_converter(
         (their_visit,) = [r for r in theirs if r["resourceType"] == "Encounter"]
         assert our_visit["status"] == their_visit["status"] == "cancelled"
         assert our_visit["class"]["code"] == their_visit["class"]["code"] == "PRENC"
-        # Its OBX (heart rate, OBX-5 "60~120"): one Observation on both sides. The peer keeps the
-        # two repetitions as components; the platform's valueQuantity is the first one.
+        # Its OBX (heart rate, OBX-5 "60~120"): one Observation on both sides, each repetition a
+        # component, in order, and no value[x] of its own.
         (our_obs,) = [r for r in ours if r["resourceType"] == "Observation"]
         (their_obs,) = [r for r in theirs if r["resourceType"] == "Observation"]
-        assert our_obs["valueQuantity"]["value"] == their_obs["component"][0]["valueQuantity"]["value"] == 60
+        values = [[c["valueQuantity"]["value"] for c in o["component"]] for o in (our_obs, their_obs)]
+        assert values[0] == values[1] == [60, 120]
+        assert "valueQuantity" not in our_obs and "valueQuantity" not in their_obs
     if message == "ADT-A40-01.hl7":
         # The peer records the merge as a Linkage (source: the surviving record, historical: the
         # one merged away) and writes no Patient. The platform keeps both Patients and links

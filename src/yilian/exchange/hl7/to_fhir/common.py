@@ -507,23 +507,43 @@ class Mapping_:
 
     def _obx_value(self, obx: Segment, obs: dict[str, Any]) -> None:
         kind = obx.get(2).upper()
-        reps = obx.reps(5)
-        if not reps or reps[0].empty:
+        reps = [r for r in obx.reps(5) if not r.empty]
+        if not reps:
             return
-        first = reps[0]
+        if (
+            kind not in _ONE_VALUE_PER_REPETITION
+        ):  # ST, TX, FT, and types FHIR has no value for (ED, RP): text
+            text = "\n".join(
+                " ".join(p for p in (r.c(i) for i in range(1, r.raw.count(self.msg.d.component) + 2)) if p)
+                for r in reps
+            )
+            if text.strip():
+                obs["valueString"] = text
+            return
+        values = [v for v in (self._one_value(obx, kind, r) for r in reps) if v is not None]
+        if len(values) == 1:
+            obs[values[0][0]] = values[0][1]
+        elif values:
+            # A repeated OBX-5 (several readings, several coded answers) is several values of one
+            # observation: FHIR holds them as components of the same code, every one kept.
+            obs["component"] = [
+                {"code": obs.get("code") or {"text": "value"}, key: value} for key, value in values
+            ]
+
+    def _one_value(self, obx: Segment, kind: str, rep: Any) -> tuple[str, Any] | None:
+        """One repetition of OBX-5 as a FHIR value[x] (its element name and value)."""
         if kind in ("NM", "SN"):
-            quantity, comparator = _number(first, kind)
+            quantity, comparator = _number(rep, kind)
             if quantity is None:
                 raise Hl7Error(
-                    f"OBX-5 is not a number although OBX-2 says {kind}: {first.c(1)!r}",
+                    f"OBX-5 is not a number although OBX-2 says {kind}: {rep.c(1)!r}",
                     code="102",
                     segment="OBX",
                     sequence=obx.sequence,
                     field=5,
                 )
             if isinstance(quantity, dict):
-                obs["valueRange"] = quantity
-                return
+                return "valueRange", quantity
             q: dict[str, Any] = {"value": quantity}
             if comparator:
                 q["comparator"] = comparator
@@ -534,26 +554,18 @@ class Mapping_:
                 if system in ("UCUM", "ISO+", "") and unit.c(1):
                     q["system"] = naming.UCUM
                     q["code"] = unit.c(1)
-            obs["valueQuantity"] = q
-        elif kind in ("CE", "CWE", "CNE", "CF"):
-            cc = t.concept(first)
-            if cc:
-                obs["valueCodeableConcept"] = cc
-        elif kind in ("DT", "TS", "DTM"):
-            value = t.date_time(obx, 5, rep=first)
-            if value:
-                obs["valueDateTime"] = value
-        elif kind == "TM":
-            m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?.*", first.c(1))
-            if m:
-                obs["valueTime"] = f"{m.group(1)}:{m.group(2) or '00'}:{m.group(3) or '00'}"
-        else:  # ST, TX, FT, and types FHIR has no value for (ED, RP): kept as text
-            text = "\n".join(
-                " ".join(p for p in (r.c(i) for i in range(1, r.raw.count(self.msg.d.component) + 2)) if p)
-                for r in reps
-            )
-            if text.strip():
-                obs["valueString"] = text
+            return "valueQuantity", q
+        if kind in ("CE", "CWE", "CNE", "CF"):
+            cc = t.concept(rep)
+            return ("valueCodeableConcept", cc) if cc else None
+        if kind in ("DT", "TS", "DTM"):
+            value = t.date_time(obx, 5, rep=rep)
+            return ("valueDateTime", value) if value else None
+        m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?.*", rep.c(1))  # TM
+        return ("valueTime", f"{m.group(1)}:{m.group(2) or '00'}:{m.group(3) or '00'}") if m else None
+
+
+_ONE_VALUE_PER_REPETITION = frozenset({"NM", "SN", "CE", "CWE", "CNE", "CF", "DT", "TS", "DTM", "TM"})
 
 
 _INTERPRETATION = {

@@ -41,6 +41,20 @@ def map_oru(m: Mapping_) -> None:
         raise Hl7Error("ORU^R01 needs at least one OBR", code="100", segment="OBR")
     for group in groups:
         report(m, patient, key, group, encounter=encounter)
+    # OBX before the first OBR: the patient's own observations (v2.7+ PATIENT_OBSERVATION, after
+    # PID; some senders put one after the ORC). Under no report, but every one kept.
+    first_obr = next(i for i, s in enumerate(m.msg.segments) if s.id == "OBR")
+    msh = m.msg.first("MSH")
+    for obx in (s for s in m.msg.segments[:first_obr] if s.id == "OBX"):
+        if t.concept(obx.rep(3)) is None:
+            continue  # says not what it observes (an attachment with no code): the raw message keeps it
+        m.observation(
+            obx,
+            patient,
+            scope=f"{key[1]}/patient-observation",
+            encounter=encounter,
+            fallback_time=t.date_time(msh, 7) if msh is not None else None,
+        )
 
 
 def report(
