@@ -62,6 +62,25 @@ def print_error(message: str) -> None:
 
 
 @contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """End a long-running command on SIGTERM as on Ctrl-C: by ``KeyboardInterrupt``, so that its
+    ``finally`` blocks run (leases given up, the transaction in progress rolled back).
+
+    A service manager stops a process with SIGTERM, and a shell script's background job starts
+    with SIGINT ignored: without this, such a process could only be killed outright."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn failures into one readable line and a non-zero exit, never a traceback.
 

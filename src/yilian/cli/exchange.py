@@ -23,6 +23,7 @@ from yilian.cli.common import (
     progress_bar,
     record_alone,
     settings_from_env,
+    stop_on_sigterm,
 )
 
 if TYPE_CHECKING:
@@ -544,9 +545,15 @@ def deliver_command(
             console.print(f"delivered {done}")
             return
         console.print(
-            "[bold green]医联 Yilian[/] delivering subscriptions and forwarded writes (Ctrl-C stops)"
+            "[bold green]医联 Yilian[/] delivering subscriptions and forwarded writes (Ctrl-C or SIGTERM stops)"
         )
-        worker.run_forever()
+        try:
+            with stop_on_sigterm():
+                worker.run_forever()
+        except KeyboardInterrupt:  # a requested stop: the claimed destination was given up on the way out
+            pass
+        finally:
+            worker.http.close()
 
 
 @exchange_app.command("forward")

@@ -245,7 +245,7 @@ def publish(
     import os
 
     from yilian import payments
-    from yilian.cli.common import progress_bar, settings_from_env
+    from yilian.cli.common import progress_bar, settings_from_env, stop_on_sigterm
 
     with friendly_errors():
         db = open_db(database)
@@ -254,10 +254,13 @@ def publish(
         if retry_failed:
             payments.retry_publication(db)
         if follow:
-            console.print("[bold green]医联 Yilian[/] publishing the payments' FHIR views (Ctrl-C stops)")
+            console.print(
+                "[bold green]医联 Yilian[/] publishing the payments' FHIR views (Ctrl-C or SIGTERM stops)"
+            )
             try:
-                payments.PublicationWorker(db, settings, base_url=url).run_forever()
-            except KeyboardInterrupt:
+                with stop_on_sigterm():
+                    payments.PublicationWorker(db, settings, base_url=url).run_forever()
+            except KeyboardInterrupt:  # the queue is in the database: stopping loses nothing
                 pass
             return
         status = payments.publication_status(db)

@@ -87,10 +87,13 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
 
 def test_publish_follow_publishes_as_charges_come(db: Database, tmp_path: Path) -> None:
     """`yilian payments publish --follow`: the publisher as its own process (beside
-    `yilian serve --no-publish`) picks up each charge as it is made, and stops on SIGINT."""
+    `yilian serve --no-publish`) picks up each charge as it is made, and stops cleanly on SIGTERM,
+    as a service manager stops it (Ctrl-C takes the same path; SIGINT itself is not used here
+    because a test run started in the background passes it on ignored)."""
     desk = CardDesk()
     keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+    environ["PYTHONFAULTHANDLER"] = "1"  # a publisher that hangs shows where (SIGABRT below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "yilian.cli.main", "payments", "publish", "--follow", "-d", database_url(db)],
         cwd=tmp_path,
@@ -127,9 +130,16 @@ def test_publish_follow_publishes_as_charges_come(db: Database, tmp_path: Path) 
             if total:
                 break
             time.sleep(0.2)
-        assert total == 1, proc.stderr.read() if proc.poll() is not None and proc.stderr else "not published"
+        queue = payments.publication_status(db)
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to stderr
+            out, err = proc.communicate(timeout=30)
+            err = "did not stop on SIGTERM within 30 s\n" + err
+    # When it fails, say why: what the queue holds and what the publisher wrote to stderr.
+    assert total == 1, f"not published; queue: {queue!r}; publisher stderr:\n{err}"
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "publishing the payments' FHIR views" in out

@@ -667,3 +667,56 @@ def test_finished_messages_past_retention_are_pruned_and_pending_ones_kept(
     assert states() == []
     status = next(s for s in outbox_status(db) if s.dest_id == dest)
     assert (status.pending, status.delivered) == (0, 0)
+
+
+def test_deliver_stopped_by_sigterm_gives_up_its_lease(db: Database) -> None:
+    """A service manager stops `yilian exchange deliver` with SIGTERM, often while it waits on a
+    slow subscriber. It stops cleanly (status 0) and gives up the destination it had claimed, so
+    the next deliverer starts at once instead of waiting out the lease."""
+    import signal
+    import socket
+
+    t = tag()
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        put(db, {"resourceType": "Patient", "id": f"p-{t}"})
+        sub = subscribe(db, f"Observation?code={LOINC}|{t}", f"http://127.0.0.1:{silent.getsockname()[1]}/hook")
+        put(db, observation(f"o-{t}", f"p-{t}", t))
+        keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "yilian.cli.main", "exchange", "deliver", "-d", database_url(db)],
+            cwd=ROOT,
+            env={**env, "YILIAN_DELIVERY_TIMEOUT": "120"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            owner = None
+            while owner is None and time.monotonic() < deadline and proc.poll() is None:
+                with db.engine.connect() as conn:
+                    owner = conn.execute(
+                        select(destination.c.lease_owner).where(destination.c.dest_id == f"Subscription/{sub}")
+                    ).scalar()
+                time.sleep(0.1)
+            assert owner is not None, "the deliverer never claimed the subscriber"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        assert "delivering subscriptions" in out
+        with db.engine.connect() as conn:
+            row = conn.execute(
+                select(destination.c.lease_owner, destination.c.lease_until).where(
+                    destination.c.dest_id == f"Subscription/{sub}"
+                )
+            ).one()
+        assert tuple(row) == (None, None)
+        # The notification it could not deliver is still queued for the next deliverer.
+        assert [d.pending for d in outbox_status(db) if d.dest_id == f"Subscription/{sub}"] == [1]
+    finally:
+        silent.close()
