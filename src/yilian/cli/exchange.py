@@ -157,7 +157,9 @@ def dead_letters_command(
     from yilian.exchange import dead_letters
 
     with friendly_errors():
-        rows = dead_letters(open_db(database), include_resolved=all_)
+        db = open_db(database)
+        rows = dead_letters(db, include_resolved=all_)
+        _warn_stranded(db)
         if not rows:
             console.print("no dead letters")
             return
@@ -189,6 +191,75 @@ def dead_letters_command(
                 r.status,
             )
         console.print(table)
+
+
+def _warn_stranded(db: Database) -> None:
+    from yilian.exchange import stranded
+
+    left = stranded(db)
+    if left:
+        console.print(
+            f"[yellow]{len(left)} message(s) landed but never stored nor refused[/] (the process "
+            f"stopped in between; the oldest received {_when(left[0].received)} UTC): "
+            "`yilian exchange recover` processes them (a running listener does so by itself)"
+        )
+
+
+@exchange_app.command("recover")
+def recover_command(
+    older_than: float = typer.Option(
+        300.0,
+        "--older-than",
+        min=0.0,
+        metavar="SECONDS",
+        help="Only messages landed at least this long ago (a younger one may still be in a listener's hands).",
+    ),
+    as_client: str | None = typer.Option(
+        None,
+        "--as-client",
+        help="The client to write as for messages landed before senders were recorded.",
+    ),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Process HL7 messages that landed but were never stored nor refused (a crash in between).
+
+    Each is processed as the client that sent it, as a replay is: it ends stored, a duplicate of a resend already stored, or a dead letter with its reason. Exit status 1 if any failed or had no client to write as."""
+    from yilian.exchange import IntakeSettings, recover
+
+    with friendly_errors():
+        db = open_db(database)
+        with progress_bar() as bar:
+            task = bar.add_task("processing", total=None)
+            done = recover(
+                db,
+                settings=IntakeSettings(fhir=settings_from_env()),
+                older_than_s=older_than,
+                as_client=as_client,
+                progress=lambda n, total: bar.update(task, completed=n, total=total),
+            )
+    if not done:
+        console.print("no stranded messages")
+        return
+    table = Table(title=f"stranded HL7 messages: {len(done)}")
+    for name in ("inbox id", "received (UTC)", "peer", "client", "outcome"):
+        table.add_column(name, overflow="fold")
+    failed = left = 0
+    for r in done:
+        o = r.outcome
+        if o is None:
+            left += 1
+            what = "[yellow]left: no sending client on record (give --as-client)[/]"
+        elif o.code == "AA":
+            what = "stored (AA)" + (" — a resend was stored before" if o.duplicate else "")
+        else:
+            failed += 1
+            what = f"[red]{o.code}[/] {escape(o.error.reason if o.error else '')} (now a dead letter)"
+        s = r.stranded
+        table.add_row(s.inbox_id, _when(s.received), escape(s.peer or ""), escape(s.client_id or ""), what)
+    console.print(table)
+    console.print(f"processed {len(done) - left}: {len(done) - left - failed} stored, {failed} failed, {left} left")
+    if failed or left:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @exchange_app.command("replay")

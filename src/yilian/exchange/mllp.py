@@ -30,6 +30,7 @@ from yilian.db.uow import transact
 from yilian.exchange import senders
 from yilian.exchange.intake import IntakeSettings, Outcome, receive, refuse
 from yilian.exchange.senders import Peer
+from yilian.exchange.stranded import recover
 from yilian.kernel.errors import Category, YilianError
 from yilian.security.audit import AuditRecord
 from yilian.security.audit import record as audit_record
@@ -81,7 +82,11 @@ class MllpServer:
     workers: int = 8
     # The insecure mode (no client certificates): every connection is this client.
     trusted_client: str | None = None
+    # How often the listener looks for messages a crashed process left landed but unprocessed
+    # (exchange/stranded.py); 0 turns it off.
+    recover_every_s: float = 60.0
     _trusted: Peer | None = field(default=None, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
     _server: asyncio.Server | None = field(default=None, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
     _connections: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -124,6 +129,24 @@ class MllpServer:
         # TLS is started by each connection itself (see _connection), so that a handshake that
         # fails is seen, and audited, rather than dropped silently inside asyncio.
         self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=MAX_FRAME)
+        if self.recover_every_s > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="mllp-recover")
+
+    async def _sweep(self) -> None:
+        """Process stranded messages now (a restart after a crash finds them) and then every
+        ``recover_every_s`` seconds, in the intake's own threads."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                done = await loop.run_in_executor(self._pool, self._recover)
+                if done:
+                    log.warning("processed %d HL7 message(s) left landed but unprocessed", done)
+            except Exception:
+                log.exception("recovering stranded HL7 messages failed; trying again later")
+            await asyncio.sleep(self.recover_every_s)
+
+    def _recover(self) -> int:
+        return len([r for r in recover(self.db, settings=self.settings) if r.outcome is not None])
 
     async def serve_forever(self) -> None:
         if self._server is None:
@@ -133,6 +156,10 @@ class MllpServer:
             await self._server.serve_forever()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
