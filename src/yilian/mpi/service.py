@@ -859,6 +859,26 @@ def unmerge(uow: UnitOfWork, *, event_id: str, actor: str, reason: str) -> str:
         .where(and_(record_link.c.patient_id.in_(moved or [""]), record_link.c.person_id.in_(holders)))
         .values(person_id=row.other_person_id, how=MANUAL, updated=_now_us())
     ).rowcount
+    # Open reviews that the merge (or a later one) pointed at the survivor because their candidate
+    # record moved there follow that record back: the steward is asked about the person the
+    # candidate record belongs to again, not about the one it was wrongly merged into.
+    returned = [
+        str(p)
+        for p in uow.conn.execute(
+            select(record_link.c.patient_id).where(
+                record_link.c.patient_id.in_(moved or [""]), record_link.c.person_id == row.other_person_id
+            )
+        ).scalars()
+    ]
+    reviews = uow.conn.execute(
+        update(review)
+        .where(
+            review.c.status == "open",
+            review.c.candidate_patient_id.in_(returned or [""]),
+            review.c.candidate_person_id.in_(holders),
+        )
+        .values(candidate_person_id=row.other_person_id)
+    ).rowcount
     undo_id = _event(
         uow,
         "unmerge",
@@ -866,7 +886,7 @@ def unmerge(uow: UnitOfWork, *, event_id: str, actor: str, reason: str) -> str:
         reason=reason,
         person_id=row.other_person_id,
         other_person_id=row.person_id,
-        detail={"merge": event_id, "restored": back},
+        detail={"merge": event_id, "restored": back, "reviews": reviews},
     )
     uow.conn.execute(update(event).where(event.c.event_id == event_id).values(undone_by=undo_id))
     return undo_id

@@ -757,3 +757,30 @@ def test_a_merge_is_undone_even_after_its_survivor_was_merged_again(
     unmerge(uow, event_id=second, actor="steward:wang", reason="B is somebody else too")
     assert (person_of(uow, a), person_of(uow, b), person_of(uow, c)) == (pa, pb, pc)
     assert [records_of(uow, p) for p in (pa, pb, pc)] == [[a], [b], [c]]
+
+
+def test_an_unmerge_gives_open_reviews_back_to_the_person_their_candidate_belongs_to(
+    uow: UnitOfWork, mctx: FhirContext
+) -> None:
+    """A review waits on record b against a's person. A wrong merge takes a's person into an
+    unrelated one (the review follows a's record there); undoing it puts the review back on a's
+    person, and accepting it then links b to a, not to the person of the wrong merge."""
+    a, b = _probable_pair(uow, mctx)
+    pa = person_of(uow, a)
+    [pending] = [r for r in list_reviews(uow)[0] if r.patient_id == b]
+    assert pending.candidate_person_id == pa
+    other = create(
+        uow, mctx, patient(family="卫", given="五", birth="1944-04-04", gender="male", mrn=(HOSPITAL_B, "W5"))
+    )
+    po = person_of(uow, other)
+    assert pa and po and pa != po
+    wrong = merge_persons(uow, source_person=pa, target_person=po, actor="steward:li", reason="mistaken")
+    [moved] = [r for r in list_reviews(uow)[0] if r.review_id == pending.review_id]
+    assert moved.candidate_person_id == po
+
+    unmerge(uow, event_id=wrong, actor="steward:wang", reason="not the same resident")
+    [back] = [r for r in list_reviews(uow)[0] if r.review_id == pending.review_id]
+    assert back.candidate_person_id == pa
+    assert [e["detail"]["reviews"] for e in history(uow, person_id=pa) if e["action"] == "unmerge"] == [1]
+    accept_review(uow, review_id=pending.review_id, actor="steward:li", reason="same person, date typo")
+    assert person_of(uow, b) == pa and person_of(uow, other) == po
