@@ -160,6 +160,29 @@ class BatchLine(_Reply):
         "merchant points to the payer's clearing account for it (clearing:<payer>:<payee>); null when "
         "the line nets to nothing on every point",
     )
+    payout: PaidLine | None = Field(
+        default=None,
+        description="closed days: the transfer that paid the line (POST …/payouts), null while it is owed",
+    )
+
+
+class PaidLine(_Reply):
+    txn_id: str = Field(description="the ledger transaction (kind payout) off the clearing account")
+    reference: str = Field(description="the transfer's reference, as the payer gave it")
+    paid_at: str
+    paid_by: str
+
+
+class PayoutReply(_Reply):
+    line_id: int
+    business_date: str
+    payer: str
+    payee: str
+    amount_fen: int = Field(description="the line's amount, now off clearing:<payer>:<payee>")
+    txn_id: str
+    reference: str
+    paid_at: str
+    paid_by: str
 
 
 class Totals(_Reply):
@@ -206,6 +229,9 @@ class DayReply(_Reply):
     totals: Totals
     reconciliation: Reconciliation | None = Field(
         default=None, description="closed days: the batch re-checked against the ledger now"
+    )
+    outstanding_fen: int | None = Field(
+        default=None, description="closed days: the sum of the lines not paid yet"
     )
 
 

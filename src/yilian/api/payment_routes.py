@@ -112,6 +112,11 @@ class RefundBody(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class PayoutBody(BaseModel):
+    line_id: Annotated[StrictInt, Field(gt=0, description="the batch line (GET /api/settlement/days/{date})")]
+    reference: str = Field(min_length=1, max_length=64, description="the transfer's reference")
+
+
 class HoldBody(BaseModel):
     card_no: str = Field(min_length=1, max_length=64)
     org: Point
@@ -336,6 +341,17 @@ def _close_day(uow: UnitOfWork, call: Call[Any]) -> Reply:
     return Reply(report, status=201, entity=f"PaymentReconciliation/{day}")
 
 
+def _payout(uow: UnitOfWork, call: Call[PayoutBody]) -> Reply:
+    """Record the transfer that paid one batch line of a closed day (清算划拨): the line's amount
+    comes off the payer's clearing account for the payee; a line is paid once."""
+    body = call.require_body()
+    day = payments.parse_day(call.params["date"])
+    paid = payments.record_payout(
+        uow, day=day, line_id=body.line_id, reference=body.reference, paid_by=call.principal.identity
+    )
+    return Reply(paid.as_json(), status=201, entity=f"PaymentReconciliation/{day}")
+
+
 def _clearing_reader(principal: Principal) -> None:
     """The operator sees the whole day; an institution only its own lines; a resident nothing."""
     if principal.patient_keys is not None or (principal.org_id is None and not principal.is_operator):
@@ -535,6 +551,24 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             replies.CloseDayReply,
             201,
             (("bad-date", C.INVALID), ("day-not-over", C.CONFLICT), ("day-closed", C.CONFLICT)),
+            check=operator_only,
+        ),
+        write(
+            "/api/settlement/days/{date}/payouts",
+            _payout,
+            WRITE_CLEARING,
+            PayoutBody,
+            "payment-payout",
+            replies.PayoutReply,
+            201,
+            (
+                ("bad-date", C.INVALID),
+                ("bad-reference", C.INVALID),
+                ("day-not-closed", C.CONFLICT),
+                ("unknown-line", C.NOT_FOUND),
+                ("nothing-to-pay", C.CONFLICT),
+                ("line-paid", C.CONFLICT),
+            ),
             check=operator_only,
         ),
         api.route(

@@ -3,7 +3,8 @@
 ``close-day`` runs the daily clearing of a finished business day (Beijing time) and prints its
 batch; a day closes once (a second run is refused, exit status 2). ``day`` shows a day's batch
 with its reconciliation against the ledger; ``wallet`` and ``statement`` look at one card;
-``trial-balance`` checks the whole ledger; ``expire-holds`` releases deposits past their expiry;
+``payout`` records the transfer that paid a closed day's batch line; ``trial-balance`` checks the
+whole ledger; ``expire-holds`` releases deposits past their expiry;
 ``publish`` writes the queued FHIR views now and ``publication`` shows what waits or failed.
 """
 
@@ -36,12 +37,21 @@ def _actor() -> str:
 
 def _lines_table(title: str, lines: list[dict[str, Any]]) -> Table:
     table = Table(title=title)
+    closed = any("line_id" in line for line in lines)
+    if closed:
+        table.add_column("line", justify="right")
     table.add_column("payer 付款方")
     table.add_column("payee 收款方")
     table.add_column("transactions", justify="right")
     table.add_column("amount 金额", justify="right")
+    if closed:
+        table.add_column("paid 划拨")
     for line in lines:
-        table.add_row(line["payer"], line["payee"], str(line["txn_count"]), format_fen(line["amount_fen"]))
+        row = [line["payer"], line["payee"], str(line["txn_count"]), format_fen(line["amount_fen"])]
+        if closed:
+            paid = line.get("payout")
+            row = [str(line["line_id"]), *row, escape(paid["reference"]) if paid else "owed 未付"]
+        table.add_row(*row)
     return table
 
 
@@ -103,6 +113,8 @@ def day_report(
         with read(db) as uow:
             report = payments.day_report(uow, day=payments.parse_day(date))
         console.print(_lines_table(f"{report['business_date']} ({report['status']})", report["lines"]))
+        if report.get("outstanding_fen") is not None:
+            console.print(f"still owed 未划拨: {format_fen(report['outstanding_fen'])}")
         recon = report.get("reconciliation")
         if recon is not None:
             console.print("reconciled 对账一致" if recon["reconciled"] else "[bold red]NOT reconciled[/]")
@@ -110,6 +122,47 @@ def day_report(
                 console.print(f"  - {problem}")
             if not recon["reconciled"]:
                 raise typer.Exit(1)
+
+
+@payments_app.command("payout")
+def payout(
+    date: str = typer.Argument(..., help="The closed business day, YYYY-MM-DD."),
+    line_id: int = typer.Argument(
+        ..., help="The batch line paid (the 'line' column of `yilian payments day`)."
+    ),
+    reference: str = typer.Option(..., "--reference", "-r", help="The transfer's reference (bank or payer)."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Record the transfer that paid one batch line of a closed day (清算划拨); a line is paid once."""
+    from yilian import payments
+    from yilian.db.uow import transact
+    from yilian.security.audit import record
+
+    with friendly_errors():
+        db = open_db(database)
+        day = payments.parse_day(date)
+
+        def pay(uow: UnitOfWork) -> payments.Payout:
+            paid = payments.record_payout(
+                uow, day=day, line_id=line_id, reference=reference, paid_by=_actor()
+            )
+            record(
+                uow,
+                operator_record(
+                    action="C",
+                    subtype="payment-payout",
+                    entity=f"PaymentReconciliation/{day}",
+                    outcome_desc=f"paid batch line {line_id} of {day}: {paid.amount_fen} fen, transfer {paid.reference}",
+                ),
+            )
+            return paid
+
+        paid = transact(db, pay)
+        console.print(
+            f"paid 已划拨: line {paid.line_id} of {paid.business_date}, {escape(paid.payer)} → "
+            f"{escape(paid.payee)} {format_fen(paid.amount_fen)} (transfer {escape(paid.reference)}, "
+            f"ledger transaction {paid.txn_id})"
+        )
 
 
 @payments_app.command("wallet")

@@ -2,7 +2,8 @@
 
 Public surface (every use case takes the unit of work first and keyword arguments; the caller
 commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_deposit``,
-``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``trial_balance``;
+``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``record_payout``
+(a closed day's batch line paid by transfer), ``trial_balance``;
 ``Item`` (a charge line) and ``PaymentError`` (a refusal with a machine-readable ``reason``);
 ``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
 ``clearing_party`` for what one institution (a hospital, or an insurer by the funds it
@@ -20,6 +21,7 @@ from yilian.payments.administrators import check_administrators, fund_administra
 from yilian.payments.clearing import Party, close_day, day_report, parse_day
 from yilian.payments.ledger import TrialBalance, trial_balance
 from yilian.payments.model import Item, PaymentError, WalletView
+from yilian.payments.payouts import Payout, record_payout
 from yilian.payments.publication import PublicationWorker, PublishResult, QueueStatus, publish_pending
 from yilian.payments.publication import queue_status as publication_status
 from yilian.payments.publication import retry_now as retry_publication
@@ -54,6 +56,7 @@ __all__ = [
     "Item",
     "Party",
     "PaymentError",
+    "Payout",
     "PublicationWorker",
     "PublishResult",
     "QueueStatus",
@@ -74,6 +77,7 @@ __all__ = [
     "post_hold",
     "publication_status",
     "publish_pending",
+    "record_payout",
     "refund",
     "retry_publication",
     "statement",

@@ -45,6 +45,7 @@ from yilian.payments import idempotency, ledger, service
 from yilian.payments import tables as t
 from yilian.payments.ledger import AccountSpec
 from yilian.payments.model import BEIJING, ISSUER, business_date, clearing_account, from_us, refuse, to_us
+from yilian.payments.payouts import payouts_of
 from yilian.payments.publish_queue import DAY, enqueue
 
 PAYER_KINDS = ("wallet", "fund", "aid")
@@ -328,6 +329,10 @@ def day_report(
         int(line["line_id"]): line["clearing_txn_id"] for line in report["lines"] if "clearing_txn_id" in line
     }
     report["reconciliation"] = reconcile(uow, day=day, detail=detail, party=party, clearing=clearing or None)
+    paid = payouts_of(uow, key)
+    for line in report["lines"]:
+        line["payout"] = paid.get(int(line["line_id"]))
+    report["outstanding_fen"] = sum(line["amount_fen"] for line in report["lines"] if line["payout"] is None)
     return report
 
 

@@ -26,6 +26,9 @@ ITEM_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "charge-item"
 SHARE_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-share"
 BALANCE_EXT = naming.PLATFORM_EXTENSION + "account-balance"
 HELD_EXT = naming.PLATFORM_EXTENSION + "account-held"
+# A batch line's payment: the transfer's reference (valueIdentifier), once it is recorded.
+PAYOUT_EXT = naming.PLATFORM_EXTENSION + "settlement-payout"
+TRANSFER_SID = naming.PLATFORM_SID + "transfer"
 CHARGE_ITEM_EXT = (
     naming.PLATFORM_EXTENSION + "claim-item-charge-item"
 )  # Claim.item has no ChargeItem link in R4
@@ -192,6 +195,14 @@ def settlement_key(business_date: str, party: str, administers: bool) -> str:
     return f"{business_date}/{party}" + ("/funds" if administers else "")
 
 
+def _payout(line: dict[str, Any]) -> dict[str, Any]:
+    paid = line.get("payout")
+    if not paid:
+        return {}
+    transfer = {"system": TRANSFER_SID, "value": paid["reference"]}
+    return {"extension": [{"url": PAYOUT_EXT, "valueIdentifier": transfer}]}
+
+
 def reconciliation(row: Any, party: str, lines: list[dict[str, Any]], *, administers: bool) -> dict[str, Any]:
     """One party's statement of a closed day: the lines it is paid, or (``administers``) the
     lines the funds it administers pay."""
@@ -227,6 +238,7 @@ def reconciliation(row: Any, party: str, lines: list[dict[str, Any]], *, adminis
                 "date": row.business_date,
                 "amount": money(line["amount_fen"]),
             }
+            | _payout(line)
             for line in lines
         ],
     }

@@ -52,6 +52,7 @@ from yilian.payments import fhir_views as views
 from yilian.payments import tables as t
 from yilian.payments.administrators import fund_administrators
 from yilian.payments.model import to_us
+from yilian.payments.payouts import payouts_of
 from yilian.payments.publish_queue import CHARGE, DAY, WALLET
 from yilian.security.audit import AuditRecord, record
 from yilian.security.policy import policy_for
@@ -147,6 +148,9 @@ class _Publisher:
         if row is None or row.status != "closed":
             return
         lines: list[dict[str, Any]] = orjson.loads(row.report)["lines"]
+        paid = payouts_of(self.uow, business_date)
+        for line in lines:
+            line["payout"] = paid.get(int(line["line_id"]))
         administrators = fund_administrators()
         parties: dict[tuple[str, bool], list[dict[str, Any]]] = {}
         for line in lines:

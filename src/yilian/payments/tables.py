@@ -172,6 +172,20 @@ batch_txn = Table(
     Index("ix_pay_batch_txn_txn", "txn_id"),
 )
 
+# The payment of a batch line (the bank transfer that settles what the payer owes the payee for
+# the day): one per line, by its primary key, so a line is never paid twice whoever retries.
+payout = Table(
+    "pay_payout",
+    metadata,
+    Column("line_id", BigInteger, primary_key=True),
+    Column("business_date", String(10), nullable=False),
+    Column("txn_id", String(36), nullable=False),  # the ledger transaction (kind ``payout``)
+    Column("reference", String(64), nullable=False),  # the bank's or the payer's transfer reference
+    Column("paid_at", BigInteger, nullable=False),  # µs
+    Column("paid_by", String(160), nullable=False),
+    Index("ix_pay_payout_day", "business_date"),
+)
+
 idempotency = Table(
     "pay_idempotency",
     metadata,

@@ -57,6 +57,22 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
     assert by_the_operator(event, "C") == "closed business day 2026-06-15: 2 transactions in 2 batch lines"
     shown = yilian("payments", "day", "2026-06-15", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert shown.code == 0 and "reconciled" in shown.out, shown.err
+    assert "owed 未付" in shown.out and "still owed 未划拨: ¥100.00" in shown.out, shown.out
+    # The issuer's line is paid by a transfer: recorded once, audited, and the day says so.
+    with read(db) as uow:
+        lines = payments.day_report(uow, day=dt.date(2026, 6, 15))["lines"]
+    issuer = next(line["line_id"] for line in lines if line["payer"] == "card-issuer")
+    paid = yilian(
+        "payments", "payout", "2026-06-15", str(issuer), "-r", "BOC-0615-1", "-d", url, cwd=tmp_path,
+        env={"COLUMNS": "200"},
+    )
+    assert paid.code == 0 and "¥40.00" in paid.out and "BOC-0615-1" in paid.out, paid.out + paid.err
+    twice = yilian("payments", "payout", "2026-06-15", str(issuer), "-r", "BOC-0615-2", "-d", url, cwd=tmp_path)
+    assert twice.code == 2 and "already paid (transfer BOC-0615-1" in twice.err, twice.err
+    [payout_event] = audits(db, "payment-payout")
+    assert "paid batch line" in by_the_operator(payout_event, "C")
+    shown = yilian("payments", "day", "2026-06-15", "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "BOC-0615-1" in shown.out and "still owed 未划拨: ¥60.00" in shown.out, shown.out
     wallet = yilian("payments", "wallet", card, "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert wallet.code == 0 and "¥960.00" in wallet.out, wallet.err
     statement = yilian("payments", "statement", card, "-d", url, cwd=tmp_path, env={"COLUMNS": "200"})

@@ -185,6 +185,24 @@ def test_views_are_published_as_the_ledger_says(
     valid(fund)
     assert fund["paymentIssuer"]["reference"] == f"Organization/{region.insurer}"
     assert {d["submitter"]["display"] for d in fund["detail"]} == {"fund:ncms:330500"}
+    # A line paid by transfer: the statement is written again with the transfer on that line.
+    fund_line = next(line for line in paid_lines if line["payer"] == "fund:ncms:330500")
+    run(
+        db,
+        lambda uow: payments.record_payout(
+            uow, day=dt.date(2026, 6, 15), line_id=fund_line["line_id"], reference="ICBC-77", paid_by="test"
+        ),
+    )
+    publish(db)
+    hospital = one(db, "PaymentReconciliation", SETTLEMENT_SID, f"2026-06-15/{region.township_centre}")
+    valid(hospital)
+    transfers = {
+        d["submitter"]["display"]: [e["valueIdentifier"]["value"] for e in d.get("extension", [])]
+        for d in hospital["detail"]
+    }
+    assert transfers["fund:ncms:330500"] == ["ICBC-77"]
+    assert all(v == [] for k, v in transfers.items() if k != "fund:ncms:330500")
+    assert hospital["meta"]["versionId"] == "2"
 
     # Every write is audited, as the publisher.
     with read(db) as uow:

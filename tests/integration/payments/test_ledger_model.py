@@ -1,6 +1,7 @@
 """A hypothesis state machine drives the payment use cases against a simple in-memory model:
-top-ups, charges (with reimbursement and medical aid), refunds, deposit holds, day closes.
-After every step the wallets, the held amounts and the funds equal the model's, every
+top-ups, charges (with reimbursement and medical aid), refunds, deposit holds, day closes and
+the payouts of their batch lines. After every step the wallets, the held amounts, the funds and
+what each payer still owes each institution (its clearing accounts) equal the model's, every
 transaction's postings sum to zero, no wallet is below zero, and the trial balance holds.
 Runs on SQLite and PostgreSQL, each example inside a savepoint that is rolled back."""
 
@@ -17,6 +18,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     consumes,
     invariant,
+    multiple,
     rule,
     run_state_machine_as_test,
 )
@@ -61,6 +63,7 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
     class Payments(RuleBasedStateMachine):
         charges = Bundle("charges")
         holds = Bundle("holds")
+        unpaid = Bundle("unpaid")  # closed days' batch lines not paid yet
 
         def __init__(self) -> None:
             super().__init__()
@@ -68,6 +71,7 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
             self.wallet = dict.fromkeys(cards, 0)
             self.held = dict.fromkeys(cards, 0)
             self.funds: dict[str, int] = {}
+            self.owed: dict[str, int] = {}  # clearing account → what its payer still owes
             self.left: dict[str, tuple[str, int]] = {}  # charge → (card, refundable)
             self.hold_of: dict[str, tuple[str, int]] = {}
             self.expires: dict[str, dt.datetime] = {}
@@ -201,11 +205,22 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
             payments.void_hold(uow, hold_id=hold_id)
             self.held[card] -= amount
 
-        @rule()
-        def close_day(self) -> None:
+        @rule(target=unpaid)
+        def close_day(self) -> object:
             day = payments.model.business_date(pinned[0])
             pinned[0] += dt.timedelta(days=1)
             report = payments.close_day(uow, day=day, closed_by="test")
+            payable = []
+            for line in report["lines"]:
+                account = f"clearing:{line['payer']}:{line['payee']}"
+                self.owed[account] = self.owed.get(account, 0) + line["amount_fen"]
+                if line["amount_fen"]:
+                    payable.append((day, line["line_id"], account, line["amount_fen"]))
+                else:
+                    with pytest.raises(PaymentError, match="nothing to pay"):
+                        payments.record_payout(
+                            uow, day=day, line_id=line["line_id"], reference="T", paid_by="test"
+                        )
             # The close released every hold past its expiry.
             for hold_id in [h for h in self.hold_of if self._expired(h)]:
                 card, amount = self.hold_of.pop(hold_id)
@@ -215,6 +230,16 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
             with pytest.raises(PaymentError):
                 payments.close_day(uow, day=day, closed_by="test")
             assert report["status"] == "closed"
+            return multiple(*payable)
+
+        @rule(line=consumes(unpaid))
+        def payout(self, line: tuple[dt.date, int, str, int]) -> None:
+            day, line_id, account, amount = line
+            paid = payments.record_payout(uow, day=day, line_id=line_id, reference=f"T-{line_id}", paid_by="test")
+            assert paid.amount_fen == amount
+            self.owed[account] -= amount
+            with pytest.raises(PaymentError, match="already paid"):
+                payments.record_payout(uow, day=day, line_id=line_id, reference="again", paid_by="test")
 
         @invariant()
         def books_agree(self) -> None:
@@ -227,6 +252,8 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
             balances = {a["account"]: a["balance_fen"] for a in tb.accounts}
             for fund, expected in self.funds.items():
                 assert balances.get(fund, 0) == expected
+            for account, expected in self.owed.items():
+                assert balances.get(account, 0) == expected, account
             p = t.posting
             unbalanced = conn.execute(
                 select(p.c.txn_id).group_by(p.c.txn_id).having(func.sum(p.c.amount) != 0)
