@@ -95,11 +95,28 @@ class Outcome:
     error: Hl7Error | None = None
 
 
-def digest(raw: bytes) -> str:
-    """The content digest: segment terminators and a BOM do not make a message different."""
+def _segments(raw: bytes) -> list[bytes]:
     body = raw.removeprefix(b"\xef\xbb\xbf")
-    normalised = b"\r".join(s for s in _SEGMENT_BREAKS.split(body) if s.strip())
-    return hashlib.sha256(normalised).hexdigest()
+    return [s for s in _SEGMENT_BREAKS.split(body) if s.strip()]
+
+
+def digest(raw: bytes) -> str:
+    """The content digest: segment terminators, a BOM and the message's own time stamp (MSH-7)
+    do not make a message different. Many interfaces stamp MSH-7 afresh when they resend a
+    message they got no ACK for; the message is the same one (same MSH-10, same content)."""
+    segments = _segments(raw)
+    if segments and segments[0].startswith(b"MSH") and len(segments[0]) > 3:
+        fields = segments[0].split(segments[0][3:4])  # MSH-1 is the separator: MSH-n is fields[n - 1]
+        if len(fields) > 6:
+            fields[6] = b""
+            segments[0] = segments[0][3:4].join(fields)
+    return hashlib.sha256(b"\r".join(segments)).hexdigest()
+
+
+def legacy_digest(raw: bytes) -> str:
+    """The digest as messages stored before MSH-7 was left out were logged under (with MSH-7), so
+    that a resend of one of them is still recognised."""
+    return hashlib.sha256(b"\r".join(_segments(raw))).hexdigest()
 
 
 def receive(
@@ -297,6 +314,7 @@ def _store(
     inbox_id = sender.inbox_id
     client = _authorise(uow, sender, msg)
     key = _log_key(msg, raw)
+    digests = sorted({key[3], legacy_digest(raw)})
     conn = uow.conn
     t = tables.message
     found = conn.execute(
@@ -305,7 +323,7 @@ def _store(
                 t.c.sending_application == key[0],
                 t.c.sending_facility == key[1],
                 t.c.control_id == key[2],
-                t.c.digest == key[3],
+                t.c.digest.in_(digests),
             )
         )
     ).first()
@@ -384,7 +402,7 @@ def _store(
     dl = tables.dead_letter
     conn.execute(
         update(dl)
-        .where(and_(dl.c.digest == key[3], dl.c.status == "open"))
+        .where(and_(dl.c.digest.in_(digests), dl.c.status == "open"))
         .values(status="resolved", resolved=_now_us())
     )
     audit_record(

@@ -216,6 +216,49 @@ def test_resent_message_changes_nothing_and_gets_the_same_ack(db: Database, port
     assert {k: len(search(db, k)) for k in before} == before
 
 
+def test_a_resend_stamped_with_a_new_time_is_still_a_resend(db: Database, port: int) -> None:
+    """Interfaces that get no ACK often rebuild the header when they try again, with a new MSH-7:
+    the message is the same one (same sender, MSH-10 and content), so it gets the first ACK and
+    writes nothing, even though a newer update came in between."""
+    msh = "MSH|^~\\&|HIS|STMP|Y|C|{at}||ADT^A08|STAMP-1|P|2.5\r"
+    first = (msh.format(at="20261205080000") + "PID|1||ST1^^^STMP^MR||Qin^Yi||19700101|F\r").encode()
+    newer = (
+        b"MSH|^~\\&|HIS|STMP|Y|C|20261205080500||ADT^A08|STAMP-2|P|2.5\r"
+        b"PID|1||ST1^^^STMP^MR||Qin^Er||19700101|F\r"
+    )
+    first_ack = send(port, first)
+    assert ack_fields(first_ack)["MSA"][1] == "AA"
+    assert ack_fields(send(port, newer))["MSA"][1] == "AA"
+    restamped = first.replace(b"20261205080000", b"20261205081000")
+    assert restamped != first and send(port, restamped) == first_ack
+    person = patient(db, naming.mrn_system("STMP"), "ST1")
+    assert person["name"][0]["given"] == ["Er"] and person["meta"]["versionId"] == "2"
+
+
+def test_a_message_logged_before_the_upgrade_is_still_recognised_when_resent(db: Database, port: int) -> None:
+    """Messages stored before MSH-7 was left out of the digest are in the log under the digest
+    of the whole message; sent again unchanged, they are still resends."""
+    from sqlalchemy import update
+
+    from yilian.exchange import tables
+    from yilian.exchange.intake import digest, legacy_digest
+
+    raw = (
+        b"MSH|^~\\&|HIS|OLDL|Y|C|20261101090000||ADT^A08|OLD-1|P|2.5\r"
+        b"PID|1||OL1^^^OLDL^MR||Lu^Yi||19700101|F\r"
+    )
+    ack = send(port, raw)
+    assert ack_fields(ack)["MSA"][1] == "AA" and digest(raw) != legacy_digest(raw)
+    with db.engine.begin() as conn:  # as the log row was written before the upgrade
+        conn.execute(
+            update(tables.message)
+            .where(tables.message.c.digest == digest(raw))
+            .values(digest=legacy_digest(raw))
+        )
+    assert send(port, raw) == ack
+    assert patient(db, naming.mrn_system("OLDL"), "OL1")["meta"]["versionId"] == "1"
+
+
 def test_a_repeated_control_id_with_other_content_is_a_new_message(db: Database, port: int) -> None:
     """docs/exchange.md, "ACKs": only an identical resend (same MSH-3, MSH-4, MSH-10 and content)
     is suppressed; the same MSH-10 with other content is processed (interfaces restart their
