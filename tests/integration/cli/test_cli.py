@@ -243,8 +243,8 @@ def test_every_command_is_covered_here() -> None:
         "card suspend", "card resume", "card revoke", "card show", "card counts",
         "keys", "keys status", "keys rotate", "keys reencrypt", "keys retire",
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
-        "exchange forward", "exchange prune-outbox", "exchange prune-inbox",
-        "payments", "payments close-day", "payments day", "payments wallet", "payments statement",
+        "exchange forward", "exchange prune-outbox", "exchange prune-inbox", "exchange recover",
+        "payments", "payments close-day", "payments day", "payments payout", "payments wallet", "payments statement",
         "payments trial-balance", "payments expire-holds", "payments publish", "payments publication",
     }
 
