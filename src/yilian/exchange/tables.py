@@ -27,6 +27,8 @@ inbox = Table(
     Column("raw", Document, nullable=False),
     Column("state", String(16), nullable=False),  # received | stored | duplicate | failed
     Index("ix_hl7_inbox_received", "received"),
+    # The listener's minute sweep for stranded messages (exchange/stranded.py) reads by state.
+    Index("ix_hl7_inbox_state", "state", "received"),
 )
 
 message = Table(
