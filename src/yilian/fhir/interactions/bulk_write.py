@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
@@ -72,20 +72,6 @@ def _prepare(i: int, doc: Any) -> _Prepared:
         if (t, tid) != (rtype, rid):
             refs.setdefault((t, tid), f"{path} ({raw})")
     return _Prepared(i, rtype, rid, res, method, refs)
-
-
-def _heads(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of ``keys`` have a row (current or deleted) in ``resource``."""
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(keys), 400):
-        chunk = list(keys[start : start + 400])
-        rows = conn.execute(
-            select(resource.c.res_type, resource.c.res_id).where(
-                tuple_(resource.c.res_type, resource.c.res_id).in_(chunk)
-            )
-        )
-        found.update((r.res_type, r.res_id) for r in rows)
-    return found
 
 
 def write_many(uow: UnitOfWork, ctx: FhirContext, docs: Sequence[Any]) -> list[YilianError | None]:
@@ -183,7 +169,7 @@ def _drop_dangling(
 def _write_batch(uow: UnitOfWork, ctx: FhirContext, prepared: list[_Prepared]) -> None:
     conn = uow.conn
     policy = ctx.policy
-    existing = _heads(conn, [(p.res_type, p.res_id) for p in prepared])
+    existing = repo.existing(conn, [(p.res_type, p.res_id) for p in prepared], deleted=True)
     fresh: list[_Prepared] = []
     for p in prepared:
         if (p.res_type, p.res_id) in existing:

@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select
 
 from yilian.db import UnitOfWork
 from yilian.fhir import validation
@@ -226,16 +226,14 @@ def key_of(named: Named, resolved: dict[tuple[str, str], str | None]) -> tuple[s
 def stored_patient_keys(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
     """The patient keys of the current, undeleted resources among ``keys``."""
     out: dict[tuple[str, str], str | None] = {}
-    wanted = sorted(keys)
     r = resource_table
-    for start in range(0, len(wanted), 400):
-        chunk = wanted[start : start + 400]
+    for res_type, chunk in repo.keys_by_type(keys):
         rows = conn.execute(
-            select(r.c.res_type, r.c.res_id, r.c.patient_key).where(
-                tuple_(r.c.res_type, r.c.res_id).in_(chunk), r.c.deleted.is_(False)
+            select(r.c.res_id, r.c.patient_key).where(
+                r.c.res_type == res_type, r.c.res_id.in_(chunk), r.c.deleted.is_(False)
             )
         )
-        out.update(((row.res_type, row.res_id), row.patient_key) for row in rows)
+        out.update(((res_type, row.res_id), row.patient_key) for row in rows)
     return out
 
 
