@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Engine,
     Integer,
     and_,
     bindparam,
@@ -83,7 +85,9 @@ class _Loaded:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[tuple[int, str | None], _Loaded] = {}
+# Per engine (weakly: a disposed database's matchers go with it, and a new engine that happens to
+# reuse a freed one's address starts empty), then per stored model id.
+_cache: weakref.WeakKeyDictionary[Engine, dict[str | None, _Loaded]] = weakref.WeakKeyDictionary()
 
 
 def thresholds_from_env(base: Thresholds, env: dict[str, str] | None = None) -> Thresholds:
@@ -130,9 +134,9 @@ def current_matcher(uow: UnitOfWork) -> Matcher:
     """The matcher with the newest stored model (``yilian mpi train``), or the shipped default."""
     row = _NEWEST_MODEL.one_or_none(uow.conn, {})
     model_id = row[0] if row else None
-    key = (id(uow.db.engine), model_id)
+    engine = uow.db.engine
     with _cache_lock:
-        hit = _cache.get(key)
+        hit = _cache.get(engine, {}).get(model_id)
     if hit is not None:
         return hit.matcher
     if model_id is None:
@@ -142,7 +146,7 @@ def current_matcher(uow: UnitOfWork) -> Matcher:
         base = MatchModel.from_json(body)
     loaded = _Loaded(model_id, Matcher(base.with_thresholds(thresholds_from_env(base.thresholds))))
     with _cache_lock:
-        _cache[key] = loaded
+        _cache.setdefault(engine, {})[model_id] = loaded
     return loaded.matcher
 
 
