@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,8 +29,9 @@ from yilian.cli.common import (
 
 if TYPE_CHECKING:
     from yilian.db import Database, UnitOfWork
-    from yilian.exchange import MllpServer
+    from yilian.exchange import MllpServer, Outcome, Recovered
     from yilian.exchange.outbound import DeliveryWorker, Skipped
+    from yilian.security.audit import AuditRecord
 
 T = TypeVar("T")
 
@@ -228,15 +230,22 @@ def recover_command(
 
     with friendly_errors():
         db = open_db(database)
-        with progress_bar() as bar:
-            task = bar.add_task("processing", total=None)
+        run = _operator_run(
+            db,
+            subtype=RECOVER_SUBTYPE,
+            title="processing",
+            describe=lambda n: f"processed {n} stranded HL7 v2 messages",
+        )
+        with run as advance:
             done = recover(
                 db,
                 settings=IntakeSettings(fhir=settings_from_env()),
                 older_than_s=older_than,
                 as_client=as_client,
-                progress=lambda n, total: bar.update(task, completed=n, total=total),
+                progress=advance,
             )
+            if done:
+                record_alone(db, _recover_record(done))
     if not done:
         console.print("no stranded messages")
         return
@@ -257,9 +266,57 @@ def recover_command(
         s = r.stranded
         table.add_row(s.inbox_id, _when(s.received), escape(s.peer or ""), escape(s.client_id or ""), what)
     console.print(table)
-    console.print(f"processed {len(done) - left}: {len(done) - left - failed} stored, {failed} failed, {left} left")
+    console.print(
+        f"processed {len(done) - left}: {len(done) - left - failed} stored, {failed} failed, {left} left"
+    )
     if failed or left:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+@contextmanager
+def _operator_run(
+    db: Database, *, subtype: str, title: str, describe: Callable[[int], str]
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for messages processed one transaction each, and, should the run stop
+    midway, the operator's AuditEvent saying how far it got (``describe(done)``).
+
+    Each message is written (and audited) as the client that sent it, in a transaction of its
+    own; the operator who set the run going is recorded by the caller once, after the last."""
+    done = 0
+    partial = audit_partial(
+        db, action="E", subtype=subtype, entity=INBOX_ENTITY, done=lambda: describe(done) if done else None
+    )
+    with partial, progress_bar() as bar:
+        task = bar.add_task(title, total=None)
+
+        def advance(n: int, total: int) -> None:
+            nonlocal done
+            done = n
+            bar.update(task, completed=n, total=total)
+
+        yield advance
+
+
+RECOVER_SUBTYPE = "hl7-recover"
+REPLAY_SUBTYPE = "hl7-replay"
+
+
+def _recover_record(done: list[Recovered]) -> AuditRecord:
+    left = [r.stranded.inbox_id for r in done if r.outcome is None]
+    failed = [r.stranded.inbox_id for r in done if r.outcome is not None and r.outcome.code != "AA"]
+    stored = len(done) - len(left) - len(failed)
+    desc = f"processed {len(done) - len(left)} stranded HL7 v2 messages: {stored} stored"
+    if failed:
+        desc += f", {len(failed)} failed and became dead letters ({', '.join(failed)})"
+    if left:
+        desc += f"; {len(left)} left without a sending client on record ({', '.join(left)})"
+    return operator_record(
+        action="E",
+        subtype=RECOVER_SUBTYPE,
+        entity=INBOX_ENTITY,
+        outcome=4 if failed or left else 0,
+        outcome_desc=desc,
+    )
 
 
 @exchange_app.command("replay")
@@ -282,12 +339,20 @@ def replay_command(
             from yilian.kernel.errors import Category, YilianError
 
             raise YilianError(Category.INVALID, "name dead-letter ids or give --all")
-        results = replay(
-            open_db(database),
-            settings=IntakeSettings(fhir=settings_from_env()),
-            ids=None if all_ else ids,
-            as_client=as_client,
+        db = open_db(database)
+        run = _operator_run(
+            db, subtype=REPLAY_SUBTYPE, title="replaying", describe=lambda n: f"replayed {n} dead letters"
         )
+        with run as advance:
+            results = replay(
+                db,
+                settings=IntakeSettings(fhir=settings_from_env()),
+                ids=None if all_ else ids,
+                as_client=as_client,
+                progress=advance,
+            )
+            if results:
+                record_alone(db, _replay_record(results))
     failed = 0
     for dead_id, outcome in results:
         if outcome.code == "AA":
@@ -299,6 +364,23 @@ def replay_command(
     console.print(f"replayed {len(results)}: {len(results) - failed} stored, {failed} still failing")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _replay_record(results: list[tuple[int, Outcome]]) -> AuditRecord:
+    failing = [str(dead_id) for dead_id, o in results if o.code != "AA"]
+    desc = (
+        f"replayed dead letters {', '.join(str(dead_id) for dead_id, _ in results)}: "
+        f"{len(results) - len(failing)} stored"
+    )
+    if failing:
+        desc += f", {len(failing)} still failing ({', '.join(failing)})"
+    return operator_record(
+        action="E",
+        subtype=REPLAY_SUBTYPE,
+        entity=INBOX_ENTITY,
+        outcome=4 if failing else 0,
+        outcome_desc=desc,
+    )
 
 
 # --- outbound delivery: subscriptions and forwarding --------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
@@ -63,13 +63,15 @@ def replay(
     settings: IntakeSettings,
     ids: Sequence[int] | None = None,
     as_client: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[int, Outcome]]:
     """Process open dead letters again (all of them when ``ids`` is None), oldest first.
 
     Each is written as the client that sent it (a message is never replayed under someone
     else's rights); ``as_client`` names the client for messages received before the listener
     recorded one. A replay that succeeds resolves the dead letter; one that fails again stays
-    open with the new reason and one more attempt counted.
+    open with the new reason and one more attempt counted. Each is its own transaction;
+    ``progress(done, total)`` is called after each.
     """
     dl, inbox = tables.dead_letter, tables.inbox
     query = select(dl.c.dead_id, dl.c.status, inbox.c.inbox_id, inbox.c.raw, inbox.c.client_id).join(
@@ -109,6 +111,8 @@ def replay(
                 process(db, r.inbox_id, open_raw(db, bytes(r.raw)), settings=settings, client_id=client_id),
             )
         )
+        if progress is not None:
+            progress(len(results), len(rows))
     return results
 
 

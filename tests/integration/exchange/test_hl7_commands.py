@@ -239,6 +239,13 @@ def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.Monk
     assert still.returncode == 1 and "still failing" in still.stdout
     remaining = [d.control_id for d in dead_letters(db)]
     assert "CLI-DL-1" not in remaining and "CLI-DL-2" in remaining
+    # Each message was written as its sender; the operator who replayed them is on record too,
+    # once per run that replayed anything (the refused run without ids replayed nothing).
+    first, second = audits(db, "hl7-replay")
+    one, two = letters["CLI-DL-1"].dead_id, letters["CLI-DL-2"].dead_id
+    assert by_the_operator(first, "E") == f"replayed dead letters {one}: 1 stored"
+    assert by_the_operator(second, "E", outcome=4) == f"replayed dead letters {two}: 0 stored, 1 still failing ({two})"
+    assert first.entity == "HL7 v2 inbox"
 
 
 def test_prune_inbox_removes_only_messages_done_with_past_retention(db: Database) -> None:

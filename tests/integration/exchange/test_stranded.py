@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.integration.exchange.test_hl7_commands import _yilian
+from tests.support.audit import audits, by_the_operator
 from tests.support.mllp import ack_fields, listener, patient, register_gateway
 from tests.support.server import database_url
 from yilian.api.wiring import platform_settings
@@ -122,4 +123,8 @@ def test_recover_command(db: Database) -> None:
         "MSA"
     ][1] == "AA"  # the sender's late resend gets the ACK the recovered message earned
     assert _yilian("exchange", "recover", "--database", url).stdout.strip() == "no stranded messages"
+    # The operator who set the recovery going is on record, once (the run that found nothing
+    # changed nothing and recorded nothing); the message itself was audited as its sender.
+    (ran,) = audits(db, "hl7-recover")
+    assert by_the_operator(ran, "E") == "processed 1 stranded HL7 v2 messages: 1 stored"
     assert _yilian("exchange", "recover", "--older-than", "-1", "--database", url).returncode == 2
