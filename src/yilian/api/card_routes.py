@@ -74,9 +74,8 @@ class _Handlers:
         return FhirContext(settings=self.settings, policy=policy_for(call.principal, self.db))
 
     def lookup(self, uow: UnitOfWork, call: Call[Any]) -> Reply:
-        # Residents' tokens carry their patients; institutions' and the operator's do not.
-        front_desk = call.principal.patient_keys is None
-        found = card.resolve(uow, self.ctx(call), call.params["card_no"], front_desk=front_desk)
+        ctx = self.ctx(call)
+        found = card.resolve(uow, ctx, call.params["card_no"], front_desk=ctx.policy.front_desk)
         # The holder is recorded whatever the caller was shown: the resident learns who looked
         # their card up.
         patients = sorted({found.card.patient_id, *found.records})

@@ -40,7 +40,7 @@ from yilian.card.tables import card, card_event
 from yilian.db import UnitOfWork
 from yilian.db.statements import Statement
 from yilian.fhir import FhirContext, FhirRequest, dispatch
-from yilian.fhir.access import UPDATE
+from yilian.fhir.access import UPDATE, AccessPolicy
 from yilian.fhir.interactions.writes import savepoint
 from yilian.fhir.store import sealing
 from yilian.fhir.store.repository import get_current
@@ -710,7 +710,7 @@ REFUSED_ON_LOOKUP = frozenset(
 
 # Asked for every search by a health card number: compiled once.
 _STATE_BY_NUMBER = Statement(
-    lambda _: select(card.c.status, card.c.status_at, card.c.replaced_by).where(
+    lambda _: select(card.c.status, card.c.status_at, card.c.replaced_by, card.c.patient_id).where(
         card.c.number_key == bindparam("number_key")
     )
 )
@@ -726,10 +726,12 @@ class CardLookupGuard:
     A value searched without a system is judged only when its form names a card and nothing
     else (a platform number, a later card's ``-NN`` number): a first card's number is also the
     holder's ID number, which a lost card does not withdraw. Numbers the card system never
-    issued (a hospital's feed may carry its own) are left to the search.
+    issued (a hospital's feed may carry its own) are left to the search. A resident is told the
+    state only of their own (or their children's) cards: by anybody else's number the search
+    finds nothing, as by a number never issued, which is what the card API answers them too.
     """
 
-    def check_lookup(self, uow: UnitOfWork, system: str | None, value: str) -> None:
+    def check_lookup(self, uow: UnitOfWork, system: str | None, value: str, policy: AccessPolicy) -> None:
         if system is not None and system != naming.HEALTH_CARD:
             return
         try:
@@ -745,7 +747,9 @@ class CardLookupGuard:
         if row is None:
             return
         status, status_at, replaced_by = CardStatus(row[0]), int(row[1]), row[2]
-        if status in REFUSED_ON_LOOKUP:
+        if status in REFUSED_ON_LOOKUP and (
+            policy.front_desk or policy.can_see(uow, "Patient", row[3], row[3])
+        ):
             refusal = _refusal(status, _at(status_at), _number_of(uow, replaced_by))
             if refusal is not None:
                 raise refusal

@@ -87,6 +87,15 @@ class AccessPolicy(Protocol):
         """Who the policy is for (binds paging cursors to their caller)."""
         ...
 
+    @property
+    def front_desk(self) -> bool:
+        """Whether the caller identifies people who present themselves (a member institution,
+        the platform operator): it is told why a number it looks a person up by was withdrawn (a
+        lost card) even before it has a reason to see that person — that is what its desk must
+        refuse the number for. A resident is not: a number that is not theirs (or their
+        children's) answers as unknown, so nothing tells whether somebody else holds it."""
+        ...
+
 
 class AllowAll:
     """The policy of trusted in-process callers (migrations, the CLI's own loaders, unit tests)."""
@@ -108,6 +117,10 @@ class AllowAll:
     @property
     def identity(self) -> str:
         return "trusted"
+
+    @property
+    def front_desk(self) -> bool:
+        return True
 
 
 ALLOW_ALL = AllowAll()
@@ -144,13 +157,19 @@ class LookupGuard(Protocol):
     ``:identifier`` references, conditional interactions) and the operations that resolve a
     person by identifier (``$match``, PIX) — before anything is found: the system that issues
     an identifier refuses lookups by a number it has withdrawn (the card system: a lost or
-    revoked card) by raising, with the reason. ``system`` is None for a value given without one."""
+    revoked card) by raising, with the reason. ``system`` is None for a value given without one.
+    A caller who is not at a front desk (``policy.front_desk``) is told the reason only for a
+    number of a person it may see; for any other number the guard stays silent and the lookup
+    finds nothing, as for a number never issued."""
 
-    def check_lookup(self, uow: Any, system: str | None, value: str) -> None: ...
+    def check_lookup(self, uow: Any, system: str | None, value: str, policy: AccessPolicy) -> None: ...
 
 
 def check_lookups(
-    guards: Iterable[LookupGuard], uow: Any, identifiers: Iterable[tuple[str | None, str]]
+    guards: Iterable[LookupGuard],
+    uow: Any,
+    identifiers: Iterable[tuple[str | None, str]],
+    policy: AccessPolicy,
 ) -> None:
     """Ask every guard about every (system, value) a request looks up by."""
     guards = tuple(guards)
@@ -158,7 +177,7 @@ def check_lookups(
         return
     for system, value in identifiers:
         for guard in guards:
-            guard.check_lookup(uow, system, value)
+            guard.check_lookup(uow, system, value, policy)
 
 
 def is_first_version(resource: dict[str, Any] | None) -> bool:

@@ -13,6 +13,7 @@ every record, so it gets the whole cross-reference (docs/mpi.md, "Who sees which
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -180,6 +181,7 @@ class MatchOperation:
                 and isinstance(i.get("system"), str)
                 and isinstance(i.get("value"), str)
             ],
+            ctx.policy,
         )
         only_certain = any(p.get("valueBoolean") is True for p in _param(req.body, "onlyCertainMatches"))
         count_p = _param(req.body, "count")
@@ -216,8 +218,12 @@ class MatchOperation:
 
 def _patients_with_identifier(uow: UnitOfWork, ctx: FhirContext, token: str) -> list[str]:
     # The FHIR search does the work (sensitive identifiers are blind-indexed there); run trusted,
-    # since who may see the answer is decided on the person below.
-    trusted = FhirContext(base_url=ctx.base_url, settings=ctx.settings, policy=ALLOW_ALL)
+    # since who may see the answer is decided on the person below. Whether the number may be
+    # looked up at all (a lost card's) is the caller's question, asked first with its own policy.
+    system, value = _split_token(token)
+    check_lookups(ctx.settings.lookup_guards, uow, [(system, value)], ctx.policy)
+    settings = dataclasses.replace(ctx.settings, lookup_guards=())
+    trusted = FhirContext(base_url=ctx.base_url, settings=settings, policy=ALLOW_ALL)
     found = dispatch(
         uow,
         trusted,
@@ -313,7 +319,12 @@ def _usable(uow: UnitOfWork, ctx: FhirContext, ident: dict[str, Any]) -> bool:
     if not isinstance(value, str) or not value:
         return False
     try:
-        check_lookups(ctx.settings.lookup_guards, uow, [(system if isinstance(system, str) else None, value)])
+        check_lookups(
+            ctx.settings.lookup_guards,
+            uow,
+            [(system if isinstance(system, str) else None, value)],
+            ctx.policy,
+        )
     except YilianError:
         return False
     return True

@@ -59,6 +59,11 @@ class SecurityPolicy:
         return self.principal.identity
 
     @property
+    def front_desk(self) -> bool:
+        # Residents' tokens carry their patients; institutions' and the operator's do not.
+        return self.principal.patient_keys is None
+
+    @property
     def author_org(self) -> str | None:
         """The institution that authors what this request writes (for the 'author' grant)."""
         return self.principal.org_id

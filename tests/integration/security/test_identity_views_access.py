@@ -376,6 +376,21 @@ def test_a_residents_token_resolves_only_their_own_cards_whatever_the_state(
     assert lost.status_code == 409 and lost.json()["reason"] == "card-lost"  # the holder is told
     # An institution's desk is told the state: that is what it must refuse the card for.
     assert send(app, "GET", f"/api/cards/{card_no}", who["c"]).json()["reason"] == "card-lost"
+    # The FHIR lookups by the number answer the same: somebody else's lost card finds nothing
+    # for a resident, as a number never issued does; its holder and a desk are told it is lost.
+    for path in (
+        f"/fhir/Patient?identifier={naming.HEALTH_CARD}|{card_no}",
+        f"/fhir/Observation?subject:Patient.identifier={naming.HEALTH_CARD}|{card_no}",
+        f"/fhir/Patient/$ihe-pix?sourceIdentifier={naming.HEALTH_CARD}|{card_no}",
+    ):
+        never = send(app, "GET", path.replace(card_no, UNKNOWN_ID), who["res_b"])
+        other = send(app, "GET", path, who["res_b"])
+        assert other.status_code == never.status_code != 409, path
+        assert other.json().get("total") == never.json().get("total"), path
+        assert "lost" not in other.text, path
+        for name in ("res_a", "c"):
+            told = send(app, "GET", path, who[name])
+            assert told.status_code == 409 and "reported lost" in told.text, (name, path)
     assert (
         send(app, "POST", f"/api/cards/{card_no}/resume", who["op"], json={"reason": "found"}).status_code
         == 200

@@ -158,7 +158,9 @@ def run(
         base_url=ctx.base_url,
         policy=policy,
         keyring=sealing.keyring_for(conn.engine),
-        on_lookup=(lambda system, value: check_lookups(guards, uow, [(system, value)])) if guards else None,
+        on_lookup=(lambda system, value: check_lookups(guards, uow, [(system, value)], ctx.policy))
+        if guards
+        else None,
     )
     r = _R
     types = _types_of(req, compartment) if not everything else req.resource_types
