@@ -401,3 +401,30 @@ def test_card_totals_are_the_operators(app: Any, who: dict[str, dict[str, str]],
     for name in ("a", "b", "c", "res_a"):
         assert send(app, "GET", "/api/cards/counts", who[name]).status_code == 403, name
     assert send(app, "GET", "/api/cards/counts", who["op"]).json()["held"] >= 1
+
+
+def test_an_institutions_audit_trail_names_only_the_patients_it_was_shown(
+    app: Any, who: dict[str, dict[str, str]]
+) -> None:
+    """Decision 0016: an institution's own events name the patients its accesses returned, and
+    nothing it was refused — so its log cannot tell it that a record exists."""
+    assert send(app, "GET", f"/fhir/Patient/{PA}", who["c"]).status_code == 404
+    searched = send(app, "GET", f"/fhir/Observation?subject=Patient/{PA}", who["c"])
+    assert searched.status_code == 200 and searched.json().get("total", 0) == 0
+    log = send(app, "GET", "/fhir/AuditEvent?_count=200", who["c"])
+    assert log.status_code == 200
+    events = [e["resource"] for e in log.json().get("entry", [])]
+    assert any(
+        (ent.get("what") or {}).get("reference") == f"Patient/{PA}"
+        for e in events
+        for ent in e.get("entity", [])
+    ), "C's refused read is in its own log, as the reference it sent"
+    named = {
+        ent["what"]["reference"]
+        for e in events
+        for ent in e.get("entity", [])
+        if (ent.get("role") or {}).get("code") == "1"
+    }
+    assert f"Patient/{PA}" not in named
+    by_patient = send(app, "GET", f"/fhir/AuditEvent?patient=Patient/{PA}", who["c"])
+    assert by_patient.status_code == 200 and by_patient.json().get("total", 0) == 0
