@@ -6,6 +6,7 @@ a transaction behaves exactly like the same request sent on its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import re
 from dataclasses import dataclass, field
@@ -288,6 +289,31 @@ def _is_json_patch(req: FhirRequest) -> bool:
     return req.content_type.split(";")[0].strip().lower() == patch_i.JSON_PATCH
 
 
+def _modified_since(value: str | None) -> int | None:
+    """An If-Modified-Since value in seconds since the epoch, or None to ignore it.
+
+    The header carries an HTTP date (``Sat, 05 Dec 2026 08:00:00 GMT``); a transaction entry's
+    ``request.ifModifiedSince`` a FHIR instant. A value that is neither is ignored, as RFC 9110
+    (13.1.3) says, and the resource is sent; a date without a zone is taken as UTC.
+    """
+    if not value or not value.strip():
+        return None
+    parsed: dt.datetime | None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    try:
+        return int(parsed.timestamp())
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def _instance(
     uow: UnitOfWork, ctx: FhirContext, req: FhirRequest, method: str, rtype: str, rid: str
 ) -> FhirResponse:
@@ -296,11 +322,9 @@ def _instance(
         inm = req.header("if-none-match")
         if inm is not None and inm.strip() != "*" and _version_header(inm, "If-None-Match") == r.version:
             return FhirResponse(304, None, resource_headers(r, ctx), r)
-        ims = req.header("if-modified-since")
-        if ims:
-            parsed = email.utils.parsedate_to_datetime(ims) if ims else None
-            if parsed is not None and r.last_updated // 1_000_000 <= int(parsed.timestamp()):
-                return FhirResponse(304, None, resource_headers(r, ctx), r)
+        since = _modified_since(req.header("if-modified-since"))
+        if since is not None and r.last_updated // 1_000_000 <= since:
+            return FhirResponse(304, None, resource_headers(r, ctx), r)
         return FhirResponse(200, r.content, resource_headers(r, ctx), r)
     if method == "PUT":
         result = update_i.update(

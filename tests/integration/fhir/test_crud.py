@@ -13,7 +13,12 @@ from yilian.fhir import FhirContext
 
 
 def patient(family: str = "王", given: str = "小明", **extra: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "gender": "male", **extra}
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": [given]}],
+        "gender": "male",
+        **extra,
+    }
 
 
 def test_create_assigns_id_version_and_location(uow: UnitOfWork, ctx: FhirContext) -> None:
@@ -55,7 +60,9 @@ def test_update_requires_matching_id(uow: UnitOfWork, ctx: FhirContext) -> None:
 def test_if_match_stale_version_is_412_and_changes_nothing(uow: UnitOfWork, ctx: FhirContext) -> None:
     call(uow, ctx, "PUT", "Patient/im", patient(id="im"))
     call(uow, ctx, "PUT", "Patient/im", patient(id="im", gender="female"))
-    stale = call(uow, ctx, "PUT", "Patient/im", patient(id="im", gender="other"), headers={"If-Match": 'W/"1"'})
+    stale = call(
+        uow, ctx, "PUT", "Patient/im", patient(id="im", gender="other"), headers={"If-Match": 'W/"1"'}
+    )
     assert stale.status == 412
     ok = call(uow, ctx, "PUT", "Patient/im", patient(id="im", gender="other"), headers={"If-Match": 'W/"2"'})
     assert ok.status == 200 and ok.json["meta"]["versionId"] == "3"
@@ -119,6 +126,34 @@ def test_conditional_read_not_modified(uow: UnitOfWork, ctx: FhirContext) -> Non
     assert call(uow, ctx, "GET", "Patient/cr", headers={"If-None-Match": 'W/"0"'}).status == 200
     r = call(uow, ctx, "GET", "Patient/cr", headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})
     assert r.status == 304
+    assert (
+        call(
+            uow, ctx, "GET", "Patient/cr", headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
+        ).status
+        == 200
+    )
+    # A value that is not a date is ignored (RFC 9110 13.1.3): the resource is sent, never a 500.
+    for junk in ("garbage", "Fri, 99 Foo 2100 99:99:99 GMT", "2100-13-45", "\x00"):
+        r = call(uow, ctx, "GET", "Patient/cr", headers={"If-Modified-Since": junk})
+        assert r.status == 200 and r.json["id"] == "cr", junk
+
+
+def test_conditional_read_in_a_batch_takes_an_instant(uow: UnitOfWork, ctx: FhirContext) -> None:
+    """A batch entry's ``request.ifModifiedSince`` is a FHIR instant, not an HTTP date."""
+    call(uow, ctx, "PUT", "Patient/crb", patient(id="crb"))
+
+    def entry(since: str) -> dict[str, Any]:
+        return {"request": {"method": "GET", "url": "Patient/crb", "ifModifiedSince": since}}
+
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [entry("2100-01-01T00:00:00Z"), entry("2001-01-01T00:00:00+08:00")],
+    }
+    r = call(uow, ctx, "POST", "", batch)
+    assert r.status == 200, r
+    statuses = [e["response"]["status"] for e in r.json["entry"]]
+    assert statuses[0].startswith("304") and statuses[1].startswith("200"), statuses
 
 
 def test_referential_integrity(uow: UnitOfWork, ctx: FhirContext) -> None:
@@ -162,7 +197,15 @@ def test_invalid_resource_is_rejected_with_path(uow: UnitOfWork, ctx: FhirContex
     ],
 )
 def test_bad_bodies_never_500(uow: UnitOfWork, ctx: FhirContext, body: Any) -> None:
-    r = call(uow, ctx, "POST", "Patient" if not isinstance(body, dict) or body.get("resourceType") != "Observation" else "Observation", body)
+    r = call(
+        uow,
+        ctx,
+        "POST",
+        "Patient"
+        if not isinstance(body, dict) or body.get("resourceType") != "Observation"
+        else "Observation",
+        body,
+    )
     assert 400 <= r.status < 500
     assert r.json["resourceType"] == "OperationOutcome"
 
