@@ -307,10 +307,14 @@ def keys_by_type(keys: Iterable[tuple[str, str]], size: int = 400) -> list[tuple
     by_type: dict[str, list[str]] = {}
     for res_type, res_id in set(keys):
         by_type.setdefault(res_type, []).append(res_id)
-    return [(t, sorted(ids)[i : i + size]) for t, ids in sorted(by_type.items()) for i in range(0, len(ids), size)]
+    return [
+        (t, sorted(ids)[i : i + size]) for t, ids in sorted(by_type.items()) for i in range(0, len(ids), size)
+    ]
 
 
-def existing(conn: Connection, keys: Iterable[tuple[str, str]], *, deleted: bool = False) -> set[tuple[str, str]]:
+def existing(
+    conn: Connection, keys: Iterable[tuple[str, str]], *, deleted: bool = False
+) -> set[tuple[str, str]]:
     """Which of the (type, id) pairs name a current, undeleted resource (with ``deleted``: any
     resource row, a deleted one's tombstone included)."""
     found: set[tuple[str, str]] = set()

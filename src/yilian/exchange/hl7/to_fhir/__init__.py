@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.parse import Message
-from yilian.exchange.hl7.to_fhir import adt, orders, oru, ref, siu, vxu
+from yilian.exchange.hl7.to_fhir import adt, orders, oru, pharmacy, problems, ref, siu, vxu
 from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
 
 __all__ = ["SUPPORTED", "Mapping_", "Origin", "to_fhir"]
@@ -20,6 +20,12 @@ SUPPORTED: dict[str, tuple[frozenset[str] | None, Callable[[Mapping_], None]]] =
     "REF": (ref.EVENTS, ref.map_ref),
     "ORM": (frozenset({"O01"}), orders.map_order),
     "OML": (frozenset({"O21", "O33", "O35"}), orders.map_order),
+    "OMG": (frozenset({"O19"}), orders.map_order),
+    # Specimen-oriented results (OUL): observations grouped by order, as ORU's are.
+    "OUL": (frozenset({"R22", "R23", "R24"}), oru.map_oru),
+    "RDE": (frozenset({"O11", "O25"}), pharmacy.map_pharmacy),
+    "RDS": (frozenset({"O13"}), pharmacy.map_pharmacy),
+    "PPR": (problems.EVENTS, problems.map_problems),
     # Financial and document messages: the platform keeps their patient and visit current;
     # the rest of the message stays in the message log.
     "BAR": (None, adt.map_demographics),

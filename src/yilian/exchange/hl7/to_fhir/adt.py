@@ -3,11 +3,17 @@
 | event | what changes |
 |---|---|
 | A01 admit, A04 register, A05 pre-admit, A08 update, A28 add person, A31 update person | Patient (and the visit, when PV1 has one) |
-| A02 transfer | the visit, at its new location |
+| A02 transfer, A09 patient departing, A10 patient arriving, A12 cancel transfer | the visit, at its (new) location |
+| A06 outpatient to inpatient, A07 inpatient to outpatient | the visit, with its new class (PV1-2) |
 | A03 discharge | the visit is finished (PV1-45 or EVN-2 as its end) |
-| A11 cancel admit/visit | the visit is cancelled |
+| A11 cancel admit/visit, A27 cancel pending admit | the visit is cancelled |
 | A13 cancel discharge | the visit is in progress again, without an end |
-| A40 merge | each MRG record is kept, inactive, ``replaced-by`` the PID record (see ``intake``) |
+| A14 pending admit | the visit, planned |
+| A15 pending transfer, A16 pending discharge, A25 cancel pending discharge, A26 cancel pending transfer | Patient and visit as the message states them (a pending change is not made yet) |
+| A29 delete person information | the Patient is kept, inactive (nothing is deleted from the shared record) |
+| A41 merge account, A60 update allergy information | Patient (accounts and the allergy segments stay in the message log) |
+| A45 move visit information | Patient and the visit under its new number (PV1-19) |
+| A40 merge, A47 change patient identifier list | each MRG record is kept, inactive, ``replaced-by`` the PID record (see ``intake``) |
 """
 
 from __future__ import annotations
@@ -16,25 +22,45 @@ from yilian.exchange.hl7 import datatypes as t
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
 
-EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"})
-_PERSON_ONLY = frozenset({"A28", "A31"})
+EVENTS = frozenset(
+    {
+        "A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A09", "A10", "A11", "A12", "A13",
+        "A14", "A15", "A16", "A25", "A26", "A27", "A28", "A29", "A31", "A40", "A41", "A45", "A47",
+        "A60",
+    }
+)  # fmt: skip
+_PERSON_ONLY = frozenset({"A28", "A29", "A31", "A41", "A60"})
+_MERGES = frozenset({"A40", "A47"})
+# The visit's status an event sets; other events leave it to PV1 (finished with PV1-45, planned
+# for a pre-admission class, else in progress).
+_VISIT_STATUS = {
+    "A03": "finished",
+    "A05": "planned",
+    "A11": "cancelled",
+    "A13": "in-progress",
+    "A14": "planned",
+    "A27": "cancelled",
+}
 
 
 def map_adt(m: Mapping_) -> None:
     event = m.msg.trigger_event
-    if event == "A40":
+    if event in _MERGES:
         _merge(m)
         return
     pid = m.msg.first("PID")
     if pid is None:
         raise Hl7Error(f"ADT^{event} needs a PID segment", code="100", segment="PID")
     patient, key = m.patient(pid)
+    if event == "A29":
+        # Taken out of use, not deleted: what others recorded about the person stays theirs.
+        m.resource_of(patient)["active"] = False
     if event in _PERSON_ONLY:
         return
     pv1 = m.msg.first("PV1")
     encounter = None
     if pv1 is not None:
-        status = {"A03": "finished", "A11": "cancelled", "A13": "in-progress", "A05": "planned"}.get(event)
+        status = _VISIT_STATUS.get(event)
         if event in ("A01", "A02", "A04"):
             status = "in-progress" if not t.date_time(pv1, 45) else "finished"
         encounter = m.encounter(pv1, patient, status=status, pv2=m.msg.first("PV2"))
@@ -61,7 +87,9 @@ def _event_time(m: Mapping_) -> str | None:
 
 
 def _merge(m: Mapping_) -> None:
-    """A40: one or more PID/MRG pairs; each PID is the surviving record, its MRG the one merged away."""
+    """A40 (and A47): one or more PID/MRG pairs; each PID is the surviving record, its MRG the
+    one merged away. A47 changes a record's identifier: the record under the old identifier
+    (MRG-1) becomes the one under the new (PID-3), as a merge makes it."""
     pairs = 0
     segments = m.msg.segments
     for i, seg in enumerate(segments):
@@ -70,7 +98,7 @@ def _merge(m: Mapping_) -> None:
         mrg = next((s for s in segments[i + 1 :] if s.id in ("MRG", "PID")), None)
         if mrg is None or mrg.id != "MRG":
             raise Hl7Error(
-                "ADT^A40: every PID must be followed by the MRG of the record merged into it",
+                f"ADT^{m.msg.trigger_event}: every PID must be followed by the MRG of the record merged into it",
                 code="100",
                 segment="MRG",
             )
@@ -89,7 +117,9 @@ def _merge(m: Mapping_) -> None:
         )
         pairs += 1
     if not pairs:
-        raise Hl7Error("ADT^A40 needs at least one PID/MRG pair", code="100", segment="PID")
+        raise Hl7Error(
+            f"ADT^{m.msg.trigger_event} needs at least one PID/MRG pair", code="100", segment="PID"
+        )
 
 
 def map_demographics(m: Mapping_) -> None:

@@ -123,6 +123,10 @@ class Mapping_:
         self.origins.append(origin)
         return full_url
 
+    def resource_of(self, full_url: str) -> dict[str, Any]:
+        """The resource added under ``full_url`` (what :meth:`add` returned), to change it."""
+        return next(e["resource"] for e in self.entries if e["fullUrl"] == full_url)
+
     def bundle(self) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
@@ -425,13 +429,12 @@ class Mapping_:
         and code, so a corrected result replaces the preliminary one."""
         code = t.concept(obx.rep(3))
         if code is None:
-            raise Hl7Error(
-                "OBX-3 (observation identifier) is empty",
-                code="101",
-                segment="OBX",
-                sequence=obx.sequence,
-                field=3,
-            )
+            d = self.msg.d
+            if not obx.raw(5).strip(d.component + d.repetition + d.subcomponent + " "):
+                return None  # neither what was observed nor a value: nothing to keep
+            # A value without an identifier (instruments attaching an image or a file often
+            # send one): kept, its code marked as not known rather than the result dropped.
+            code = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "unknown"}]}
         status = {
             "F": "final",
             "P": "preliminary",
@@ -588,6 +591,9 @@ _INTERPRETATION = {
 }
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 
 
 def _number(rep: Rep, kind: str) -> tuple[Any, str | None]:

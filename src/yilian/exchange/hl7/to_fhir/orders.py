@@ -7,7 +7,7 @@ from typing import Any
 from yilian.exchange.hl7 import datatypes as t
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.parse import Segment
-from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
+from yilian.exchange.hl7.to_fhir.common import V2_SID, Mapping_, Origin
 
 # ORC-1 order control (HL7 table 0119) and ORC-5 order status (table 0038) as ServiceRequest.status.
 _CONTROL = {
@@ -61,6 +61,21 @@ def map_order(m: Mapping_) -> None:
     del key
 
 
+def unnumbered_order_key(m: Mapping_, orc: Segment) -> tuple[str, str]:
+    """The key of an order that carries no number (some LIS send only the placer group, ORC-4):
+    the message's own control id and the ORC's place in it, so a re-send of the message updates
+    it rather than adding another. Results cannot find it later, having nothing to name it by."""
+    if not m.msg.control_id:
+        raise Hl7Error(
+            "ORC-2 or ORC-3 (placer or filler order number) is required",
+            code="101",
+            segment="ORC",
+            sequence=orc.sequence,
+            field=2,
+        )
+    return f"{V2_SID}order/{m.facility_key}/message", f"{m.msg.control_id}/{orc.sequence}"
+
+
 def order_request(
     m: Mapping_,
     patient: str,
@@ -82,15 +97,9 @@ def order_request(
     if order is None and detail is not None and detail.id == "OBR":
         order = m.order_key(detail.rep(2)) or m.order_key(detail.rep(3))
     if order is None:
-        if required and orc is not None:
-            raise Hl7Error(
-                "ORC-2 or ORC-3 (placer or filler order number) is required",
-                code="101",
-                segment="ORC",
-                sequence=orc.sequence,
-                field=2,
-            )
-        return None
+        if not (required and orc is not None):
+            return None
+        order = unnumbered_order_key(m, orc)
     if status is None and orc is not None:
         status = _CONTROL.get(orc.get(1).upper()) or _STATUS.get(orc.get(5).upper(), "active")
     sr: dict[str, Any] = {

@@ -46,8 +46,6 @@ def map_oru(m: Mapping_) -> None:
     first_obr = next(i for i, s in enumerate(m.msg.segments) if s.id == "OBR")
     msh = m.msg.first("MSH")
     for obx in (s for s in m.msg.segments[:first_obr] if s.id == "OBX"):
-        if t.concept(obx.rep(3)) is None:
-            continue  # says not what it observes (an attachment with no code): the raw message keeps it
         m.observation(
             obx,
             patient,

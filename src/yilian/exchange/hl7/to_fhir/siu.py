@@ -1,4 +1,5 @@
-"""SIU scheduling: S12 new booking, S13 rescheduled, S14 modified, S15 cancelled (S26 no-show)."""
+"""SIU scheduling: S12 new booking, S13 rescheduled, S14 modified, S15 cancelled, S16 discontinued,
+S17 deleted (entered in error), S26 no-show."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from yilian.exchange.hl7 import datatypes as t
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
 
-EVENTS = frozenset({"S12", "S13", "S14", "S15", "S26"})
+EVENTS = frozenset({"S12", "S13", "S14", "S15", "S16", "S17", "S26"})
 
 # SCH-25 filler status codes (HL7 table 0278) as Appointment.status.
 _FILLER_STATUS = {
@@ -27,6 +28,11 @@ _FILLER_STATUS = {
 }
 
 
+# Events that decide the status whatever SCH-25 says.
+_EVENT_STATUS = {"S15": "cancelled", "S16": "cancelled", "S17": "entered-in-error", "S26": "noshow"}
+_WITHDRAWN = frozenset({"cancelled", "entered-in-error"})
+
+
 def map_siu(m: Mapping_) -> None:
     event = m.msg.trigger_event
     sch = m.msg.first("SCH")
@@ -37,16 +43,14 @@ def map_siu(m: Mapping_) -> None:
         raise Hl7Error(
             "SCH-1 or SCH-2 (appointment id) is required", code="101", segment="SCH", sequence=1, field=2
         )
-    status = {"S15": "cancelled", "S26": "noshow"}.get(event) or _FILLER_STATUS.get(
-        sch.get(25).upper().replace(" ", ""), "booked"
-    )
+    status = _EVENT_STATUS.get(event) or _FILLER_STATUS.get(sch.get(25).upper().replace(" ", ""), "booked")
     appt: dict[str, Any] = {"resourceType": "Appointment", "status": status}
     participants: list[dict[str, Any]] = []
     pid = m.msg.first("PID")
     if pid is not None:
         patient, _ = m.patient(pid)
         participants.append(
-            {"actor": {"reference": patient}, "status": "accepted" if status != "cancelled" else "declined"}
+            {"actor": {"reference": patient}, "status": "declined" if status in _WITHDRAWN else "accepted"}
         )
     for aip in m.msg.all("AIP"):
         for ref in m.practitioners(aip, 3):
@@ -82,7 +86,7 @@ def map_siu(m: Mapping_) -> None:
     if notes:
         appt["comment"] = "\n".join(notes)
     if status == "cancelled":
-        cancel = t.concept(sch.rep(6)) if event == "S15" else None
+        cancel = t.concept(sch.rep(6)) if event in ("S15", "S16") else None
         if cancel:
             appt["cancelationReason"] = cancel
     pv1 = m.msg.first("PV1")
