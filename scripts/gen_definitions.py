@@ -64,6 +64,32 @@ def _structures(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _with_differential(sd: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's elements, and any of the differential's that the snapshot lacks.
+
+    The packaging we read from (see SOURCE.md) ships one resource, EvidenceVariable, with a
+    later version's snapshot: its R4 elements (``characteristic.definition[x]``,
+    ``usageContext``, ``participantEffective[x]``, ``timeFromStart``, ``groupMeasure``) are
+    only in the differential, which defines the type. Each missing one is put back after the
+    last snapshot element under the same parent, so the official examples that use them are
+    valid; the snapshot's foreign elements stay flagged (``nonstandard``) below.
+    """
+    elements: list[dict[str, Any]] = list(sd["snapshot"]["element"])
+    present = {el["path"] for el in elements}
+    for el in sd.get("differential", {}).get("element", []):
+        path = el["path"]
+        if path in present:
+            continue
+        parent = path.rpartition(".")[0]
+        at = max(
+            (i for i, e in enumerate(elements) if e["path"] == parent or e["path"].startswith(parent + ".")),
+            default=len(elements) - 1,
+        )
+        elements.insert(at + 1, el)
+        present.add(path)
+    return elements
+
+
 def build_model(source: Path) -> dict[str, Any]:
     """The element model: every resource, data type and backbone element with its children."""
     sds = _structures(_load(source / "profiles-types.json")) + _structures(
@@ -80,7 +106,7 @@ def build_model(source: Path) -> dict[str, Any]:
         base = sd.get("baseDefinition", "").rsplit("/", 1)[-1] or None
         if kind == "logical":
             continue
-        elements = sd["snapshot"]["element"]
+        elements = _with_differential(sd)
         if kind == "primitive-type":
             regex = None
             for el in elements:

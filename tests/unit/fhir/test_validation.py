@@ -271,6 +271,23 @@ def test_unknown_elements_at_any_depth() -> None:
     assert error_paths(resource) == {"Patient.foo", "Patient.name[0].bar", "Patient.contact[0].baz"}
 
 
+def _evidence_variable(**characteristic: Any) -> dict[str, Any]:
+    return {"resourceType": "EvidenceVariable", "status": "draft", "characteristic": [characteristic]}
+
+
+def test_evidence_variable_has_its_r4_characteristic() -> None:
+    """The packaging's EvidenceVariable snapshot is a later version's: the R4 elements are
+    taken from the differential (scripts/gen_definitions.py), so the official example's
+    ``definitionCodeableConcept`` is valid and ``definitionByTypeAndValue`` (R5) is not."""
+    concept = {"text": "adults with hypertension"}
+    check(_evidence_variable(definitionCodeableConcept=concept, exclude=False, timeFromStart={"value": 1}))
+    check(_evidence_variable(definitionExpression={"language": "text/cql", "expression": "Age > 18"}))
+    missing = only_error(_evidence_variable(description="no definition"))
+    assert missing.expression == ("EvidenceVariable.characteristic[0].definition",)
+    r5 = only_error(_evidence_variable(definitionCodeableConcept=concept, definitionByTypeAndValue={}))
+    assert "another FHIR version" in r5.message
+
+
 def test_elements_added_by_other_servers_are_not_r4() -> None:
     issue = only_error(patient(meta={"author": {"reference": "Practitioner/1"}}))
     assert issue.expression == ("Patient.meta.author",)
