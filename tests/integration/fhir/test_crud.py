@@ -278,3 +278,55 @@ def test_an_update_after_other_writes_in_one_unit_of_work_keeps_its_version_and_
     assert call(uow, ctx, "GET", "Task?status=cancelled").json.get("total") == 1
     history = call(uow, ctx, "GET", "Task/t-task/_history").json
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]
+
+
+def test_a_transaction_may_not_name_one_resource_twice(uow: UnitOfWork, ctx: FhirContext) -> None:
+    """FHIR R4 transactions: the identities entries resolve to (a conditional create that
+    matches, a conditional update, a delete) must not overlap; the whole transaction fails."""
+    ident = {"system": "http://example.org/fhir/ids", "value": "dup-1"}
+    assert call(uow, ctx, "PUT", "Patient/dup1", patient(id="dup1", identifier=[ident])).status == 201
+    both = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": patient(family="李", identifier=[ident]),
+                "request": {"method": "PUT", "url": "Patient?identifier=http://example.org/fhir/ids|dup-1"},
+            },
+            {
+                "resource": patient(family="张", identifier=[ident]),
+                "request": {
+                    "method": "POST",
+                    "url": "Patient",
+                    "ifNoneExist": "identifier=http://example.org/fhir/ids|dup-1",
+                },
+            },
+        ],
+    }
+    r = call(uow, ctx, "POST", "", both)
+    assert (
+        r.status == 400
+        and "Patient/dup1 is written by more than one entry" in r.json["issue"][0]["diagnostics"]
+    )
+    deleted_and_written = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "DELETE", "url": "Patient/dup1"}},
+            {
+                "resource": patient(id="dup1", family="赵"),
+                "request": {"method": "PUT", "url": "Patient/dup1"},
+            },
+        ],
+    }
+    r = call(uow, ctx, "POST", "", deleted_and_written)
+    assert (
+        r.status == 400
+        and "Patient/dup1 is written by more than one entry" in r.json["issue"][0]["diagnostics"]
+    )
+    kept = call(uow, ctx, "GET", "Patient/dup1")
+    assert (
+        kept.status == 200
+        and kept.json["meta"]["versionId"] == "1"
+        and kept.json["name"][0]["family"] == "王"
+    )

@@ -216,6 +216,17 @@ def _conditional_refs(node: Any, out: set[str]) -> None:
             _conditional_refs(item, out)
 
 
+def _claim(targets_seen: dict[str, int], key: str, i: int) -> None:
+    """Entry ``i`` deletes, writes or (by a conditional create that matched) names ``key``:
+    refused if another entry already does (FHIR R4 transaction rules: resolved identities,
+    conditional ones included, must not overlap)."""
+    if key in targets_seen:
+        raise YilianError(
+            Category.INVALID, f"{key} is written by more than one entry (also entry {targets_seen[key]})"
+        )
+    targets_seen[key] = i
+
+
 def _transaction(
     uow: UnitOfWork, ctx: FhirContext, entries: list[dict[str, Any]], dispatcher: Dispatcher
 ) -> list[bytes]:
@@ -240,9 +251,14 @@ def _transaction(
                 continue
             try:
                 resp = dispatcher(uow, ctx, _request_of(ctx, entries[i], None))
+                path, query = _relative(entries[i]["request"]["url"], ctx)
             except YilianError as err:
                 raise fail(i, err) from None
             results[i] = _response_entry(resp, ctx)
+            if not query and path.count("/") == 1:
+                # What an entry deletes no other entry may write (the spec: identities must
+                # not overlap across deletes, creates and updates).
+                targets_seen.setdefault(path, i)
 
         # 2. Decide the identity of every created or conditionally updated resource.
         for i in order:
@@ -269,6 +285,7 @@ def _transaction(
                         if matches:
                             existing_match[i] = WriteResult(matches[0], created=False, noop=True)
                             rid = matches[0].res_id
+                            _claim(targets_seen, f"{rtype}/{rid}", i)
                     assigned[i] = rid
                     if isinstance(full_url, str) and full_url:
                         mapping[full_url] = f"{rtype}/{rid}"
@@ -301,12 +318,7 @@ def _transaction(
                             Category.INVALID, f"{method} goes to Type/id or Type?criteria, not {path!r}"
                         )
                     key = f"{rtype}/{rid}"
-                    if key in targets_seen:
-                        raise YilianError(
-                            Category.INVALID,
-                            f"{key} is written by more than one entry (also entry {targets_seen[key]})",
-                        )
-                    targets_seen[key] = i
+                    _claim(targets_seen, key, i)
                     if isinstance(full_url, str) and full_url:
                         mapping[full_url] = key
             except YilianError as err:
