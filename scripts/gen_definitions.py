@@ -160,6 +160,12 @@ def build_model(source: Path) -> dict[str, Any]:
                 spec["types"] = [ref_path]
             else:
                 codes = [_type_code(t) for t in el.get("type", [])]
+                if kind == "resource" and path == f"{name}.id":
+                    # A resource's logical id is an ``id`` (the R4 spec's element tables say
+                    # so); the snapshot gives its System.String the FHIR type ``string``, as
+                    # for an element's id. FHIRPath then types ``Patient.id`` as id, as the
+                    # official FHIRPath suite expects.
+                    codes = ["id"]
                 if codes in (["BackboneElement"], ["Element"]):
                     # An inline structure: its children follow with this path as prefix.
                     structs[path] = {

@@ -201,6 +201,32 @@ def test_dates_keep_their_precision() -> None:
     assert evaluate(OBSERVATION, "Observation.effective.start < @2015-03-01") == [True]
 
 
+@pytest.mark.parametrize(
+    ("expression", "result"),
+    [
+        # Calendar steps are whole: the decimal part of 7.7 days or 0.1 's' is ignored.
+        ("@1973-12-25T00:00:00.000+10:00 + 7.7 days", "1974-01-01T00:00:00.000+10:00"),
+        ("@1973-12-25T00:00:00.000+10:00 + 0.1 's'", "1973-12-25T00:00:00.000+10:00"),
+        ("@1973-12-25T00:00:00.000+10:00 + 10 'ms'", "1973-12-25T00:00:00.010+10:00"),
+        ("@1973-12-25 + 1 'wk'", "1974-01-01"),
+        ("@1973-12-25 + 1 month", "1974-01-25"),
+    ],
+)
+def test_date_arithmetic_moves_by_whole_calendar_units(expression: str, result: str) -> None:
+    assert [str(v) for v in evaluate(PATIENT, expression)] == [result]
+
+
+@pytest.mark.parametrize("expression", ["@1973-12-25 + 1 'mo'", "@1975-12-25 + 1 'a'"])
+def test_ucum_month_and_year_are_not_calendar_steps(expression: str) -> None:
+    with pytest.raises(FHIRPathError):
+        evaluate(PATIENT, expression)
+
+
+def test_a_resource_id_is_typed_id() -> None:
+    assert typed({**PATIENT, "id": "example"}, "Patient.id") == [("id", "example")]
+    assert typed({**PATIENT, "name": [{"id": "n1", "family": "x"}]}, "Patient.name.id") == [("string", "n1")]
+
+
 def test_decimals_are_decimal_and_quantities_are_fhir_quantities() -> None:
     assert evaluate(PATIENT, "1.10 * 1") == [Decimal("1.10")]
     assert evaluate(PATIENT, "1.5 'mg'") == [

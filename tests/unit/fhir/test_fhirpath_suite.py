@@ -117,7 +117,9 @@ def _same_value(expected_type: str | None, text: str, actual: TypedValue) -> boo
     value = actual.value
     kind = expected_type
     if kind is None:  # the boundary tests give no type: read it from the text
-        if text.startswith("@"):
+        if text in ("true", "false"):
+            kind = "boolean"
+        elif text.startswith("@"):
             kind = "dateTime"
         elif "'" in text:
             kind = "Quantity"

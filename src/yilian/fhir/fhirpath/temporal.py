@@ -215,9 +215,12 @@ def same_kind(a: object, b: object) -> bool:
 
 # -- arithmetic ----------------------------------------------------------------------------
 
+# The units a date/time can move by: the calendar keywords, and UCUM's definite durations.
+# UCUM 'a' and 'mo' are not here: a Julian year or mean month is a number of seconds, not a
+# calendar step, so ``@1973-12-25 + 1 'mo'`` is an error (use ``1 month``).
 CALENDAR_UNITS = {
-    "year": "year", "years": "year", "a": "year",
-    "month": "month", "months": "month", "mo": "month",
+    "year": "year", "years": "year",
+    "month": "month", "months": "month",
     "week": "week", "weeks": "week", "wk": "week",
     "day": "day", "days": "day", "d": "day",
     "hour": "hour", "hours": "hour", "h": "hour",
@@ -256,6 +259,10 @@ def _add(value: Temporal, amount: Decimal, unit: str) -> Temporal:
     kind = CALENDAR_UNITS.get(unit)
     if kind is None:
         raise FHIRPathError(f"cannot add a quantity in '{unit}' to a date/time")
+    if kind != "millisecond":
+        # Date/time arithmetic moves by whole calendar units: the decimal part of a quantity
+        # in seconds or coarser is ignored (7.7 days is 7 days).
+        amount = Decimal(int(amount))
     if isinstance(value, FPTime):
         if kind in ("year", "month", "week", "day"):
             raise FHIRPathError(f"cannot add {kind}s to a time")
