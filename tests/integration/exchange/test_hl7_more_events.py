@@ -298,3 +298,18 @@ def test_specimen_results_and_a_result_without_an_identifier(db: Database, port:
     unknown = [o for o in found if "coding" not in o["code"]]
     assert len(unknown) == 1 and len(found) == 2
     assert unknown[0]["code"]["extension"][0]["valueCode"] == "unknown"
+
+
+def test_an_order_whose_obr_has_no_orc(db: Database, port: int) -> None:
+    """Older senders (or an ORC lost to a missing segment separator) give an OBR on its own:
+    the order its OBR-2 placer number names."""
+    message = (
+        msh("OML^O21", "NO-1", "NO")
+        + "PID|1||NO1^^^NO^MR||Pan^Yue||19930303|F\r"
+        + "GT1|1||Pan^Hua\r"
+        + "OBR|1|NO-ORD-9^NO||6532-6^Rabies Ab^LN|||20261205090000\r"
+        + "NTE|1||urgent\r"
+    )
+    accepted(port, message)
+    order = one(db, "ServiceRequest", f"{V2}order/NO", "NO-ORD-9")
+    assert order["code"]["coding"][0]["code"] == "6532-6" and order["note"] == [{"text": "urgent"}]

@@ -45,17 +45,21 @@ def map_order(m: Mapping_) -> None:
     patient, key = m.patient(pid)
     pv1 = m.msg.first("PV1")
     encounter = m.encounter(pv1, patient) if pv1 is not None else None
-    groups: list[tuple[Segment, Segment | None, list[Segment]]] = []
+    groups: list[tuple[Segment | None, Segment | None, list[Segment]]] = []
     for seg in m.msg.segments:
         if seg.id == "ORC":
             groups.append((seg, None, []))
         elif seg.id in ("OBR", "RXO") and groups and groups[-1][1] is None:
             orc, _, rest = groups[-1]
             groups[-1] = (orc, seg, rest)
+        elif seg.id == "OBR":
+            # An OBR with no ORC of its own (older senders, or an ORC lost to a missing segment
+            # separator): the order its OBR-2/OBR-3 number names.
+            groups.append((None, seg, []))
         elif seg.id in ("OBX", "TQ1", "NTE", "DG1") and groups:
             groups[-1][2].append(seg)
     if not groups:
-        raise Hl7Error("an order message needs at least one ORC", code="100", segment="ORC")
+        raise Hl7Error("an order message needs at least one ORC or OBR", code="100", segment="ORC")
     for orc, detail, rest in groups:
         order_request(m, patient, orc, detail, rest, encounter=encounter, observations=True, required=True)
     del key
