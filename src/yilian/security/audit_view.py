@@ -8,6 +8,11 @@ An event can touch several patients (a search returning many records). A residen
 an event — someone looked at their record — but only their own patients in it: the other
 patients' entries, the query text and the outcome text (which can name or describe them) are
 left out, and searching by anything that looks into those hidden parts finds nothing.
+
+An institution is shown its own events the same way, with the patients it may see now: an
+event also names patients the caller was not shown (a front desk looking up somebody's card
+records the holder, so the holder can see who looked), and a reason can end. Who acted, when,
+on what type and with what outcome stays; the hidden patient's id does not (decision 0016).
 """
 
 from __future__ import annotations
@@ -46,18 +51,38 @@ def _visible(row: AuditRow, principal: Principal | None) -> bool:
     return row.org_id == principal.org_id
 
 
-def _resource(row: AuditRow, principal: Principal | None) -> Resource:
+class _Visibility:
+    """Which patients the caller may be shown in an event: a resident their own (and their
+    children's), an institution those it has a reason for now, the operator every one."""
+
+    def __init__(self, uow: UnitOfWork, ctx: FhirContext, principal: Principal | None) -> None:
+        self.uow, self.policy = uow, ctx.policy
+        self.everyone = principal is None or (principal.is_operator and principal.patient_keys is None)
+        self.own = principal.patient_keys if principal is not None else None
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        if self.everyone:
+            return True
+        if self.own is not None:
+            return key in self.own
+        if key not in self._seen:
+            self._seen[key] = self.policy.can_see(self.uow, "Patient", key, key)
+        return self._seen[key]
+
+
+def _resource(row: AuditRow, may_see: _Visibility) -> Resource:
     import orjson
 
     event = row.resource()
-    keys = principal.patient_keys if principal is not None else None
-    if keys is not None and not set(row.patient_keys) <= keys:
-        event = _redacted(event, keys)
+    shown = frozenset(k for k in row.patient_keys if may_see(k))
+    if len(shown) < len(set(row.patient_keys)):
+        event = _redacted(event, shown)
     return Resource("AuditEvent", str(row.id), 1, row.recorded, orjson.dumps(event))
 
 
 def _redacted(event: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
-    """The event as a resident may see it when it touched other patients too."""
+    """The event as the caller may see it when it touched patients the caller may not see."""
     kept = []
     for entity in event.get("entity") or []:
         ref = str((entity.get("what") or {}).get("reference", ""))
@@ -84,18 +109,17 @@ def _is_own(reference: str, keys: frozenset[str]) -> bool:
 _PATIENT_PARAMS = ("patient", "entity")
 
 
-def _resident_may_search(pairs: list[tuple[str, str]], keys: frozenset[str]) -> bool:
-    """Whether a resident's filters stay within what they are shown: patients only their own,
-    ``entity`` only as a reference to their own patient records."""
+def _may_search(pairs: list[tuple[str, str]], may_see: _Visibility) -> bool:
+    """Whether the filters stay within what the caller is shown: ``patient`` only patients it
+    may see, ``entity`` (for a resident) only a reference to their own patient records."""
     for name, value in pairs:
         base = name.split(":", 1)[0]
         if base not in _PATIENT_PARAMS:
             continue
         for v in (x for x in value.split(",") if x):
-            pid = v.rsplit("/", 1)[-1] if base == "patient" else None
-            if base == "patient" and pid not in keys:
+            if base == "patient" and not may_see(v.rsplit("/", 1)[-1]):
                 return False
-            if base == "entity" and not _is_own(v, keys):
+            if base == "entity" and may_see.own is not None and not _is_own(v, may_see.own):
                 return False
     return True
 
@@ -106,10 +130,10 @@ class AuditEventView:
     ) -> FhirResponse:
         require(ctx.policy, SEARCH, "AuditEvent")
         principal = _principal(ctx)
+        may_see = _Visibility(uow, ctx, principal)
         wanted = [(k, v) for k, v in pairs if k not in ("_format", "_pretty")]
-        keys = principal.patient_keys if principal is not None else None
-        if keys is not None and not _resident_may_search(wanted, keys):
-            page = AuditPage([])  # nothing the resident may see can match
+        if not _may_search(wanted, may_see):
+            page = AuditPage([])  # nothing the caller may be shown can match
         else:
             page = search_audit(uow, wanted + _scope_filter(principal), who=ctx.policy.identity)
         rows = [r for r in page if _visible(r, principal)]
@@ -118,7 +142,7 @@ class AuditEventView:
             ctx,
             path=path,
             used=used,
-            matches=[_resource(r, principal) for r in rows],
+            matches=[_resource(r, may_see) for r in rows],
             included=[],
             total=None,
             next_cursor=page.next_cursor,
@@ -131,7 +155,7 @@ class AuditEventView:
         principal = _principal(ctx)
         if not _visible(row, principal):
             raise YilianError(Category.NOT_FOUND, f"AuditEvent/{resource_id} is not known")  # as if absent
-        r = _resource(row, principal)
+        r = _resource(row, _Visibility(uow, ctx, principal))
         return FhirResponse(200, r.content, resource_headers(r, ctx), r)
 
 

@@ -403,11 +403,14 @@ def test_card_totals_are_the_operators(app: Any, who: dict[str, dict[str, str]],
     assert send(app, "GET", "/api/cards/counts", who["op"]).json()["held"] >= 1
 
 
-def test_an_institutions_audit_trail_names_only_the_patients_it_was_shown(
-    app: Any, who: dict[str, dict[str, str]]
+def test_an_institutions_audit_trail_names_only_the_patients_it_may_see(
+    app: Any, who: dict[str, dict[str, str]], card_no: str
 ) -> None:
-    """Decision 0016: an institution's own events name the patients its accesses returned, and
-    nothing it was refused — so its log cannot tell it that a record exists."""
+    """Decision 0016: an institution's own events name only the patients it may see now — not
+    one it was refused, nor the holder of a card its desk looked up (recorded on the event for
+    the holder's sake) — so its log cannot tell it that a record exists, or whose it is."""
+    desk = send(app, "GET", f"/api/cards/{card_no}", who["c"])
+    assert desk.status_code == 200 and desk.json()["records"] == []  # the state, not whose it is
     assert send(app, "GET", f"/fhir/Patient/{PA}", who["c"]).status_code == 404
     searched = send(app, "GET", f"/fhir/Observation?subject=Patient/{PA}", who["c"])
     assert searched.status_code == 200 and searched.json().get("total", 0) == 0
