@@ -226,8 +226,10 @@ def dispatch(uow: UnitOfWork, ctx: FhirContext, req: FhirRequest) -> FhirRespons
             return _write_response(req, ctx, result)
         criteria = _query_string(req)
         if not criteria:
+            # The interaction exists (a conditional update or delete); the request lacks what it
+            # needs, so it is a bad request (400), not a method the type does not allow (405).
             raise YilianError(
-                Category.NOT_ALLOWED,
+                Category.INVALID,
                 f"{method} on /{rtype} needs search criteria (a conditional {method.lower()})",
             )
         if method == "PUT":

@@ -330,3 +330,12 @@ def test_a_transaction_may_not_name_one_resource_twice(uow: UnitOfWork, ctx: Fhi
         and kept.json["meta"]["versionId"] == "1"
         and kept.json["name"][0]["family"] == "王"
     )
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_conditional_write_without_criteria_is_a_bad_request(
+    uow: UnitOfWork, ctx: FhirContext, method: str
+) -> None:
+    body = patient() if method == "PUT" else None
+    r = call(uow, ctx, method, "Patient", body)
+    assert r.status == 400 and "needs search criteria" in r.json["issue"][0]["diagnostics"]
