@@ -164,6 +164,11 @@ class BatchLine(_Reply):
         default=None,
         description="closed days: the transfer that paid the line (POST …/payouts), null while it is owed",
     )
+    transfer_code: str | None = Field(
+        default=None,
+        description="closed days: YL<yyyymmdd>L<line>, for the payer to put in the transfer's memo, by "
+        "which `yilian payments bank-statement` matches the bank's statement to the line",
+    )
 
 
 class PaidLine(_Reply):

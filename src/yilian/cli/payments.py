@@ -10,8 +10,10 @@ whole ledger; ``expire-holds`` releases deposits past their expiry;
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +23,12 @@ from yilian.cli.common import DatabaseOption, console, friendly_errors, open_db,
 from yilian.db import UnitOfWork
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.money import format_fen
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from yilian.db import Database
+    from yilian.payments import Match, Payout
 
 payments_app = typer.Typer(
     help="Card payments and settlement (一卡通 结算): close a day, wallets, statements, trial balance. Contract: docs/payments.md.",
@@ -46,11 +54,17 @@ def _lines_table(title: str, lines: list[dict[str, Any]]) -> Table:
     table.add_column("amount 金额", justify="right")
     if closed:
         table.add_column("paid 划拨")
+        table.add_column("transfer code 附言")
     for line in lines:
         row = [line["payer"], line["payee"], str(line["txn_count"]), format_fen(line["amount_fen"])]
         if closed:
             paid = line.get("payout")
-            row = [str(line["line_id"]), *row, escape(paid["reference"]) if paid else "owed 未付"]
+            row = [
+                str(line["line_id"]),
+                *row,
+                escape(paid["reference"]) if paid else "owed 未付",
+                line.get("transfer_code", ""),
+            ]
         table.add_row(*row)
     return table
 
@@ -135,34 +149,126 @@ def payout(
 ) -> None:
     """Record the transfer that paid one batch line of a closed day (清算划拨); a line is paid once."""
     from yilian import payments
-    from yilian.db.uow import transact
-    from yilian.security.audit import record
 
     with friendly_errors():
         db = open_db(database)
-        day = payments.parse_day(date)
-
-        def pay(uow: UnitOfWork) -> payments.Payout:
-            paid = payments.record_payout(
-                uow, day=day, line_id=line_id, reference=reference, paid_by=_actor()
-            )
-            record(
-                uow,
-                operator_record(
-                    action="C",
-                    subtype="payment-payout",
-                    entity=f"PaymentReconciliation/{day}",
-                    outcome_desc=f"paid batch line {line_id} of {day}: {paid.amount_fen} fen, transfer {paid.reference}",
-                ),
-            )
-            return paid
-
-        paid = transact(db, pay)
+        paid = _audited_payout(db, payments.parse_day(date), line_id, reference)
         console.print(
             f"paid 已划拨: line {paid.line_id} of {paid.business_date}, {escape(paid.payer)} → "
             f"{escape(paid.payee)} {format_fen(paid.amount_fen)} (transfer {escape(paid.reference)}, "
             f"ledger transaction {paid.txn_id})"
         )
+
+
+@payments_app.command("bank-statement")
+def bank_statement(
+    file: Path = typer.Argument(
+        ...,
+        exists=True,
+        dir_okay=False,
+        help="The bank statement, CSV (UTF-8 or GB18030) with columns reference/流水号, memo/附言 and "
+        "amount/金额 (yuan; or amount_fen), date optional.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Match and report; record nothing."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Match a bank statement to the batch lines it pays and record their payouts (银行流水对账).
+
+    A row pays the line whose transfer code (YLyyyymmddLn, the `code` column of `yilian payments
+    day`) its memo carries, if the amount is the line's to the fen. Each payout is its own
+    transaction and audit record; a row that cannot be matched is listed with the reason and
+    records nothing. Reading the same statement again records nothing new. Exit status 1 if any
+    row is unmatched."""
+    from yilian import payments
+    from yilian.cli.common import EXIT_PARTIAL, progress_bar
+    from yilian.db.uow import read
+
+    with friendly_errors():
+        db = open_db(database)
+        rows = payments.read_statement(file)
+        with read(db) as uow:
+            matches = payments.match_statement(uow, rows)
+        due = [m for m in matches if m.outcome == "paid"]
+        done: list[payments.Match] = []
+        if not dry_run:
+            with progress_bar() as bar:
+                task = bar.add_task("recording payouts 记录划拨", total=len(due))
+                for m in matches:
+                    if m.outcome != "paid":
+                        done.append(m)
+                        continue
+                    done.append(_pay_from_statement(db, m, file.name))
+                    bar.advance(task)
+            matches = done
+    table = Table(
+        title=f"{file.name}: {len(matches)} rows" + (" (dry run: nothing recorded)" if dry_run else "")
+    )
+    for name in ("line", "date", "amount 金额", "reference 流水号", "batch line", "outcome"):
+        table.add_column(name, overflow="fold")
+    for m in matches:
+        what = {
+            "paid": "[green]would pay[/]" if dry_run else "[green]paid 已划拨[/]",
+            "already": "recorded before",
+        }.get(m.outcome, f"[red]unmatched[/] {escape(m.reason)}")
+        if m.outcome == "already":
+            what = escape(m.reason)
+        target = payments.transfer_code(m.target.business_date, m.target.line_id) if m.target else ""
+        table.add_row(
+            str(m.row.line),
+            escape(m.row.booked),
+            format_fen(m.row.amount_fen),
+            escape(m.row.reference),
+            target,
+            what,
+        )
+    console.print(table)
+    counts = {k: sum(1 for m in matches if m.outcome == k) for k in ("paid", "already", "unmatched")}
+    paid_fen = sum(m.row.amount_fen for m in matches if m.outcome == "paid")
+    verb = "to record" if dry_run else "recorded"
+    console.print(
+        f"{counts['paid']} {verb} ({format_fen(paid_fen)}), {counts['already']} recorded before, "
+        f"{counts['unmatched']} unmatched"
+    )
+    if counts["unmatched"]:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _pay_from_statement(db: Database, m: Match, source: str) -> Match:
+    """Record one matched row's payout with its audit record; a line paid meanwhile (another
+    operator, a second run) is reported as unmatched with the reason, not raised."""
+    from yilian import payments
+
+    target = m.target
+    assert target is not None
+    note = f" (bank statement {source}, line {m.row.line})"
+    try:
+        _audited_payout(db, payments.parse_day(target.business_date), target.line_id, m.row.reference, note)
+    except payments.PaymentError as err:
+        return dataclasses.replace(m, outcome="unmatched", reason=err.message)
+    return m
+
+
+def _audited_payout(db: Database, day: dt.date, line_id: int, reference: str, note: str = "") -> Payout:
+    """Record a line's payout and its AuditEvent (by the operator at the console) in one transaction."""
+    from yilian import payments
+    from yilian.db.uow import transact
+    from yilian.security.audit import record
+
+    def pay(uow: UnitOfWork) -> Payout:
+        paid = payments.record_payout(uow, day=day, line_id=line_id, reference=reference, paid_by=_actor())
+        record(
+            uow,
+            operator_record(
+                action="C",
+                subtype="payment-payout",
+                entity=f"PaymentReconciliation/{day}",
+                outcome_desc=f"paid batch line {line_id} of {day}: {paid.amount_fen} fen, transfer "
+                f"{paid.reference}{note}",
+            ),
+        )
+        return paid
+
+    return transact(db, pay)
 
 
 @payments_app.command("wallet")

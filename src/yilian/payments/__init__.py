@@ -3,7 +3,8 @@
 Public surface (every use case takes the unit of work first and keyword arguments; the caller
 commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_deposit``,
 ``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``record_payout``
-(a closed day's batch line paid by transfer), ``trial_balance``;
+(a closed day's batch line paid by transfer), ``read_statement`` and ``match_statement`` (a
+bank statement's rows matched to the lines they pay), ``trial_balance``;
 ``Item`` (a charge line) and ``PaymentError`` (a refusal with a machine-readable ``reason``);
 ``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
 ``clearing_party`` for what one institution (a hospital, or an insurer by the funds it
@@ -38,6 +39,8 @@ from yilian.payments.service import (
     void_hold,
     wallet,
 )
+from yilian.payments.statements import Match, StatementRow, read_statement, transfer_code
+from yilian.payments.statements import match as match_statement
 
 
 def clearing_party(org_id: str) -> Party:
@@ -54,12 +57,14 @@ def check_fund_administrators(env: Mapping[str, str] | None = None) -> None:
 
 __all__ = [
     "Item",
+    "Match",
     "Party",
     "PaymentError",
     "Payout",
     "PublicationWorker",
     "PublishResult",
     "QueueStatus",
+    "StatementRow",
     "TrialBalance",
     "WalletView",
     "charge",
@@ -73,15 +78,18 @@ __all__ = [
     "get_hold",
     "hold_deposit",
     "idempotency",
+    "match_statement",
     "parse_day",
     "post_hold",
     "publication_status",
     "publish_pending",
+    "read_statement",
     "record_payout",
     "refund",
     "retry_publication",
     "statement",
     "top_up",
+    "transfer_code",
     "trial_balance",
     "void_hold",
     "wallet",

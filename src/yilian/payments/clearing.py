@@ -47,6 +47,7 @@ from yilian.payments.ledger import AccountSpec
 from yilian.payments.model import BEIJING, ISSUER, business_date, clearing_account, from_us, refuse, to_us
 from yilian.payments.payouts import payouts_of
 from yilian.payments.publish_queue import DAY, enqueue
+from yilian.payments.statements import transfer_code
 
 PAYER_KINDS = ("wallet", "fund", "aid")
 
@@ -332,6 +333,7 @@ def day_report(
     paid = payouts_of(uow, key)
     for line in report["lines"]:
         line["payout"] = paid.get(int(line["line_id"]))
+        line["transfer_code"] = transfer_code(key, int(line["line_id"]))
     report["outstanding_fen"] = sum(line["amount_fen"] for line in report["lines"] if line["payout"] is None)
     return report
 

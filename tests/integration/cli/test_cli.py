@@ -244,7 +244,7 @@ def test_every_command_is_covered_here() -> None:
         "keys", "keys status", "keys rotate", "keys reencrypt", "keys retire",
         "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
         "exchange forward", "exchange prune-outbox", "exchange prune-inbox", "exchange recover",
-        "payments", "payments close-day", "payments day", "payments payout", "payments wallet", "payments statement",
+        "payments", "payments close-day", "payments day", "payments payout", "payments bank-statement", "payments wallet", "payments statement",
         "payments trial-balance", "payments expire-holds", "payments publish", "payments publication",
     }
 
