@@ -313,3 +313,40 @@ def test_an_order_whose_obr_has_no_orc(db: Database, port: int) -> None:
     accepted(port, message)
     order = one(db, "ServiceRequest", f"{V2}order/NO", "NO-ORD-9")
     assert order["code"]["coding"][0]["code"] == "6532-6" and order["note"] == [{"text": "urgent"}]
+
+
+def test_allergies_sent_with_the_patient(db: Database, port: int) -> None:
+    """AL1 (with an admission, an update) and IAM (A60) as AllergyIntolerance: one per patient
+    and allergen however often the message repeats it; an IAM delete keeps it, entered in error."""
+    pid = "PID|1||AL1P^^^AL^MR||Wen^Jing||19810101|F\r"
+    al1 = "AL1|1|DA^Drug allergy^HL70127|Z01^青霉素^L|SV^Severe^HL70128|皮疹~呼吸困难|20200301\r"
+    accepted(port, adt("A04", "AL-1", "AL", pid, pv1({19: "ALV^^^AL^VN"}), al1))
+    accepted(port, adt("A08", "AL-2", "AL", pid, pv1({19: "ALV^^^AL^VN"}), al1))
+    person = patient(db, naming.mrn_system("AL"), "AL1P")
+    [allergy] = search(db, "AllergyIntolerance", patient=f"Patient/{person['id']}")
+    assert allergy["code"]["coding"][0]["code"] == "Z01" and allergy["category"] == ["medication"]
+    assert allergy["criticality"] == "high" and allergy["clinicalStatus"]["coding"][0]["code"] == "active"
+    assert allergy["reaction"] == [
+        {"manifestation": [{"text": "皮疹"}, {"text": "呼吸困难"}], "severity": "severe"}
+    ]
+    assert allergy["recordedDate"] == "2020-03-01" and allergy["meta"]["versionId"] == "2"
+    # A60 with IAM: the allergy the sender identifies, then deleted by it.
+    iam = "IAM|1|FA^Food allergy^HL70127|P01^花生^L|MO|荨麻疹|{action}|ALG-7^AL||||20190101||20190105\r"
+    accepted(port, adt("A60", "AL-3", "AL", pid, iam.format(action="A")))
+    food = one(db, "AllergyIntolerance", f"{V2}allergy/AL", "ALG-7")
+    assert food["category"] == ["food"] and food["onsetDateTime"] == "2019-01-01"
+    accepted(port, adt("A60", "AL-4", "AL", pid, iam.format(action="D")))
+    gone = one(db, "AllergyIntolerance", f"{V2}allergy/AL", "ALG-7")
+    assert gone["id"] == food["id"] and "clinicalStatus" not in gone
+    assert gone["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+    assert len(search(db, "AllergyIntolerance", patient=f"Patient/{person['id']}")) == 2
+
+
+def test_a_problem_without_an_instance_id_is_one_condition_per_code(db: Database, port: int) -> None:
+    prb = {1: "AD", 2: "20261205100000", 3: "I10^高血压^I10", 14: "ACTIVE"}
+    message = msh("PPR^PC1", "PN-1", "PN") + "PID|1||PN1^^^PN^MR||Du^Fu||19500101|M\r" + segment("PRB", prb)
+    accepted(port, message)
+    accepted(port, message.replace("|PN-1|", "|PN-2|").replace("ACTIVE", "INACTIVE"))
+    person = patient(db, naming.mrn_system("PN"), "PN1")
+    [condition] = search(db, "Condition", patient=f"Patient/{person['id']}")
+    assert condition["clinicalStatus"]["coding"][0]["code"] == "inactive"

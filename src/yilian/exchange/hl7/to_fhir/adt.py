@@ -1,4 +1,5 @@
-"""ADT: admissions, transfers, discharges, registrations, person updates and merges.
+"""ADT: admissions, transfers, discharges, registrations, person updates and merges; the
+allergies sent along (AL1, IAM) as AllergyIntolerance (``allergies``).
 
 | event | what changes |
 |---|---|
@@ -11,7 +12,8 @@
 | A14 pending admit | the visit, planned |
 | A15 pending transfer, A16 pending discharge, A25 cancel pending discharge, A26 cancel pending transfer | Patient and visit as the message states them (a pending change is not made yet) |
 | A29 delete person information | the Patient is kept, inactive (nothing is deleted from the shared record) |
-| A41 merge account, A60 update allergy information | Patient (accounts and the allergy segments stay in the message log) |
+| A41 merge account | Patient (accounts stay in the message log) |
+| A60 update allergy information | Patient and its allergies (IAM) |
 | A45 move visit information | Patient and the visit under its new number (PV1-19) |
 | A40 merge, A47 change patient identifier list | each MRG record is kept, inactive, ``replaced-by`` the PID record (see ``intake``) |
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from yilian.exchange.hl7 import datatypes as t
 from yilian.exchange.hl7.errors import Hl7Error
+from yilian.exchange.hl7.to_fhir.allergies import map_allergies
 from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin
 
 EVENTS = frozenset(
@@ -55,6 +58,8 @@ def map_adt(m: Mapping_) -> None:
     if event == "A29":
         # Taken out of use, not deleted: what others recorded about the person stays theirs.
         m.resource_of(patient)["active"] = False
+    else:
+        map_allergies(m, patient, key)
     if event in _PERSON_ONLY:
         return
     pv1 = m.msg.first("PV1")

@@ -9,6 +9,7 @@ instead of writing it twice.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -591,6 +592,19 @@ _INTERPRETATION = {
 }
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def patient_scoped_key(
+    kind: str, facility: str, patient_key: tuple[str, str], coding: dict[str, Any]
+) -> tuple[str, str]:
+    """The key of something a patient has once per code (a problem, an allergy) when the sender
+    gives it no id of its own: the patient's identifier and the code, readable, with a short
+    digest of the two systems so that equal values of different systems stay apart. No ``|``:
+    the key becomes a token in a conditional URL."""
+    system = str(coding.get("system", ""))
+    digest = hashlib.sha256(f"{patient_key[0]}\x1f{system}".encode()).hexdigest()[:12]
+    value = f"{patient_key[1]}/{coding.get('code', '')}@{digest}".replace("|", "!")
+    return f"{V2_SID}{kind}/{facility}/patient", value[:256]
 
 
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"

@@ -13,7 +13,7 @@ from typing import Any
 from yilian.exchange.hl7 import datatypes as t
 from yilian.exchange.hl7.errors import Hl7Error
 from yilian.exchange.hl7.parse import Segment
-from yilian.exchange.hl7.to_fhir.common import V2_SID, Mapping_, Origin
+from yilian.exchange.hl7.to_fhir.common import Mapping_, Origin, patient_scoped_key
 
 EVENTS = frozenset({"PC1", "PC2", "PC3"})
 
@@ -64,10 +64,7 @@ def _condition(
     problem_key = m.order_key(prb.rep(4), "problem")
     if problem_key is None:
         codes = code.get("coding") or [{"code": code.get("text", "")}]
-        problem_key = (
-            f"{V2_SID}problem/{m.facility_key}/patient",
-            f"{patient_key[0]}|{patient_key[1]}|{codes[0].get('system', '')}|{codes[0]['code']}"[:256],
-        )
+        problem_key = patient_scoped_key("problem", m.facility_key, patient_key, codes[0])
     condition: dict[str, Any] = {
         "resourceType": "Condition",
         "category": [{"coding": [{"system": _CATEGORY, "code": "problem-list-item"}]}],
