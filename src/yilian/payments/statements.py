@@ -133,7 +133,13 @@ def read_statement(path: Path) -> list[StatementRow]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = raw.decode("gb18030")  # what Chinese banks' exports are, when not UTF-8
+        try:
+            text = raw.decode("gb18030")  # what Chinese banks' exports are, when not UTF-8
+        except UnicodeDecodeError as err:
+            raise YilianError(
+                Category.INVALID,
+                f"{path.name} is neither UTF-8 nor GB18030 text (byte {err.start}): not a CSV statement",
+            ) from None
     return parse_statement(text)
 
 

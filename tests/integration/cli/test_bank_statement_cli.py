@@ -111,3 +111,7 @@ def test_a_bank_statement_pays_the_lines_it_names(db: Database, tmp_path: Path) 
     bad.write_text("流水号,附言\nX,Y\n", encoding="utf-8")
     refused = yilian("payments", "bank-statement", bad, "-d", url, cwd=tmp_path)
     assert refused.code == 2 and "no amount (or amount_fen) column" in refused.err, refused.err
+    binary = tmp_path / "statement.xlsx"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x80\x81 not text")
+    unreadable = yilian("payments", "bank-statement", binary, "-d", url, cwd=tmp_path)
+    assert unreadable.code == 2 and "neither UTF-8 nor GB18030" in unreadable.err, unreadable.err
