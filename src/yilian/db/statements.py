@@ -68,6 +68,29 @@ class Statement:
         with driver_errors(conn, sql, args):
             return driver.execute(sql, args)
 
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once for each of ``rows`` (the driver's executemany), in ``conn``'s transaction."""
+        if not rows:
+            return
+        sql, names, own = self.compiled(conn.dialect)
+        if own:
+            rows = [{**own, **row} for row in rows]
+        args: list[Any] = list(rows) if names is None else [tuple(row[n] for n in names) for row in rows]
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        try:
+            with driver_errors(conn, sql):
+                cursor.executemany(sql, args)
+        finally:
+            cursor.close()
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows as dictionaries keyed by column name."""
+        cursor = self.run(conn, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def one_or_none(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         row = self.run(conn, params).fetchone()
         return None if row is None else tuple(row)

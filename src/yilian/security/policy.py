@@ -22,10 +22,13 @@ import functools
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, exists, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, literal, or_, select, tuple_
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.expression import FromClause
 
 from yilian.db import Database, UnitOfWork
+from yilian.db.prebuilt import Prebuilt
+from yilian.db.statements import Statement
 from yilian.fhir.access import SEVERAL_PATIENTS, Write, WriteRefusal
 from yilian.security.audit import AuditRecord, record
 from yilian.security.grants import RULES, consent_rules, organization_of
@@ -196,31 +199,43 @@ class SecurityPolicy:
     # --- the lookup for one patient ---------------------------------------------------------------
 
     def _lookup(self, uow: UnitOfWork | None, patient_key: str) -> bool:
-        org = self.principal.org_id
-
-        def rule(org_id: str, effect: str) -> Any:
-            return exists().where(
-                consent_rule.c.patient_key == patient_key,
-                consent_rule.c.org_id == org_id,
-                consent_rule.c.effect == effect,
-            )
-
-        stmt = select(
-            rule(org or "", "deny").label("named_deny"),
-            rule(org or "", "permit").label("permit"),
-            rule(ALL_ORGS, "deny").label("deny_all"),
-            exists()
-            .where(access_grant.c.patient_key == patient_key, access_grant.c.org_id == org)
-            .label("grant"),
-        )
+        params = {"patient_key": patient_key, "org": self.principal.org_id or "", "all_orgs": ALL_ORGS}
         if uow is not None:
-            row = uow.conn.execute(stmt).one()
+            row = _PATIENT_REASONS.one_or_none(uow.conn, params)
         else:
             with self.db.engine.connect() as conn:
-                row = conn.execute(stmt).one()
-        if row.named_deny:
+                row = _PATIENT_REASONS.one_or_none(conn, params)
+        assert row is not None
+        named_deny, permit, deny_all, grant = row
+        if named_deny:
             return False
-        return bool(row.permit or (row.grant and not row.deny_all))
+        return bool(permit or (grant and not deny_all))
+
+
+def _patient_reasons(_dialect: str) -> Select[Any]:
+    """Whether the institution is denied by name, permitted, everyone is denied, and whether it
+    holds a grant, for one patient: one statement, compiled once (every write an institution
+    makes asks this for the patient it names, and building it through SQLAlchemy each time cost
+    more than running it)."""
+    patient: BindParameter[str] = bindparam("patient_key")
+    org: BindParameter[str] = bindparam("org")
+
+    def rule(org_id: Any, effect: str) -> Any:
+        return exists().where(
+            consent_rule.c.patient_key == patient,
+            consent_rule.c.org_id == org_id,
+            consent_rule.c.effect == effect,
+        )
+
+    return select(
+        rule(org, "deny"),
+        rule(org, "permit"),
+        rule(bindparam("all_orgs"), "deny"),
+        exists().where(access_grant.c.patient_key == patient, access_grant.c.org_id == org),
+    )
+
+
+_PATIENT_REASONS = Statement(_patient_reasons)
 
 
 def _json(content: bytes | None) -> dict[str, Any] | None:
@@ -272,10 +287,14 @@ def _row_filter(
     """
     owned = _owned_filter(r, owner_key)
     if patient_keys is not None:
-        return and_(or_(r.c.patient_key.is_(None), r.c.patient_key.in_(sorted(patient_keys))), owned)
-    if break_glass:  # an emergency opens patients' records, not other institutions' own resources
-        return owned
-    return and_(_patient_filter(r, org), owned)
+        cond = and_(or_(r.c.patient_key.is_(None), r.c.patient_key.in_(sorted(patient_keys))), owned)
+    elif break_glass:  # an emergency opens patients' records, not other institutions' own resources
+        cond = owned
+    else:
+        cond = and_(_patient_filter(r, org), owned)
+    # Its cache key computed once too: walking this condition on every execution cost SQLAlchemy
+    # half of what the decision adds to a compartment search (db/prebuilt.py).
+    return Prebuilt(cond, r)
 
 
 def _owned_filter(r: FromClause, owner_key: str) -> ColumnElement[bool]:

@@ -44,9 +44,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Self
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Integer, bindparam, func, select, update
 
 from yilian.db import Database, UnitOfWork
+from yilian.db.statements import Statement
 from yilian.db.uow import transact
 from yilian.kernel.crypto import Keyring
 from yilian.security.audit.tables import GENESIS_HASH, HEAD_ID, audit_chain_head, audit_event
@@ -175,17 +176,30 @@ def lock_head(conn: Connection, *, share: bool = False) -> dict[str, Any]:
     return head
 
 
+# The sealer's two statements, compiled once and sent to the driver: they run on a thread that
+# shares the interpreter lock with the requests being audited, for every row of the log.
+_UNSEALED = Statement(
+    lambda _: (
+        select(audit_event)
+        .where(audit_event.c.seq.is_(None))
+        .order_by(audit_event.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+)
+_SEAL = Statement(
+    lambda _: (
+        update(audit_event)
+        .where(audit_event.c.id == bindparam("b_id"), audit_event.c.seq.is_(None))
+        .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), chain_hash=bindparam("b_hash"))
+    )
+)
+
+
 def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]:
     keyring = audit_keyring(uow.db)
     conn = uow.conn
     head = lock_head(conn)
-    rows = (
-        conn.execute(
-            select(audit_event).where(audit_event.c.seq.is_(None)).order_by(audit_event.c.id).limit(limit)
-        )
-        .mappings()
-        .all()
-    )
+    rows = _UNSEALED.rows(conn, {"limit": limit})
     seq, last_hash, last_id = int(head["seq"]), str(head["chain_hash"]), int(head["last_id"])
     gap_id, gap_since = head["gap_id"], head["gap_since"]
     now_us = time.time_ns() // 1000
@@ -206,13 +220,7 @@ def _seal_batch(uow: UnitOfWork, limit: int, grace_s: float) -> tuple[int, bool]
         last_id = max(last_id, row_id)
         if gap_id is not None and last_id >= int(gap_id):
             gap_id = gap_since = None
-    if sealed:
-        stmt = (
-            update(audit_event)
-            .where(audit_event.c.id == bindparam("b_id"), audit_event.c.seq.is_(None))
-            .values(seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), chain_hash=bindparam("b_hash"))
-        )
-        conn.execute(stmt, sealed)
+    _SEAL.run_many(conn, sealed)
     changed = {
         "seq": seq,
         "chain_hash": last_hash,
