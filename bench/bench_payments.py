@@ -20,6 +20,16 @@ posted double-entry, audited and committed durably. Afterwards: every acknowledg
 in ``pay_charge`` and no more than the requests still in flight at the stop besides, and the trial
 balance holds.
 
+Each server's CPU a charge is reported (its process tree's, and the PostgreSQL server's from
+``/proc``), and so is ``GET /health`` on the same server afterwards (no token, no database: the
+HTTP stack's own cost a request).
+
+The charge's SQL floor (PostgreSQL): on a fresh database, 64 charges made through the platform's
+app in process are recorded at the driver and replayed by ``pgbench -M prepared`` with 4 clients
+(``bench/sql_replay.py``), once as the server sends them (one round trip a statement) and once
+with each charge's statements in one pipeline: the database's own work for a charge, with no
+Python at all. Every replayed transaction must store its charge and the trial balance must hold.
+
 Day close: the ledger rows of one past business day are generated directly in the database
 (``INSERT … SELECT`` over a generated series: going through the API would take hours at the
 charge rate above): N charge transactions spread over 20 institutions and 50,000 wallets, each
@@ -55,11 +65,15 @@ from bench.common import (
     console,
     counted,
     pg_client_args,
+    postgres_cpu,
     postgres_url,
+    process_tree_cpu,
     run_pgbench,
     run_wrk,
+    settled_postgres_cpu,
     sqlite_url,
     table,
+    wrk,
     yilian_server,
 )
 from yilian import payments
@@ -138,10 +152,16 @@ class PgBench:
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {self.name}")
 
-    def run(self, seconds: int, clients: int = 4) -> float:
+    def run(self, seconds: int, clients: int = 4) -> tuple[float, float]:
+        """TPS, and the database server's CPU per transaction (ms; transactions taken as TPS
+        times the duration)."""
+        cpu = settled_postgres_cpu()
         tps = run_pgbench(self.name, seconds, clients)
-        console.print(f"  pgbench tpcb-like, {clients} clients: {tps:,.0f} TPS")
-        return tps
+        per = 1000 * (settled_postgres_cpu() - cpu) / max(tps * seconds, 1)
+        console.print(
+            f"  pgbench tpcb-like, {clients} clients: {tps:,.0f} TPS, database CPU {per:.2f} ms each"
+        )
+        return tps, per
 
 
 # --------------------------------------------------------------------------- charges
@@ -227,8 +247,15 @@ def measure_charges(
                     f"{backend}: no charge succeeded in the warm-up ({warm['other']} other responses)"
                 )
             before = settled_count(db)  # the warm-up's last requests finish before the count
+            cpu = process_tree_cpu(srv.process_id), postgres_cpu()
             r = wrk_charges(srv.base, cards_file, org, token, connections=4, seconds=seconds)
             stored = charge_count(db) - before
+            # CPU a charge while the load ran (the server's background publication included);
+            # the database's only when it is PostgreSQL (SQLite works inside the server).
+            r["server_cpu_ms"] = 1000 * (process_tree_cpu(srv.process_id) - cpu[0]) / max(stored, 1)
+            r["db_cpu_ms"] = (
+                1000 * (postgres_cpu() - cpu[1]) / max(stored, 1) if backend == "postgresql" else None
+            )
             # What the background publisher still owes when the load stops, and how long the
             # server (now idle) takes to write it: the FHIR views' lag behind the desk.
             backlog = payments.publication_status(db).pending
@@ -237,6 +264,14 @@ def measure_charges(
                 time.sleep(0.2)
             r["drain_s"] = time.perf_counter() - started if publish else float("nan")
             r["backlog"] = backlog
+            # The HTTP stack's own floor on the same server, now idle: /health needs no token and
+            # no database, so its CPU a request is what any endpoint costs before doing anything.
+            cpu_before = process_tree_cpu(srv.process_id)
+            health = wrk(srv.base, ["/health"], connections=4, seconds=seconds)
+            r["health_rps"] = health["rps"]
+            r["health_cpu_ms"] = (
+                1000 * (process_tree_cpu(srv.process_id) - cpu_before) / max(health["rps"] * seconds, 1)
+            )
     if not r["created"] <= stored <= r["created"] + 4 or r["other"]:
         raise AssertionError(
             f"{backend}: {r['created']} charges acknowledged, {stored} stored, {r['other']} other replies"
@@ -257,6 +292,97 @@ def measure_charges(
     )
     console.print(f"  {backend}, 4 clients: {r['tps']:,.0f} charges/s; {r['check']}")
     return r
+
+
+# --------------------------------------------------------------------------- the SQL floor
+
+FLOOR_CARDS = 64  # one replay script a card: 4 clients rarely wait on the same wallet row
+
+
+def measure_floor(url: str, seconds: int) -> dict[str, Any]:
+    """The charge's own SQL, replayed by pgbench with no Python at all (bench/sql_replay.py).
+
+    A fresh database seeded as for the API load; charges made through the platform's app in
+    process (the same handler, authentication, adjudication, ledger and audit as ``yilian serve``):
+    one per card to warm the caches, then two more per card recorded at the driver. Each card's pair
+    becomes one pgbench script; pgbench runs them with 4 clients, first as the server sends them
+    (one round trip a statement), then each charge's transaction as a single message. Afterwards
+    every replayed transaction must have stored its charge row and the trial balance must hold:
+    the replay does the charge's writes, not an imitation of them.
+    """
+    import asyncio
+    from urllib.parse import parse_qs, urlsplit
+
+    import httpx
+
+    from bench.sql_replay import pgbench_script, recording, run_scripts
+    from yilian.api.app import create_app
+    from yilian.api.wiring import platform_settings
+
+    db = open_database(url)
+    upgrade(db)
+    install_keys(db)
+    console.print(f"  the charge's SQL floor: seeding {FLOOR_CARDS} residents, capturing their charges")
+    org, numbers, token = seed_charges(db, FLOOR_CARDS)
+    app = create_app(db, platform_settings())
+    with recording(db.engine) as rec:
+
+        async def charges(record: bool) -> None:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bench"
+            ) as client:
+                for number in numbers:
+                    if record:
+                        rec.mark()
+                    body = {
+                        "card_no": number,
+                        "org": org,
+                        "department": "pharmacy",
+                        "items": [
+                            {
+                                "code": "YP-0001",
+                                "name": "amoxicillin",
+                                "category": "drug",
+                                "unit_price_fen": 1500,
+                                "quantity": 2,
+                            }
+                        ],
+                    }
+                    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+                    reply = await client.post("/api/charges", json=body, headers=headers)
+                    rec.stop()
+                    if reply.status_code != 201:
+                        raise RuntimeError(f"a charge to capture was refused: {reply.text}")
+
+        asyncio.run(charges(record=False))  # warm: the caches, each card's coverage and counters
+        asyncio.run(charges(record=True))
+        asyncio.run(charges(record=True))
+    n = len(numbers)
+    scripts = [pgbench_script(rec.statements(i), rec.statements(n + i)) for i in range(n)]
+    options = parse_qs(urlsplit(url).query).get("options", [""])[0]
+    database = urlsplit(url).path.lstrip("/")
+    sizes = sorted({len(s.statements) for s in scripts})
+    out: dict[str, Any] = {"round_trips": f"{sizes[0]}–{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])}
+    for mode, texts in (
+        ("as_sent", [s.as_sent() for s in scripts]),
+        ("pipelined", [s.pipelined() for s in scripts]),
+    ):
+        before = charge_count(db)
+        replayed = run_scripts(texts, database, seconds, pgoptions=options)
+        stored = charge_count(db) - before
+        if stored != replayed.transactions:
+            raise AssertionError(f"the replay ran {replayed.transactions} charges but stored {stored}")
+        out[mode] = replayed
+        console.print(
+            f"  the charge's SQL replayed ({mode.replace('_', ' ')}), 4 clients: {replayed.tps:,.0f}/s, "
+            f"database CPU {replayed.db_cpu_ms:.2f} ms each"
+        )
+    with UnitOfWork(db) as uow:
+        if not payments.trial_balance(uow).balanced:
+            raise AssertionError("the trial balance does not hold after the replay")
+    out["check"] = f"every replayed charge stored ({charge_count(db):,} in all); trial balance holds"
+    db.dispose()
+    return out
 
 
 # --------------------------------------------------------------------------- day close
@@ -395,13 +521,16 @@ def main() -> None:
     cards = 40 if args.quick else args.cards
     server_keys()
     backends = args.backends.split(",")
-    baseline: list[float] = []
+    baseline: list[tuple[float, float]] = []
     charges: list[dict[str, Any]] = []
     closes: list[dict[str, Any]] = []
+    floor: dict[str, Any] | None = None
     if "postgresql" in backends:
         with PgBench() as bench:
             baseline.append(bench.run(seconds))
             charges += measure_all(postgres_url, "postgresql", seconds, cards, worker_counts, publish_modes)
+            with postgres_url() as url:
+                floor = measure_floor(url, seconds)
             with postgres_url() as url:
                 closes.append(measure_close(url, "postgresql", n))
             baseline.append(bench.run(seconds))
@@ -409,10 +538,16 @@ def main() -> None:
         charges += measure_all(sqlite_url, "sqlite", seconds, cards, worker_counts, publish_modes)
         with sqlite_url() as url:
             closes.append(measure_close(url, "sqlite", n))
-    base = statistics.mean(baseline) if baseline else float("nan")
+    base = statistics.mean(tps for tps, _ in baseline) if baseline else float("nan")
     rows: list[list[object]] = [
-        [f"pgbench -b tpcb-like -c 4 -j 2 (run {i})", tps, tps / base, "", ""]
-        for i, tps in enumerate(baseline, 1)
+        [
+            f"pgbench -b tpcb-like -c 4 -j 2 (run {i}; database CPU {cpu:.2f} ms a transaction)",
+            tps,
+            tps / base,
+            "",
+            "",
+        ]
+        for i, (tps, cpu) in enumerate(baseline, 1)
     ]
     for r in charges:
         ratio = r["tps"] / base
@@ -424,13 +559,41 @@ def main() -> None:
         rows.append(
             [
                 f"POST /api/charges, 4 clients, {r['backend']}, {r['workers']} worker(s), publication "
-                f"{'on' if r['publish'] else 'off'} (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms)",
+                f"{'on' if r['publish'] else 'off'} (p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms; "
+                f"CPU a charge: server {r['server_cpu_ms']:.1f} ms"
+                + (f", database {r['db_cpu_ms']:.2f} ms)" if r["db_cpu_ms"] is not None else ")"),
                 r["tps"],
                 ratio,
                 target,
                 r["check"],
             ]
         )
+        rows.append(
+            [
+                f"  GET /health on that server, 4 clients (no token, no database: the HTTP stack's "
+                f"floor; server CPU {r['health_cpu_ms']:.2f} ms a request)",
+                r["health_rps"],
+                r["health_rps"] / base,
+                "",
+                "",
+            ]
+        )
+    if floor:
+        for mode, what in (
+            ("as_sent", f"{floor['round_trips']} round trips as the server sends them, prepared"),
+            ("pipelined", "each charge's statements in one pipeline, prepared"),
+        ):
+            ratio = floor[mode].tps / base
+            rows.append(
+                [
+                    f"the charge's SQL replayed by pgbench, no Python, 4 clients ({what}; database CPU "
+                    f"{floor[mode].db_cpu_ms:.2f} ms a charge)",
+                    floor[mode].tps,
+                    ratio,
+                    f"floor {'above' if ratio >= 0.5 else 'BELOW'} 0.5×",
+                    floor["check"],
+                ]
+            )
     for c in closes:
         ratio = c["rate"] / base
         target = (

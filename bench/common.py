@@ -199,25 +199,17 @@ def pg_client_args() -> list[str]:
     ]
 
 
+def pgbench_command(clients: int, seconds: int) -> list[str]:
+    """pgbench against ``PG_URL``'s server: ``clients`` clients on 2 threads for ``seconds``."""
+    return ["pgbench", *pg_client_args(), "-c", str(clients), "-j", "2", "-T", str(seconds)]
+
+
 def run_pgbench(database: str, seconds: int, clients: int = 4, *, log_prefix: str | None = None) -> float:
     """TPS of ``pgbench -b tpcb-like`` with ``clients`` clients on ``database`` (``-l`` to
     ``log_prefix`` when given, for per-transaction latencies)."""
     log = ["-l", "--log-prefix", log_prefix] if log_prefix else []
     out = subprocess.run(
-        [
-            "pgbench",
-            *pg_client_args(),
-            "-b",
-            "tpcb-like",
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(seconds),
-            *log,
-            database,
-        ],
+        [*pgbench_command(clients, seconds), "-b", "tpcb-like", *log, database],
         capture_output=True,
         text=True,
         check=True,
@@ -263,6 +255,49 @@ def process_tree_cpu(pid: int) -> float:
         if proc_pid == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by the local PostgreSQL server: each postmaster's own and its
+    reaped children's (``cutime``, ``cstime``), plus its live children's (backends, WAL writer,
+    checkpointer). A backend that exits between two readings moves from the second sum to the
+    first, so a difference of two readings is the server's work in between."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[str, int, list[str]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        head, _, tail = raw.rpartition(")")
+        procs[int(stat.parent.name)] = (head.split("(", 1)[1], int(tail.split()[1]), tail.split())
+    postmasters = {
+        pid
+        for pid, (comm, ppid, _) in procs.items()
+        if comm == "postgres" and procs.get(ppid, ("",))[0] != "postgres"
+    }
+    total = 0
+    for pid, (_comm, ppid, fields) in procs.items():
+        if pid in postmasters:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        elif ppid in postmasters:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def settled_postgres_cpu(limit_s: float = 3.0) -> float:
+    """``postgres_cpu`` once the backends of a load that just ended have exited and been reaped
+    (until then an exiting backend's time can be missing from both sums): two readings 0.2 s
+    apart within 20 ms of each other, or ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    last = postgres_cpu()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = postgres_cpu()
+        if now - last < 0.02:
+            return now
+        last = now
+    return last
 
 
 def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
