@@ -361,11 +361,11 @@ def measure_floor(url: str, seconds: int) -> dict[str, Any]:
     scripts = [pgbench_script(rec.statements(i), rec.statements(n + i)) for i in range(n)]
     options = parse_qs(urlsplit(url).query).get("options", [""])[0]
     database = urlsplit(url).path.lstrip("/")
-    sizes = sorted({len(s.statements) for s in scripts})
+    sizes = sorted({len(s.round_trips()) for s in scripts})
     out: dict[str, Any] = {"round_trips": f"{sizes[0]}–{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])}
     for mode, texts in (
         ("as_sent", [s.as_sent() for s in scripts]),
-        ("pipelined", [s.pipelined() for s in scripts]),
+        ("pipelined", [s.pipelined_whole() for s in scripts]),
     ):
         before = charge_count(db)
         replayed = run_scripts(texts, database, seconds, pgoptions=options)

@@ -46,7 +46,9 @@ _UNIQUE_MAX = 64  # a differing literal up to this long, without spaces, is an i
 class Recording:
     """What ``recording`` captured: per request (``mark``), the statements of its thread."""
 
-    requests: list[list[tuple[int, str]]] = field(default_factory=list)
+    requests: list[list[tuple[int, str, int]]] = field(default_factory=list)
+    _pipeline: Any = None  # the pipeline last seen (held, so that its id is never reused)
+    _pipelines: int = 0
     on: bool = False
 
     def mark(self) -> None:
@@ -56,18 +58,31 @@ class Recording:
     def stop(self) -> None:
         self.on = False
 
-    def add(self, sql: str) -> None:
-        if self.on and self.requests:
-            self.requests[-1].append((threading.get_ident(), sql))
+    def add(self, sql: str, pipeline: Any = None) -> None:
+        """Record ``sql``; ``pipeline`` is psycopg's pipeline it was sent in, if any."""
+        if not (self.on and self.requests):
+            return
+        group = 0
+        if pipeline is not None:
+            if pipeline is not self._pipeline:
+                self._pipeline, self._pipelines = pipeline, self._pipelines + 1
+            group = self._pipelines
+        self.requests[-1].append((threading.get_ident(), sql, group))
 
-    def statements(self, n: int) -> list[str]:
+    def statements(self, n: int) -> list[tuple[str, int]]:
         """Request ``n``'s statements, those of the thread that sent its first one (the request's
         handler; background work of the server, if any ran, is left out)."""
         rows = self.requests[n]
         if not rows:
             raise ValueError(f"request {n} sent no SQL")
         thread = rows[0][0]
-        return [sql for t, sql in rows if t == thread]
+        return [(sql, group) for t, sql, group in rows if t == thread]
+
+
+def _pipeline(conn: psycopg.Connection[Any]) -> Any:
+    """The pipeline ``conn`` is in (its statements go out together, one round trip), or None.
+    psycopg makes one for each ``with conn.pipeline()`` block; it has no public handle for it."""
+    return conn._pipeline if int(conn.pgconn.pipeline_status) != 0 else None
 
 
 @contextmanager
@@ -77,13 +92,13 @@ def recording(engine: Engine) -> Iterator[Recording]:
 
     class RecordingCursor(psycopg.Cursor[Any]):
         def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
-            rec.add(psycopg.ClientCursor(self.connection).mogrify(query, params))
+            rec.add(psycopg.ClientCursor(self.connection).mogrify(query, params), _pipeline(self.connection))
             return super().execute(query, params, **kw)
 
         def executemany(self, query: Any, params_seq: Any, **kw: Any) -> None:
             rows = list(params_seq)
             for p in rows:
-                rec.add(psycopg.ClientCursor(self.connection).mogrify(query, p))
+                rec.add(psycopg.ClientCursor(self.connection).mogrify(query, p), _pipeline(self.connection))
             super().executemany(query, rows, **kw)
 
     def checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
@@ -117,19 +132,41 @@ def recording(engine: Engine) -> Iterator[Recording]:
 
 @dataclass(frozen=True)
 class Script:
-    """A request as a pgbench script: ``statements`` in order, ``variables`` set per transaction."""
+    """A request as a pgbench script: ``statements`` in order, ``variables`` set per transaction;
+    ``pipelines`` numbers the pipeline (psycopg's) each statement was sent in, 0 for none."""
 
     variables: tuple[str, ...]
     statements: tuple[str, ...]
+    pipelines: tuple[int, ...]
+
+    def round_trips(self) -> list[list[str]]:
+        """The statements as the platform sent them: each alone, or a pipelined run together (with
+        the ``BEGIN`` just before it, which psycopg sends in the same pipeline)."""
+        trips: list[list[str]] = []
+        current = 0
+        for i, (sql, group) in enumerate(zip(self.statements, self.pipelines, strict=True)):
+            if sql == "BEGIN" and i + 1 < len(self.pipelines):
+                group = self.pipelines[i + 1]
+            if group and group == current:
+                trips[-1].append(sql)
+            else:
+                trips.append([sql])
+            current = group
+        return trips
 
     def as_sent(self) -> str:
-        """One round trip per statement, as the platform sends them (an empty statement, the
-        pool's liveness ping, becomes ``SELECT 1``). Run it with ``-M prepared``: the platform's
-        driver prepares the statements it repeats, so parsing and planning is not part of a floor."""
-        return self._text([self._sql(s) + ";" for s in self.statements])
+        """One round trip per statement or pipelined run, as the platform sends them (an empty
+        statement, the pool's liveness ping, becomes ``SELECT 1``). Run it with ``-M prepared``:
+        the platform's driver prepares the statements it repeats, so parsing and planning is not
+        part of a floor."""
+        body: list[str] = []
+        for trip in self.round_trips():
+            lines = [self._sql(s) + ";" for s in trip]
+            body += lines if len(lines) == 1 else ["\\startpipeline", *lines, "\\endpipeline"]
+        return self._text(body)
 
-    def pipelined(self) -> str:
-        """The same statements in one pipeline (pgbench's ``\\startpipeline``): sent without
+    def pipelined_whole(self) -> str:
+        """All the statements in one pipeline (pgbench's ``\\startpipeline``): sent without
         waiting for each reply, the database's own work with no round trips between statements,
         as a stored procedure doing the same reads and writes would have it."""
         body = [self._sql(s) + ";" for s in self.statements if s.strip() not in ("", ";")]
@@ -144,13 +181,16 @@ class Script:
         return "\n".join([*head, *(line.replace("\n", " ") for line in body)]) + "\n"
 
 
-def pgbench_script(first: Sequence[str], second: Sequence[str], prefix: str = "ylr") -> Script:
-    """The request captured twice (``first``, ``second``) as a replayable script (module doc)."""
+def pgbench_script(
+    first: Sequence[tuple[str, int]], second: Sequence[tuple[str, int]], prefix: str = "ylr"
+) -> Script:
+    """The request captured twice (``first``, ``second``: statements with the pipeline each went
+    in, see :meth:`Recording.add`) as a replayable script (module doc)."""
     if len(first) != len(second):
         raise ValueError(f"the two captures differ in shape: {len(first)} and {len(second)} statements")
     names: dict[str, str] = {}
     out = []
-    for a, b in zip(first, second, strict=True):
+    for a, b in zip((sql for sql, _ in first), (sql for sql, _ in second), strict=True):
         lits_a, lits_b = _LITERAL.findall(a), _LITERAL.findall(b)
         if _shape(a) != _shape(b) or len(lits_a) != len(lits_b):
             raise ValueError(f"the two captures differ in statement: {a[:80]!r}")
@@ -166,7 +206,7 @@ def pgbench_script(first: Sequence[str], second: Sequence[str], prefix: str = "y
                 x = _quoted(value, escaped)
             parts += [x, pieces[i + 1]]
         out.append("".join(parts))
-    return Script(tuple(names.values()), tuple(out))
+    return Script(tuple(names.values()), tuple(out), tuple(group for _, group in first))
 
 
 def _quoted(value: str, escaped: bool) -> str:

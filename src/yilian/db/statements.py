@@ -17,7 +17,7 @@ on the server after a few executions, so the repeated ones are not even parsed a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert
@@ -56,17 +56,25 @@ class Statement:
                 found = self._compiled[dialect.name] = (compiled.string, names, own)
         return found
 
-    def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
-        """Execute in ``conn``'s transaction; the driver's cursor (rows, ``rowcount``)."""
-        dialect = conn.dialect
+    def bound(self, dialect: Dialect, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and the driver's arguments for ``params``."""
         sql, names, own = self.compiled(dialect)
         if own:
             params = {**own, **params}
-        args: Any = params if names is None else tuple(params[n] for n in names)
+        return sql, (params if names is None else tuple(params[n] for n in names))
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """Execute in ``conn``'s transaction; the driver's cursor (rows, ``rowcount``)."""
+        sql, args = self.bound(conn.dialect, params)
         driver = conn.connection.dbapi_connection
         assert driver is not None
         with driver_errors(conn, sql, args):
             return driver.execute(sql, args)
+
+    def defer(self, batch: Batch, params: Mapping[str, Any]) -> Deferred:
+        """Add to ``batch``: run when the batch is sent; its first row, if any, read then."""
+        sql, args = self.bound(batch.conn.dialect, params)
+        return batch.add_sql(sql, args)
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once for each of ``rows`` (the driver's executemany), in ``conn``'s transaction."""
@@ -121,13 +129,98 @@ class Family:
 
     def run(self, conn: Connection, shared: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``rows``; ``shared`` holds the values every row has in common."""
+        for statement, params in self._chunks(shared, rows):
+            statement.run(conn, params)
+
+    def defer(self, batch: Batch, shared: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add the insert of ``rows`` to ``batch``."""
+        for statement, params in self._chunks(shared, rows):
+            statement.defer(batch, params)
+
+    def _chunks(
+        self, shared: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    ) -> Iterator[tuple[Statement, dict[str, Any]]]:
         for start in range(0, len(rows), self.MAX_ROWS):
             chunk = rows[start : start + self.MAX_ROWS]
             params = dict(shared)
             for i, row in enumerate(chunk):
                 for name, value in row.items():
                     params[f"{name}_{i}"] = value
-            self._sized(len(chunk)).run(conn, params)
+            yield self._sized(len(chunk)), params
+
+
+class Deferred:
+    """The first row a statement in a :class:`Batch` returned, once the batch has been sent."""
+
+    __slots__ = ("_row", "_sent", "_sql")
+
+    def __init__(self, sql: str) -> None:
+        self._sql = sql
+        self._sent = False
+        self._row: tuple[Any, ...] | None = None
+
+    def one_or_none(self) -> tuple[Any, ...] | None:
+        if not self._sent:
+            raise RuntimeError(f"the batch holding {self._sql[:60]!r} has not been sent")
+        return self._row
+
+    def _receive(self, cursor: Any) -> None:
+        row = cursor.fetchone() if cursor.description else None
+        self._row = None if row is None else tuple(row)
+        self._sent = True
+
+
+class Batch:
+    """Statements whose results nobody needs until all of them have run, sent together.
+
+    On PostgreSQL in one round trip (psycopg's pipeline mode: every statement goes out, then every
+    reply is read), where one after the other each would wait for its reply: a charge's writes
+    are five statements and a merchant account's update, and its last one the Idempotency-Key's
+    reply and the audit row. A batch that is the transaction's first work carries psycopg's
+    ``BEGIN`` in the same round trip. On SQLite they run one after the other: an embedded
+    database has no round trips to save.
+
+    Only driver-level statements (this module's, or SQL given to :meth:`add_sql`) go in a batch,
+    and nothing else runs on the connection while it is sent: SQLAlchemy reads a cursor's
+    description as soon as it has executed, which pipeline mode has only after the sync. An
+    error in any statement is raised by :meth:`send` as SQLAlchemy's (``IntegrityError``…), and
+    the caller's transaction is then rolled back as for any failed statement.
+    """
+
+    __slots__ = ("_items", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._items: list[tuple[str, Any, Deferred]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add_sql(self, sql: str, args: Any) -> Deferred:
+        """Add ``sql`` (in the driver's parameter style) with ``args``."""
+        deferred = Deferred(sql)
+        self._items.append((sql, args, deferred))
+        return deferred
+
+    def send(self) -> None:
+        """Run everything added since the last send, in order."""
+        items, self._items = self._items, []
+        if not items:
+            return
+        conn = self.conn
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        if conn.dialect.name != "postgresql":
+            for sql, args, deferred in items:
+                with driver_errors(conn, sql, args):
+                    deferred._receive(driver.execute(sql, args))
+            return
+        with driver_errors(conn, "; ".join(sql for sql, _, _ in items)):
+            with driver.pipeline():  # type: ignore[attr-defined]
+                cursors = [(driver.execute(sql, args), deferred) for sql, args, deferred in items]
+            # Leaving the pipeline block waited for every reply (and raised the first error).
+            for cursor, deferred in cursors:
+                deferred._receive(cursor)
 
 
 def insert_row(table: Table) -> Statement:

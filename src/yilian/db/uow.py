@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from yilian.db.engine import Database
+from yilian.db.statements import Batch
 from yilian.kernel.errors import Category, YilianError
 
 T = TypeVar("T")
@@ -37,6 +38,15 @@ class UnitOfWork:
         self.after_commit: list[Callable[[], None]] = []
         # Per-transaction scratch space for use cases that cooperate (e.g. deferred reference checks).
         self.state: dict[str, Any] = {}
+        self._at_commit: Batch | None = None
+
+    @property
+    def at_commit(self) -> Batch:
+        """Writes nobody reads back before the commit, sent together just before it (after the
+        ``before_commit`` hooks, which may add to it): one round trip on PostgreSQL."""
+        if self._at_commit is None:
+            self._at_commit = Batch(self.conn)
+        return self._at_commit
 
     @property
     def conn(self) -> Connection:
@@ -64,6 +74,8 @@ class UnitOfWork:
         hooks, self.before_commit = self.before_commit, []
         for hook in hooks:
             hook()
+        if self._at_commit is not None:
+            self._at_commit.send()
         if self._external:
             self._committed = True
             return

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ClauseElement
 
 from yilian.db import UnitOfWork
-from yilian.db.statements import Statement
+from yilian.db.statements import Batch, Statement
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.payments import tables as t
@@ -114,7 +114,11 @@ def claim(uow: UnitOfWork, *, caller: str, key: str, fingerprint: str) -> Stored
         "response": b"",
         "created": to_us(clock.now()),
     }
-    if _CLAIM.one_or_none(conn, params) is not None:
+    # Through a batch: on PostgreSQL the transaction's BEGIN goes in the same round trip.
+    batch = Batch(conn)
+    claimed = _CLAIM.defer(batch, params)
+    batch.send()
+    if claimed.one_or_none() is not None:
         return None
     row = _STORED.one_or_none(conn, params)
     assert row is not None  # the conflicting key exists: the insert was skipped for it
@@ -135,7 +139,9 @@ def claim(uow: UnitOfWork, *, caller: str, key: str, fingerprint: str) -> Stored
 
 
 def remember(uow: UnitOfWork, *, caller: str, key: str, status: int, body: bytes) -> None:
-    _REMEMBER.run(uow.conn, {"caller": caller, "key": key, "status": status, "response": body})
+    """Store the reply for the key's retries: written with the transaction's last writes, in its
+    commit batch (nothing reads it back before the commit)."""
+    _REMEMBER.defer(uow.at_commit, {"caller": caller, "key": key, "status": status, "response": body})
 
 
 def purge(uow: UnitOfWork, *, older_than_s: int = RETENTION_S) -> int:

@@ -26,7 +26,7 @@ from sqlalchemy import BigInteger, Connection, String, bindparam, func, insert, 
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import UnitOfWork
-from yilian.db.statements import Family, Statement, insert_row
+from yilian.db.statements import Batch, Family, Statement, insert_row
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.kernel.ids import new_id
@@ -163,7 +163,7 @@ class Posted:
     business_date: dt.date
     # (balance, held) after the transaction of every account it changed
     balances: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # Accounts without a floor still to be updated by :func:`finish` (``post(..., finish_later=True)``)
+    # Accounts without a floor still to be updated by :func:`finish`
     unfloored: tuple[tuple[AccountSpec, int], ...] = ()
 
 
@@ -176,7 +176,7 @@ def post(
     org: str | None = None,
     memo: str | None = None,
     at: dt.datetime | None = None,
-    finish_later: bool = False,
+    batch: Batch | None = None,
 ) -> Posted:
     """Write one balanced transaction. Zero amounts are left out; nothing is written on refusal
     (the caller's transaction rolls back with the error). The wallets it moves, and the charge
@@ -187,8 +187,10 @@ def post(
     fund, a channel) last. Those are the busy rows — every charge at a hospital's pharmacy moves
     the same account — and each one's row lock is held from its update to the commit, so every
     statement between them and the commit is time during which no other charge there can go on.
-    With ``finish_later`` they are left to :func:`finish`, which the use case calls after its own
-    last writes. The locking order is unchanged: floored accounts, then the others by id.
+    The transaction's rows, its publication and those updates are sent together by :func:`finish`
+    (one round trip on PostgreSQL: nothing reads them back before). Given a ``batch``, they wait
+    in it for the use case's own last writes, and the use case calls :func:`finish` with it. The
+    locking order is unchanged: floored accounts, then the others by id.
     """
     lines = [(spec, amount) for spec, amount in postings if amount != 0]
     if sum(amount for _, amount in lines) != 0:
@@ -216,8 +218,9 @@ def post(
             unfloored.append((spec, amount))
     txn_id = new_id()
     us = to_us(when)
-    _TXN.run(
-        conn,
+    pending = batch if batch is not None else Batch(conn)
+    _TXN.defer(
+        pending,
         {
             "txn_id": txn_id,
             "kind": kind,
@@ -228,21 +231,33 @@ def post(
             "memo": memo,
         },
     )
-    _POSTINGS.run(
-        conn, {"txn_id": txn_id}, [{"account": spec.account_id, "amount": amount} for spec, amount in lines]
+    _POSTINGS.defer(
+        pending,
+        {"txn_id": txn_id},
+        [{"account": spec.account_id, "amount": amount} for spec, amount in lines],
     )
     subjects = [account_id for account_id in merged if merged[account_id][0].kind == "wallet"]
     if kind in ("charge", "refund") and ref is not None:
         subjects.append(CHARGE + ref)
-    enqueue(conn, subjects)
+    enqueue(pending, subjects)
     posted = Posted(txn_id, us, day, balances, tuple(unfloored))
-    return posted if finish_later else finish(uow, posted)
+    return posted if batch is not None else finish(uow, posted, pending)
 
 
-def finish(uow: UnitOfWork, posted: Posted) -> Posted:
-    """Update the accounts without a floor that :func:`post` left (they cannot refuse), in id order."""
-    for spec, amount in posted.unfloored:
-        posted.balances[spec.account_id] = _apply(uow.conn, spec, amount)
+def finish(uow: UnitOfWork, posted: Posted, batch: Batch) -> Posted:
+    """Send ``batch`` (what :func:`post` and the use case left in it) with the updates of the
+    accounts without a floor, in id order; an account not there yet is created, then updated."""
+    updates = [
+        (spec, amount, _APPLY.defer(batch, {"account_id": spec.account_id, "amount": amount}))
+        for spec, amount in posted.unfloored
+    ]
+    batch.send()
+    for spec, amount, done in updates:
+        row = done.one_or_none()
+        # No row: the account does not exist yet (these have no floor to refuse at).
+        posted.balances[spec.account_id] = (
+            (int(row[0]), int(row[1])) if row else _apply(uow.conn, spec, amount)
+        )
     return Posted(posted.txn_id, posted.at, posted.business_date, posted.balances)
 
 

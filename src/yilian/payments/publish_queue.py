@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import BigInteger, Connection, Integer, String, bindparam, insert
 
-from yilian.db.statements import Family
+from yilian.db.statements import Batch, Family
 from yilian.kernel import clock
 from yilian.payments import tables as t
 from yilian.payments.model import to_us
@@ -34,8 +34,14 @@ _ENQUEUE = Family(
 )
 
 
-def enqueue(conn: Connection, subjects: Iterable[str]) -> None:
-    """Queue ``subjects`` for publication in ``conn``'s transaction (one statement)."""
+def enqueue(target: Connection | Batch, subjects: Iterable[str]) -> None:
+    """Queue ``subjects`` for publication in the transaction (one statement), now on a
+    connection or when a batch of the transaction's writes is sent."""
     rows = [{"subject": s} for s in dict.fromkeys(subjects)]
-    if rows:
-        _ENQUEUE.run(conn, {"attempts": 0, "queued": to_us(clock.now())}, rows)
+    if not rows:
+        return
+    shared = {"attempts": 0, "queued": to_us(clock.now())}
+    if isinstance(target, Batch):
+        _ENQUEUE.defer(target, shared, rows)
+    else:
+        _ENQUEUE.run(target, shared, rows)

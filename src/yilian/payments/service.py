@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from yilian import card as cards
 from yilian.db import UnitOfWork
-from yilian.db.statements import Family, Statement, insert_row
+from yilian.db.statements import Batch, Family, Statement, insert_row
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.kernel.ids import new_id
@@ -269,15 +269,16 @@ def _lock_usage(
     return {key: found[key] for key in sorted(set(keys))}
 
 
-def _add_usage(conn: Connection, person: str, year: int, deltas: dict[tuple[str, str], int]) -> None:
-    """Add to the counters (locked and created by :func:`_lock_usage`), all in one statement."""
+def _add_usage(batch: Batch, person: str, year: int, deltas: dict[tuple[str, str], int]) -> None:
+    """Add to the counters (locked and created by :func:`_lock_usage`), all in one statement, sent
+    with the charge's other last writes."""
     rows = [
         {"fund": fund, "bucket": bucket, "amount": delta}
         for (fund, bucket), delta in sorted(deltas.items())
         if delta
     ]
     if rows:
-        _ADD_USAGE.run(conn, {"person": person, "year": year}, rows)
+        _ADD_USAGE.defer(batch, {"person": person, "year": year}, rows)
 
 
 @dataclass(frozen=True)
@@ -381,8 +382,12 @@ def charge(
         postings.append((_fund(aid), -shares.aid_fen))
     memo = f"charge at {org}/{department}"
 
+    # The charge's writes that nothing reads back (the transaction, its postings and publication,
+    # the usage counters, the charge row) and the institution's and funds' accounts go together
+    # at the end, by ledger.finish below: one round trip on PostgreSQL.
+    batch = Batch(uow.conn)
+
     def post(memo: str) -> ledger.Posted:
-        # The institution's and the funds' accounts are updated last, by ledger.finish below.
         return ledger.post(
             uow,
             kind="charge",
@@ -391,7 +396,7 @@ def charge(
             org=org,
             memo=memo,
             at=now,
-            finish_later=True,
+            batch=batch,
         )
 
     if deposit is None:
@@ -402,13 +407,13 @@ def charge(
             ledger.release(uow, wallet_account(card.patient_id), int(deposit.amount_fen))
             posted = post(memo + " from deposit")
         _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
-    _add_usage(uow.conn, person, day.year, shares.usage)
+    _add_usage(batch, person, day.year, shares.usage)
     enrolled = [
         {"scheme": e.scheme, "region": e.region, "coverage": f"Coverage/{e.coverage_id}", "payor": e.payor}
         for e in used_enrolments
     ]
-    _CHARGE.run(
-        uow.conn,
+    _CHARGE.defer(
+        batch,
         {
             "charge_id": charge_id,
             "txn_id": posted.txn_id,
@@ -454,7 +459,7 @@ def charge(
         },
     )
     # The institution's and the funds' accounts last: see ledger.post.
-    posted = ledger.finish(uow, posted)
+    posted = ledger.finish(uow, posted, batch)
     balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
 
@@ -546,10 +551,18 @@ def refund(uow: UnitOfWork, *, charge_id: str, amount_fen: int, reason: str) -> 
     if row.aid_account:
         postings.append((AccountSpec(row.aid_account, "aid", row.aid_account.split(":")[1], None), aid_part))
     refund_id = new_id()
+    batch = Batch(uow.conn)
     posted = ledger.post(
-        uow, kind="refund", postings=postings, ref=charge_id, org=row.org, memo=reason.strip()[:500]
+        uow,
+        kind="refund",
+        postings=postings,
+        ref=charge_id,
+        org=row.org,
+        memo=reason.strip()[:500],
+        batch=batch,
     )
-    _add_usage(uow.conn, row.person_id, year, deltas)
+    _add_usage(batch, row.person_id, year, deltas)
+    posted = ledger.finish(uow, posted, batch)
     c = t.charge
     uow.conn.execute(
         update(c)

@@ -3,7 +3,8 @@
 Creates, updates, deletes and denials are audited in the very transaction that makes the
 change, so a change is never committed without its event nor an event without its change.
 The row is built (and checked) when ``record`` is called, and inserted just before the unit
-of work commits: the id is then taken moments before the commit, which keeps the order in
+of work commits (in its commit batch, ``UnitOfWork.at_commit``, with the transaction's other
+last writes: one round trip on PostgreSQL): the id is then taken moments before the commit, which keeps the order in
 which PostgreSQL ids become visible close to the order they were handed out (the sealer waits
 at gaps, see ``chain``). ``flush`` inserts earlier, for a caller that wants to read it back.
 """
@@ -108,11 +109,24 @@ def record(uow: UnitOfWork, record: AuditRecord) -> None:
     pending.append(row)
     hook: Callable[[], None] | None = uow.state.get(_HOOK)
     if hook is None:
-        hook = uow.state[_HOOK] = lambda: flush(uow)
+        hook = uow.state[_HOOK] = lambda: _flush_at_commit(uow)
     elif hook in uow.before_commit:
         uow.before_commit.remove(hook)
     # Last among the hooks, so that other buffered writes are flushed before the id is taken.
     uow.before_commit.append(hook)
+
+
+def _flush_at_commit(uow: UnitOfWork) -> None:
+    """The buffered rows into the unit of work's commit batch: sent with the transaction's other
+    last writes in one round trip (PostgreSQL), just before the commit."""
+    rows: list[dict[str, Any]] | None = uow.state.pop(_PENDING, None)
+    if rows:
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            uow.at_commit.add_sql(
+                _insert_for(uow.conn.dialect.paramstyle, len(chunk), False),
+                [row[name] for row in chunk for name in _COLUMNS],
+            )
 
 
 def flush(uow: UnitOfWork) -> None:

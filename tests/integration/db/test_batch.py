@@ -1,0 +1,110 @@
+"""Batched statements (``yilian.db.statements.Batch``) and the unit of work's commit batch: run in
+order, results read after the send, errors raised as SQLAlchemy's with nothing kept, on both
+databases (one round trip on PostgreSQL, one statement after another on SQLite)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from yilian.db import Database, UnitOfWork
+from yilian.db.statements import Batch, Family, Statement
+
+_md = MetaData()
+counter = Table("test_batch_counter", _md, Column("id", Integer, primary_key=True), Column("v", Integer))
+
+ADD = Statement(
+    lambda _: insert(counter).values(id=bindparam("id", type_=Integer), v=bindparam("v", type_=Integer))
+)
+BUMP = Statement(
+    lambda _: (
+        update(counter)
+        .where(counter.c.id == bindparam("id", type_=Integer))
+        .values(v=counter.c.v + bindparam("by", type_=Integer))
+        .returning(counter.c.v)
+    )
+)
+ROWS = Family(
+    lambda _, n: insert(counter).values(
+        [{"id": bindparam(f"id_{i}", type_=Integer), "v": bindparam("v", type_=Integer)} for i in range(n)]
+    )
+)
+
+
+@pytest.fixture
+def table(db: Database) -> Database:
+    with db.engine.begin() as conn:
+        counter.drop(conn, checkfirst=True)
+        counter.create(conn)
+    return db
+
+
+def stored(db: Database) -> dict[int, int]:
+    with UnitOfWork(db) as uow:
+        return {int(r.id): int(r.v) for r in uow.conn.execute(select(counter))}
+
+
+def test_a_batch_runs_in_order_and_its_results_are_read_after_the_send(table: Database) -> None:
+    with UnitOfWork(table, write=True) as uow:
+        batch = Batch(uow.conn)
+        ADD.defer(batch, {"id": 1, "v": 10})
+        first = BUMP.defer(batch, {"id": 1, "by": 5})  # sees the insert before it
+        ROWS.defer(batch, {"v": 0}, [{"id": 2}, {"id": 3}])
+        missing = BUMP.defer(batch, {"id": 99, "by": 1})
+        with pytest.raises(RuntimeError, match="has not been sent"):
+            first.one_or_none()
+        assert len(batch) == 4
+        batch.send()
+        assert len(batch) == 0
+        assert first.one_or_none() == (15,)
+        assert missing.one_or_none() is None  # no row matched: nothing returned
+        # The connection is usable as ever after the batch, in the same transaction.
+        assert uow.conn.execute(select(counter.c.v).where(counter.c.id == 1)).scalar_one() == 15
+    assert stored(table) == {1: 15, 2: 0, 3: 0}
+
+
+def test_an_error_in_a_batch_is_sqlalchemys_and_nothing_of_the_transaction_is_kept(table: Database) -> None:
+    with UnitOfWork(table, write=True) as uow:
+        ADD.run(uow.conn, {"id": 1, "v": 1})
+    with pytest.raises(IntegrityError), UnitOfWork(table, write=True) as uow:
+        ADD.run(uow.conn, {"id": 2, "v": 2})
+        batch = Batch(uow.conn)
+        ADD.defer(batch, {"id": 3, "v": 3})
+        ADD.defer(batch, {"id": 1, "v": 9})  # the primary key is taken
+        ADD.defer(batch, {"id": 4, "v": 4})
+        batch.send()
+    assert stored(table) == {1: 1}
+
+
+def test_the_commit_batch_is_sent_with_the_commit_and_dropped_with_a_rollback(table: Database) -> None:
+    with UnitOfWork(table, write=True) as uow:
+        ADD.defer(uow.at_commit, {"id": 1, "v": 1})
+        # Hooks run first and may still add to it.
+        uow.before_commit.append(lambda: ADD.defer(uow.at_commit, {"id": 2, "v": 2}) and None)
+        assert uow.conn.execute(select(counter)).all() == []  # not sent before the commit
+    assert stored(table) == {1: 1, 2: 2}
+
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused), UnitOfWork(table, write=True) as uow:
+        ADD.defer(uow.at_commit, {"id": 3, "v": 3})
+        raise Refused
+    assert stored(table) == {1: 1, 2: 2}
+
+
+def test_a_batch_that_opens_the_transaction_is_in_it(table: Database) -> None:
+    """On PostgreSQL the batch carries the transaction's BEGIN: what it wrote rolls back with it."""
+    with UnitOfWork(table, write=True) as uow:
+        batch = Batch(uow.conn)
+        ADD.defer(batch, {"id": 1, "v": 1})
+        batch.send()
+        uow.rollback()
+    assert stored(table) == {}
+    with UnitOfWork(table, write=True) as uow:
+        batch = Batch(uow.conn)
+        ADD.defer(batch, {"id": 2, "v": 2})
+        batch.send()
+        assert uow.conn.execute(text("SELECT count(*) FROM test_batch_counter")).scalar_one() == 1
+    assert stored(table) == {2: 2}
