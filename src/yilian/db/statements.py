@@ -12,6 +12,9 @@ placeholders and casts. It runs on the DBAPI connection under the caller's
 driver error is re-raised as SQLAlchemy's (``IntegrityError``, ``OperationalError``…), as the
 callers and the unit of work's retry rules expect. On PostgreSQL psycopg prepares a statement
 on the server after a few executions, so the repeated ones are not even parsed again.
+
+:class:`Batch` sends such statements together when nobody needs their results until all have
+run: one round trip on PostgreSQL (decision 0017), where each would otherwise wait for its reply.
 """
 
 from __future__ import annotations
