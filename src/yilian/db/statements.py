@@ -152,6 +152,9 @@ class Family:
             yield self._sized(len(chunk)), params
 
 
+_IDLE = 0  # psycopg's TransactionStatus.IDLE: no transaction yet, its BEGIN still to be sent
+
+
 class Deferred:
     """The first row a statement in a :class:`Batch` returned, once the batch has been sent."""
 
@@ -213,7 +216,12 @@ class Batch:
         conn = self.conn
         driver = conn.connection.dbapi_connection
         assert driver is not None
-        if conn.dialect.name != "postgresql":
+        # One statement in a transaction already begun has no round trip to share: run it plainly
+        # (entering and leaving pipeline mode costs a little CPU for nothing).
+        plain = conn.dialect.name != "postgresql" or (
+            len(items) == 1 and driver.info.transaction_status != _IDLE  # type: ignore[attr-defined]
+        )
+        if plain:
             for sql, args, deferred in items:
                 with driver_errors(conn, sql, args):
                     deferred._receive(driver.execute(sql, args))
