@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ClauseElement
 
 from yilian.db import UnitOfWork
-from yilian.db.statements import Batch, Statement
+from yilian.db.statements import Statement
 from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.payments import tables as t
@@ -114,11 +114,7 @@ def claim(uow: UnitOfWork, *, caller: str, key: str, fingerprint: str) -> Stored
         "response": b"",
         "created": to_us(clock.now()),
     }
-    # Through a batch: on PostgreSQL the transaction's BEGIN goes in the same round trip.
-    batch = Batch(conn)
-    claimed = _CLAIM.defer(batch, params)
-    batch.send()
-    if claimed.one_or_none() is not None:
+    if _CLAIM.one_or_none(conn, params) is not None:
         return None
     row = _STORED.one_or_none(conn, params)
     assert row is not None  # the conflicting key exists: the insert was skipped for it

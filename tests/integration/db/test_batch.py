@@ -99,12 +99,14 @@ def test_a_batch_that_opens_the_transaction_is_in_it(table: Database) -> None:
     with UnitOfWork(table, write=True) as uow:
         batch = Batch(uow.conn)
         ADD.defer(batch, {"id": 1, "v": 1})
+        ADD.defer(batch, {"id": 2, "v": 2})
         batch.send()
         uow.rollback()
     assert stored(table) == {}
     with UnitOfWork(table, write=True) as uow:
         batch = Batch(uow.conn)
-        ADD.defer(batch, {"id": 2, "v": 2})
+        ADD.defer(batch, {"id": 3, "v": 3})
+        ADD.defer(batch, {"id": 4, "v": 4})
         batch.send()
-        assert uow.conn.execute(text("SELECT count(*) FROM test_batch_counter")).scalar_one() == 1
-    assert stored(table) == {2: 2}
+        assert uow.conn.execute(text("SELECT count(*) FROM test_batch_counter")).scalar_one() == 2
+    assert stored(table) == {3: 3, 4: 4}
