@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from yilian.db.dialect import enable_index_hints
@@ -121,8 +121,10 @@ def _ping_after_idle(engine: Engine, idle_s: float) -> None:
     Why not ``pool_pre_ping``: that is a round trip on every checkout, one in every request (a
     card charge is otherwise a dozen). A connection lost while idle in the pool (the database
     restarted, a firewall dropped it) is found here and replaced before anyone uses it; one
-    back in use within ``idle_s`` is taken as alive. A database restart is slower than that, and a
-    connection lost in use fails its request as it would with a pre-ping (``UNAVAILABLE``).
+    back in use within ``idle_s`` is taken as alive. A failed ping invalidates every pooled
+    connection made before it, as ``pool_pre_ping`` does: when the database restarts they are
+    lost together, those just back in the pool included. A connection lost in use fails its
+    request as it would with a pre-ping (``UNAVAILABLE``).
     """
 
     @event.listens_for(engine, "checkin")
@@ -139,8 +141,8 @@ def _ping_after_idle(engine: Engine, idle_s: float) -> None:
         except engine.dialect.loaded_dbapi.Error:
             alive = False  # e.g. the server ended the session: not one to hand out either way
         if not alive:
-            # The pool discards this connection and checks out another (a fresh one if need be).
-            raise DisconnectionError("pooled connection lost while idle")
+            # The pool discards this connection and every older one, and connects afresh.
+            raise InvalidatePoolError("pooled connection lost while idle")
 
 
 def open_database(url: str | None = None, *, pool_size: int | None = None, **settings: Any) -> Database:

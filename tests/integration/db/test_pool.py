@@ -66,3 +66,23 @@ def test_a_connection_lost_while_idle_is_replaced_before_use(pg: tuple[Database,
     replacement = backend_pid(db)
     assert replacement != lost
     assert len(pings) == 1
+
+
+def test_a_failed_ping_replaces_every_older_pooled_connection(pg: tuple[Database, list[int]]) -> None:
+    """A database restart loses every pooled connection at once: one failed ping replaces them all."""
+    db, pings = pg
+    with UnitOfWork(db) as a, UnitOfWork(db) as b:  # two connections in the pool
+        lost = {int(uow.conn.execute(text("SELECT pg_backend_pid()")).scalar_one()) for uow in (a, b)}
+    assert len(lost) == 2
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        for pid in lost:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    admin.dispose()
+    time.sleep(IDLE_S * 1.5)
+    with UnitOfWork(db) as a, UnitOfWork(db) as b:
+        now = {int(uow.conn.execute(text("SELECT pg_backend_pid()")).scalar_one()) for uow in (a, b)}
+    assert now.isdisjoint(lost) and len(now) == 2
+    assert len(pings) == 1  # the second was replaced without a ping of its own
