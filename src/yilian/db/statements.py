@@ -179,15 +179,17 @@ class Batch:
     On PostgreSQL in one round trip (psycopg's pipeline mode: every statement goes out, then every
     reply is read), where one after the other each would wait for its reply: a charge's writes
     are five statements and a merchant account's update, and its last one the Idempotency-Key's
-    reply and the audit row. A batch that is the transaction's first work carries psycopg's
-    ``BEGIN`` in the same round trip. On SQLite they run one after the other: an embedded
-    database has no round trips to save.
+    reply and the audit row. A batch of two or more that is the transaction's first work carries
+    psycopg's ``BEGIN`` in the same round trip; a batch of one runs as a plain statement. On
+    SQLite they run one after the other: an embedded database has no round trips to save.
 
     Only driver-level statements (this module's, or SQL given to :meth:`add_sql`) go in a batch,
     and nothing else runs on the connection while it is sent: SQLAlchemy reads a cursor's
     description as soon as it has executed, which pipeline mode has only after the sync. An
     error in any statement is raised by :meth:`send` as SQLAlchemy's (``IntegrityError``…), and
-    the caller's transaction is then rolled back as for any failed statement.
+    the caller's transaction is then rolled back as for any failed statement. The error names
+    the SQL but not the parameters: batches carry audit rows and stored replies, which are not
+    for logs.
     """
 
     __slots__ = ("_items", "conn")
@@ -219,7 +221,7 @@ class Batch:
         plain = conn.dialect.name != "postgresql" or len(items) == 1
         if plain:
             for sql, args, deferred in items:
-                with driver_errors(conn, sql, args):
+                with driver_errors(conn, sql):
                     deferred._receive(driver.execute(sql, args))
             return
         with driver_errors(conn, "; ".join(sql for sql, _, _ in items)):

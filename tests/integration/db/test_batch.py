@@ -77,6 +77,21 @@ def test_an_error_in_a_batch_is_sqlalchemys_and_nothing_of_the_transaction_is_ke
     assert stored(table) == {1: 1}
 
 
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_batch_error_names_the_sql_but_not_the_values(table: Database, size: int) -> None:
+    """Batches carry audit rows and stored replies: an error must not put them in the logs."""
+    with UnitOfWork(table, write=True) as uow:
+        ADD.run(uow.conn, {"id": 1, "v": 1})
+    with pytest.raises(IntegrityError) as caught, UnitOfWork(table, write=True) as uow:
+        batch = Batch(uow.conn)
+        for i in range(size - 1):
+            ADD.defer(batch, {"id": 10 + i, "v": 10})
+        ADD.defer(batch, {"id": 1, "v": 987654321})
+        batch.send()
+    assert "test_batch_counter" in str(caught.value)
+    assert "987654321" not in str(caught.value)
+
+
 def test_the_commit_batch_is_sent_with_the_commit_and_dropped_with_a_rollback(table: Database) -> None:
     with UnitOfWork(table, write=True) as uow:
         ADD.defer(uow.at_commit, {"id": 1, "v": 1})
