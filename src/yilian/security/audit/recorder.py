@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from yilian.db import UnitOfWork
 from yilian.db.dialect import driver_errors
+from yilian.db.statements import Batch
 from yilian.security.audit.event import recorded_us, to_audit_event
 from yilian.security.audit.model import AuditRecord
 from yilian.security.audit.tables import audit_event
@@ -70,8 +71,8 @@ def _insert_for(paramstyle: str, n: int, returning: bool) -> str:
     return sql
 
 
-def _send(conn: Connection, rows: list[dict[str, Any]], *, returning: bool) -> list[int]:
-    sql = _insert_for(conn.dialect.paramstyle, len(rows), returning)
+def _send(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    sql = _insert_for(conn.dialect.paramstyle, len(rows), True)
     params = [row[name] for row in rows for name in _COLUMNS]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     # Errors as SQLAlchemy would raise them (IntegrityError, DataError, OperationalError…): the
@@ -80,7 +81,7 @@ def _send(conn: Connection, rows: list[dict[str, Any]], *, returning: bool) -> l
     try:
         with driver_errors(conn, sql):
             cursor.execute(sql, params)
-            return sorted(int(r[0]) for r in cursor.fetchall()) if returning else []
+            return sorted(int(r[0]) for r in cursor.fetchall())
     finally:
         cursor.close()
 
@@ -99,7 +100,7 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     SQL is plain (multi-row VALUES and RETURNING: SQLite 3.35+, PostgreSQL) and the same for
     a given row count, so PostgreSQL prepares it after a few uses.
     """
-    return _send(conn, rows, returning=True) if rows else []
+    return _send(conn, rows) if rows else []
 
 
 def record(uow: UnitOfWork, record: AuditRecord) -> None:
@@ -119,23 +120,26 @@ def record(uow: UnitOfWork, record: AuditRecord) -> None:
 def _flush_at_commit(uow: UnitOfWork) -> None:
     """The buffered rows into the unit of work's commit batch: sent with the transaction's other
     last writes in one round trip (PostgreSQL), just before the commit."""
-    rows: list[dict[str, Any]] | None = uow.state.pop(_PENDING, None)
-    if rows:
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            uow.at_commit.add_sql(
-                _insert_for(uow.conn.dialect.paramstyle, len(chunk), False),
-                [row[name] for row in chunk for name in _COLUMNS],
-            )
+    _add_inserts(uow, uow.at_commit)
 
 
 def flush(uow: UnitOfWork) -> None:
     """Insert the rows ``record`` has buffered in ``uow`` now rather than at commit."""
-    rows: list[dict[str, Any]] | None = uow.state.pop(_PENDING, None)
-    if rows:
-        # No RETURNING: nobody here needs the ids, and it doubles the statement's cost. Straight
-        # to the driver, in the unit of work's transaction, as the writer does: every audited
-        # create pays this, and SQLAlchemy's statement path cost more than the insert.
-        # Chunked: a statement has at most 32,766 parameters on SQLite, 65,535 on PostgreSQL.
-        for start in range(0, len(rows), _CHUNK):
-            _send(uow.conn, rows[start : start + _CHUNK], returning=False)
+    batch = Batch(uow.conn)
+    _add_inserts(uow, batch)
+    batch.send()
+
+
+def _add_inserts(uow: UnitOfWork, batch: Batch) -> None:
+    # No RETURNING: nobody here needs the ids, and it doubles the statement's cost. Straight to
+    # the driver, in the unit of work's transaction, as the writer does: every audited create
+    # pays this, and SQLAlchemy's statement path cost more than the insert. A batch's errors
+    # name no parameters: these are audit rows.
+    # Chunked: a statement has at most 32,766 parameters on SQLite, 65,535 on PostgreSQL.
+    rows: list[dict[str, Any]] = uow.state.pop(_PENDING, None) or []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        batch.add_sql(
+            _insert_for(uow.conn.dialect.paramstyle, len(chunk), False),
+            [row[name] for row in chunk for name in _COLUMNS],
+        )
