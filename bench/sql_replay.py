@@ -15,9 +15,12 @@ Replay: ``pgbench_script(first, second)`` turns one request into a pgbench scrip
 request made twice (same card, same body, fresh ``Idempotency-Key``): the short literals that differ
 between the two are the per-request identifiers (keys, transaction and charge ids), which the
 database holds unique, so each becomes an expression ending in a pgbench random variable
-(``'…-1a2b3c4d5e6f'`` → ``('…-' || :ylr0)``, same length, a parameter in prepared mode) and
-every replayed transaction writes fresh ones. Longer differing literals (stored replies, audit content) and numbers (timestamps) are kept as
-captured: they carry no unique constraint and cost the same to write.
+(``'…-1a2b3c4d5e6f'`` → ``('…-' || :ylr0::text)``, same length, a parameter in prepared mode)
+and every replayed transaction writes fresh ones. Longer differing literals (stored replies,
+audit content) and numbers (timestamps) are kept as captured: they carry no unique constraint
+and cost the same to write. pgbench takes every ``:name`` for a variable, even inside quotes,
+so a literal's colons are written ``\\x3a`` in an escape string (the same text). Statements the
+platform sent together in one psycopg pipeline are replayed as one pgbench pipeline.
 """
 
 from __future__ import annotations
