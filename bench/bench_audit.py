@@ -9,7 +9,13 @@ plus audit together at most +30% on a single create and on a patient-compartment
 - **read**: ``threads`` callers each reading Patients (one read transaction each); audited, each
   read waits for the :class:`AuditWriter` to commit its row before it counts as answered. The
   naive alternative (a transaction of its own per audit row) is shown for comparison;
-- **seal** and **verify**: rows per second.
+- **seal** and **verify**: rows per second;
+- **CPU a search, one caller**: the process's CPU (every thread: the writer's and the sealer's
+  too) a compartment search costs direct, with the decision, with the decision and its audit row,
+  and with the decision followed by a one-row commit to an unrelated table: on SQLite any commit
+  empties every other connection's page cache (WAL mode), so the next search reads its pages
+  again; that variant shows how much of the audit's cost is that, which a database taking any
+  writes at all pays whether or not reads are audited.
 
 A :class:`Sealer` runs during the audited variants, as in the server.
 
@@ -19,6 +25,7 @@ A :class:`Sealer` runs during the audited variants, as in the server.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import threading
 import time
@@ -294,6 +301,62 @@ def bench_compartment(
     return {name: (statistics.median(rates[name]), latencies[name], "") for name in rates}
 
 
+def _cpu_s() -> float:
+    """The process's CPU time, every thread, user and system (SQLite's reads and fsyncs included)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+def bench_search_cpu(db: Database, ids: list[str], n: int, rounds: int) -> dict[str, float]:
+    """CPU milliseconds a compartment search, one caller, variants interleaved; median of rounds."""
+    principal = Principal(
+        kind="system", subject="bench-client", scopes=parse_scopes("system/*.rs"), org_id=BENCH_ORG
+    )
+
+    def search(i: int, ctx: FhirContext) -> str:
+        pid = ids[(i * 104729) % len(ids)]
+        with UnitOfWork(db) as uow:
+            assert dispatch(uow, ctx, FhirRequest("GET", f"Patient/{pid}/Observation")).status == 200
+        return pid
+
+    def decided(i: int) -> str:
+        ctx = FhirContext(base_url=CTX.base_url, settings=CTX.settings, policy=policy_for(principal, db))
+        return search(i, ctx)
+
+    # The cheapest write there is: one row, its own autocommit transaction, on the driver.
+    conn = db.engine.connect()
+    if not db.is_sqlite:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("CREATE TABLE bench_scratch (n INTEGER)")
+    mark = "?" if db.is_sqlite else "%s"
+
+    def unrelated_commit(i: int) -> None:
+        decided(i)
+        driver.execute(f"INSERT INTO bench_scratch (n) VALUES ({mark})", (i,))
+
+    samples: dict[str, list[float]] = {}
+    with Sealer(db), AuditWriter(db) as writer:
+        variants: dict[str, Callable[[int], object]] = {
+            "direct": lambda i: search(i, CTX),
+            "access decision": decided,
+            "access decision + audit": lambda i: writer.record_sync(audit_of("search-type", decided(i), i)),
+            "access decision + an unrelated one-row commit": unrelated_commit,
+        }
+        for one in variants.values():  # warm-up
+            for i in range(max(10, n // 10)):
+                one(i)
+        for _ in range(rounds):
+            for name, one in variants.items():
+                start = _cpu_s()
+                for i in range(n):
+                    one(i)
+                samples.setdefault(name, []).append((_cpu_s() - start) * 1000 / n)
+    conn.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def bench_chain(db: Database) -> tuple[float, float, int]:
     start = time.perf_counter()
     sealed = seal(db)
@@ -313,12 +376,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--patients", type=int, default=2000)
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument(
+        "--cpu-searches", type=int, default=1000, help="searches per variant and round, one caller"
+    )
     args = ap.parse_args()
 
     create_rows: list[list[object]] = []
     read_rows: list[list[object]] = []
     chain_rows: list[list[object]] = []
     search_rows: list[list[object]] = []
+    cpu_rows: list[list[object]] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         console.print(f"[bold]{backend}[/]")
         with database(backend) as db:
@@ -341,6 +408,9 @@ def main() -> None:
             for variant, (rps, lat, _note) in searches.items():
                 mean, p50, p99 = percentiles(lat)
                 search_rows.append([f"{backend} {variant}", rps, mean, p50, p99, base_rps / rps])
+            cpu = bench_search_cpu(db, ids, args.cpu_searches, args.rounds)
+            for variant, ms in cpu.items():
+                cpu_rows.append([f"{backend} {variant}", ms, ms / cpu["direct"]])
             seal_rate, verify_rate, rows = bench_chain(db)
             chain_rows.append([backend, rows, seal_rate, verify_rate])
 
@@ -359,6 +429,12 @@ def main() -> None:
         f"{args.reads}, {args.rounds} rounds — issue 5's target: cost ≤ 1.30× direct",
         ["variant", "searches/s", "mean ms", "p50 ms", "p99 ms", "cost × direct"],
         search_rows,
+    )
+    table(
+        f"CPU a compartment search, one caller ({args.cpu_searches} × {args.rounds} rounds, median; every "
+        "thread of the process, user + system)",
+        ["variant", "CPU ms", "× direct"],
+        cpu_rows,
     )
     table("chain", ["backend", "rows", "sealed rows/s (tail)", "verified rows/s"], chain_rows)
 
