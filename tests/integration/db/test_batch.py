@@ -125,3 +125,37 @@ def test_a_batch_that_opens_the_transaction_is_in_it(table: Database) -> None:
         batch.send()
         assert uow.conn.execute(text("SELECT count(*) FROM test_batch_counter")).scalar_one() == 2
     assert stored(table) == {3: 3, 4: 4}
+
+
+# --------------------------------------------------------------------- the connection's cursor
+
+ALL = Statement(lambda _: select(counter.c.id, counter.c.v).order_by(counter.c.id))
+
+
+def test_statements_on_one_connection_each_return_their_own_rows(table: Database) -> None:
+    """The statements share the connection's driver cursor: each result is read whole before
+    the next statement, and a failed statement leaves the next one working."""
+    with UnitOfWork(table, write=True) as uow:
+        for i in range(1, 4):
+            ADD.run(uow.conn, {"id": i, "v": i * 10})
+        everything = ALL.all(uow.conn, {})
+        bumped = BUMP.one_or_none(uow.conn, {"id": 2, "by": 1})
+        assert everything == [(1, 10), (2, 20), (3, 30)]
+        assert bumped == (21,)
+        assert BUMP.one_or_none(uow.conn, {"id": 99, "by": 1}) is None
+        assert ALL.rows(uow.conn, {})[1] == {"id": 2, "v": 21}
+    with UnitOfWork(table, write=True) as uow, pytest.raises(IntegrityError):
+        ADD.run(uow.conn, {"id": 1, "v": 0})  # a duplicate key: the transaction is lost
+    with UnitOfWork(table, write=True) as uow:  # the same pooled connection, its cursor reused
+        assert BUMP.one_or_none(uow.conn, {"id": 3, "by": 2}) == (32,)
+    assert stored(table) == {1: 10, 2: 21, 3: 32}
+
+
+def test_an_invalidated_connection_takes_its_cursor_with_it(table: Database) -> None:
+    with UnitOfWork(table, write=True) as uow:
+        ADD.run(uow.conn, {"id": 1, "v": 1})
+    with table.engine.connect() as conn:
+        assert ALL.all(conn, {}) == [(1, 1)]
+        conn.invalidate()  # as after a lost connection: the pool closes the DBAPI connection
+    with UnitOfWork(table) as uow:
+        assert ALL.all(uow.conn, {}) == [(1, 1)]
