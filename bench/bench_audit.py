@@ -19,7 +19,8 @@ plus audit together at most +30% on a single create and on a patient-compartment
 
 A :class:`Sealer` runs during the audited variants, as in the server.
 
-    python -m bench.bench_audit [--creates 400] [--threads 8] [--reads 100] [--rounds 5] [--backends sqlite,postgresql]
+    python -m bench.bench_audit [--creates 400] [--threads 8] [--reads 100] [--rounds 5]
+        [--cpu-searches 1000] [--backends sqlite,postgresql]
 """
 
 from __future__ import annotations
