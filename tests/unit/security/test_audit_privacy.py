@@ -94,3 +94,19 @@ def test_an_audit_record_stores_the_masked_query_and_message() -> None:
     assert record.query is not None and "H1234567890" not in record.query
     assert record.outcome_desc is not None and "87654321" not in record.outcome_desc
     assert "X79835501X" not in record.details[0][1]
+
+
+def test_numbers_inside_ids_are_left_alone_numbers_on_their_own_are_masked() -> None:
+    """Ids are time-ordered UUIDs whose hex groups can spell a mobile or ID number; the patient
+    an audit row names must stay readable. A number standing alone is masked wherever it is."""
+    for text in (
+        "issued card 01a249cc-a1b9-7db5 to Patient/01a249cc-a153-7452-9389-2335b10f6c87",
+        "Patient/0a-13912345678b",
+        f"Patient/x{RID}y",
+    ):
+        assert scrub(text) == text
+    assert scrub("call 13912345678.") == "call 139****5678."
+    assert scrub("Patient?telecom=phone%7C13912345678") == "Patient?telecom=phone%7C139****5678"
+    assert scrub("note: 139-1234-5678 (mobile)") == "note: 139****5678 (mobile)"
+    masked = scrub(f"holder {RID}, card {RID}-02")
+    assert masked is not None and RID not in masked
