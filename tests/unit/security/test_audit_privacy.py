@@ -96,17 +96,28 @@ def test_an_audit_record_stores_the_masked_query_and_message() -> None:
     assert "X79835501X" not in record.details[0][1]
 
 
-def test_numbers_inside_ids_are_left_alone_numbers_on_their_own_are_masked() -> None:
-    """Ids are time-ordered UUIDs whose hex groups can spell a mobile or ID number; the patient
-    an audit row names must stay readable. A number standing alone is masked wherever it is."""
-    for text in (
-        "issued card 01a249cc-a1b9-7db5 to Patient/01a249cc-a153-7452-9389-2335b10f6c87",
-        "Patient/0a-13912345678b",
-        f"Patient/x{RID}y",
+def test_the_platforms_ids_are_left_whole_numbers_anywhere_else_are_masked() -> None:
+    """The platform's ids are time-ordered UUIDs whose hex groups can spell a mobile number; the
+    patient an audit row names must stay readable. Anywhere else a number is masked, even in
+    an id a client chose or glued to other text."""
+    uuid_text = (
+        "issued card 01a249cc-a1b9-7db5-8891-e8807dc23e4a to Patient/01a249cc-a153-7452-9389-2335b10f6c87"
+    )
+    assert scrub(uuid_text) == uuid_text
+    for text, masked in (
+        ("Patient/p13912345678", "Patient/p139****5678"),
+        (
+            "Patient/13912345678-0000-0000-0000-000000000000",
+            "Patient/139****5678-0000-0000-0000-000000000000",
+        ),
+        ("tel13912345678.", "tel139****5678."),
+        ("Patient?telecom=phone%7C13912345678", "Patient?telecom=phone%7C139****5678"),
+        ("note: 139-1234-5678 (mobile)", "note: 139****5678 (mobile)"),
+        (
+            "Patient/01a249cc-a153-7452-9389-2335b10f6c87 called 13912345678",
+            "Patient/01a249cc-a153-7452-9389-2335b10f6c87 called 139****5678",
+        ),
     ):
-        assert scrub(text) == text
-    assert scrub("call 13912345678.") == "call 139****5678."
-    assert scrub("Patient?telecom=phone%7C13912345678") == "Patient?telecom=phone%7C139****5678"
-    assert scrub("note: 139-1234-5678 (mobile)") == "note: 139****5678 (mobile)"
-    masked = scrub(f"holder {RID}, card {RID}-02")
-    assert masked is not None and RID not in masked
+        assert scrub(text) == masked, text
+    glued = scrub(f"holder x{RID}y, card {RID}-02")
+    assert glued is not None and RID not in glued

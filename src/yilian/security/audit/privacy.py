@@ -15,8 +15,8 @@ What is masked, wherever the scrubbed text comes from (a query, a path, a messag
   state): ID and health card numbers, passports, HK/Macao and Taiwan permits, phone — as typed
   or URL-encoded (``…%2Fpassport%2FCHN%7CE12345678``), and in JSON (``"system": …, "value": …``);
 - the value of the ``phone`` and ``telecom`` search parameters (landlines too);
-- any 18-character or legacy 15-digit ID number and any mainland mobile number on its own
-  (not part of a longer run of letters and digits, such as a resource id).
+- any 18-character or legacy 15-digit ID number and any mainland mobile number on its own, except
+  inside the platform's own ids (UUIDs, whose hex groups can spell one).
 
 A document number given without its system (``identifier=E12345678``) cannot be told from an
 MRN and stays as it is.
@@ -33,19 +33,16 @@ from yilian.fhir.store.sealing import PASSPORT_SYSTEM_PREFIX, SENSITIVE_IDENTIFI
 from yilian.kernel import health_card
 from yilian.kernel.crypto import BlindKind
 
-# A number standing alone: not inside a longer run of letters and digits (an id such as
-# "01a249cc-a153-7452-9389-…", whose hex groups can spell a mobile number, stays whole), but
-# right after a percent escape ("%7C" is an encoded "|").
-_ALONE_BEFORE = r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![0-9A-Za-z]))"
-_ALONE_AFTER = r"(?![0-9A-Za-z])"
 # 18-character resident ID numbers (and legacy 15-digit ones), standing alone or after a
 # separator such as "|" or its URL encoding "%7C".
-_RESIDENT_ID = re.compile(rf"{_ALONE_BEFORE}(?:\d{{17}}[\dXx]|\d{{15}}){_ALONE_AFTER}")
+_RESIDENT_ID = re.compile(r"(?<!\d)(?:\d{17}[\dXx]|\d{15})(?![\dXx])")
 # Mainland mobile numbers, with or without +86 and separators (plain or URL-encoded).
 _SEP = r"(?:[- ]|%20)?"
-_MOBILE = re.compile(
-    rf"{_ALONE_BEFORE}(?:(?:\+|%2[Bb])?86{_SEP})?(1[3-9]\d){_SEP}(\d{{4}}){_SEP}(\d{{4}}){_ALONE_AFTER}"
-)
+_MOBILE = re.compile(rf"(?<!\d)(?:(?:\+|%2[Bb])?86{_SEP})?(1[3-9]\d){_SEP}(\d{{4}}){_SEP}(\d{{4}})(?!\d)")
+# The platform's ids (time-ordered UUIDs): their hex groups can spell a mobile number
+# ("…-a153-7452-9389-…"), and the patient an audit row names must stay readable. Only these are
+# spared: a number inside any other text (an id a client chose, "tel13912345678") is masked.
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])")
 _MOBILE_ONLY = re.compile(r"1[3-9]\d{9}")
 
 # One character of a value in a query: unreserved, '+' (an encoded space), or a percent escape
@@ -123,5 +120,21 @@ def scrub(text: str | None) -> str | None:
     text = _JSON_SYSTEM_FIRST.sub(lambda m: m["head"] + _mask(m["system"], m["value"]) + '"', text)
     text = _JSON_VALUE_FIRST.sub(lambda m: m["head"] + _mask(m["system"], m["value"]) + m["tail"], text)
     text = _PHONE_PARAM.sub(lambda m: m["head"] + _mask_phone(m["value"]), text)
+    return _outside_ids(text)
+
+
+def _loose_numbers(text: str) -> str:
     text = _RESIDENT_ID.sub(lambda m: health_card.mask(m[0]), text)
     return _MOBILE.sub(lambda m: f"{m[1]}****{m[3]}", text)
+
+
+def _outside_ids(text: str) -> str:
+    """:func:`_loose_numbers` on every stretch of ``text`` between the platform's ids."""
+    out: list[str] = []
+    start = 0
+    for m in _UUID.finditer(text):
+        out.append(_loose_numbers(text[start : m.start()]))
+        out.append(m[0])
+        start = m.end()
+    out.append(_loose_numbers(text[start:]))
+    return "".join(out)
