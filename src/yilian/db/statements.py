@@ -34,21 +34,28 @@ _CURSOR = "yilian.db.statements.cursor"
 
 
 def _cursor(conn: Connection) -> Any:
-    """The driver cursor kept with ``conn``'s DBAPI connection for the statements here.
+    """The driver cursor for a statement here: on PostgreSQL the one kept with ``conn``'s DBAPI
+    connection, on SQLite a fresh one.
 
     A fresh cursor for every statement (the drivers' ``connection.execute``) costs about 10 µs of
     Python on psycopg, a sixth of a small statement's whole client-side cost, and a charge runs
-    about twenty. Every statement here is read before the next one runs on the connection (a
-    connection serves one thread at a time, and :class:`Batch` gives each statement it pipelines
-    a cursor of its own), so one cursor serves them all. It lives in the pool's record of the
-    DBAPI connection, which goes with that connection when the pool closes or invalidates it.
+    about twenty. psycopg's client-side cursor holds its whole result once it has executed, so
+    one cursor can serve every statement on the connection (which serves one thread at a time;
+    :class:`Batch` gives each statement it pipelines a cursor of its own). It lives in the pool's
+    record of the DBAPI connection and goes with that connection when the pool closes or
+    invalidates it. Not on SQLite: a statement read only in part (``one_or_none`` of several
+    rows) stays unfinished on its cursor, and an unfinished statement keeps its read snapshot,
+    so a kept cursor would carry an old view of the database into the connection's next
+    transactions. A cursor dropped after use is reset at once.
     """
     fairy = conn.connection
+    driver = fairy.dbapi_connection
+    assert driver is not None
+    if conn.dialect.name != "postgresql":
+        return driver.cursor()
     info = fairy.info
     cursor = info.get(_CURSOR)
     if cursor is None:
-        driver = fairy.dbapi_connection
-        assert driver is not None
         cursor = info[_CURSOR] = driver.cursor()
     return cursor
 
@@ -89,7 +96,7 @@ class Statement:
         return sql, (params if names is None else tuple(params[n] for n in names))
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
-        """Execute in ``conn``'s transaction; the driver's cursor (rows, ``rowcount``), which is
+        """Execute in ``conn``'s transaction; the driver's cursor (rows, ``rowcount``), which may be
         the connection's own (:func:`_cursor`): read it before running the next statement."""
         sql, args = self.bound(conn.dialect, params)
         cursor = _cursor(conn)

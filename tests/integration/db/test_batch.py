@@ -5,7 +5,7 @@ databases (one round trip on PostgreSQL, one statement after another on SQLite).
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, select, text, update
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from yilian.db import Database, UnitOfWork
@@ -133,7 +133,7 @@ ALL = Statement(lambda _: select(counter.c.id, counter.c.v).order_by(counter.c.i
 
 
 def test_statements_on_one_connection_each_return_their_own_rows(table: Database) -> None:
-    """The statements share the connection's driver cursor: each result is read whole before
+    """The statements may share the connection's driver cursor: each result is read whole before
     the next statement, and a failed statement leaves the next one working."""
     with UnitOfWork(table, write=True) as uow:
         for i in range(1, 4):
@@ -159,3 +159,20 @@ def test_an_invalidated_connection_takes_its_cursor_with_it(table: Database) -> 
         conn.invalidate()  # as after a lost connection: the pool closes the DBAPI connection
     with UnitOfWork(table) as uow:
         assert ALL.all(uow.conn, {}) == [(1, 1)]
+
+
+def test_a_statement_read_in_part_leaves_no_old_snapshot_on_the_connection(table: Database) -> None:
+    """``one_or_none`` reads one row of a result that has more. On SQLite a statement left
+    unfinished keeps its read snapshot open: the connection's next transaction, after it is back
+    in the pool, would still see the database as it was then."""
+    with UnitOfWork(table, write=True) as uow:
+        for i in range(1, 4):
+            ADD.run(uow.conn, {"id": i, "v": i})
+    with table.engine.connect() as reader:
+        with reader.begin():
+            assert ALL.one_or_none(reader, {}) == (1, 1)
+        with UnitOfWork(table, write=True) as uow:  # another connection commits meanwhile
+            ADD.run(uow.conn, {"id": 4, "v": 4})
+        with reader.begin():
+            assert ALL.all(reader, {}) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+            assert reader.execute(select(func.count()).select_from(counter)).scalar_one() == 4
