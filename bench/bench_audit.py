@@ -12,10 +12,13 @@ plus audit together at most +30% on a single create and on a patient-compartment
 - **seal** and **verify**: rows per second;
 - **CPU a search, one caller**: the process's CPU (every thread: the writer's and the sealer's
   too) a compartment search costs direct, with the decision, with the decision and its audit row,
-  and with the decision followed by a one-row commit to an unrelated table: on SQLite any commit
-  empties every other connection's page cache (WAL mode), so the next search reads its pages
-  again; that variant shows how much of the audit's cost is that, which a database taking any
-  writes at all pays whether or not reads are audited.
+  and with the decision followed by a one-row commit to an unrelated table (what any write costs
+  the reads after it). Further variants take that commit apart: on SQLite the same commit
+  unsynced, and synced into another database file (in WAL mode a commit empties every other
+  connection's page cache; another file's commit does not); on PostgreSQL a round trip that
+  writes nothing. A caller that waits (a sync, a round trip) leaves its core idle, and on a
+  virtual machine the work after the wait runs measurably slower: one caller overstates what
+  a wait costs a loaded server.
 
 A :class:`Sealer` runs during the audited variants, as in the server.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sqlite3
 import statistics
 import threading
 import time
@@ -337,6 +341,42 @@ def bench_search_cpu(db: Database, ids: list[str], n: int, rounds: int) -> dict[
         decided(i)
         driver.execute(f"INSERT INTO bench_scratch (n) VALUES ({mark})", (i,))
 
+    # What that commit's cost is made of. A caller that waits (an fsync, a round trip) leaves
+    # its core idle, and on this kind of virtual machine the work after the wait runs slower
+    # (user time, not system time): SQLite's same commit unsynced, or synced into another
+    # file (no page cache to reload), and PostgreSQL's round trip that writes nothing, tell
+    # the wait, the write and the reload apart.
+    apart: dict[str, Callable[[int], object]] = {}
+    others: list[sqlite3.Connection] = []
+    if db.is_sqlite:
+        path = str(db.url.database)
+        unsynced = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        unsynced.execute("PRAGMA synchronous=NORMAL")
+        elsewhere = sqlite3.connect(f"{path}.other", isolation_level=None, check_same_thread=False)
+        elsewhere.execute("PRAGMA journal_mode=WAL")
+        elsewhere.execute("PRAGMA synchronous=FULL")
+        elsewhere.execute("CREATE TABLE bench_scratch (n INTEGER)")
+        others += [unsynced, elsewhere]
+        insert_n = "INSERT INTO bench_scratch (n) VALUES (?)"
+
+        def unsynced_commit(i: int) -> None:
+            decided(i)
+            unsynced.execute(insert_n, (i,))
+
+        def commit_elsewhere(i: int) -> None:
+            decided(i)
+            elsewhere.execute(insert_n, (i,))
+
+        apart["… the same commit, not synced (synchronous=NORMAL)"] = unsynced_commit
+        apart["… the same commit, synced, to another database file"] = commit_elsewhere
+    else:
+
+        def round_trip(i: int) -> None:
+            decided(i)
+            driver.execute("SELECT 1")
+
+        apart["… a round trip that writes nothing (SELECT 1)"] = round_trip
+
     samples: dict[str, list[float]] = {}
     with Sealer(db), AuditWriter(db) as writer:
         variants: dict[str, Callable[[int], object]] = {
@@ -344,6 +384,7 @@ def bench_search_cpu(db: Database, ids: list[str], n: int, rounds: int) -> dict[
             "access decision": decided,
             "access decision + audit": lambda i: writer.record_sync(audit_of("search-type", decided(i), i)),
             "access decision + an unrelated one-row commit": unrelated_commit,
+            **apart,
         }
         for one in variants.values():  # warm-up
             for i in range(max(10, n // 10)):
@@ -355,6 +396,8 @@ def bench_search_cpu(db: Database, ids: list[str], n: int, rounds: int) -> dict[
                     one(i)
                 samples.setdefault(name, []).append((_cpu_s() - start) * 1000 / n)
     conn.close()
+    for other in others:
+        other.close()
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
