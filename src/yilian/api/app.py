@@ -96,7 +96,7 @@ def create_app(
         from starlette.concurrency import run_in_threadpool
 
         def ping() -> None:
-            with db.engine.connect() as conn:
+            with db.connect_autocommit() as conn:  # no BEGIN, no ROLLBACK: one round trip
                 conn.execute(text("SELECT 1"))
 
         try:

@@ -192,7 +192,7 @@ class SecurityPolicy:
         if uow is not None:
             owner = uow.conn.execute(stmt).scalar_one_or_none()
         else:
-            with self.db.engine.connect() as conn:
+            with self.db.connect_autocommit() as conn:
                 owner = conn.execute(stmt).scalar_one_or_none()
         return owner == self.principal.owner_key
 
@@ -202,8 +202,8 @@ class SecurityPolicy:
         params = {"patient_key": patient_key, "org": self.principal.org_id or "", "all_orgs": ALL_ORGS}
         if uow is not None:
             row = _PATIENT_REASONS.one_or_none(uow.conn, params)
-        else:
-            with self.db.engine.connect() as conn:
+        else:  # the short read path (no unit of work): one round trip, not three
+            with self.db.connect_autocommit() as conn:
                 row = _PATIENT_REASONS.one_or_none(conn, params)
         assert row is not None
         named_deny, permit, deny_all, grant = row

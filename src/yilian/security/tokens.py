@@ -82,7 +82,7 @@ class TokenVerifier:
         if hit is not None and now_mono - hit[0] < CACHE_SECONDS:
             principal, expires = hit[1], hit[2]
             return principal if principal is not None and expires > now_us else None
-        with self.db.engine.connect() as conn:
+        with self.db.connect_autocommit() as conn:  # one statement: no transaction around it
             row = conn.execute(
                 select(access_token, user_account.c.active.label("account_active"))
                 .outerjoin(user_account, user_account.c.user_id == access_token.c.user_id)
