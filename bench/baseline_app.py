@@ -1,30 +1,28 @@
 """Baseline web apps for the read benchmark: the same bytes through bare Starlette and FastAPI.
 
-Run as ``python -m bench.baseline_app KIND DATABASE_URL PORT``; loads every Patient's bytes
-into memory at start, then serves ``/fhir/Patient/{id}`` with no database access at all.
+Run as ``python -m bench.baseline_app KIND BODIES_JSON PORT``: serves ``/fhir/Patient/{id}`` from
+a JSON object of id → the reply body Yilian gave for it (``bench_read`` fetches them first), held
+in memory, with no database access at all.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response as FastResponse
-from sqlalchemy import create_engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from yilian.db.engine import normalize_url
 
-
-def load(url: str) -> dict[str, bytes]:
-    engine = create_engine(normalize_url(url))
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT res_id, content FROM resource WHERE res_type = 'Patient'"))
-        return {r.res_id: bytes(r.content) for r in rows}
+def load(path: str) -> dict[str, bytes]:
+    bodies: dict[str, str] = orjson.loads(Path(path).read_bytes())
+    return {rid: body.encode() for rid, body in bodies.items()}
 
 
 def starlette_app(docs: dict[str, bytes]) -> Starlette:
@@ -38,8 +36,6 @@ def starlette_app(docs: dict[str, bytes]) -> Starlette:
 
 
 def fastapi_app(docs: dict[str, bytes], *, as_model: bool) -> FastAPI:
-    import orjson
-
     app = FastAPI()
     parsed = {k: orjson.loads(v) for k, v in docs.items()} if as_model else {}
 
@@ -48,10 +44,12 @@ def fastapi_app(docs: dict[str, bytes], *, as_model: bool) -> FastAPI:
         return {"status": "ok"}
 
     if as_model:
+
         @app.get("/fhir/Patient/{rid}")
         async def read_model(rid: str) -> dict:  # type: ignore[type-arg]
             return parsed[rid]  # FastAPI's default path: jsonable_encoder + JSONResponse
     else:
+
         @app.get("/fhir/Patient/{rid}")
         async def read_bytes(rid: str) -> FastResponse:
             return FastResponse(docs[rid], media_type="application/fhir+json")
@@ -60,14 +58,22 @@ def fastapi_app(docs: dict[str, bytes], *, as_model: bool) -> FastAPI:
 
 
 def main() -> None:
-    kind, url, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    docs = load(url)
+    kind, bodies, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    docs = load(bodies)
     app = {
         "starlette": lambda: starlette_app(docs),
         "fastapi-bytes": lambda: fastapi_app(docs, as_model=False),
         "fastapi-default": lambda: fastapi_app(docs, as_model=True),
     }[kind]()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ class Server:
             self.proc.wait(10)
 
 
-def yilian_server(db_url: str, workers: int = 1, *extra: str) -> Server:
+def yilian_server(
+    db_url: str, workers: int = 1, *extra: str, env: dict[str, str] | None = None
+) -> Server:
     return Server(
         [
             sys.executable,
@@ -115,19 +117,22 @@ def yilian_server(db_url: str, workers: int = 1, *extra: str) -> Server:
             "--workers",
             str(workers),
             *extra,
-        ]
+        ],
+        env=env,
     )
 
 
 WRK_SCRIPT = """
 local paths = {}
 local i = 0
+local headers = {["Accept"] = "application/fhir+json"}
 init = function(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  if args[2] and args[2] ~= "" then headers["Authorization"] = "Bearer " .. args[2] end
 end
 request = function()
   i = i % #paths + 1
-  return wrk.format("GET", paths[i], {["Accept"] = "application/fhir+json"})
+  return wrk.format("GET", paths[i], headers)
 end
 """
 
@@ -220,14 +225,26 @@ def run_pgbench(database: str, seconds: int, clients: int = 4, *, log_prefix: st
 
 
 def wrk(
-    base: str, paths: list[str], *, connections: int = 32, seconds: int = 10, threads: int = 2
+    base: str,
+    paths: list[str],
+    *,
+    connections: int = 32,
+    seconds: int = 10,
+    threads: int = 2,
+    token: str | None = None,
 ) -> dict[str, float]:
-    """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths``."""
+    """Requests/s and latency percentiles (ms) from wrk, cycling through ``paths`` (with ``token``
+    as the bearer token when given); ``non2xx`` counts the replies that were not a success."""
     with tempfile.TemporaryDirectory() as tmp:
         plist = Path(tmp) / "paths.txt"
         plist.write_text("\n".join(paths) + "\n")
         out = run_wrk(
-            base, WRK_SCRIPT, [str(plist)], connections=connections, seconds=seconds, threads=threads
+            base,
+            WRK_SCRIPT,
+            [str(plist), token or ""],
+            connections=connections,
+            seconds=seconds,
+            threads=threads,
         )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     result = {"rps": rps}
