@@ -46,6 +46,7 @@ from yilian.security.audit import (
     to_audit_event,
     verify,
 )
+from yilian.security.audit import chain as chain_module
 from yilian.security.audit.chain import DATA_COLUMNS, chain_hash, hash_key_id, key_usage, legacy_hash
 from yilian.security.audit.event import columns_from_event
 from yilian.security.audit.recorder import insert_rows, to_row
@@ -562,6 +563,43 @@ def test_several_sealers_at_once_build_one_chain(fresh_db: Database) -> None:
     seal(db)
     rows = all_rows(db)
     assert [r["seq"] for r in rows] == list(range(1, 302))
+    assert verify(db).ok
+
+
+def test_sealing_does_not_hold_other_writers_back_while_it_chains(
+    fresh_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chaining (an HMAC a row) happens before the sealer's write transaction: on SQLite that
+    # transaction holds the only write lock, and every audited request waits on a write.
+    db = fresh_db
+    commit_records(db, [make_record(f"s{i}") for i in range(20)])
+    chaining, go_on = threading.Event(), threading.Event()
+    real = chain_module.keyed_hash
+
+    def slow(*args: Any, **kwargs: Any) -> str:
+        chaining.set()
+        assert go_on.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "keyed_hash", slow)
+    sealed: list[int] = []
+    sealer = threading.Thread(target=lambda: sealed.append(seal(db, grace_s=0)))
+    sealer.start()
+    try:
+        assert chaining.wait(30)
+        writer = threading.Thread(target=commit_records, args=(db, [make_record("meanwhile")]))
+        writer.start()
+        writer.join(15)
+        written = not writer.is_alive()
+    finally:
+        go_on.set()
+        sealer.join(30)
+        writer.join(30)
+    assert written, "a write waited for the sealer to finish chaining"
+    assert sealed == [20]  # what it had read; the row written meanwhile is the next round's
+    assert seal(db, grace_s=0) == 1
+    rows = all_rows(db)
+    assert [r["agent_id"] for r in rows][-1] == "meanwhile" and [r["seq"] for r in rows] == list(range(1, 22))
     assert verify(db).ok
 
 
