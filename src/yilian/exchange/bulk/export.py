@@ -205,7 +205,7 @@ def write_export(
     try:
         while True:
             stmt = base.where(resource.c.pk > last).order_by(resource.c.pk).limit(page)
-            with db.engine.connect() as conn:
+            with db.connect_autocommit() as conn:  # each page its own statement, as before
                 rows = conn.execute(stmt).all()
             for pk, rtype, content, patient_key in rows:
                 fh = handles.get(rtype)

@@ -109,7 +109,7 @@ def get_job(conn: Connection, job_id: str) -> Job | None:
 
 
 def load_job(db: Database, job_id: str) -> Job | None:
-    with db.engine.connect() as conn:
+    with db.connect_autocommit() as conn:  # a status poll: one statement, no transaction
         return get_job(conn, job_id)
 
 
@@ -201,7 +201,7 @@ def cancel(uow: UnitOfWork, job_id: str) -> None:
 def due_for_removal(db: Database) -> list[str]:
     """Jobs past their expiry (finished ones after the retention time, cancelled at once)."""
     now = now_us()
-    with db.engine.connect() as conn:
+    with db.connect_autocommit() as conn:
         return list(
             conn.execute(
                 select(bulk_job.c.job_id).where(bulk_job.c.expires.is_not(None), bulk_job.c.expires <= now)
