@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, text, update
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, bindparam, select, text, update
 
 from tests.support.databases import BACKENDS, drop_database, new_database
 from yilian.db import Database, UnitOfWork, open_database
@@ -32,9 +33,9 @@ def table(db: Database) -> Database:
     return with_table(db)
 
 
-def in_transaction(conn: object) -> bool:
-    driver = conn.connection.dbapi_connection  # type: ignore[attr-defined]
-    if hasattr(driver, "in_transaction"):  # sqlite3
+def in_transaction(db: Database, conn: Connection) -> bool:
+    driver: Any = conn.connection.dbapi_connection
+    if db.is_sqlite:
         return bool(driver.in_transaction)
     from psycopg.pq import TransactionStatus
 
@@ -45,9 +46,9 @@ def test_a_read_opens_no_transaction_and_sees_each_commit(table: Database) -> No
     db = table
     with db.connect_autocommit() as conn:
         assert READ.one_or_none(conn, {"id": 1}) == (10,)
-        assert not in_transaction(conn)
+        assert not in_transaction(db, conn)
         assert conn.execute(select(value.c.v)).scalar_one() == 10  # through SQLAlchemy too
-        assert not in_transaction(conn)
+        assert not in_transaction(db, conn)
         with UnitOfWork(db, write=True) as uow:
             uow.conn.execute(update(value).values(v=11))
         assert READ.one_or_none(conn, {"id": 1}) == (11,)  # each statement its own snapshot
@@ -55,7 +56,7 @@ def test_a_read_opens_no_transaction_and_sees_each_commit(table: Database) -> No
     # (on PostgreSQL; SQLite's engine begins only for a unit of work).
     with db.engine.connect() as plain:
         READ.one_or_none(plain, {"id": 1})
-        assert in_transaction(plain) is (not db.is_sqlite)
+        assert in_transaction(db, plain) is (not db.is_sqlite)
 
 
 def test_the_connection_goes_back_to_the_pool_as_it_was(table: Database) -> None:
