@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from rich.table import Table
 from sqlalchemy import func, select
 
+from yilian import payments
 from yilian.cli.common import console, describe, progress_bar, settings_from_env
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
+from yilian.demo.card_payments import Desks, Tally, pay_with_card
 from yilian.fhir import FhirContext, FhirRequest, FhirResponse, dispatch
 from yilian.fhir.store.tables import resource
+from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
+from yilian.kernel.money import format_fen
 
 
 def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], FhirResponse]:
@@ -25,28 +32,43 @@ def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], 
 
 
 CARDS_PER_TRANSACTION = 50
+OPENING = dt.time(8, 0)  # the desks open on the demo's day (Beijing time)
+NIGHTLY_CLOSE = dt.time(1, 0)  # and the day is cleared after midnight
+BEIJING = dt.timezone(dt.timedelta(hours=8))
 
 
-def _created_ids(bundle: dict[str, Any], resp: FhirResponse, wanted: frozenset[str]) -> list[str]:
-    """Ids the server gave the bundle's entries whose fullUrl is in ``wanted`` (responses are in entry order)."""
-    out: list[str] = []
+def _created_ids(bundle: dict[str, Any], resp: FhirResponse) -> dict[str, str]:
+    """The ids the server gave the bundle's entries, by fullUrl (responses are in entry order)."""
+    out: dict[str, str] = {}
     body = orjson.loads(resp.body or b"{}")
     for entry, answer in zip(bundle.get("entry", []), body.get("entry", []), strict=True):
-        if entry.get("fullUrl") in wanted:
-            location = str(answer.get("response", {}).get("location", ""))
-            out.append(location.split("/")[1])
+        location = str(answer.get("response", {}).get("location", ""))
+        out[str(entry.get("fullUrl"))] = location.split("/")[1]
     return out
 
 
-def _issue_cards(ctx: FhirContext, patient_ids: list[str]) -> Callable[[UnitOfWork], None]:
-    def issue(uow: UnitOfWork) -> None:
+def _issue_cards(ctx: FhirContext, patient_ids: list[str]) -> Callable[[UnitOfWork], list[str]]:
+    def issue(uow: UnitOfWork) -> list[str]:
         from yilian.card import activate_card, issue_card
 
+        numbers = []
         for patient_id in patient_ids:
             card = issue_card(uow, ctx, patient_id=patient_id, actor="demo", reason="示范区域 demo region")
             activate_card(uow, ctx, card_no=card.card_no, actor="demo", reason="示范区域 demo region")
+            numbers.append(card.card_no)
+        return numbers
 
     return issue
+
+
+def _pay(seed: int, first: int, cards: list[str], desks: Desks) -> Callable[[UnitOfWork], Tally]:
+    def pay(uow: UnitOfWork) -> Tally:
+        tally = Tally()  # each attempt its own: a retried transaction must not count twice
+        for n, card_no in enumerate(cards, start=first):
+            pay_with_card(uow, seed=seed, n=n, card_no=card_no, desks=desks, tally=tally)
+        return tally
+
+    return pay
 
 
 def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
@@ -69,19 +91,36 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     with progress_bar() as progress:
         task = progress.add_task("生成示范区域 building the demo region", total=total)
         holders: list[str] = []
+        ids: dict[str, str] = {}
         for bundle in bundles:
             resp = transact(db, _loader(ctx, bundle))
             if resp.status != 200:
                 raise YilianError(Category.INTERNAL, "the demo region failed to load")
-            holders += _created_ids(bundle, resp, region.card_holders)
+            created = _created_ids(bundle, resp)
+            ids.update(created)
+            holders += [created[url] for url in created if url in region.card_holders]
             progress.advance(task, len(bundle.get("entry", [])))
         # Cards come from the card system, as a real region's would: numbers by its rules
         # (the ID number, else a platform number), encrypted at rest, each one active.
         cards = progress.add_task("发放居民健康卡 issuing health cards", total=len(holders))
+        numbers: list[str] = []
         for start in range(0, len(holders), CARDS_PER_TRANSACTION):
             chunk = holders[start : start + CARDS_PER_TRANSACTION]
-            transact(db, _issue_cards(ctx, chunk))
+            numbers += transact(db, _issue_cards(ctx, chunk))
             progress.advance(cards, len(chunk))
+        # Then the cards are used: top-ups, charges reimbursed on the spot, refunds, deposits —
+        # on the demo's own day, like its visits (the region is dated, not "now"), so that the
+        # 2026 policies apply whenever the demo is loaded; and that night the day is cleared.
+        desks = Desks.of(region.registry.institutions, ids)
+        tally = Tally()
+        paying = progress.add_task("钱包充值与诊间结算 top-ups and charges", total=len(numbers))
+        with _clock_at(region.as_of, OPENING):
+            for start in range(0, len(numbers), CARDS_PER_TRANSACTION):
+                chunk = numbers[start : start + CARDS_PER_TRANSACTION]
+                tally.add(transact(db, _pay(region.seed, start, chunk, desks)))
+                progress.advance(paying, len(chunk))
+        with _clock_at(region.as_of + dt.timedelta(days=1), NIGHTLY_CLOSE):
+            closed = transact(db, lambda uow: payments.close_day(uow, day=region.as_of, closed_by="demo"))
     summary = region.summary()
     table = Table(title=f"示范区域 Demo region in {describe(db)}")
     table.add_column("resource type")
@@ -91,6 +130,39 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     table.add_row("[bold]total", str(sum(summary.values())))
     table.add_row("居民健康卡 health cards issued", str(len(holders)))
     console.print(table)
+    console.print(_payments_table(tally, closed))
     return {
-        "demo": ", ".join(f"{k} {v}" for k, v in sorted(summary.items())) + f"; {len(holders)} health cards"
+        "demo": ", ".join(f"{k} {v}" for k, v in sorted(summary.items()))
+        + f"; {len(holders)} health cards; {tally.charges} card charges"
     }
+
+
+@contextmanager
+def _clock_at(day: dt.date, at: dt.time) -> Iterator[None]:
+    """The platform's clock running from ``at`` (Beijing time) on ``day`` while the block runs."""
+    start, started = dt.datetime.combine(day, at, tzinfo=BEIJING), time.monotonic()
+    clock.set_clock(lambda: start + dt.timedelta(seconds=time.monotonic() - started))
+    try:
+        yield
+    finally:
+        clock.set_clock(None)
+
+
+def _payments_table(tally: Tally, closed: dict[str, Any]) -> Table:
+    table = Table(title=f"一卡通 Card payments on {closed['business_date']}, cleared that night")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_column("amount", justify="right")
+    table.add_row("充值 top-ups", str(tally.top_ups), format_fen(tally.top_up_fen))
+    table.add_row("诊间结算 charges", str(tally.charges), format_fen(tally.total_fen))
+    table.add_row("  医保统筹 insurer share", "", format_fen(tally.insurer_fen))
+    table.add_row("  医疗救助 medical aid", "", format_fen(tally.aid_fen))
+    table.add_row("  个人自付 paid from wallets", "", format_fen(tally.self_pay_fen))
+    table.add_row("退费 refunds", str(tally.refunds), "")
+    table.add_row("住院押金 deposits settled / held", f"{tally.deposits_settled} / {tally.deposits_held}", "")
+    table.add_row(
+        "日终清算 clearing batch lines",
+        str(len(closed["lines"])),
+        format_fen(sum(int(line["amount_fen"]) for line in closed["lines"])),
+    )
+    return table

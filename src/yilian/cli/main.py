@@ -186,7 +186,7 @@ def demo(
         True, metavar=FLAG, help="Serve the platform after loading (--no-serve only loads)."
     ),
 ) -> None:
-    """Create a demo region (consortium, practitioners, residents, clinical data) if the database is empty, and serve it."""
+    """Create a demo region (consortium, practitioners, residents, clinical data, health cards and a day of card payments, cleared) if the database is empty, and serve it."""
     from yilian.cli.access import ensure_demo_logins, print_demo_logins
     from yilian.cli.demo import load_demo
 

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from yilian.demo import duplicates, geography, immunizations, patients, visits
+from yilian.demo import coverage, duplicates, geography, immunizations, patients, visits
 from yilian.demo.duplicates import KnownDuplicate
 from yilian.demo.elements import Entry, Json, transaction
 from yilian.demo.population import Person, build_population
@@ -40,14 +40,17 @@ class DemoRegion:
     # fullUrls of the Patient records of residents who hold a health card: once the region is
     # loaded, the card system issues theirs (``yilian.card``), so the numbers follow its rules.
     card_holders: frozenset[str] = frozenset()
+    # Who pays (``coverage``): the medical security bureau, committed with the registry so that
+    # the residents' Coverage can refer to it.
+    payors: tuple[Entry, ...] = ()
 
     def bundles(self) -> list[Json]:
-        """Transaction bundles to POST in order: the registry first, then ~20 residents each.
+        """Transaction bundles to POST in order: the registry (and the payor) first, then ~20 residents each.
 
         Later bundles refer to registry resources by conditional reference
         (``Organization?identifier=…``), so the registry bundle must be committed first.
         """
-        out = [transaction(list(self.registry.entries))]
+        out = [transaction([*self.registry.entries, *self.payors])]
         batch: list[Entry] = []
         people = 0
         for group in self.groups:
@@ -61,7 +64,7 @@ class DemoRegion:
         return out
 
     def entries(self) -> list[Entry]:
-        return [*self.registry.entries, *(e for g in self.groups for e in g.entries)]
+        return [*self.registry.entries, *self.payors, *(e for g in self.groups for e in g.entries)]
 
     def summary(self) -> dict[str, int]:
         """Number of resources per type, by type name."""
@@ -99,13 +102,22 @@ def build_demo_region(seed: int = 2026, residents: int = 300, *, as_of: dt.date 
     city = geography.city()
     holders = frozenset(patients.patient_url(seed, p.key) for p in population.people if p.health_card)
     return DemoRegion(
-        seed, as_of, city.code, city.name, registry, tuple(groups), tuple(d.known for d in dups), holders
+        seed,
+        as_of,
+        city.code,
+        city.name,
+        registry,
+        tuple(groups),
+        tuple(d.known for d in dups),
+        holders,
+        tuple(coverage.payor_entries(seed)),
     )
 
 
 def _resident_entries(seed: int, registry: Registry, person: Person, as_of: dt.date) -> list[Entry]:
     url = patients.patient_url(seed, person.key)
     out = [patients.patient_entry(seed, person, registry.institution(person.home))]
+    out.extend(coverage.coverage_entries(seed, person, url, as_of))
     rng = random.Random(f"{seed}:visits:{person.key}")
     out.extend(
         visits.render(seed, person, visits.plan_visits(rng, registry, person, as_of, person.key), url, as_of)

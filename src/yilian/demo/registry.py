@@ -259,7 +259,24 @@ TITLE_LEVEL_NAMES = {"1": "正高", "2": "副高", "3": "中级", "4": "师级/�
 _TITLE_AGE = {"1": (48, 60), "2": (40, 55), "3": (32, 48), "4": (25, 38), None: (30, 62)}
 
 
-def _phone(rng: random.Random) -> str:
+def organization_identifiers(uscc: str) -> list[Json]:
+    """An organization's unified social credit code, and the organization code inside it that
+    older systems still send."""
+    return [
+        identifier(
+            naming.UNIFIED_SOCIAL_CREDIT_CODE,
+            uscc,
+            concept(
+                coding(naming.V2_IDENTIFIER_TYPE, "XX", "Organization identifier"), text="统一社会信用代码"
+            ),
+            use="official",
+        ),
+        identifier(naming.ORGANIZATION_CODE, uscc[8:17], use="old"),
+    ]
+
+
+def phone(rng: random.Random) -> str:
+    """A landline in the city."""
     return f"{AREA_CODE}-{rng.choice('2356')}{rng.randrange(10**6):06d}"
 
 
@@ -275,12 +292,12 @@ def build_registry(seed: int, as_of: dt.date) -> Registry:
     institutions: list[Institution] = []
     for m in _MEMBERS:
         institutions.append(
-            Institution(*m, _uscc(rng, m.kind, m.district), _phone(rng), urn(seed, f"Organization/{m.key}"))
+            Institution(*m, _uscc(rng, m.kind, m.district), phone(rng), urn(seed, f"Organization/{m.key}"))
         )
     for key, name, district, township, village, parent in _village_clinics():
         institutions.append(
             Institution(key, name, "village", "village", None, district, township, village, "1号", parent,
-                        ("general-practice",), (), _uscc(rng, "village", district), _phone(rng),
+                        ("general-practice",), (), _uscc(rng, "village", district), phone(rng),
                         urn(seed, f"Organization/{key}"))
         )  # fmt: skip
 
@@ -336,18 +353,7 @@ def _organization(inst: Institution, by_key: dict[str, Institution]) -> Entry:
     resource: Json = {
         "resourceType": "Organization",
         "meta": test_data_meta(),
-        "identifier": [
-            identifier(
-                naming.UNIFIED_SOCIAL_CREDIT_CODE,
-                inst.uscc,
-                concept(
-                    coding(naming.V2_IDENTIFIER_TYPE, "XX", "Organization identifier"),
-                    text="统一社会信用代码",
-                ),
-                use="official",
-            ),
-            identifier(naming.ORGANIZATION_CODE, inst.uscc[8:17], use="old"),
-        ],
+        "identifier": organization_identifiers(inst.uscc),
         "active": True,
         "type": types,
         "name": inst.name,

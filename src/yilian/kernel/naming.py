@@ -265,6 +265,15 @@ INSTITUTION_GRADE: Final = PLATFORM_CODE_SYSTEM + "institution-grade"
 """Grade within a level (等次): ``A`` 甲等, ``B`` 乙等, ``C`` 丙等. A 三级甲等 hospital is coded
 ``3`` in :data:`INSTITUTION_LEVEL` plus ``A`` here. Platform-defined."""
 
+PAYMENT_SCHEME: Final = PLATFORM_CODE_SYSTEM + "payment-scheme"
+"""The scheme a FHIR ``Coverage`` (its ``type``) enrols a resident in, as the payments system
+reimburses by it (one policy per scheme, region and year): ``urban-employee`` 城镇职工基本医疗保险,
+``urban-resident`` 城乡居民基本医疗保险, ``ncms`` 新型农村合作医疗, ``medical-aid`` 医疗救助.
+Platform-defined: CV02.01.204 (:data:`INSURANCE_TYPE`) has no code for medical aid."""
+
+COVERAGE_CLASS: Final = "http://terminology.hl7.org/CodeSystem/coverage-class"
+"""``Coverage.class`` types (HL7); ``plan`` carries the pooling region (统筹区, a GB/T 2260 code)."""
+
 PLATFORM_DEPARTMENT: Final = PLATFORM_CODE_SYSTEM + "department"
 """Clinical departments until the national table (:data:`DEPARTMENT`) is shipped: ``internal``
 内科, ``surgery`` 外科, ``paediatrics`` 儿科, ``general-practice`` 全科, ``preventive-care``

@@ -27,6 +27,7 @@ from yilian.payments.publication import PublicationWorker, PublishResult, QueueS
 from yilian.payments.publication import queue_status as publication_status
 from yilian.payments.publication import retry_now as retry_publication
 from yilian.payments.service import (
+    ChargeResult,
     charge,
     expire_holds,
     get_charge,
@@ -56,6 +57,7 @@ def check_fund_administrators(env: Mapping[str, str] | None = None) -> None:
 
 
 __all__ = [
+    "ChargeResult",
     "Item",
     "Match",
     "Party",

@@ -36,8 +36,8 @@ from yilian.kernel.errors import Category, YilianError
 from yilian.payments.adjudication import Policy, policy_in_force
 from yilian.payments.model import refuse
 
-SCHEME_SYSTEM = naming.PLATFORM_CODE_SYSTEM + "payment-scheme"
-PLAN_SYSTEM = "http://terminology.hl7.org/CodeSystem/coverage-class"
+SCHEME_SYSTEM = naming.PAYMENT_SCHEME
+PLAN_SYSTEM = naming.COVERAGE_CLASS
 LEVEL_OF = {"3": "city", "2": "county", "1": "township", "village": "township"}
 
 # Trusted in-process reads: the payments service decides who may charge, not the FHIR policy.

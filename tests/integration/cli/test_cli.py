@@ -126,7 +126,9 @@ def unmigrated_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'new' / 'yilian.db'}"
         return
     schema = f"yl_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
@@ -145,14 +147,20 @@ def newest_revision() -> str | None:
 
 
 def counts(db: Database) -> dict[str, int]:
-    stmt = select(resource.c.res_type, func.count()).where(resource.c.deleted.is_(False)).group_by(resource.c.res_type)
+    stmt = (
+        select(resource.c.res_type, func.count())
+        .where(resource.c.deleted.is_(False))
+        .group_by(resource.c.res_type)
+    )
     with db.engine.connect() as conn:
         return {t: int(n) for t, n in conn.execute(stmt)}
 
 
 def contents(db: Database) -> dict[tuple[str, str], Any]:
     """Every current resource, without what the server stamps on each write."""
-    stmt = select(resource.c.res_type, resource.c.res_id, resource.c.content).where(resource.c.deleted.is_(False))
+    stmt = select(resource.c.res_type, resource.c.res_id, resource.c.content).where(
+        resource.c.deleted.is_(False)
+    )
     out: dict[tuple[str, str], Any] = {}
     with db.engine.connect() as conn:
         for rtype, rid, content in conn.execute(stmt):
@@ -176,7 +184,10 @@ def history_state(db: Database) -> tuple[int, int | None]:
 
 def versions(db: Database) -> dict[tuple[str, str], int]:
     with db.engine.connect() as conn:
-        return {(t, i): int(v) for t, i, v in conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version))}
+        return {
+            (t, i): int(v)
+            for t, i, v in conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version))
+        }
 
 
 def smallest_synthea() -> dict[str, str]:
@@ -232,24 +243,85 @@ COMMANDS = _commands()
 def test_every_command_is_covered_here() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {
-        "", "serve", "demo", "import", "export", "migrate", "db", "db upgrade", "db current",
-        "client", "client add", "client list", "client revoke", "client bind-cert", "client unbind-cert",
+        "",
+        "serve",
+        "demo",
+        "import",
+        "export",
+        "migrate",
+        "db",
+        "db upgrade",
+        "db current",
+        "client",
+        "client add",
+        "client list",
+        "client revoke",
+        "client bind-cert",
+        "client unbind-cert",
         "client hl7-senders",
-        "user", "user add", "user list", "user revoke", "user unlock",
-        "audit", "audit verify", "audit seal", "audit prune",
-        "mpi", "mpi dedupe", "mpi link", "mpi train", "mpi reviews", "mpi accept", "mpi reject", "mpi merge",
-        "mpi unmerge", "mpi counts",
-        "card", "card issue", "card issue-batch", "card activate", "card report-lost", "card replace",
-        "card suspend", "card resume", "card revoke", "card show", "card counts",
-        "keys", "keys status", "keys rotate", "keys reencrypt", "keys retire",
-        "mllp", "exchange", "exchange dead-letters", "exchange replay", "exchange outbox", "exchange skip", "exchange deliver",
-        "exchange forward", "exchange prune-outbox", "exchange prune-inbox", "exchange recover",
-        "payments", "payments close-day", "payments day", "payments payout", "payments bank-statement", "payments wallet", "payments statement",
-        "payments trial-balance", "payments expire-holds", "payments publish", "payments publication",
+        "user",
+        "user add",
+        "user list",
+        "user revoke",
+        "user unlock",
+        "audit",
+        "audit verify",
+        "audit seal",
+        "audit prune",
+        "mpi",
+        "mpi dedupe",
+        "mpi link",
+        "mpi train",
+        "mpi reviews",
+        "mpi accept",
+        "mpi reject",
+        "mpi merge",
+        "mpi unmerge",
+        "mpi counts",
+        "card",
+        "card issue",
+        "card issue-batch",
+        "card activate",
+        "card report-lost",
+        "card replace",
+        "card suspend",
+        "card resume",
+        "card revoke",
+        "card show",
+        "card counts",
+        "keys",
+        "keys status",
+        "keys rotate",
+        "keys reencrypt",
+        "keys retire",
+        "mllp",
+        "exchange",
+        "exchange dead-letters",
+        "exchange replay",
+        "exchange outbox",
+        "exchange skip",
+        "exchange deliver",
+        "exchange forward",
+        "exchange prune-outbox",
+        "exchange prune-inbox",
+        "exchange recover",
+        "payments",
+        "payments close-day",
+        "payments day",
+        "payments payout",
+        "payments bank-statement",
+        "payments wallet",
+        "payments statement",
+        "payments trial-balance",
+        "payments expire-holds",
+        "payments publish",
+        "payments publication",
     }
 
 
-@pytest.mark.parametrize("path,command", [pytest.param(p, c, id=" ".join(p) or "yilian") for p, c in COMMANDS])
+@pytest.mark.parametrize(
+    "path,command", [pytest.param(p, c, id=" ".join(p) or "yilian") for p, c in COMMANDS]
+)
 def test_help_of_every_command(path: list[str], command: Any, tmp_path: Path) -> None:
     wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}  # one line per option: texts can be searched
     run = yilian(*path, "--help", cwd=tmp_path, env=wide)
@@ -259,7 +331,11 @@ def test_help_of_every_command(path: list[str], command: Any, tmp_path: Path) ->
     summary = " ".join((command.help or "").split("\n\n")[0].split())
     assert summary and summary in flat, f"the help does not show the command's description {summary!r}"
     for param in command.params:
-        for name in [*param.opts, *getattr(param, "secondary_opts", [])] if param.param_type_name == "option" else [param.name]:
+        for name in (
+            [*param.opts, *getattr(param, "secondary_opts", [])]
+            if param.param_type_name == "option"
+            else [param.name]
+        ):
             assert name in flat, f"yilian {' '.join(path)} --help does not mention {name}"
         if param.param_type_name == "option" and param.name != "help":
             assert (param.help or "").split(".")[0] in flat
@@ -270,7 +346,9 @@ def test_the_readme_describes_commands_that_exist() -> None:
     """Each `yilian …` in README.md's command table is a command with the options it shows."""
     by_path = {" ".join(path): cmd for path, cmd in COMMANDS}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    usages = re.findall(r"`(yilian [^`]+)`", "\n".join(line for line in readme.splitlines() if line.startswith("| `yilian")))
+    usages = re.findall(
+        r"`(yilian [^`]+)`", "\n".join(line for line in readme.splitlines() if line.startswith("| `yilian"))
+    )
     assert usages
     for usage in usages:
         words = usage.split()[1:]
@@ -309,14 +387,20 @@ def test_usage_errors_are_readable(args: list[str], says: str, tmp_path: Path) -
 # -- the database --------------------------------------------------------------------------------
 
 
-def test_db_upgrade_is_idempotent_and_current_tells(backend: str, unmigrated_url: str, tmp_path: Path) -> None:
+def test_db_upgrade_is_idempotent_and_current_tells(
+    backend: str, unmigrated_url: str, tmp_path: Path
+) -> None:
     head = newest_revision()
     before = yilian("db", "current", "--database", unmigrated_url, cwd=tmp_path)
     if backend == "sqlite":
         assert before.code == 2 and "there is no database file" in before.err  # and none is created
         assert not (tmp_path / "new").exists()
     else:
-        assert before.code == 0 and "current: (empty database)" in before.out and "needs `yilian db upgrade`" in before.out
+        assert (
+            before.code == 0
+            and "current: (empty database)" in before.out
+            and "needs `yilian db upgrade`" in before.out
+        )
 
     first = yilian("db", "upgrade", "--database", unmigrated_url, cwd=tmp_path)
     assert first.code == 0, first.err
@@ -360,7 +444,10 @@ def test_import_a_synthea_transaction_bundle(fresh: Target, tmp_path: Path) -> N
     assert "导入结果 Import summary" in run.out
     # One AuditEvent for the whole load, as the operator at the console.
     [event] = audits(fresh.db, "import")
-    assert by_the_operator(event, "C") == f"imported {entries} resources from 1 of 1 file(s) ({entries} read, 0 failed)"
+    assert (
+        by_the_operator(event, "C")
+        == f"imported {entries} resources from 1 of 1 file(s) ({entries} read, 0 failed)"
+    )
 
 
 def _ms_templates() -> dict[str, str]:
@@ -374,7 +461,9 @@ def test_import_microsoft_ndjson_templates_as_they_are(fresh: Target, tmp_path: 
     templates = _ms_templates()
     assert set(re.findall(r"##(\w+)##", "".join(templates.values()))) == {"PatientID", "ObservationID"}
     lines = sum(1 for t in templates.values() for line in t.splitlines() if line.strip())
-    run = yilian("import", *(MS_NORMATIVE / name for name in templates), "--database", fresh.url, cwd=tmp_path)
+    run = yilian(
+        "import", *(MS_NORMATIVE / name for name in templates), "--database", fresh.url, cwd=tmp_path
+    )
     assert run.code == 1
     assert total_row(run.out) == (lines, 0, lines)
     assert "line 1: id '##PatientID##' is not a valid FHIR id" in run.err
@@ -397,14 +486,18 @@ def _fill_templates(folder: Path) -> str:
     (folder / "patients").mkdir(parents=True)
     (folder / "README.txt").write_text("not FHIR: import skips it\n", encoding="utf-8")
     (folder / "patients" / "Import-Patient.ndjson").write_text(
-        re.sub("##PatientID##", lambda _: uuid.uuid4().hex, templates["Import-Patient.ndjson"]), encoding="utf-8"
+        re.sub("##PatientID##", lambda _: uuid.uuid4().hex, templates["Import-Patient.ndjson"]),
+        encoding="utf-8",
     )
     (folder / "patients" / "Import-SinglePatientTemplate.ndjson").write_text(
-        templates["Import-SinglePatientTemplate.ndjson"].replace("##PatientID##", patient_id), encoding="utf-8"
+        templates["Import-SinglePatientTemplate.ndjson"].replace("##PatientID##", patient_id),
+        encoding="utf-8",
     )
     # Sorts before patients/: the Observation arrives before the Patient it refers to.
     (folder / "Import-Observation.ndjson").write_text(
-        templates["Import-Observation.ndjson"].replace("##ObservationID##", uuid.uuid4().hex).replace("##PatientID##", patient_id),
+        templates["Import-Observation.ndjson"]
+        .replace("##ObservationID##", uuid.uuid4().hex)
+        .replace("##PatientID##", patient_id),
         encoding="utf-8",
     )
     return patient_id
@@ -416,7 +509,11 @@ def test_import_a_folder_of_filled_templates_then_again(fresh: Target, tmp_path:
     strict = yilian("import", folder, "--database", fresh.url, cwd=tmp_path)
     assert strict.code == 1
     assert "reference to a resource that does not exist: Organization/1" in strict.err
-    assert total_row(strict.out) == (6, 0, 6)  # each patient refers to one of them; the Observation to a patient
+    assert total_row(strict.out) == (
+        6,
+        0,
+        6,
+    )  # each patient refers to one of them; the Observation to a patient
     assert counts(fresh.db) == {}
 
     run = yilian("import", folder, "--database", fresh.url, cwd=tmp_path, env=LENIENT)
@@ -456,7 +553,9 @@ def test_import_reports_every_bad_resource_and_loads_the_rest(fresh: Target, tmp
     assert counts(fresh.db) == {"Patient": 2}
 
 
-def test_import_refuses_a_nul_character_on_both_databases_with_the_element_named(fresh: Target, tmp_path: Path) -> None:
+def test_import_refuses_a_nul_character_on_both_databases_with_the_element_named(
+    fresh: Target, tmp_path: Path
+) -> None:
     """PostgreSQL cannot hold U+0000 in text and SQLite would: the validator refuses it first."""
     data = tmp_path / "nul.ndjson"
     data.write_bytes(
@@ -483,7 +582,9 @@ def test_import_a_transaction_that_fails_loads_none_of_it(fresh: Target, tmp_pat
 
 
 def test_import_a_path_that_does_not_exist(tmp_path: Path) -> None:
-    run = yilian("import", tmp_path / "nowhere.ndjson", "--database", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    run = yilian(
+        "import", tmp_path / "nowhere.ndjson", "--database", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path
+    )
     assert run.code == 2
     assert run.err_lines == [f"错误 error: {tmp_path / 'nowhere.ndjson'} does not exist"]
     assert run.out == ""
@@ -509,9 +610,14 @@ def test_export_to_a_folder_one_file_per_type(fresh: Target, tmp_path: Path) -> 
         assert {d["resourceType"] for d in docs} == {rtype}
     assert re.search(rf"total\s*│\s*{sum(expected.values())}\s*│", run.out)
     [event] = audits(fresh.db, "export")
-    assert by_the_operator(event, "E") == f"exported {sum(expected.values())} resources (every type) to {tmp_path / 'all'}"
+    assert (
+        by_the_operator(event, "E")
+        == f"exported {sum(expected.values())} resources (every type) to {tmp_path / 'all'}"
+    )
 
-    some = yilian("export", "--type", "Patient,Observation", "-o", tmp_path / "some", "-d", fresh.url, cwd=tmp_path)
+    some = yilian(
+        "export", "--type", "Patient,Observation", "-o", tmp_path / "some", "-d", fresh.url, cwd=tmp_path
+    )
     assert some.code == 0, some.err
     assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["Observation.ndjson", "Patient.ndjson"]
     assert len(_ndjson(tmp_path / "some" / "Observation.ndjson")) == expected["Observation"]
@@ -571,9 +677,23 @@ def test_export_then_import_into_an_empty_database_gives_the_same_resources(
 
 def test_import_resources_that_refer_to_each_other_in_a_cycle(fresh: Target, tmp_path: Path) -> None:
     """Neither can be written first: they are written together, references checked at the end."""
-    a = {"resourceType": "Patient", "id": "twin-a", "link": [{"other": {"reference": "Patient/twin-b"}, "type": "seealso"}]}
-    b = {"resourceType": "Patient", "id": "twin-b", "link": [{"other": {"reference": "Patient/twin-a"}, "type": "seealso"}]}
-    dangling = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/absent"}}
+    a = {
+        "resourceType": "Patient",
+        "id": "twin-a",
+        "link": [{"other": {"reference": "Patient/twin-b"}, "type": "seealso"}],
+    }
+    b = {
+        "resourceType": "Patient",
+        "id": "twin-b",
+        "link": [{"other": {"reference": "Patient/twin-a"}, "type": "seealso"}],
+    }
+    dangling = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/absent"},
+    }
     path = tmp_path / "cycle.ndjson"
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in (a, b, dangling)) + b"\n")
     run = yilian("import", path, "-d", fresh.url, cwd=tmp_path)
@@ -597,12 +717,14 @@ def test_demo_creates_the_region_once(backend: str, fresh: Target, tmp_path: Pat
         assert sum(counts(db).values()) == int(m[1]) > 0
         assert counts(db)["Patient"] >= 20
         assert_demo_cards_are_the_card_systems(db)
+        books = assert_demo_cards_have_paid(db, first.out)
         state = history_state(db)
 
         second = yilian("demo", "--no-serve", "--residents", "20", "--database", url, cwd=tmp_path)
         assert second.code == 0, second.err
         assert "the demo region is not loaded again" in " ".join(second.out.split())
         assert history_state(db) == state
+        assert ledger_state(db) == books
     finally:
         db.dispose()
 
@@ -635,6 +757,57 @@ def assert_demo_cards_are_the_card_systems(db: Database) -> None:
             assert resolve(uow, ctx, card_no, front_desk=True).card.patient_id == patient_id
 
 
+def ledger_state(db: Database) -> tuple[int, int, int]:
+    from yilian.payments import tables as pay
+
+    with db.engine.connect() as conn:
+        return (
+            conn.execute(select(func.count()).select_from(pay.txn)).scalar_one(),
+            conn.execute(select(func.count()).select_from(pay.posting)).scalar_one(),
+            conn.execute(select(func.count()).select_from(pay.charge)).scalar_one(),
+        )
+
+
+def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
+    """The demo's cards have been used as a region's would be: wallets topped up, charges paid at
+    member institutions with the insurer's share taken by the Coverage in the record, the books
+    balanced and no wallet below zero; the summary printed says what the ledger holds."""
+    from yilian import payments
+    from yilian.db.uow import read
+    from yilian.demo import DEMO_AS_OF
+    from yilian.payments import tables as pay
+
+    with read(db) as uow:
+        assert payments.trial_balance(uow).balanced
+        # Booked on the demo's own day, whatever the date of the run, and cleared that night.
+        day = payments.day_report(uow, day=DEMO_AS_OF)
+        assert day["status"] == "closed" and day["reconciliation"]["reconciled"] and day["lines"]
+        charges = uow.conn.execute(
+            select(
+                pay.charge.c.total_fen,
+                pay.charge.c.insurer_fen,
+                pay.charge.c.aid_fen,
+                pay.charge.c.self_pay_fen,
+            )
+        ).all()
+        wallets = (
+            uow.conn.execute(select(pay.account.c.balance).where(pay.account.c.account_id.like("wallet:%")))
+            .scalars()
+            .all()
+        )
+    assert charges and all(t == i + a + s for t, i, a, s in charges)
+    assert sum(i for _, i, _, _ in charges) > 0  # reimbursed on the spot, not all paid out of pocket
+    assert wallets and min(wallets) >= 0
+    flat = " ".join(out.split())
+    assert "一卡通 Card payments" in flat
+    printed = re.search(r"诊间结算 charges\s*│\s*(\d+)\s*│\s*¥([\d,]+\.\d\d)", out)
+    assert printed, out
+    assert int(printed[1]) == len(charges)
+    assert printed[2].replace(",", "") == f"{sum(t for t, _, _, _ in charges) / 100:.2f}"
+    assert re.search(rf"日终清算 clearing batch lines\s*│\s*{len(day['lines'])}\s*│", out), out
+    return ledger_state(db)
+
+
 def test_serve_serves_what_its_help_says(fresh: Target) -> None:
     with RunningServer(fresh.url) as srv:
         assert httpx.get(f"{srv.base}/").status_code == 200
@@ -645,15 +818,22 @@ def test_serve_serves_what_its_help_says(fresh: Target) -> None:
     "args,says",
     [
         (["--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
-        (["--no-upgrade", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
+        (
+            ["--no-upgrade", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"],
+            "Connection refused",
+        ),
         (["--database", "not a database url"], "not a database URL"),
         (["--database", "mysql://root@localhost/yilian"], "Yilian runs on SQLite or PostgreSQL"),
     ],
     ids=["unreachable", "unreachable without upgrade", "malformed", "unsupported"],
 )
-def test_serve_with_an_unusable_database_says_so_in_one_line(args: list[str], says: str, tmp_path: Path) -> None:
+def test_serve_with_an_unusable_database_says_so_in_one_line(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
     port = free_port()  # nothing listens there
-    run = yilian("serve", "--port", free_port(), *(a.format(port=port) for a in args), cwd=tmp_path, timeout=60)
+    run = yilian(
+        "serve", "--port", free_port(), *(a.format(port=port) for a in args), cwd=tmp_path, timeout=60
+    )
     assert run.code != 0
     assert len(run.err_lines) == 1, run.err
     assert run.err_lines[0].startswith("错误 error:") and says in run.err_lines[0]
@@ -678,10 +858,21 @@ def test_serve_with_a_database_that_does_not_exist(tmp_path: Path) -> None:
         (["export", "--out", "{tmp}/a-file/sub"], "Not a directory"),
         (["import", "{tmp}/empty"], "no .json or .ndjson files"),
         (["db", "upgrade", "--database", "sqlite:///{tmp}/a-file/x.db"], "cannot open the database"),
-        (["db", "current", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"], "Connection refused"),
+        (
+            ["db", "current", "--database", "postgresql://postgres@127.0.0.1:{port}/yilian"],
+            "Connection refused",
+        ),
         (["import", "{tmp}/empty", "--database", "nonsense"], "not a database URL"),
     ],
-    ids=["export type", "export since", "export out", "import empty folder", "upgrade unwritable", "current unreachable", "import bad url"],
+    ids=[
+        "export type",
+        "export since",
+        "export out",
+        "import empty folder",
+        "upgrade unwritable",
+        "current unreachable",
+        "import bad url",
+    ],
 )
 def test_bad_input_gets_a_readable_message(args: list[str], says: str, fresh: Target, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("a file, not a folder\n", encoding="utf-8")

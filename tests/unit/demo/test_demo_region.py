@@ -130,7 +130,8 @@ def test_summary_counts(region: DemoRegion, bundles: list[Json]) -> None:
     summary = region.summary()
     assert summary == dict(sorted(Counter(r["resourceType"] for r in resources(bundles)).items()))
     assert summary["Patient"] == 300 + len(region.known_duplicates)
-    assert summary["Organization"] == 16
+    assert summary["Organization"] == 16 + 1  # the consortium and the medical security bureau
+    assert summary["Coverage"] >= 280  # nearly everyone is insured
     assert 35 <= summary["Practitioner"] <= 50
     assert summary["PractitionerRole"] == summary["Practitioner"]
     assert summary["Encounter"] > 300
@@ -140,11 +141,15 @@ def test_summary_counts(region: DemoRegion, bundles: list[Json]) -> None:
     assert summary["RelatedPerson"] >= 10
 
 
+def is_payer(org: Json) -> bool:
+    return any(c["code"] == "pay" for t in org.get("type", []) for c in t["coding"])
+
+
 def test_consortium_hierarchy(bundles: list[Json]) -> None:
     orgs = {
         e["fullUrl"]: e["resource"]
         for e in bundles[0]["entry"]
-        if e["resource"]["resourceType"] == "Organization"
+        if e["resource"]["resourceType"] == "Organization" and not is_payer(e["resource"])
     }
 
     def level(org: Json) -> tuple[str, ...]:
@@ -232,6 +237,42 @@ def test_references_point_at_the_right_types(bundles: list[Json]) -> None:
         assert types[rp["patient"]["reference"]] == "Patient"
 
 
+def test_residents_are_insured_as_the_payments_system_reads_coverage(
+    region: DemoRegion, bundles: list[Json]
+) -> None:
+    """Each insured resident has one Coverage of their basic scheme (and one of medical aid if
+    eligible), for the demo year, in the city's pooling region, paid by the medical security
+    bureau; and a policy is in force for every scheme used, so their charges are reimbursed."""
+    from yilian.payments.adjudication import policy_in_force
+    from yilian.payments.service import policies
+
+    types = {e["fullUrl"]: e["resource"]["resourceType"] for b in bundles for e in b["entry"]}
+    (bureau,) = (o for o in resources(bundles[:1], "Organization") if is_payer(o))
+    (uscc,) = identifiers(bureau, naming.UNIFIED_SOCIAL_CREDIT_CODE)
+    schemes_of: dict[str, list[str]] = defaultdict(list)
+    for cov in resources(bundles, "Coverage"):
+        assert types[cov["beneficiary"]["reference"]] == "Patient"
+        (payor,) = cov["payor"]
+        assert payor["reference"] == f"Organization?identifier={naming.UNIFIED_SOCIAL_CREDIT_CODE}|{uscc}"
+        assert cov["status"] == "active"
+        assert cov["period"] == {"start": f"{region.as_of.year}-01-01", "end": f"{region.as_of.year}-12-31"}
+        (plan,) = cov["class"]
+        assert plan["type"]["coding"][0] == {"system": naming.COVERAGE_CLASS, "code": "plan"}
+        assert plan["value"] == region.city
+        (scheme,) = (c["code"] for c in cov["type"]["coding"] if c["system"] == naming.PAYMENT_SCHEME)
+        assert policy_in_force(policies(), scheme=scheme, region=plan["value"], on=region.as_of), scheme
+        schemes_of[cov["beneficiary"]["reference"]].append(scheme)
+    basic = {"urban-employee", "urban-resident", "ncms"}
+    patients = sum(1 for _ in resources(bundles, "Patient")) - len(region.known_duplicates)
+    assert len(schemes_of) >= 0.9 * patients  # nearly everyone is insured
+    for schemes in schemes_of.values():
+        assert len([s for s in schemes if s in basic]) == 1, schemes  # one basic scheme each
+        assert len(schemes) == len(set(schemes))
+    used = Counter(s for schemes in schemes_of.values() for s in schemes)
+    assert set(used) == basic | {"medical-aid"}
+    assert used["medical-aid"] < 0.15 * len(schemes_of)  # aid is for the few
+
+
 # --------------------------------------------------------------------------- idempotent loading
 
 
@@ -285,7 +326,9 @@ def test_patient_identifiers(region: DemoRegion, bundles: list[Json]) -> None:
     # Card numbers are the card system's to give (yilian.card, once loaded): none in the bundles,
     # but most residents are marked to receive one, each holder one of the region's Patients.
     assert not [v for p in patients for v in identifiers(p, naming.HEALTH_CARD)]
-    full_urls = {e["fullUrl"] for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == "Patient"}
+    full_urls = {
+        e["fullUrl"] for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == "Patient"
+    }
     assert region.card_holders <= full_urls
     assert 0.7 * 300 < len(region.card_holders) < 300
     for p in patients:
@@ -548,7 +591,7 @@ def schema_validators() -> dict[str, Any]:
     schema["definitions"].setdefault("integer64", {"$ref": "#/definitions/integer"})
     out = {}
     for kind in ("Bundle", "Organization", "Location", "Practitioner", "PractitionerRole", "Patient",
-                 "RelatedPerson", "Encounter", "Condition", "Observation", "Immunization"):  # fmt: skip
+                 "RelatedPerson", "Encounter", "Condition", "Observation", "Immunization", "Coverage"):  # fmt: skip
         single = {k: v for k, v in schema.items() if k not in ("oneOf", "discriminator")}
         single["$ref"] = f"#/definitions/{kind}"
         out[kind] = jsonschema_rs.validator_for(single)
@@ -695,7 +738,14 @@ def test_demo_city_is_real() -> None:
 
 def test_reference_data_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_demo_data.py"), "--source", str(SHARED), "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gen_demo_data.py"),
+            "--source",
+            str(SHARED),
+            "--out",
+            str(tmp_path),
+        ],
         check=True,
         capture_output=True,
     )
