@@ -19,6 +19,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "用户名、密码或验证码错误（连续失败 {n} 次后账户将锁定 {minutes} 分钟）",
         "en": "Wrong user name, password or one-time code (after {n} failures in a row an account is locked for {minutes} minutes)",
     },
+    "cannot_sign_in": {"zh": "无法登录", "en": "Cannot sign in"},
+    # The detail under it is the protocol's own (RFC 6749 error code and description), for the
+    # app's developer; the person is told what to do.
+    "cannot_sign_in_help": {
+        "zh": "打开此页面的应用链接有误，请返回该应用重试或联系其提供方。",
+        "en": "The app that opened this page sent a link that is not valid: go back to the app and try again, or contact its provider.",
+    },
+    "form_expired": {
+        "zh": "页面已过期，请刷新后重试。",
+        "en": "The form has expired; reload the page and try again.",
+    },
     "language": {"zh": "English", "en": "中文"},
     "institution": {"zh": "机构", "en": "Institution"},
     "operator": {"zh": "平台运营（卫健委）", "en": "Platform operator (health commission)"},

@@ -139,8 +139,8 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         t = translator(_lang(request))
         try:
             form = await _form(request)
-        except YilianError as err:
-            return _page(request, "login.html", 403, action="/auth/login", hidden=[], error=err.message)
+        except YilianError:
+            return _page(request, "login.html", 403, action="/auth/login", hidden=[], error=t("form_expired"))
 
         def work(uow: UnitOfWork) -> str | YilianError:
             principal = attempt_login(
@@ -201,12 +201,15 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             write=False,
         )
 
+    def _refused(request: Request, err: OAuthError) -> HTMLResponse:
+        return _page(request, "error.html", err.status, message=f"{err.error}: {err.message}")
+
     async def authorize_page(request: Request) -> Response:
         params = {k: request.query_params.get(k, "") for k in AUTHORIZE_FIELDS}
         try:
             req = await run_in_threadpool(_checked, params)
         except OAuthError as err:
-            return HTMLResponse(f"<p>{err.error}: {err.message}</p>", status_code=400)
+            return _refused(request, err)
         t = translator(_lang(request))
         return _page(
             request,
@@ -221,13 +224,13 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         t = translator(_lang(request))
         try:
             form = await _form(request)
-        except YilianError as err:
-            return HTMLResponse(f"<p>{err.message}</p>", status_code=403)
+        except YilianError:
+            return _page(request, "error.html", 403, message=t("form_expired"))
         params = {k: form.get(k, "") for k in AUTHORIZE_FIELDS}
         try:
             req = await run_in_threadpool(_checked, params)
         except OAuthError as err:
-            return HTMLResponse(f"<p>{err.error}: {err.message}</p>", status_code=400)
+            return _refused(request, err)
 
         def work(uow: UnitOfWork) -> str | YilianError:
             principal = attempt_login(
