@@ -20,6 +20,7 @@ from rich.table import Table
 from yilian.cli.common import console, operator_record
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
+from yilian.demo import DEMO_AS_OF
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.search import find
 from yilian.kernel.errors import Category, YilianError
@@ -487,6 +488,9 @@ def print_demo_logins(info: dict[str, Any], base: str) -> None:
         "获取访问令牌 Get an access token:\n"
         f"  curl -s -u {DEMO_OPERATOR[0]}:{DEMO_OPERATOR[1]} -d grant_type=client_credentials {base}/auth/token\n"
         f"  curl -H 'Authorization: Bearer <access_token>' {base}/fhir/Patient?_count=5\n"
+        "一卡通 The demo day's card payments and their clearing (same token):\n"
+        f"  curl -H 'Authorization: Bearer <access_token>' {base}/api/settlement/days/{DEMO_AS_OF}\n"
+        f"  curl -H 'Authorization: Bearer <access_token>' {base}/fhir/ClaimResponse?_count=5\n"
         f"Sign in to the portal: {base}/auth/login",
         soft_wrap=True,
     )

@@ -800,6 +800,7 @@ def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
     assert wallets and min(wallets) >= 0
     flat = " ".join(out.split())
     assert "一卡通 Card payments" in flat
+    assert f"/api/settlement/days/{DEMO_AS_OF}" in flat  # where to look, printed with the logins
     printed = re.search(r"诊间结算 charges\s*│\s*(\d+)\s*│\s*¥([\d,]+\.\d\d)", out)
     assert printed, out
     assert int(printed[1]) == len(charges)
