@@ -41,8 +41,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running in
+    # this thread while it is open, and tests that follow in the same worker call asyncio.run().
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=chromium_path(), headless=True)
         try:
