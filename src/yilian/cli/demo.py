@@ -12,8 +12,8 @@ import orjson
 from rich.table import Table
 from sqlalchemy import func, select
 
-from yilian import payments
 from yilian.cli.common import console, describe, progress_bar, settings_from_env
+from yilian.cli.payments import close_and_record
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.demo.card_payments import Desks, Tally, pay_with_card
@@ -120,7 +120,7 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
                 tally.add(transact(db, _pay(region.seed, start, chunk, desks)))
                 progress.advance(paying, len(chunk))
         with _clock_at(region.as_of + dt.timedelta(days=1), NIGHTLY_CLOSE):
-            closed = transact(db, lambda uow: payments.close_day(uow, day=region.as_of, closed_by="demo"))
+            closed = transact(db, lambda uow: close_and_record(uow, region.as_of, "demo"))
     summary = region.summary()
     table = Table(title=f"示范区域 Demo region in {describe(db)}")
     table.add_column("resource type")

@@ -11,6 +11,7 @@ whole ledger; ``expire-holds`` releases deposits past their expiry;
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,28 @@ def _lines_table(title: str, lines: list[dict[str, Any]]) -> Table:
     return table
 
 
+def close_and_record(uow: UnitOfWork, day: dt.date, actor: str) -> dict[str, Any]:
+    """Close ``day`` and record the close's AuditEvent in the same transaction (the subtype the
+    API records); the day's report."""
+    from yilian import payments
+    from yilian.security.audit import record
+
+    report = payments.close_day(uow, day=day, closed_by=actor)
+    record(
+        uow,
+        operator_record(
+            action="C",
+            subtype="payment-close-day",
+            entity=f"PaymentReconciliation/{day}",
+            outcome_desc=(
+                f"closed business day {day}: {report['transactions']} transactions "
+                f"in {len(report['lines'])} batch lines"
+            ),
+        ),
+    )
+    return report
+
+
 @payments_app.command("close-day")
 def close_day(
     date: str = typer.Argument(
@@ -79,30 +102,13 @@ def close_day(
     """Clear a finished business day: the issuer's and each fund's positions towards each institution."""
     from yilian import payments
     from yilian.db.uow import transact
-    from yilian.security.audit import record
 
     with friendly_errors():
         db = open_db(database)
         day = payments.parse_day(date)
-
-        def close(uow: UnitOfWork) -> dict[str, Any]:
-            report = payments.close_day(uow, day=day, closed_by=_actor())
-            # The close's AuditEvent, in its transaction (the subtype the API records).
-            record(
-                uow,
-                operator_record(
-                    action="C",
-                    subtype="payment-close-day",
-                    entity=f"PaymentReconciliation/{day}",
-                    outcome_desc=(
-                        f"closed business day {day}: {report['transactions']} transactions "
-                        f"in {len(report['lines'])} batch lines"
-                    ),
-                ),
-            )
-            return report
-
-        report = transact(db, close)
+        # One set-based transaction: nothing to count while it runs, so a spinner and the clock.
+        with console.status(f"日终清算 closing business day {day} (one transaction)…"):
+            report = transact(db, lambda uow: close_and_record(uow, day, _actor()))
         console.print(
             _lines_table(
                 f"清算 settlement {report['business_date']} — {report['transactions']} transactions",

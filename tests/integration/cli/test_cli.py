@@ -795,6 +795,9 @@ def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
             .scalars()
             .all()
         )
+    # The close is the operator's act, audited as `yilian payments close-day` audits it.
+    (closing,) = audits(db, "payment-close-day")
+    assert by_the_operator(closing, "C").startswith(f"closed business day {DEMO_AS_OF}:")
     assert charges and all(t == i + a + s for t, i, a, s in charges)
     assert sum(i for _, i, _, _ in charges) > 0  # reimbursed on the spot, not all paid out of pocket
     assert wallets and min(wallets) >= 0
