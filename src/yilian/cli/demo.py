@@ -32,7 +32,7 @@ def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], 
 
 
 CARDS_PER_TRANSACTION = 50
-OPENING = dt.time(8, 0)  # the desks open on the demo's day (Beijing time)
+FIRST_THING = dt.time(7, 30)  # the card office opens on the demo's day (Beijing time)
 NIGHTLY_CLOSE = dt.time(1, 0)  # and the day is cleared after midnight
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
@@ -100,25 +100,27 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
             ids.update(created)
             holders += [created[url] for url in created if url in region.card_holders]
             progress.advance(task, len(bundle.get("entry", [])))
-        # Cards come from the card system, as a real region's would: numbers by its rules
-        # (the ID number, else a platform number), encrypted at rest, each one active.
-        cards = progress.add_task("发放居民健康卡 issuing health cards", total=len(holders))
-        numbers: list[str] = []
-        for start in range(0, len(holders), CARDS_PER_TRANSACTION):
-            chunk = holders[start : start + CARDS_PER_TRANSACTION]
-            numbers += transact(db, _issue_cards(ctx, chunk))
-            progress.advance(cards, len(chunk))
-        # Then the cards are used: top-ups, charges reimbursed on the spot, refunds, deposits —
-        # on the demo's own day, like its visits (the region is dated, not "now"), so that the
-        # 2026 policies apply whenever the demo is loaded; and that night the day is cleared.
-        desks = Desks.of(region.registry.institutions, ids)
-        tally = Tally()
-        paying = progress.add_task("钱包充值与诊间结算 top-ups and charges", total=len(numbers))
-        with _clock_at(region.as_of, OPENING):
+        # The cards' life happens on the demo's own day, like its visits (the region is dated,
+        # not "now"): issued first thing, then used at the desks, so that a card is never used
+        # before it was issued and the 2026 policies apply whenever the demo is loaded.
+        with _clock_at(region.as_of, FIRST_THING):
+            # Cards come from the card system, as a real region's would: numbers by its rules
+            # (the ID number, else a platform number), encrypted at rest, each one active.
+            cards = progress.add_task("发放居民健康卡 issuing health cards", total=len(holders))
+            numbers: list[str] = []
+            for start in range(0, len(holders), CARDS_PER_TRANSACTION):
+                chunk = holders[start : start + CARDS_PER_TRANSACTION]
+                numbers += transact(db, _issue_cards(ctx, chunk))
+                progress.advance(cards, len(chunk))
+            # Then they are used: top-ups, charges reimbursed on the spot, refunds, deposits.
+            desks = Desks.of(region.registry.institutions, ids)
+            tally = Tally()
+            paying = progress.add_task("钱包充值与诊间结算 top-ups and charges", total=len(numbers))
             for start in range(0, len(numbers), CARDS_PER_TRANSACTION):
                 chunk = numbers[start : start + CARDS_PER_TRANSACTION]
                 tally.add(transact(db, _pay(region.seed, start, chunk, desks)))
                 progress.advance(paying, len(chunk))
+        # And that night the day is cleared.
         with _clock_at(region.as_of + dt.timedelta(days=1), NIGHTLY_CLOSE):
             closed = transact(db, lambda uow: close_and_record(uow, region.as_of, "demo"))
     summary = region.summary()

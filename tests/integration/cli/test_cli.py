@@ -773,6 +773,7 @@ def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
     member institutions with the insurer's share taken by the Coverage in the record, the books
     balanced and no wallet below zero; the summary printed says what the ledger holds."""
     from yilian import payments
+    from yilian.card.tables import card as card_table
     from yilian.db.uow import read
     from yilian.demo import DEMO_AS_OF
     from yilian.payments import tables as pay
@@ -795,6 +796,11 @@ def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
             .scalars()
             .all()
         )
+        # Every card was issued (that morning) before it was first used.
+        first_used = uow.conn.execute(select(func.min(pay.txn.c.at))).scalar_one()
+        last_issued = uow.conn.execute(select(func.max(card_table.c.issued_at))).scalar_one()
+        days = uow.conn.execute(select(pay.charge.c.business_date).distinct()).scalars().all()
+    assert last_issued < first_used and days == [DEMO_AS_OF.isoformat()]
     # The close is the operator's act, audited as `yilian payments close-day` audits it.
     (closing,) = audits(db, "payment-close-day")
     assert by_the_operator(closing, "C").startswith(f"closed business day {DEMO_AS_OF}:")
