@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from rich.table import Table
 from sqlalchemy import func, select
 
-from yilian.cli.common import console, describe, progress_bar, settings_from_env
+from yilian.cli.common import console, describe, operator_record, progress_bar, settings_from_env
 from yilian.cli.payments import close_and_record
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
@@ -22,6 +20,7 @@ from yilian.fhir.store.tables import resource
 from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.money import format_fen
+from yilian.security.audit import record
 
 
 def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], FhirResponse]:
@@ -32,6 +31,7 @@ def _loader(ctx: FhirContext, bundle: dict[str, Any]) -> Callable[[UnitOfWork], 
 
 
 CARDS_PER_TRANSACTION = 50
+DEMO_PAYMENTS = "payment-demo-day"  # the AuditEvent subtype of the demo's use of its cards
 FIRST_THING = dt.time(7, 30)  # the card office opens on the demo's day (Beijing time)
 NIGHTLY_CLOSE = dt.time(1, 0)  # and the day is cleared after midnight
 BEIJING = dt.timezone(dt.timedelta(hours=8))
@@ -47,25 +47,54 @@ def _created_ids(bundle: dict[str, Any], resp: FhirResponse) -> dict[str, str]:
     return out
 
 
-def _issue_cards(ctx: FhirContext, patient_ids: list[str]) -> Callable[[UnitOfWork], list[str]]:
-    def issue(uow: UnitOfWork) -> list[str]:
+def _issue_cards(ctx: FhirContext, patient_ids: list[str]) -> Callable[[UnitOfWork], list[tuple[str, str]]]:
+    """Issue and activate a card for each Patient, with the chunk's AuditEvent; (patient, card)."""
+
+    def issue(uow: UnitOfWork) -> list[tuple[str, str]]:
         from yilian.card import activate_card, issue_card
 
-        numbers = []
+        cards = []
         for patient_id in patient_ids:
             card = issue_card(uow, ctx, patient_id=patient_id, actor="demo", reason="示范区域 demo region")
             activate_card(uow, ctx, card_no=card.card_no, actor="demo", reason="示范区域 demo region")
-            numbers.append(card.card_no)
-        return numbers
+            cards.append((patient_id, card.card_no))
+        # One AuditEvent a chunk, in its transaction, as `yilian card issue-batch` records.
+        record(
+            uow,
+            operator_record(
+                action="C",
+                subtype="card-issue-batch",
+                entity="Card/batch",
+                patient_keys=sorted(patient_ids),
+                outcome_desc=f"demo region: {len(cards)} cards issued and activated",
+            ),
+        )
+        return cards
 
     return issue
 
 
-def _pay(seed: int, first: int, cards: list[str], desks: Desks) -> Callable[[UnitOfWork], Tally]:
+def _pay(seed: int, first: int, cards: list[tuple[str, str]], desks: Desks) -> Callable[[UnitOfWork], Tally]:
+    """The chunk's cards used at the desks, with one AuditEvent for what was done with them."""
+
     def pay(uow: UnitOfWork) -> Tally:
         tally = Tally()  # each attempt its own: a retried transaction must not count twice
-        for n, card_no in enumerate(cards, start=first):
+        for n, (_, card_no) in enumerate(cards, start=first):
             pay_with_card(uow, seed=seed, n=n, card_no=card_no, desks=desks, tally=tally)
+        record(
+            uow,
+            operator_record(
+                action="C",
+                subtype=DEMO_PAYMENTS,
+                entity="Account/demo",
+                patient_keys=sorted(patient for patient, _ in cards),
+                outcome_desc=(
+                    f"demo region: {len(cards)} cards used: {tally.top_ups} top-ups, "
+                    f"{tally.charges} charges, {tally.refunds} refunds, "
+                    f"{tally.deposits_settled + tally.deposits_held} deposits"
+                ),
+            ),
+        )
         return tally
 
     return pay
@@ -103,25 +132,25 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
         # The cards' life happens on the demo's own day, like its visits (the region is dated,
         # not "now"): issued first thing, then used at the desks, so that a card is never used
         # before it was issued and the 2026 policies apply whenever the demo is loaded.
-        with _clock_at(region.as_of, FIRST_THING):
+        with clock.running_from(_demo_time(region.as_of, FIRST_THING)):
             # Cards come from the card system, as a real region's would: numbers by its rules
             # (the ID number, else a platform number), encrypted at rest, each one active.
             cards = progress.add_task("发放居民健康卡 issuing health cards", total=len(holders))
-            numbers: list[str] = []
+            issued: list[tuple[str, str]] = []
             for start in range(0, len(holders), CARDS_PER_TRANSACTION):
                 chunk = holders[start : start + CARDS_PER_TRANSACTION]
-                numbers += transact(db, _issue_cards(ctx, chunk))
+                issued += transact(db, _issue_cards(ctx, chunk))
                 progress.advance(cards, len(chunk))
             # Then they are used: top-ups, charges reimbursed on the spot, refunds, deposits.
             desks = Desks.of(region.registry.institutions, ids)
             tally = Tally()
-            paying = progress.add_task("钱包充值与诊间结算 top-ups and charges", total=len(numbers))
-            for start in range(0, len(numbers), CARDS_PER_TRANSACTION):
-                chunk = numbers[start : start + CARDS_PER_TRANSACTION]
-                tally.add(transact(db, _pay(region.seed, start, chunk, desks)))
-                progress.advance(paying, len(chunk))
+            paying = progress.add_task("钱包充值与诊间结算 top-ups and charges", total=len(issued))
+            for start in range(0, len(issued), CARDS_PER_TRANSACTION):
+                used = issued[start : start + CARDS_PER_TRANSACTION]
+                tally.add(transact(db, _pay(region.seed, start, used, desks)))
+                progress.advance(paying, len(used))
         # And that night the day is cleared.
-        with _clock_at(region.as_of + dt.timedelta(days=1), NIGHTLY_CLOSE):
+        with clock.running_from(_demo_time(region.as_of + dt.timedelta(days=1), NIGHTLY_CLOSE)):
             closed = transact(db, lambda uow: close_and_record(uow, region.as_of, "demo"))
     summary = region.summary()
     table = Table(title=f"示范区域 Demo region in {describe(db)}")
@@ -139,15 +168,8 @@ def load_demo(db: Database, *, residents: int) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _clock_at(day: dt.date, at: dt.time) -> Iterator[None]:
-    """The platform's clock running from ``at`` (Beijing time) on ``day`` while the block runs."""
-    start, started = dt.datetime.combine(day, at, tzinfo=BEIJING), time.monotonic()
-    clock.set_clock(lambda: start + dt.timedelta(seconds=time.monotonic() - started))
-    try:
-        yield
-    finally:
-        clock.set_clock(None)
+def _demo_time(day: dt.date, at: dt.time) -> dt.datetime:
+    return dt.datetime.combine(day, at, tzinfo=BEIJING)
 
 
 def _payments_table(tally: Tally, closed: dict[str, Any]) -> Table:

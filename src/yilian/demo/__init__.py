@@ -4,9 +4,13 @@
 health commission, a tertiary hospital, two county-level hospitals, community and township
 health centres and village clinics, their staff, a few hundred residents with Chinese names
 and valid ID numbers, their visits, diagnoses, measurements and children's vaccinations, and
-a handful of duplicate registrations for the patient index to find. ``DemoRegion.bundles()``
+a handful of duplicate registrations for the patient index to find, and each insured
+resident's ``Coverage`` with the city's medical security bureau (``coverage``). ``DemoRegion.bundles()``
 cuts them into transaction bundles that ``yilian demo`` posts; loading them twice creates
 nothing new. Every resource carries the ``HTEST`` (test data) security label.
+
+``card_payments`` then uses the cards the card system issued, through the payments use cases
+(top-ups, charges, refunds, deposits): ``yilian demo`` runs it on the demo's own day.
 """
 
 from yilian.demo.duplicates import KnownDuplicate

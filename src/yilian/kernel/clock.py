@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 UTC = dt.UTC
 
@@ -19,6 +21,18 @@ def set_clock(fn: Callable[[], dt.datetime] | None) -> None:
     """Pin the clock (``None`` restores the real one)."""
     global _now
     _now = fn if fn is not None else (lambda: dt.datetime.now(UTC))
+
+
+@contextmanager
+def running_from(start: dt.datetime) -> Iterator[None]:
+    """The clock reads ``start`` when the block begins and runs on at the real pace from there,
+    until the block ends: for replaying dated work (the demo region's day) in one process."""
+    started = time.monotonic()
+    set_clock(lambda: start + dt.timedelta(seconds=time.monotonic() - started))
+    try:
+        yield
+    finally:
+        set_clock(None)
 
 
 def fhir_instant(value: dt.datetime) -> str:

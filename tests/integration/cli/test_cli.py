@@ -800,7 +800,16 @@ def assert_demo_cards_have_paid(db: Database, out: str) -> tuple[int, int, int]:
         first_used = uow.conn.execute(select(func.min(pay.txn.c.at))).scalar_one()
         last_issued = uow.conn.execute(select(func.max(card_table.c.issued_at))).scalar_one()
         days = uow.conn.execute(select(pay.charge.c.business_date).distinct()).scalars().all()
+        cards = uow.conn.execute(select(func.count()).select_from(card_table)).scalar_one()
     assert last_issued < first_used and days == [DEMO_AS_OF.isoformat()]
+    # Issuing and using the cards is the operator's act too: an AuditEvent each chunk, in its
+    # transaction, naming the residents, and together they account for every card and charge.
+    issued = [by_the_operator(row, "C") for row in audits(db, "card-issue-batch")]
+    used_rows = audits(db, "payment-demo-day")
+    used = [by_the_operator(row, "C") for row in used_rows]
+    assert sum(int(re.search(r"(\d+) cards issued", d)[1]) for d in issued) == cards  # type: ignore[index]
+    assert sum(int(re.search(r"(\d+) charges", d)[1]) for d in used) == len(charges)  # type: ignore[index]
+    assert sum(len(row.patient_keys) for row in used_rows) == cards
     # The close is the operator's act, audited as `yilian payments close-day` audits it.
     (closing,) = audits(db, "payment-close-day")
     assert by_the_operator(closing, "C").startswith(f"closed business day {DEMO_AS_OF}:")
