@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pyotp
 import pytest
-from playwright.sync_api import BrowserContext, Page, Route
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 from tests.support.server import RunningServer
 from yilian.db import Database, UnitOfWork
@@ -100,7 +99,7 @@ def test_the_sign_in_page_is_chinese_first_and_made_for_a_phone(page: Page, peop
     assert page.get_by_role("heading").inner_text() == "登录"
 
 
-def test_a_browser_that_asks_for_english_gets_english(browser: Any, server: RunningServer) -> None:
+def test_a_browser_that_asks_for_english_gets_english(browser: Browser, server: RunningServer) -> None:
     context = browser.new_context(
         base_url=server.base, locale="en-GB", viewport={"width": 390, "height": 844}
     )
@@ -222,3 +221,24 @@ def test_the_front_page_fits_a_phone(page: Page) -> None:
     page.goto("/")
     assert "医联 Yilian" in page.get_by_role("heading", level=1).inner_text()
     fits_the_screen(page)
+
+
+def test_an_expired_consent_form_says_so_and_grants_nothing(
+    phone: BrowserContext, page: Page, people: dict[str, str]
+) -> None:
+    params = {
+        "response_type": "code",
+        "client_id": people["app"],
+        "redirect_uri": CALLBACK,
+        "scope": "patient/*.rs",
+        "state": "st-7",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+    }
+    page.goto("/auth/authorize?" + urlencode(params))
+    phone.clear_cookies()  # the form's CSRF cookie is gone (a new browser session, a long wait)
+    sign_in(page, "sun.yue", "sun yue record 2026")
+    assert page.get_by_role("heading").inner_text() == "无法登录"
+    assert page.get_by_role("alert").inner_text() == "页面已过期，请刷新后重试。"
+    assert page.locator(".intro").count() == 0  # nothing about a broken app link: the app did no wrong
+    assert urlsplit(page.url).netloc != urlsplit(CALLBACK).netloc  # no code went back to the app

@@ -202,7 +202,13 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         )
 
     def _refused(request: Request, err: OAuthError) -> HTMLResponse:
-        return _page(request, "error.html", err.status, message=f"{err.error}: {err.message}")
+        return _page(
+            request,
+            "error.html",
+            err.status,
+            message=f"{err.error}: {err.message}",
+            help="cannot_sign_in_help",
+        )
 
     async def authorize_page(request: Request) -> Response:
         params = {k: request.query_params.get(k, "") for k in AUTHORIZE_FIELDS}
