@@ -20,7 +20,6 @@ from rich.table import Table
 from yilian.cli.common import console, operator_record
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
-from yilian.demo import DEMO_AS_OF
 from yilian.fhir.interactions.context import FhirContext
 from yilian.fhir.interactions.search import find
 from yilian.kernel.errors import Category, YilianError
@@ -453,6 +452,8 @@ def _a_demo_parent(uow: UnitOfWork) -> str | None:
 
 
 def print_demo_logins(info: dict[str, Any], base: str) -> None:
+    from yilian.demo import DEMO_AS_OF
+
     table = Table(title="示范登录 Demo logins (synthetic data only)")
     for col in ("who", "login", "secret / password", "what they see"):
         # fold, never truncate: a secret cut short with "…" is no use to anyone
