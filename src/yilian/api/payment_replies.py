@@ -70,6 +70,7 @@ class Explanation(_Reply):
     coverage: list[CoverageUsed]
     steps: list[Step]
     text: str = Field(description="the steps as one sentence")
+    self_pay: bool = Field(description="the patient chose to pay it all (自费): nothing was reimbursed")
 
 
 class ChargeReply(_Reply):
@@ -105,6 +106,7 @@ class Adjudication(_Reply):
     usage: list[tuple[str, str, int]] = Field(description="[fund, bucket, fen] added to year-to-date usage")
     usage_year: int
     steps: list[Step]
+    self_pay: bool = Field(default=False, description="the patient chose to pay it all (自费)")
 
 
 class ChargeDetailReply(_Reply):

@@ -17,6 +17,7 @@ import orjson
 from pydantic import (
     BaseModel,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -104,6 +105,11 @@ class ChargeBody(BaseModel):
     items: list[ItemBody] = Field(min_length=1, max_length=500)
     hold_id: str | None = Field(
         default=None, max_length=36, description="pay the patient's share from this deposit hold"
+    )
+    self_pay: StrictBool = Field(
+        default=False,
+        description="the patient chooses to pay it all (自费): no reimbursement is computed, they may "
+        "claim it afterwards; also the way to take a charge refused with no-policy-in-force",
     )
 
 
@@ -252,6 +258,7 @@ def _charge(uow: UnitOfWork, call: Call[ChargeBody]) -> Reply:
         setting=body.setting,
         diagnoses=body.diagnoses,
         hold_id=body.hold_id,
+        self_pay=body.self_pay,
         items=[
             payments.Item(i.code, i.name, i.category, i.unit_price_fen, i.quantity, i.charge_item)
             for i in body.items
@@ -477,6 +484,7 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
                 ("institution-unclassified", C.INVALID),
                 ("unknown-charge-item", C.NOT_FOUND),
                 ("charge-item-mismatch", C.CONFLICT),
+                ("no-policy-in-force", C.CONFLICT),
             ),
         ),
         api.route(

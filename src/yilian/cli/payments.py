@@ -5,7 +5,8 @@ batch; a day closes once (a second run is refused, exit status 2). ``day`` shows
 with its reconciliation against the ledger; ``wallet`` and ``statement`` look at one card;
 ``payout`` records the transfer that paid a closed day's batch line; ``trial-balance`` checks the
 whole ledger; ``expire-holds`` releases deposits past their expiry;
-``publish`` writes the queued FHIR views now and ``publication`` shows what waits or failed.
+``publish`` writes the queued FHIR views now and ``publication`` shows what waits or failed;
+``policies`` lists the reimbursement policies and warns of a scheme whose last one runs out.
 """
 
 from __future__ import annotations
@@ -322,6 +323,67 @@ def statement(
                 line.org or "",
             )
         console.print(table)
+
+
+@payments_app.command("policies")
+def policy_list(
+    on: str | None = typer.Option(
+        None, "--on", metavar="YYYY-MM-DD", help="the day to look from (default: today, Beijing time)"
+    ),
+    within: int = typer.Option(
+        45,
+        "--within",
+        min=0,
+        metavar="DAYS",
+        help="warn of schemes whose policies run out within this many days",
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="exit with status 1 when a warning is printed (for a monitoring job)"
+    ),
+) -> None:
+    """The reimbursement policies the platform settles by (shipped, and YILIAN_POLICY_DIR's), and
+    each scheme whose last policy runs out within --within days: from then on its insured
+    residents' charges are refused (no-policy-in-force) until next year's file is added."""
+    from yilian.kernel import clock
+    from yilian.payments import parse_day, policy_files
+    from yilian.payments.model import business_date
+
+    with friendly_errors():
+        day = parse_day(on) if on is not None else business_date(clock.now())
+        policies = policy_files.load()
+        table = Table(title=f"报销政策 reimbursement policies, on {day.isoformat()}")
+        table.add_column("scheme")
+        table.add_column("region")
+        table.add_column("version", no_wrap=True)
+        table.add_column("valid", no_wrap=True)
+        table.add_column("that day")
+        table.add_column("source")
+        for p in policies:
+            if p.valid_from <= day <= p.valid_to:
+                state = "[green]in force[/]"
+            else:
+                state = "ended" if p.valid_to < day else "to come"
+            table.add_row(
+                f"{escape(p.scheme)} {escape(p.name)}",
+                p.region,
+                f"{p.year} v{p.version}",
+                f"{p.valid_from.isoformat()} → {p.valid_to.isoformat()}",
+                state,
+                "shipped" if "/" not in p.source else policy_files.ENV,
+            )
+        console.print(table)
+        dirs = policy_files.directories()
+        console.print(
+            f"from {', '.join(escape(str(d)) for d in dirs)}"
+            + ("" if len(dirs) > 1 else f" ({policy_files.ENV} not set)")
+        )
+        warnings = policy_files.ending(policies, today=day, within_days=within)
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] {escape(w.message)}", soft_wrap=True)
+        if not warnings:
+            console.print(f"every scheme is covered for at least {within} days from {day.isoformat()}")
+    if check and warnings:
+        raise typer.Exit(1)
 
 
 @payments_app.command("trial-balance")

@@ -74,6 +74,15 @@ def serve(
         if forward_to:
             console.print(f"forwarding every write to {forward_to}")
 
+    # A scheme whose last reimbursement policy runs out soon: its insured residents' charges
+    # would be refused from that day, so say it at every start (docs/payments.md).
+    from rich.markup import escape
+
+    from yilian.payments import policy_warnings
+
+    for warning in policy_warnings():
+        console.print(f"[yellow]warning:[/] {escape(warning.message)}", soft_wrap=True)
+
     publisher = None
     if publish:
         # The payments' FHIR views: a thread writing what the ledger queued. Like delivery, its

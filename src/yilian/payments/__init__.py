@@ -7,6 +7,8 @@ commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_
 bank statement's rows matched to the lines they pay), ``trial_balance``;
 ``Item`` (a charge line) and ``PaymentError`` (a refusal with a machine-readable ``reason``);
 ``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
+``policy_files`` (where the reimbursement policies come from: the shipped ones and
+``YILIAN_POLICY_DIR``) and ``policy_warnings`` (a scheme whose last policy runs out soon);
 ``clearing_party`` for what one institution (a hospital, or an insurer by the funds it
 administers, ``YILIAN_FUND_ADMINISTRATORS``) may see of a day's clearing.
 
@@ -15,9 +17,10 @@ resources, written after each change by ``publish_pending`` (a ``PublicationWork
 the server); ``publication_status`` and ``retry_publication`` look after its queue.
 """
 
+import datetime as dt
 from collections.abc import Mapping
 
-from yilian.payments import idempotency
+from yilian.payments import idempotency, policy_files
 from yilian.payments.administrators import check_administrators, fund_administrators, funds_of
 from yilian.payments.clearing import Party, close_day, day_report, parse_day
 from yilian.payments.ledger import TrialBalance, trial_balance
@@ -56,6 +59,16 @@ def check_fund_administrators(env: Mapping[str, str] | None = None) -> None:
     check_administrators({p.fund_account for p in policies()}, env)
 
 
+def policy_warnings(today: dt.date | None = None) -> list[policy_files.Ending]:
+    """Each scheme and region whose last loaded policy runs out within ``policy_files.WARN_DAYS``
+    of ``today`` (Beijing time by default): said when the server starts."""
+    from yilian.kernel import clock
+    from yilian.payments.model import business_date
+    from yilian.payments.service import policies
+
+    return policy_files.ending(policies(), today=today or business_date(clock.now()))
+
+
 __all__ = [
     "ChargeResult",
     "Item",
@@ -82,6 +95,8 @@ __all__ = [
     "idempotency",
     "match_statement",
     "parse_day",
+    "policy_files",
+    "policy_warnings",
     "post_hold",
     "publication_status",
     "publish_pending",

@@ -272,15 +272,18 @@ def adjudicate(
     insurance: Policy | None,
     aid: Policy | None,
     used: Mapping[tuple[str, str], int],
+    no_cover: str | None = None,
 ) -> Shares:
-    """The shares of one charge. ``used`` maps (policy key, bucket) to the person's usage so far."""
+    """The shares of one charge. ``used`` maps (policy key, bucket) to the person's usage so far;
+    ``no_cover`` says why no policy applies, when none does (the patient's own choice)."""
     if claim.setting not in SETTINGS or claim.level not in LEVELS:
         raise YilianError(Category.INVALID, f"setting must be one of {SETTINGS}, level one of {LEVELS}")
     total = sum(i.amount_fen for i in items)
     steps: list[Step] = []
     usage: dict[tuple[str, str], int] = {}
     if insurance is None and aid is None:
-        steps.append(Step("self-pay", total, "no insurance coverage in force: the patient pays everything"))
+        why = no_cover or "no insurance coverage in force: the patient pays everything"
+        steps.append(Step("self-pay", total, why))
         return Shares(total, 0, 0, total, steps=tuple(steps))
     # What the catalogue covers is the first payer's catalogue; aid pays only on covered items too.
     catalogue = insurance or aid

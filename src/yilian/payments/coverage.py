@@ -150,6 +150,19 @@ def policies_for(
     return insurance, aid, used
 
 
+def without_policy(found: Sequence[Enrolment], policies: Sequence[Policy], on: dt.date) -> list[Enrolment]:
+    """The enrolments in a scheme and pooling region the platform settles (some policy of it is
+    loaded, any year) that no policy covers on the day: a missing file, not an uninsured person.
+    A scheme or region the platform has never settled (another city's) is not among them: its
+    residents pay their share here and claim at home, as before."""
+    return [
+        e
+        for e in found
+        if policy_in_force(policies, scheme=e.scheme, region=e.region, on=on) is None
+        and any(p.scheme == e.scheme and p.region == e.region for p in policies)
+    ]
+
+
 def _read_institution(uow: UnitOfWork, org_id: str) -> Institution:
     try:
         response = dispatch(uow, _CTX, FhirRequest("GET", f"Organization/{org_id}"))

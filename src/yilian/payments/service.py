@@ -26,9 +26,9 @@ from yilian.kernel import clock
 from yilian.kernel.errors import Category
 from yilian.kernel.ids import new_id
 from yilian.kernel.money import allocate, format_fen
-from yilian.payments import coverage, ledger
+from yilian.payments import coverage, ledger, policy_files
 from yilian.payments import tables as t
-from yilian.payments.adjudication import Claim, Policy, adjudicate, load_policies, usage_buckets
+from yilian.payments.adjudication import Claim, Policy, adjudicate, usage_buckets
 from yilian.payments.ledger import AccountSpec
 from yilian.payments.model import (
     BEIJING,
@@ -52,8 +52,9 @@ from yilian.payments.model import (
 
 @cache
 def policies() -> tuple[Policy, ...]:
-    """The shipped policies, read once per process (they change by a new file and a deploy)."""
-    return tuple(load_policies())
+    """The shipped policies and the deployment's (``YILIAN_POLICY_DIR``), read once per process:
+    a new file takes effect at the next start."""
+    return policy_files.load()
 
 
 def _wallet(patient_id: str) -> AccountSpec:
@@ -288,6 +289,7 @@ class ChargeResult:
     shares: Shares
     wallet: WalletView
     coverage: list[dict[str, Any]]
+    self_pay: bool = False
 
     def as_json(self) -> dict[str, Any]:
         s = self.shares
@@ -305,11 +307,28 @@ class ChargeResult:
                 "coverage": self.coverage,
                 "steps": [step.as_json() for step in s.steps],
                 "text": "; ".join(step.detail for step in s.steps),
+                "self_pay": self.self_pay,
             },
         }
 
 
 _CHARGE = insert_row(t.charge)
+SELF_PAY_CHOSEN = (
+    "the patient chose to pay it all (自费): no reimbursement computed; they may claim it afterwards"
+)
+
+
+def _require_policies(found: Sequence[coverage.Enrolment], known: Sequence[Policy], day: dt.date) -> None:
+    """Refuse a charge the platform would otherwise take as uninsured for want of a policy file."""
+    for e in coverage.without_policy(found, known, day):
+        raise refuse(
+            Category.CONFLICT,
+            "no-policy-in-force",
+            f"the patient is enrolled in {e.scheme} in pooling region {e.region} (Coverage/{e.coverage_id}), "
+            f"but no policy of that scheme is in force on {day.isoformat()}: nothing was charged. The "
+            f"platform operator adds the policy ({policy_files.ENV}, docs/payments.md); until then the "
+            "patient may choose to pay it all themselves (self_pay)",
+        )
 
 
 def charge(
@@ -323,10 +342,16 @@ def charge(
     setting: str = "outpatient",
     diagnoses: Sequence[str] = (),
     hold_id: str | None = None,
+    self_pay: bool = False,
 ) -> ChargeResult:
     """A point-of-care charge (诊间结算): adjudicate against the coverage in force, then take each
     share in one ledger transaction — the fund's and the aid fund's to the institution, the rest
     from the wallet (refused whole if the wallet cannot pay its part).
+
+    A resident enrolled in a scheme the platform settles in their pooling region, on a day no
+    policy of that scheme covers (next year's file not loaded yet), is refused
+    (``no-policy-in-force``) rather than charged as if uninsured. ``self_pay`` is the patient's
+    choice to pay it all (自费), no reimbursement computed: they may claim it afterwards.
 
     With ``hold_id`` (an inpatient's discharge bill) the patient's share is paid out of that
     deposit: the hold is released and posted by this charge, exactly once; whatever the share
@@ -353,8 +378,14 @@ def charge(
     now = clock.now()
     day = business_date(now)
     charge_id = new_id()
-    found = coverage.enrolments_in(coverages, on=day, policies=policies())
-    insurance, aid, used_enrolments = coverage.policies_for(found, policies(), day)
+    known = policies()
+    found = coverage.enrolments_in(coverages, on=day, policies=known)
+    if self_pay:
+        insurance = aid = None
+        used_enrolments: list[coverage.Enrolment] = []
+    else:
+        _require_policies(found, known, day)
+        insurance, aid, used_enrolments = coverage.policies_for(found, known, day)
     person = card.person_id or card.patient_id
     used: dict[tuple[str, str], int] = {}
     claim = Claim(
@@ -373,7 +404,9 @@ def charge(
             )
         keys = [k for p in (insurance, aid) if p is not None for k in usage_buckets(p, claim)]
         used = _lock_usage(uow.conn, person, day.year, keys)
-    shares = adjudicate(items, claim, insurance=insurance, aid=aid, used=used)
+    shares = adjudicate(
+        items, claim, insurance=insurance, aid=aid, used=used, no_cover=SELF_PAY_CHOSEN if self_pay else None
+    )
     postings: list[tuple[AccountSpec, int]] = [(_merchant(org, department), shares.total_fen)]
     postings.append((_wallet(card.patient_id), -shares.self_pay_fen))
     if insurance is not None:
@@ -454,6 +487,7 @@ def charge(
                     ],
                     "usage_year": day.year,
                     "steps": [s.as_json() for s in shares.steps],
+                    "self_pay": self_pay,
                 }
             ).decode(),
         },
@@ -461,7 +495,9 @@ def charge(
     # The institution's and the funds' accounts last: see ledger.post.
     posted = ledger.finish(uow, posted, batch)
     balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
-    return ChargeResult(charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled)
+    return ChargeResult(
+        charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled, self_pay
+    )
 
 
 def get_charge(uow: UnitOfWork, *, charge_id: str, for_update: bool = False) -> Any:

@@ -316,6 +316,7 @@ def test_every_command_is_covered_here() -> None:
         "payments expire-holds",
         "payments publish",
         "payments publication",
+        "payments policies",
     }
 
 

@@ -63,11 +63,21 @@ def test_close_day_wallet_statement_trial_balance(db: Database, tmp_path: Path) 
         lines = payments.day_report(uow, day=dt.date(2026, 6, 15))["lines"]
     issuer = next(line["line_id"] for line in lines if line["payer"] == "card-issuer")
     paid = yilian(
-        "payments", "payout", "2026-06-15", str(issuer), "-r", "BOC-0615-1", "-d", url, cwd=tmp_path,
+        "payments",
+        "payout",
+        "2026-06-15",
+        str(issuer),
+        "-r",
+        "BOC-0615-1",
+        "-d",
+        url,
+        cwd=tmp_path,
         env={"COLUMNS": "200"},
     )
     assert paid.code == 0 and "¥40.00" in paid.out and "BOC-0615-1" in paid.out, paid.out + paid.err
-    twice = yilian("payments", "payout", "2026-06-15", str(issuer), "-r", "BOC-0615-2", "-d", url, cwd=tmp_path)
+    twice = yilian(
+        "payments", "payout", "2026-06-15", str(issuer), "-r", "BOC-0615-2", "-d", url, cwd=tmp_path
+    )
     assert twice.code == 2 and "already paid (transfer BOC-0615-1" in twice.err, twice.err
     [payout_event] = audits(db, "payment-payout")
     assert "paid batch line" in by_the_operator(payout_event, "C")
@@ -159,3 +169,35 @@ def test_publish_follow_publishes_as_charges_come(db: Database, tmp_path: Path) 
     assert total == 1, f"not published; queue: {queue!r}; publisher stderr:\n{err}"
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "publishing the payments' FHIR views" in out
+
+
+def test_policies_lists_them_and_warns_of_a_year_running_out(tmp_path: Path) -> None:
+    wide = {"COLUMNS": "200"}
+    shown = yilian("payments", "policies", "--on", "2026-12-20", cwd=tmp_path, env=wide)
+    assert shown.code == 0, shown.err
+    for scheme in ("ncms", "urban-employee", "urban-resident", "medical-aid"):
+        assert scheme in shown.out
+    assert "ncms/330500/2026/v1, ends on 2026-12-31 (in 11 days)" in " ".join(shown.out.split())
+    # For a monitoring job: status 1 while a scheme has nothing after its last policy.
+    checked = yilian("payments", "policies", "--on", "2026-12-20", "--check", cwd=tmp_path, env=wide)
+    assert checked.code == 1 and "warning" in checked.out
+    early = yilian("payments", "policies", "--on", "2026-06-01", "--check", cwd=tmp_path, env=wide)
+    assert early.code == 0 and "warning" not in early.out
+
+    # Next year's files in the deployment's directory: the warnings go.
+    extra = tmp_path / "policies"
+    extra.mkdir()
+    for path in sorted(payments.policy_files.POLICY_DIR.glob("*-2026.yaml")):
+        text = path.read_text(encoding="utf-8").replace("2026", "2027")
+        (extra / path.name.replace("2026", "2027")).write_text(text, encoding="utf-8")
+    env = {**wide, payments.policy_files.ENV: str(extra)}
+    covered = yilian("payments", "policies", "--on", "2026-12-20", "--check", cwd=tmp_path, env=env)
+    assert covered.code == 0 and "warning" not in covered.out, covered.out
+    assert covered.out.count(payments.policy_files.ENV) >= 4  # each added policy's source
+
+    # A broken file is named, and nothing is listed.
+    (extra / "broken.yaml").write_text("scheme: [", encoding="utf-8")
+    broken = yilian("payments", "policies", cwd=tmp_path, env=env)
+    assert broken.code == 2 and "broken.yaml" in broken.err and "cannot be read" in broken.err
+    bad_day = yilian("payments", "policies", "--on", "2026-13-01", cwd=tmp_path)
+    assert bad_day.code == 2 and "YYYY-MM-DD" in bad_day.err

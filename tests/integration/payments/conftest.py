@@ -49,10 +49,29 @@ def desk() -> CardDesk:
     return CardDesk()
 
 
+# A working morning of the year the shipped policies cover (10:00 Beijing time). The tests here
+# charge residents insured under those policies; on the real clock they would stop being
+# insured (Coverage periods and policies end with the year) the day the calendar moves on.
+POLICY_YEAR_MORNING = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def policy_year() -> Iterator[None]:
+    """Every test here runs in the shipped policies' year: the clock starts at
+    :data:`POLICY_YEAR_MORNING` and moves on at the real pace (a test may pin it further)."""
+    with clock.running_from(POLICY_YEAR_MORNING):
+        yield
+
+
+def today() -> str:
+    """The platform's business day now (Beijing time), as the API writes dates."""
+    return clock.now().astimezone(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+
+
 @pytest.fixture
 def pinned() -> Iterator[list[dt.datetime]]:
     """The clock, held at 2026-06-15 10:00 Beijing time until a test moves it (``pinned[0]``)."""
-    now = [dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)]
+    now = [POLICY_YEAR_MORNING]
     clock.set_clock(lambda: now[0])
     yield now
     clock.set_clock(None)

@@ -4,6 +4,7 @@ moved to tomorrow) would refuse every later posting of the day in a shared datab
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.integration.payments.builders import Region
 from tests.integration.payments.conftest import CardDesk
+from tests.integration.payments.conftest import today as business_day
 from tests.integration.payments.test_payment_api import DRUG, call, key, new_card
 from tests.support.auth import bearer, system_token
 from yilian.db import Database
@@ -28,9 +30,13 @@ def hospital(db: Database, region: Region) -> dict[str, str]:
 
 @pytest.fixture
 def tomorrow_clock() -> Iterator[list[bool]]:
-    """The real clock until the test flips it, then the same moment tomorrow."""
+    """The clock until the test flips it, then the same moment tomorrow."""
     flipped = [False]
-    clock.set_clock(lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=1 if flipped[0] else 0))
+    # From the policy year's clock (conftest), not the calendar's: the charges here are insured.
+    base, started = clock.now(), time.monotonic()
+    clock.set_clock(
+        lambda: base + dt.timedelta(seconds=time.monotonic() - started, days=1 if flipped[0] else 0)
+    )
     yield flipped
     clock.set_clock(None)
 
@@ -61,12 +67,10 @@ def test_close_day_over_http(
     big = {**charge, "card_no": insured, "items": [{**DRUG, "quantity": 40}]}
     paid = call(app, "POST", "/api/charges", headers=hospital, key=key(), json=big)
     assert paid.status_code == 201 and paid.json()["insurer_fen"] > 0, paid.text
+    today = business_day()  # yesterday, for the platform, once the clock is flipped
     tomorrow_clock[0] = True
     # Tokens expire by the clock: the operator's is issued "tomorrow".
     operator = bearer(system_token(db, scopes="system/*.cruds", name="tomorrow's operator"))
-    today = (
-        dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
-    )  # yesterday, for the platform
     k = key()
     first = call(app, "POST", f"/api/settlement/days/{today}/close", headers=operator, key=k)
     assert first.status_code == 201, first.text

@@ -9,6 +9,7 @@ retention. The clock is the platform's (``yilian.kernel.clock``), which the keys
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,9 +66,10 @@ def hospital(db: Database, region: Region) -> Hospital:
 
 @pytest.fixture
 def shifted() -> Iterator[list[dt.timedelta]]:
-    """The real clock moved by ``shift[0]`` (business days no other test of the module uses)."""
+    """The clock moved by ``shift[0]`` (business days no other test of the module uses)."""
     shift = [dt.timedelta(0)]
-    clock.set_clock(lambda: dt.datetime.now(dt.UTC) + shift[0])
+    base, started = clock.now(), time.monotonic()  # the policy year's (conftest)
+    clock.set_clock(lambda: base + dt.timedelta(seconds=time.monotonic() - started) + shift[0])
     yield shift
     clock.set_clock(None)
 

@@ -8,6 +8,7 @@ refused); and schemathesis, generating requests from the document, finds no serv
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from tests.integration.payments.builders import Region
 from tests.integration.payments.conftest import CardDesk
+from tests.integration.payments.conftest import today as business_day
 from tests.integration.payments.test_payment_api import DRUG, call, key, new_card
 from tests.support.auth import bearer, system_token
 from yilian.api.app import create_app
@@ -119,7 +121,11 @@ class Conformance:
 @pytest.fixture
 def tomorrow_clock() -> Iterator[list[bool]]:
     flipped = [False]
-    clock.set_clock(lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=1 if flipped[0] else 0))
+    # From the policy year's clock (conftest), not the calendar's: the charges here are insured.
+    base, started = clock.now(), time.monotonic()
+    clock.set_clock(
+        lambda: base + dt.timedelta(seconds=time.monotonic() - started, days=1 if flipped[0] else 0)
+    )
     yield flipped
     clock.set_clock(None)
 
@@ -203,7 +209,7 @@ def test_contract_replies_match_the_documented_schemas(
     assert refused.status_code == 409
     check("post", "/api/charges", 409, refused.json())
     operator = bearer(system_token(db, scopes="system/*.cruds", name="operator"))
-    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    today = business_day()
     go("get", "/api/settlement/days/{date}", 200, date=today, headers=operator)
     go("get", "/api/ledger/trial-balance", 200, headers=operator)
     tomorrow_clock[0] = True

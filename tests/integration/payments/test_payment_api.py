@@ -4,7 +4,6 @@ Idempotency-Key protocol, refusals with their reasons, and concurrent writers on
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 
 from tests.integration.payments.builders import Region, make_coverage, make_patient
 from tests.integration.payments.conftest import CardDesk
+from tests.integration.payments.conftest import today as business_day
 from tests.support.auth import bearer, system_token
 from yilian.db import Database, UnitOfWork
 from yilian.payments import ledger
@@ -434,7 +434,7 @@ def test_close_day_and_trial_balance_are_the_operators(
         key=key(),
         json={"card_no": card, "org": region.city_hospital, "department": "clinic", "items": [DRUG]},
     )
-    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    today = business_day()
     assert call(app, "GET", "/api/ledger/trial-balance", headers=hospital).status_code == 403
     tb = call(app, "GET", "/api/ledger/trial-balance", headers=operator).json()
     assert tb["balanced"] and tb["debits_fen"] == tb["credits_fen"]
