@@ -78,7 +78,9 @@ def measure(url: str, n: int, rounds: int) -> list[object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,500000", help="rows in the resource table, comma-separated")
+    parser.add_argument(
+        "--sizes", default="100000,500000", help="rows in the resource table, comma-separated"
+    )
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--rounds", type=int, default=15, help="lookups timed per size (median reported)")
     args = parser.parse_args()

@@ -33,7 +33,11 @@ from yilian.mpi.matching import PersonRecord
 
 
 def patient(r: PersonRecord) -> dict[str, Any]:
-    name: dict[str, Any] = {"family": r.family_name, "given": [r.given_name]} if r.family_name and r.given_name else {"text": r.display_name}
+    name: dict[str, Any] = (
+        {"family": r.family_name, "given": [r.given_name]}
+        if r.family_name and r.given_name
+        else {"text": r.display_name}
+    )
     body: dict[str, Any] = {"resourceType": "Patient", "name": [name]}
     if r.birth_date:
         body["birthDate"] = r.birth_date.isoformat()
@@ -74,7 +78,10 @@ def run(backend: str, persons: int, creates: int) -> list[object]:
     records = [lr.record for lr in population.records]
     base, queries = records[:-creates], records[-creates:]
     results = {}
-    for label, settings in (("without index", FhirSettings()), ("with index", FhirSettings(observers=(PatientIndexObserver(),)))):
+    for label, settings in (
+        ("without index", FhirSettings()),
+        ("with index", FhirSettings(observers=(PatientIndexObserver(),))),
+    ):
         ctx = FhirContext(settings=settings)
         with database(backend) as db:
             with UnitOfWork(db, write=True) as uow:
@@ -90,7 +97,15 @@ def run(backend: str, persons: int, creates: int) -> list[object]:
             times = sorted(create(db, ctx, patient(r)) for r in queries)
         results[label] = (statistics.median(times) * 1000, times[int(len(times) * 0.95) - 1] * 1000)
     (p50a, p95a), (p50b, p95b) = results["without index"], results["with index"]
-    return [backend, len(base), f"{p50a:.2f}", f"{p95a:.2f}", f"{p50b:.2f}", f"{p95b:.2f}", f"{p50b / p50a:.2f}×"]
+    return [
+        backend,
+        len(base),
+        f"{p50a:.2f}",
+        f"{p95a:.2f}",
+        f"{p50b:.2f}",
+        f"{p95b:.2f}",
+        f"{p50b / p50a:.2f}×",
+    ]
 
 
 def main() -> None:
@@ -105,10 +120,20 @@ def main() -> None:
     rows = [run(b, args.persons, args.creates) for b in args.backends.split(",")]
     table(
         "Patient create with the live patient index vs without (one create per transaction)",
-        ["backend", "records indexed", "without p50 ms", "without p95 ms", "with p50 ms", "with p95 ms", "with ÷ without (p50)"],
+        [
+            "backend",
+            "records indexed",
+            "without p50 ms",
+            "without p95 ms",
+            "with p50 ms",
+            "with p95 ms",
+            "with ÷ without (p50)",
+        ],
         rows,
     )
-    console.print("target: none set by the issue; the index's own latency target is measured by bench_mpi_speed")
+    console.print(
+        "target: none set by the issue; the index's own latency target is measured by bench_mpi_speed"
+    )
 
 
 if __name__ == "__main__":

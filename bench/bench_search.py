@@ -116,19 +116,44 @@ BIRTH_SPAN_DAYS = (dt.date(2025, 12, 31) - BIRTH_FROM).days
 COLUMNS: dict[str, tuple[str, ...]] = {
     "resource": ("pk", "res_type", "res_id", "version", "last_updated", "deleted", "patient_key", "content"),
     "resource_version": (
-        "resource_pk", "version", "res_type", "res_id", "last_updated", "deleted", "method", "patient_key", "content",
+        "resource_pk",
+        "version",
+        "res_type",
+        "res_id",
+        "last_updated",
+        "deleted",
+        "method",
+        "patient_key",
+        "content",
     ),
     "string": ("resource_pk", "res_type", "param", "value_norm", "value_exact"),
     "token": ("resource_pk", "res_type", "param", "system", "code", "text_norm", "type_system", "type_code"),
     "reference": (
-        "resource_pk", "res_type", "param", "target_type", "target_id", "target_version", "url",
-        "identifier_system", "identifier_value",
+        "resource_pk",
+        "res_type",
+        "param",
+        "target_type",
+        "target_id",
+        "target_version",
+        "url",
+        "identifier_system",
+        "identifier_value",
     ),
     "date": ("resource_pk", "res_type", "param", "low", "high"),
     "quantity": ("resource_pk", "res_type", "param", "value", "system", "code", "unit"),
     "composite": (
-        "resource_pk", "res_type", "param", "c1_system", "c1_code", "c2_system", "c2_code", "c2_num",
-        "c2_dlow", "c2_dhigh", "c2_unit", "c3_num",
+        "resource_pk",
+        "res_type",
+        "param",
+        "c1_system",
+        "c1_code",
+        "c2_system",
+        "c2_code",
+        "c2_num",
+        "c2_dlow",
+        "c2_dhigh",
+        "c2_unit",
+        "c3_num",
     ),
     "text": ("resource_pk", "res_type", "param", "content_norm"),
 }
@@ -141,7 +166,18 @@ PG_TYPES: dict[str, tuple[str, ...]] = {
     "date": ("int8", "varchar", "varchar", "int8", "int8"),
     "quantity": ("int8", "varchar", "varchar", "float8", "text", "text", "text"),
     "composite": (
-        "int8", "varchar", "varchar", "text", "text", "text", "text", "float8", "int8", "int8", "text", "float8",
+        "int8",
+        "varchar",
+        "varchar",
+        "text",
+        "text",
+        "text",
+        "text",
+        "float8",
+        "int8",
+        "int8",
+        "text",
+        "float8",
     ),
     "text": ("int8", "varchar", "varchar", "text"),
 }
@@ -218,7 +254,8 @@ def _token_values(v: Any, t: str) -> list[Row]:
     if t == "CodeableConcept":
         text = v.get("text")
         out: list[Row] = [
-            (c.get("system"), c.get("code"), _fold_opt(c.get("display") or text), None, None) for c in v.get("coding") or []
+            (c.get("system"), c.get("code"), _fold_opt(c.get("display") or text), None, None)
+            for c in v.get("coding") or []
         ]
         if text:
             out.append((None, None, _fold(text), None, None))
@@ -235,7 +272,9 @@ def _token_values(v: Any, t: str) -> list[Row]:
     raise ValueError(t)
 
 
-def _tokens(out: IndexRows, rtype: str, param: str, tvs: Sequence[tuple[Any, str]], implied: str | None = None) -> None:
+def _tokens(
+    out: IndexRows, rtype: str, param: str, tvs: Sequence[tuple[Any, str]], implied: str | None = None
+) -> None:
     seen: set[Row] = set()
     for value, vtype in tvs:
         for system, code, text, ts, tc in _token_values(value, vtype):
@@ -262,15 +301,25 @@ def patient_index_rows(p: dict[str, Any]) -> IndexRows:
     _strings(out, "Patient", "family", [n["family"] for n in names])
     _strings(out, "Patient", "given", [g for n in names for g in n["given"]])
     addresses = p["address"]
-    _strings(out, "Patient", "address", [s for a in addresses for s in string_values(TypedValue(a, "Address"))])
+    _strings(
+        out, "Patient", "address", [s for a in addresses for s in string_values(TypedValue(a, "Address"))]
+    )
     for param, key in (("address-city", "city"), ("address-country", "country"), ("address-state", "state")):
         _strings(out, "Patient", param, [a[key] for a in addresses if key in a])
     _tokens(out, "Patient", "active", [(p["active"], "boolean")])
     # `deceased` is computed (Patient.deceased.exists() and Patient.deceased != false): false for
     # the living, who carry no deceased element, as the server's indexer says.
-    _tokens(out, "Patient", "deceased", [(bool(p.get("deceasedBoolean") or p.get("deceasedDateTime")), "boolean")])
+    _tokens(
+        out, "Patient", "deceased", [(bool(p.get("deceasedBoolean") or p.get("deceasedDateTime")), "boolean")]
+    )
     _tokens(out, "Patient", "identifier", [(i, "Identifier") for i in p["identifier"]])
-    _tokens(out, "Patient", "address-use", [(a["use"], "code") for a in addresses], "http://hl7.org/fhir/address-use")
+    _tokens(
+        out,
+        "Patient",
+        "address-use",
+        [(a["use"], "code") for a in addresses],
+        "http://hl7.org/fhir/address-use",
+    )
     _tokens(out, "Patient", "gender", [(p["gender"], "code")], "http://hl7.org/fhir/administrative-gender")
     telecom = [(t, "ContactPoint") for t in p["telecom"]]
     _tokens(out, "Patient", "phone", [t for t in telecom if t[0]["system"] == "phone"])
@@ -297,7 +346,19 @@ def observation_index_rows(o: dict[str, Any]) -> IndexRows:
         for c in o["code"]["coding"]:
             for param in ("code-value-quantity", "combo-code-value-quantity"):
                 out["composite"].append(
-                    ("Observation", param, c["system"], c["code"], system, qcode or unit, value, None, None, unit, None)
+                    (
+                        "Observation",
+                        param,
+                        c["system"],
+                        c["code"],
+                        system,
+                        qcode or unit,
+                        value,
+                        None,
+                        None,
+                        unit,
+                        None,
+                    )
                 )
     target = o["subject"]["reference"].split("/", 1)
     for param in ("subject", "patient"):
@@ -389,7 +450,11 @@ class Generator:
                     "use": "official",
                     "type": {
                         "coding": [
-                            {"system": naming.V2_IDENTIFIER_TYPE, "code": "NI", "display": "National unique individual identifier"},
+                            {
+                                "system": naming.V2_IDENTIFIER_TYPE,
+                                "code": "NI",
+                                "display": "National unique individual identifier",
+                            },
                             {"system": naming.ID_DOCUMENT_TYPE, "code": "01", "display": "居民身份证"},
                         ],
                         "text": "居民身份证",
@@ -400,7 +465,13 @@ class Generator:
                 {
                     "use": "usual",
                     "type": {
-                        "coding": [{"system": naming.V2_IDENTIFIER_TYPE, "code": "MR", "display": "Medical record number"}],
+                        "coding": [
+                            {
+                                "system": naming.V2_IDENTIFIER_TYPE,
+                                "code": "MR",
+                                "display": "Medical record number",
+                            }
+                        ],
                         "text": "病案号",
                     },
                     "system": naming.mrn_system(HOSPITAL_USCC),
@@ -409,12 +480,23 @@ class Generator:
             ],
             "active": True,
             "name": human_names(name),
-            "telecom": [{"system": "phone", "value": f"1{rng.choice('3578')}{rng.randrange(10**9):09d}", "use": "mobile"}],
+            "telecom": [
+                {
+                    "system": "phone",
+                    "value": f"1{rng.choice('3578')}{rng.randrange(10**9):09d}",
+                    "use": "mobile",
+                }
+            ],
             "gender": sex,
             "birthDate": born.isoformat(),
             "address": [geography.address(district, area, place, line, use="home")],
             "communication": [
-                {"language": {"coding": [{"system": BCP47, "code": "zh-CN", "display": "Chinese (China)"}]}, "preferred": True}
+                {
+                    "language": {
+                        "coding": [{"system": BCP47, "code": "zh-CN", "display": "Chinese (China)"}]
+                    },
+                    "preferred": True,
+                }
             ],
         }
         return Generated(pk, "Patient", pid, lu, pid, p, orjson.dumps(p), patient_index_rows(p)), name.text
@@ -442,12 +524,17 @@ class Generator:
             "effectiveDateTime": effective,
             "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": ucum},
         }
-        return Generated(pk, "Observation", oid, lu, subject, o, orjson.dumps(o), observation_index_rows(o)), subject_pk
+        return Generated(
+            pk, "Observation", oid, lu, subject, o, orjson.dumps(o), observation_index_rows(o)
+        ), subject_pk
 
     def chunks(self) -> list[tuple[str, int, int]]:
         """(kind, first, end) of every chunk, Patients first."""
         out = [("Patient", i, min(i + CHUNK, self.n_patients)) for i in range(0, self.n_patients, CHUNK)]
-        out += [("Observation", j, min(j + CHUNK, self.n_observations)) for j in range(0, self.n_observations, CHUNK)]
+        out += [
+            ("Observation", j, min(j + CHUNK, self.n_observations))
+            for j in range(0, self.n_observations, CHUNK)
+        ]
         return out
 
     def chunk(self, kind: str, first: int, end: int, sample_every: int) -> Chunk:
@@ -462,8 +549,10 @@ class Generator:
                 if i == self.pdq_index:
                     p = g.resource
                     result.pdq = {
-                        "family": p["name"][0]["family"], "given": p["name"][0]["given"][0],
-                        "birthdate": p["birthDate"], "gender": p["gender"],
+                        "family": p["name"][0]["family"],
+                        "given": p["name"][0]["given"][0],
+                        "birthdate": p["birthDate"],
+                        "gender": p["gender"],
                     }
                 if (i + 1) % sample_every == 0:
                     result.sample.append(g)
@@ -518,7 +607,9 @@ def table_rows(items: Sequence[Generated]) -> dict[str, list[Row]]:
     """Rows for every table, in COLUMNS order, for a batch of generated resources."""
     out: dict[str, list[Row]] = {"resource": [], "resource_version": [], **{k: [] for k in KINDS}}
     for g in items:
-        out["resource"].append((g.pk, g.res_type, g.res_id, 1, g.last_updated, False, g.patient_key, g.content))
+        out["resource"].append(
+            (g.pk, g.res_type, g.res_id, 1, g.last_updated, False, g.patient_key, g.content)
+        )
         out["resource_version"].append(
             (g.pk, 1, g.res_type, g.res_id, g.last_updated, False, "POST", g.patient_key, g.content)
         )
@@ -548,9 +639,15 @@ def _as_rows(found: dict[str, list[dict[str, Any]]]) -> IndexRows:
 
 def check_schema() -> None:
     for name, cols in COLUMNS.items():
-        t: Table = INDEX_TABLES[name] if name in INDEX_TABLES else {"resource": resource, "resource_version": resource_version}[name]
+        t: Table = (
+            INDEX_TABLES[name]
+            if name in INDEX_TABLES
+            else {"resource": resource, "resource_version": resource_version}[name]
+        )
         if tuple(c.name for c in t.columns) != cols:
-            raise AssertionError(f"{t.name} has columns {[c.name for c in t.columns]}; update bench_search.COLUMNS")
+            raise AssertionError(
+                f"{t.name} has columns {[c.name for c in t.columns]}; update bench_search.COLUMNS"
+            )
 
 
 def verify_sample(sample: list[Generated]) -> None:
@@ -563,10 +660,14 @@ def verify_sample(sample: list[Generated]) -> None:
                     f"{g.res_type}/{g.res_id}: generated {kind} rows differ from the indexer's\n"
                     f"  generated: {_sortable(g.index[kind])}\n  indexer:   {_sortable(expected[kind])}"
                 )
-        dict_rows = {k: [dict(zip(COLUMNS[k][1:], r, strict=True)) for r in rows] for k, rows in g.index.items()}
+        dict_rows = {
+            k: [dict(zip(COLUMNS[k][1:], r, strict=True)) for r in rows] for k, rows in g.index.items()
+        }
         key = writes.patient_key(g.res_type, g.res_id, dict_rows)
         if key != g.patient_key:
-            raise AssertionError(f"{g.res_type}/{g.res_id}: patient_key {g.patient_key!r}, write path says {key!r}")
+            raise AssertionError(
+                f"{g.res_type}/{g.res_id}: patient_key {g.patient_key!r}, write path says {key!r}"
+            )
         bare = copy.deepcopy(g.resource)
         del bare["id"], bare["meta"]
         if writes._stamp(bare, g.res_id, 1, g.last_updated) != g.content:
@@ -580,10 +681,17 @@ def verify_end_to_end(sample: list[Generated]) -> None:
         db = open_database(f"sqlite:///{tmp}/check.db")
         upgrade(db)
         ctx = FhirContext()
-        for g in sorted(sample, key=lambda g: g.res_type != "Patient"):  # Patients first: references must resolve
+        for g in sorted(
+            sample, key=lambda g: g.res_type != "Patient"
+        ):  # Patients first: references must resolve
             body = copy.deepcopy(g.resource)
             del body["meta"]
-            transact(db, lambda uow, b=body, g=g: dispatch(uow, ctx, FhirRequest("PUT", f"{g.res_type}/{g.res_id}", body=b)))
+            transact(
+                db,
+                lambda uow, b=body, g=g: dispatch(
+                    uow, ctx, FhirRequest("PUT", f"{g.res_type}/{g.res_id}", body=b)
+                ),
+            )
         raw = db.engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -596,8 +704,13 @@ def verify_end_to_end(sample: list[Generated]) -> None:
                 stored = orjson.loads(content)
                 stored["meta"]["lastUpdated"] = g.resource["meta"]["lastUpdated"]
                 if orjson.dumps(stored) != g.content or version != 1 or deleted or pkey != g.patient_key:
-                    raise AssertionError(f"{g.res_type}/{g.res_id}: stored resource row differs from the generated one")
-                cur.execute("SELECT version, deleted, patient_key, content FROM resource_version WHERE resource_pk = ?", (pk,))
+                    raise AssertionError(
+                        f"{g.res_type}/{g.res_id}: stored resource row differs from the generated one"
+                    )
+                cur.execute(
+                    "SELECT version, deleted, patient_key, content FROM resource_version WHERE resource_pk = ?",
+                    (pk,),
+                )
                 versions = cur.fetchall()
                 if len(versions) != 1 or versions[0][3] != content or versions[0][2] != g.patient_key:
                     raise AssertionError(f"{g.res_type}/{g.res_id}: stored version rows differ")
@@ -677,7 +790,8 @@ class Sink:
                 if rows[name]:
                     marks = ", ".join("?" * len(COLUMNS[name]))
                     self.driver.executemany(
-                        f"INSERT INTO {TABLE_NAMES[name]} ({', '.join(COLUMNS[name])}) VALUES ({marks})", rows[name]
+                        f"INSERT INTO {TABLE_NAMES[name]} ({', '.join(COLUMNS[name])}) VALUES ({marks})",
+                        rows[name],
                     )
         self.seconds += time.perf_counter() - t
 
@@ -689,7 +803,9 @@ class Sink:
                 with driver.cursor() as cur:
                     for sql in self.create_sql:
                         cur.execute(sql)
-                    cur.execute("SELECT setval(pg_get_serial_sequence('resource', 'pk'), (SELECT max(pk) FROM resource))")
+                    cur.execute(
+                        "SELECT setval(pg_get_serial_sequence('resource', 'pk'), (SELECT max(pk) FROM resource))"
+                    )
                     cur.execute("CREATE TABLE IF NOT EXISTS bench_search_dataset (info bytea)")
                     cur.execute("DELETE FROM bench_search_dataset")
                     cur.execute("INSERT INTO bench_search_dataset VALUES (%s)", (info,))
@@ -712,7 +828,9 @@ class Sink:
         self.seconds += time.perf_counter() - t
         after = _index_names(self.db)
         if after != self.before:
-            raise AssertionError(f"indexes after the load differ from the migration's: {sorted(self.before ^ after)}")
+            raise AssertionError(
+                f"indexes after the load differ from the migration's: {sorted(self.before ^ after)}"
+            )
 
 
 def load(sinks: list[Sink], gen: Generator, verify: int, workers: int) -> DatasetInfo:
@@ -741,9 +859,13 @@ def load(sinks: list[Sink], gen: Generator, verify: int, workers: int) -> Datase
                 info.pdq = chunk.pdq
             if i % 20 == 19:
                 spent = ", ".join(f"{s.backend} {s.seconds:.0f} s" for s in sinks)
-                console.print(f"  {done:,}/{total:,} resources ({time.perf_counter() - start:.0f} s; writing: {spent})")
+                console.print(
+                    f"  {done:,}/{total:,} resources ({time.perf_counter() - start:.0f} s; writing: {spent})"
+                )
     info.name_query, info.name_count = names.most_common(1)[0]
-    console.print(f"  rows written in {time.perf_counter() - start:.0f} s; checking {len(sample)} sampled resources")
+    console.print(
+        f"  rows written in {time.perf_counter() - start:.0f} s; checking {len(sample)} sampled resources"
+    )
     verify_sample(sample)
     # End to end: some sampled Patients and Observations about them, through the real write path.
     sampled_patients = {g.res_id: g for g in sample if g.res_type == "Patient"}
@@ -752,11 +874,15 @@ def load(sinks: list[Sink], gen: Generator, verify: int, workers: int) -> Datase
     for g in list(sampled_patients.values())[:20]:
         by_id[g.res_id] = g
     verify_end_to_end([*by_id.values(), *e2e])
-    console.print(f"  generated rows equal the server's (extract on {len(sample)}, write path on {len(by_id) + len(e2e)})")
+    console.print(
+        f"  generated rows equal the server's (extract on {len(sample)}, write path on {len(by_id) + len(e2e)})"
+    )
     for sink in sinks:
         t = time.perf_counter()
         sink.finish(info.as_json())
-        console.print(f"  {sink.backend}: indexes rebuilt and statistics gathered in {time.perf_counter() - t:.0f} s")
+        console.print(
+            f"  {sink.backend}: indexes rebuilt and statistics gathered in {time.perf_counter() - t:.0f} s"
+        )
     for sink in sinks:
         console.print(
             f"  {sink.backend}: {sink.seconds:.0f} s in the database ({total / sink.seconds:,.0f} resources/s), "
@@ -889,7 +1015,18 @@ def queries(info: dict[str, Any], dialect: str) -> list[Query]:
     )
     # "Born on that day" is low >= day start and high <= day end; since low <= high, low <= day end
     # too, which a DBA states so that the (res_type, param, low) index reads that day only.
-    pdq_args = (b_lo, b_hi, b_hi, False, f_lo, f_hi, g_lo, g_hi, "http://hl7.org/fhir/administrative-gender", pdq["gender"])
+    pdq_args = (
+        b_lo,
+        b_hi,
+        b_hi,
+        False,
+        f_lo,
+        f_hi,
+        g_lo,
+        g_hi,
+        "http://hl7.org/fhir/administrative-gender",
+        pdq["gender"],
+    )
     return [
         Query(
             f"1 name={name}: page of 50 + total",
@@ -981,7 +1118,9 @@ def time_queries(db: Database, qs: list[Query], repeat: int, plans: bool) -> lis
     captured: list[tuple[str, Any]] = []
     capturing = False
 
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
         if capturing:
             captured.append((statement, parameters))
 
@@ -1012,7 +1151,9 @@ def time_queries(db: Database, qs: list[Query], repeat: int, plans: bool) -> lis
             total, ids = _bundle_answer(body)
             sql_total, sql_ids = q.answer(run_sql())
             if (total, ids) != (sql_total, sql_ids):
-                raise AssertionError(f"{q.label}: Yilian says {total} {ids[:3]}, the SQL says {sql_total} {sql_ids[:3]}")
+                raise AssertionError(
+                    f"{q.label}: Yilian says {total} {ids[:3]}, the SQL says {sql_total} {sql_ids[:3]}"
+                )
             ys: list[float] = []
             ss: list[float] = []
             for _ in range(repeat):  # interleaved, so drift on a shared machine hits both alike
@@ -1059,7 +1200,11 @@ def print_plans(driver: Any, postgres: bool, q: Query, yl_sql: list[tuple[str, A
         console.print(_explain(driver, postgres, sql, args), markup=False, highlight=False)
     for sql, args in q.sql:
         console.print("[bold]hand-written:[/]", sql, args, markup=True, highlight=False)
-        console.print(_explain(driver, postgres, sql.replace("?", "%s") if postgres else sql, args), markup=False, highlight=False)
+        console.print(
+            _explain(driver, postgres, sql.replace("?", "%s") if postgres else sql, args),
+            markup=False,
+            highlight=False,
+        )
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -1071,9 +1216,16 @@ def open_dataset(
     """The database at ``url`` and its data set's description, or None if it must be (re)generated."""
     db = open_database(url)
     info = stored_info(db)
-    wanted = {"generator": GENERATOR_VERSION, "seed": SEED, "patients": patients, "observations": observations}
+    wanted = {
+        "generator": GENERATOR_VERSION,
+        "seed": SEED,
+        "patients": patients,
+        "observations": observations,
+    }
     if info is not None and all(info.get(k) == v for k, v in wanted.items()):
-        console.print(f"{backend}: reusing the kept data set ({patients:,} Patients, {observations:,} Observations)")
+        console.print(
+            f"{backend}: reusing the kept data set ({patients:,} Patients, {observations:,} Observations)"
+        )
         upgrade(db)  # the data set stays; migrations since it was made (an index's collation…) apply
         return db, info
     if kept:
@@ -1098,12 +1250,23 @@ def main() -> None:
     ap.add_argument("--observations", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="50,000 Patients and 100,000 Observations")
     ap.add_argument("--backends", default="sqlite,postgresql")
-    ap.add_argument("--repeat", type=int, default=9, help="timed runs per query (median reported), after a warm-up")
-    ap.add_argument("--verify", type=int, default=2000, help="generated resources checked against the indexer")
-    ap.add_argument("--keep", action="append", default=[], metavar="PATH/URL",
-                    help="keep the data set in this SQLite file or PostgreSQL database (repeat for both)")
+    ap.add_argument(
+        "--repeat", type=int, default=9, help="timed runs per query (median reported), after a warm-up"
+    )
+    ap.add_argument(
+        "--verify", type=int, default=2000, help="generated resources checked against the indexer"
+    )
+    ap.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATH/URL",
+        help="keep the data set in this SQLite file or PostgreSQL database (repeat for both)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="processes generating the data set")
-    ap.add_argument("--plans", action="store_true", help="print query plans of the server's and the hand-written SQL")
+    ap.add_argument(
+        "--plans", action="store_true", help="print query plans of the server's and the hand-written SQL"
+    )
     args = ap.parse_args()
     if args.quick:
         args.patients, args.observations = 50_000, 100_000
@@ -1140,7 +1303,10 @@ def main() -> None:
                 else:
                     verdict = f"< 1 s: {'met' if t.yilian_ms < 1000 else 'MISSED'}"
                 rows.append([backend, t.query.label, t.total, t.yilian_ms, t.sql_ms, ratio, verdict])
-                notes.append(f"{backend} {t.query.label}: {t.query.resource_type}?" + "&".join(f"{k}={v}" for k, v in t.query.params))
+                notes.append(
+                    f"{backend} {t.query.label}: {t.query.resource_type}?"
+                    + "&".join(f"{k}={v}" for k, v in t.query.params)
+                )
     table(
         f"search over {args.patients:,} Patients and {args.observations:,} Observations: median ms of {args.repeat} runs",
         ["backend", "query", "matches", "Yilian ms", "SQL ms", "ratio", "target"],

@@ -107,8 +107,12 @@ def main() -> None:
     ratios: list[float] = []
     total_load = total_validate = 0.0
     for (_, resource), blob in zip(resources, blobs, strict=True):
-        load = best_time(lambda b=blob: orjson.loads(b), repeats_for(lambda b=blob: orjson.loads(b)), args.rounds)
-        check = best_time(lambda r=resource: validate(r), repeats_for(lambda r=resource: validate(r)), args.rounds)
+        load = best_time(
+            lambda b=blob: orjson.loads(b), repeats_for(lambda b=blob: orjson.loads(b)), args.rounds
+        )
+        check = best_time(
+            lambda r=resource: validate(r), repeats_for(lambda r=resource: validate(r)), args.rounds
+        )
         total_load += load
         total_validate += check
         ratios.append(check / load)
@@ -122,14 +126,21 @@ def main() -> None:
         f"\noverall validate/loads: {overall:.2f}x  (target <= {TARGET_RATIO:g}x; "
         f"loads {total_load * 1000:.1f} ms, validate {total_validate * 1000:.1f} ms per pass)"
     )
-    print(f"per resource: median {statistics.median(ratios):.2f}x, 90th percentile "
-          f"{statistics.quantiles(ratios, n=10)[-1]:.2f}x, max {max(ratios):.2f}x")
+    print(
+        f"per resource: median {statistics.median(ratios):.2f}x, 90th percentile "
+        f"{statistics.quantiles(ratios, n=10)[-1]:.2f}x, max {max(ratios):.2f}x"
+    )
     print(f"\n{'resource type':<32}{'count':>7}{'loads us':>11}{'validate us':>13}{'ratio':>8}")
     rows = sorted(by_type.items(), key=lambda kv: kv[1][1] / kv[1][0], reverse=True)
     for name, (load, check, count) in rows[: args.top]:
-        print(f"{name:<32}{int(count):>7}{load / count * 1e6:>11.1f}{check / count * 1e6:>13.1f}{check / load:>8.2f}")
+        print(
+            f"{name:<32}{int(count):>7}{load / count * 1e6:>11.1f}{check / count * 1e6:>13.1f}{check / load:>8.2f}"
+        )
     heavy = sorted(by_type.items(), key=lambda kv: kv[1][1], reverse=True)[:6]
-    print("\nwhere the time goes: " + ", ".join(f"{n} {v[1] / total_validate:.0%} ({v[1] / v[0]:.2f}x)" for n, v in heavy))
+    print(
+        "\nwhere the time goes: "
+        + ", ".join(f"{n} {v[1] / total_validate:.0%} ({v[1] / v[0]:.2f}x)" for n, v in heavy)
+    )
 
     # What a transaction costs: the whole Synthea bundle parsed, then validated with its entries.
     bundle_load = bundle_validate = 0.0

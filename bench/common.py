@@ -100,9 +100,7 @@ class Server:
             self.proc.wait(10)
 
 
-def yilian_server(
-    db_url: str, workers: int = 1, *extra: str, env: dict[str, str] | None = None
-) -> Server:
+def yilian_server(db_url: str, workers: int = 1, *extra: str, env: dict[str, str] | None = None) -> Server:
     return Server(
         [
             sys.executable,

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data") / "fhir-r4-definitions"
+DEFAULT_SOURCE = (
+    Path(os.environ.get("YILIAN_SHARED_DATA") or ROOT.parent / "shared" / "data") / "fhir-r4-definitions"
+)
 DEFAULT_OUT = ROOT / "src" / "yilian" / "fhir" / "definitions"
 
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -57,11 +59,7 @@ def _cap(word: str) -> str:
 
 
 def _structures(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "StructureDefinition"
-    ]
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "StructureDefinition"]
 
 
 def _with_differential(sd: dict[str, Any]) -> list[dict[str, Any]]:
@@ -393,9 +391,7 @@ def build_compartments(source: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("patient", "encounter", "practitioner", "relatedperson", "device"):
         r = _load(source / f"compartmentdefinition-{name}.json")
-        out[r["code"]] = {
-            res["code"]: res.get("param", []) for res in r.get("resource", [])
-        }
+        out[r["code"]] = {res["code"]: res.get("param", []) for res in r.get("resource", [])}
     return out
 
 

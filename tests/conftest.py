@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Encryption keys for every server and command the tests start (they inherit the environment):
 # fixed test keys, so that processes started at different times read each other's data.
-os.environ.setdefault("YILIAN_DATA_KEYS", "t1:" + base64.b64encode(b"yilian-test-data-key-32-bytes!!!").decode())
+os.environ.setdefault(
+    "YILIAN_DATA_KEYS", "t1:" + base64.b64encode(b"yilian-test-data-key-32-bytes!!!").decode()
+)
 os.environ.setdefault("YILIAN_INDEX_KEY", base64.b64encode(b"yilian-test-index-key-32-bytes!!").decode())
 SHARED = SHARED_DATA
 

@@ -17,7 +17,9 @@ from tests.support.server import RunningServer
 def test_if_match_race_has_one_winner(server: RunningServer, auth: dict[str, str]) -> None:
     base = f"{server.base}/fhir"
     pid = f"race-{uuid.uuid4().hex[:8]}"
-    httpx.put(f"{base}/Patient/{pid}", json={"resourceType": "Patient", "id": pid}, timeout=30, headers=auth).raise_for_status()
+    httpx.put(
+        f"{base}/Patient/{pid}", json={"resourceType": "Patient", "id": pid}, timeout=30, headers=auth
+    ).raise_for_status()
 
     def attempt(i: int) -> int:
         body = {"resourceType": "Patient", "id": pid, "name": [{"text": f"writer {i}"}]}
@@ -39,7 +41,9 @@ def test_conditional_create_race_makes_one_resource(server: RunningServer, auth:
 
     def attempt(_: int) -> tuple[int, str]:
         with httpx.Client(timeout=60, headers=auth) as c:
-            r = c.post(f"{base}/Patient", json=body, headers={"If-None-Exist": f"identifier=urn:yilian:test|{ident}"})
+            r = c.post(
+                f"{base}/Patient", json=body, headers={"If-None-Exist": f"identifier=urn:yilian:test|{ident}"}
+            )
             return r.status_code, r.json().get("id", "")
 
     with ThreadPoolExecutor(32) as pool:

@@ -21,7 +21,10 @@ def _bundle(tag: str, n: int) -> dict[str, object]:
         entries.append(
             {
                 "fullUrl": pid,
-                "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:crash", "value": f"{tag}-{i}"}]},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:crash", "value": f"{tag}-{i}"}],
+                },
                 "request": {"method": "POST", "url": "Patient"},
             }
         )
@@ -75,9 +78,15 @@ def test_kill_9_loses_nothing_acknowledged(db: Database, tmp_path: Path, auth: d
     with RunningServer(url, log=tmp_path / "crash.log") as again:
         base = f"{again.base}/fhir"
         for tag in sent:
-            obs = httpx.get(f"{base}/Observation?code:text={tag}&_summary=count", timeout=30, headers=auth).json()["total"]
-            pats = httpx.get(f"{base}/Patient?identifier=urn:crash|{tag}-0&_summary=count", timeout=30, headers=auth).json()["total"]
+            obs = httpx.get(
+                f"{base}/Observation?code:text={tag}&_summary=count", timeout=30, headers=auth
+            ).json()["total"]
+            pats = httpx.get(
+                f"{base}/Patient?identifier=urn:crash|{tag}-0&_summary=count", timeout=30, headers=auth
+            ).json()["total"]
             if tag in acked:
                 assert (obs, pats) == (5, 1), tag
             else:
-                assert (obs, pats) in ((0, 0), (5, 1)), f"partial transaction visible for {tag}: {obs} obs, {pats} patients"
+                assert (obs, pats) in ((0, 0), (5, 1)), (
+                    f"partial transaction visible for {tag}: {obs} obs, {pats} patients"
+                )

@@ -27,7 +27,11 @@ def test_metadata_is_a_capability_statement(http: httpx.Client) -> None:
 
 
 def test_create_read_with_headers(http: httpx.Client) -> None:
-    r = http.post("/Patient", json={"resourceType": "Patient", "name": [{"text": "李雷"}]}, headers={"Content-Type": FHIR_JSON})
+    r = http.post(
+        "/Patient",
+        json={"resourceType": "Patient", "name": [{"text": "李雷"}]},
+        headers={"Content-Type": FHIR_JSON},
+    )
     assert r.status_code == 201
     assert r.headers["etag"] == 'W/"1"' and "last-modified" in r.headers
     loc = r.headers["location"]
@@ -74,7 +78,9 @@ def test_json_patch_over_http(http: httpx.Client) -> None:
 
 def test_post_search_and_paging_links(http: httpx.Client) -> None:
     for i in range(7):
-        http.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Pagetest", "given": [f"n{i}"]}]})
+        http.post(
+            "/Patient", json={"resourceType": "Patient", "name": [{"family": "Pagetest", "given": [f"n{i}"]}]}
+        )
     r = http.post("/Patient/_search", data={"family": "pagetest", "_count": "3"})
     assert r.status_code == 200
     bundle = r.json()

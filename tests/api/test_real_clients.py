@@ -39,13 +39,25 @@ def test_fhirpy_paging_include_and_chain(fhirpy_client: SyncFHIRClient) -> None:
         )
         p.save()
         fhirpy_client.resource(
-            "Observation", status="final", code={"text": "体温"}, subject={"reference": f"Patient/{p.id}"},
-            valueQuantity={"value": 36.5 + i / 10, "unit": "Cel", "system": "http://unitsofmeasure.org", "code": "Cel"},
+            "Observation",
+            status="final",
+            code={"text": "体温"},
+            subject={"reference": f"Patient/{p.id}"},
+            valueQuantity={
+                "value": 36.5 + i / 10,
+                "unit": "Cel",
+                "system": "http://unitsofmeasure.org",
+                "code": "Cel",
+            },
         ).save()
     everyone = fhirpy_client.resources("Patient").search(family="fhirpytest").limit(7).fetch_all()
     assert len(everyone) == 25 and len({p.id for p in everyone}) == 25
     bundle = (
-        fhirpy_client.resources("Patient").search(family="fhirpytest").include("Patient", "organization").limit(50).fetch_raw()
+        fhirpy_client.resources("Patient")
+        .search(family="fhirpytest")
+        .include("Patient", "organization")
+        .limit(50)
+        .fetch_raw()
     )
     included = [e for e in bundle["entry"] if e["search"]["mode"] == "include"]
     assert [e["resource"]["id"] for e in included] == [org.id]

@@ -22,9 +22,18 @@ def http(server: RunningServer, auth: dict[str, str]) -> Iterator[httpx.Client]:
 def people(http: httpx.Client) -> dict[str, str]:
     """Four patients of one family name, made once per server (the server's database is not rolled back)."""
     made: dict[str, str] = {}
-    for key, given, gender, birth in (("wei", "伟", "male", "1990-02-01"), ("fang", "芳", "female", "1992-07-09"),
-                                      ("lei", "磊", "male", "1988-11-30"), ("na", "娜", "female", "1990-12-31")):
-        body = {"resourceType": "Patient", "name": [{"family": "韩", "given": [given]}], "gender": gender, "birthDate": birth}
+    for key, given, gender, birth in (
+        ("wei", "伟", "male", "1990-02-01"),
+        ("fang", "芳", "female", "1992-07-09"),
+        ("lei", "磊", "male", "1988-11-30"),
+        ("na", "娜", "female", "1990-12-31"),
+    ):
+        body = {
+            "resourceType": "Patient",
+            "name": [{"family": "韩", "given": [given]}],
+            "gender": gender,
+            "birthDate": birth,
+        }
         r = http.post("/Patient", json=body)
         assert r.status_code == 201, r.text
         made[key] = r.json()["id"]
@@ -41,7 +50,10 @@ def test_form_body_is_searched_like_a_query_string(http: httpx.Client, people: d
     r = http.post("/Patient/_search", data={"name": "韩", "gender": "female"})
     assert r.status_code == 200, r.text
     assert ids(r.json()) == {people["fang"], people["na"]}
-    assert ids(http.get("/Patient", params={"name": "韩", "gender": "female"}).json()) == {people["fang"], people["na"]}
+    assert ids(http.get("/Patient", params={"name": "韩", "gender": "female"}).json()) == {
+        people["fang"],
+        people["na"],
+    }
 
 
 def test_form_body_and_url_parameters_combine(http: httpx.Client, people: dict[str, str]) -> None:
@@ -51,7 +63,9 @@ def test_form_body_and_url_parameters_combine(http: httpx.Client, people: dict[s
     # Repeated names AND, commas OR, in the body as in a URL.
     r = http.post("/Patient/_search", content="name=韩&birthdate=ge1990&birthdate=lt1991", headers=FORM)
     assert ids(r.json()) == {people["wei"], people["na"]}
-    r = http.post("/Patient/_search", content="name=%E9%9F%A9%E4%BC%9F,%E9%9F%A9%E7%A3%8A", headers=FORM)  # 韩伟,韩磊
+    r = http.post(
+        "/Patient/_search", content="name=%E9%9F%A9%E4%BC%9F,%E9%9F%A9%E7%A3%8A", headers=FORM
+    )  # 韩伟,韩磊
     assert ids(r.json()) == {people["wei"], people["lei"]}
 
 
@@ -85,7 +99,9 @@ def test_strict_handling_over_http(http: httpx.Client, people: dict[str, str]) -
     lenient = http.post("/Patient/_search", data={"name": "韩", "colour": "red"})
     assert lenient.status_code == 200
     assert any(e["search"]["mode"] == "outcome" for e in lenient.json()["entry"])
-    strict = http.post("/Patient/_search", data={"name": "韩", "colour": "red"}, headers={"Prefer": "handling=strict"})
+    strict = http.post(
+        "/Patient/_search", data={"name": "韩", "colour": "red"}, headers={"Prefer": "handling=strict"}
+    )
     assert strict.status_code == 400 and strict.json()["resourceType"] == "OperationOutcome"
 
 

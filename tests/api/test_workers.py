@@ -30,7 +30,9 @@ def workers(db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def test_two_processes_serve_and_a_token_from_one_works_on_both(workers: RunningServer, db: Database) -> None:
     assert workers.proc is not None
-    children = subprocess.run(["pgrep", "-P", str(workers.proc.pid)], capture_output=True, text=True, check=False)
+    children = subprocess.run(
+        ["pgrep", "-P", str(workers.proc.pid)], capture_output=True, text=True, check=False
+    )
     assert len(children.stdout.split()) >= 2, children.stdout  # two worker processes under the parent
     with UnitOfWork(db, write=True) as uow:
         client, secret = register_client(uow, name="workers test", org_id=None, scopes="system/*.cruds")
@@ -60,7 +62,9 @@ def test_races_across_processes_have_one_winner_and_the_audit_chain_holds(
 
     def create(_: int) -> tuple[int, str]:
         with httpx.Client(timeout=60, headers=auth) as c:
-            r = c.post(f"{base}/Patient", json=body, headers={"If-None-Exist": f"identifier=urn:yilian:test|{ident}"})
+            r = c.post(
+                f"{base}/Patient", json=body, headers={"If-None-Exist": f"identifier=urn:yilian:test|{ident}"}
+            )
             return r.status_code, r.json().get("id", "")
 
     with ThreadPoolExecutor(16) as pool:

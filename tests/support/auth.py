@@ -9,11 +9,19 @@ from yilian.security.scopes import parse_scopes
 from yilian.security.tokens import issue
 
 
-def system_token(db: Database, *, scopes: str = "system/*.cruds", org_id: str | None = None, name: str = "test client") -> str:
+def system_token(
+    db: Database, *, scopes: str = "system/*.cruds", org_id: str | None = None, name: str = "test client"
+) -> str:
     """A bearer token for a system client of ``org_id`` (None: the platform operator)."""
     with UnitOfWork(db, write=True) as uow:
         client, _secret = register_client(uow, name=name, org_id=org_id, scopes=scopes)
-        principal = Principal(kind=SYSTEM, subject=client.client_id, scopes=parse_scopes(scopes), org_id=org_id, client_id=client.client_id)
+        principal = Principal(
+            kind=SYSTEM,
+            subject=client.client_id,
+            scopes=parse_scopes(scopes),
+            org_id=org_id,
+            client_id=client.client_id,
+        )
         return issue(uow, principal, lifetime_s=3600).access_token
 
 

@@ -19,7 +19,9 @@ from yilian.db import Database, open_database
 from yilian.migrations import upgrade
 
 PG_URL = os.environ.get("YILIAN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = [b.strip() for b in os.environ.get("YILIAN_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+BACKENDS = [
+    b.strip() for b in os.environ.get("YILIAN_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
+]
 
 
 def _pg_admin_url() -> str:
@@ -41,7 +43,9 @@ def new_database(backend: str, tmp_dir: Path, **settings: object) -> tuple[Datab
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         admin.dispose()
         sep = "&" if "?" in PG_URL else "?"
-        db = open_database(f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}", pool_size=4, **settings)
+        db = open_database(
+            f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}", pool_size=4, **settings
+        )
         upgrade(db)
         install_keys(db)
         return db, schema

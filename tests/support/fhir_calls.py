@@ -60,7 +60,9 @@ def call(
 
 
 def entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"]
+    return [
+        e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"
+    ]
 
 
 def ids(bundle: dict[str, Any]) -> set[str]:

@@ -31,7 +31,12 @@ class RunningServer:
     """``yilian serve`` on a free loopback port; ``base`` is its root URL."""
 
     def __init__(
-        self, db_url: str, *, env: dict[str, str] | None = None, log: Path | None = None, args: list[str] | None = None
+        self,
+        db_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.db_url = db_url
         self.args = list(args or [])
@@ -44,7 +49,18 @@ class RunningServer:
     def start(self, timeout: float = 30.0) -> RunningServer:
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "yilian.cli.main", "serve", "--database", self.db_url, "--port", str(self.port), "--no-upgrade", *self.args],
+            [
+                sys.executable,
+                "-m",
+                "yilian.cli.main",
+                "serve",
+                "--database",
+                self.db_url,
+                "--port",
+                str(self.port),
+                "--no-upgrade",
+                *self.args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=out,

@@ -295,8 +295,10 @@ def compare(actual: str | None, expected: str | None, operator: str) -> tuple[bo
         if actual is None:
             return False, detail
         a, e = _number(actual), _number(expected)
-        ordered: bool = (a > e if operator == "greaterThan" else a < e) if a is not None and e is not None else (
-            actual > expected if operator == "greaterThan" else actual < expected
+        ordered: bool = (
+            (a > e if operator == "greaterThan" else a < e)
+            if a is not None and e is not None
+            else (actual > expected if operator == "greaterThan" else actual < expected)
         )
         return ordered, detail
     raise RunnerError(f"operator {operator!r} is not supported by this runner")
@@ -304,7 +306,11 @@ def compare(actual: str | None, expected: str | None, operator: str) -> tuple[bo
 
 def _same_value(actual: Any, expected: Any) -> bool:
     if isinstance(expected, (int, float, Decimal)) and not isinstance(expected, bool):
-        return isinstance(actual, (int, float, Decimal)) and not isinstance(actual, bool) and Decimal(str(actual)) == Decimal(str(expected))
+        return (
+            isinstance(actual, (int, float, Decimal))
+            and not isinstance(actual, bool)
+            and Decimal(str(actual)) == Decimal(str(expected))
+        )
     return bool(actual == expected)
 
 
@@ -373,7 +379,9 @@ class TestScriptRunner:
     def run(self, script: dict[str, Any], *, folder: Path) -> Report:
         return _Execution(self, script, folder).run()
 
-    def load_fixture(self, reference: str, *, folder: Path, contained: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def load_fixture(
+        self, reference: str, *, folder: Path, contained: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """The resource a fixture reference names (see the module documentation)."""
         if reference.startswith("#"):
             for res in contained or []:
@@ -444,9 +452,13 @@ class _Execution:
         for number, fixture in enumerate(self.script.get("fixture", []), start=1):
             ref = (fixture.get("resource") or {}).get("reference", "")
             try:
-                res = self.runner.load_fixture(ref, folder=self.folder, contained=self.script.get("contained"))
+                res = self.runner.load_fixture(
+                    ref, folder=self.folder, contained=self.script.get("contained")
+                )
             except RunnerError as err:
-                self.report.results.append(AssertResult("fixtures", number, f"fixture {fixture.get('id')}", FAIL, str(err)))
+                self.report.results.append(
+                    AssertResult("fixtures", number, f"fixture {fixture.get('id')}", FAIL, str(err))
+                )
                 continue
             self.fixtures[fixture["id"]] = res
             if fixture.get("autocreate"):
@@ -456,11 +468,16 @@ class _Execution:
         rtype, rid = res.get("resourceType"), res.get("id")
         url = f"{self.runner.base}/{rtype}" + (f"/{rid}" if rid else "")
         resp = self.runner.client.request(
-            "PUT" if rid else "POST", url, headers={"Content-Type": JSON, "Accept": JSON}, content=orjson.dumps(res)
+            "PUT" if rid else "POST",
+            url,
+            headers={"Content-Type": JSON, "Accept": JSON},
+            content=orjson.dumps(res),
         )
         if resp.status_code not in (200, 201):
             self.report.results.append(
-                AssertResult("fixtures", number, f"autocreate {fixture_id}", FAIL, f"answered {resp.status_code}")
+                AssertResult(
+                    "fixtures", number, f"autocreate {fixture_id}", FAIL, f"answered {resp.status_code}"
+                )
             )
             return
         created = orjson.loads(resp.content) if resp.content else res
@@ -593,7 +610,15 @@ class _Execution:
         params = self.subst(op.get("params", ""))
         if params:
             return path + params
-        if isinstance(target, dict) and code in ("read", "vread", "update", "updateCreate", "patch", "delete", "history"):
+        if isinstance(target, dict) and code in (
+            "read",
+            "vread",
+            "update",
+            "updateCreate",
+            "patch",
+            "delete",
+            "history",
+        ):
             url = f"{path}/{target.get('id')}"
             if code == "vread":
                 url += f"/_history/{(target.get('meta') or {}).get('versionId')}"
@@ -619,13 +644,19 @@ class _Execution:
             "delete": "delete",
             "create": "create",
             "search": "search-type" if rtype else "search-system",
-            "history": ("history-instance" if len(segs) > 2 else "history-type") if rtype else "history-system",
+            "history": ("history-instance" if len(segs) > 2 else "history-type")
+            if rtype
+            else "history-system",
             "transaction": "transaction",
             "batch": "batch",
         }.get(code)
         if interaction is None:
             return None
-        feature = Feature("interaction", interaction, rtype if interaction not in ("transaction", "batch", "search-system", "history-system") else None)
+        feature = Feature(
+            "interaction",
+            interaction,
+            rtype if interaction not in ("transaction", "batch", "search-system", "history-system") else None,
+        )
         return None if claims(self.runner.capability, feature) else feature
 
     # -- asserts -----------------------------------------------------------------------------
@@ -635,7 +666,9 @@ class _Execution:
         try:
             ok, detail = self._check(a)
         except Skip as skip:
-            self.report.results.append(AssertResult(section, number, label, SKIP, f"needs {skip.feature}", skip.feature))
+            self.report.results.append(
+                AssertResult(section, number, label, SKIP, f"needs {skip.feature}", skip.feature)
+            )
             return
         except RunnerError as err:
             ok, detail = False, str(err)
@@ -655,7 +688,11 @@ class _Execution:
             want = format_code(MIME_OF_CODE.get(a["contentType"], a["contentType"]))
             if want is not None and not claims(self.runner.capability, Feature("format", want)):
                 raise Skip(Feature("format", want))
-            have = self._exchange(ex).request_headers.get("content-type") if request else self._exchange(ex).headers.get("content-type")
+            have = (
+                self._exchange(ex).request_headers.get("content-type")
+                if request
+                else self._exchange(ex).headers.get("content-type")
+            )
             return compare(format_code(have or ""), want, operator or "equals")
         if "headerField" in a:
             name = a["headerField"].lower()
@@ -666,7 +703,9 @@ class _Execution:
                 return compare(exchange.request_headers.get(name), value, operator or "equals")
             return compare(exchange.headers.get(name), value, operator or "equals")
         if "requestMethod" in a:
-            return compare(self._exchange(ex).method.lower(), a["requestMethod"].lower(), operator or "equals")
+            return compare(
+                self._exchange(ex).method.lower(), a["requestMethod"].lower(), operator or "equals"
+            )
         if "requestURL" in a:
             return compare(self._exchange(ex).url, self.subst(a["requestURL"]), operator or "equals")
         if "response" in a:
@@ -681,7 +720,9 @@ class _Execution:
         if "validateProfileId" in a:
             reference = self.profiles.get(a["validateProfileId"], "")
             if not reference.startswith(BASE_PROFILE):
-                raise RunnerError(f"profile {a['validateProfileId']!r} is not a base FHIR profile: {reference!r}")
+                raise RunnerError(
+                    f"profile {a['validateProfileId']!r} is not a base FHIR profile: {reference!r}"
+                )
             return compare(_resource_type(resource_of(src)), reference[len(BASE_PROFILE) :], "equals")
         if "minimumId" in a:
             minimum = resource_of(self.source(a["minimumId"]))
@@ -699,7 +740,9 @@ class _Execution:
             raise RunnerError("this assert needs an HTTP exchange, and its source is a fixture")
         return ex
 
-    def _compare_values(self, a: dict[str, Any], src: Source, operator: str | None, value: str | None) -> tuple[bool, str]:
+    def _compare_values(
+        self, a: dict[str, Any], src: Source, operator: str | None, value: str | None
+    ) -> tuple[bool, str]:
         compare_expr = a.get("compareToSourceExpression") or (
             xpath_to_fhirpath(a["compareToSourcePath"]) if a.get("compareToSourcePath") else None
         )
@@ -710,7 +753,9 @@ class _Execution:
         actual = _text(items[0]) if items else None
         if a.get("compareToSourceId"):
             if compare_expr is None:
-                raise RunnerError("compareToSourceId without compareToSourceExpression or compareToSourcePath")
+                raise RunnerError(
+                    "compareToSourceId without compareToSourceExpression or compareToSourcePath"
+                )
             other = self._evaluate(resource_of(self.source(a["compareToSourceId"])), compare_expr)
             return compare(actual, _text(other[0]) if other else None, operator or "equals")
         if value is not None or operator in ("empty", "notEmpty"):
@@ -724,7 +769,8 @@ class _Execution:
         links = bundle.get("link", [])
         relations = {link.get("relation") for link in links}
         well_formed = all(
-            isinstance(link.get("relation"), str) and str(link.get("url", "")).startswith(("http://", "https://"))
+            isinstance(link.get("relation"), str)
+            and str(link.get("url", "")).startswith(("http://", "https://"))
             for link in links
         )
         ok = "self" in relations and well_formed

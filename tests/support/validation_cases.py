@@ -132,7 +132,9 @@ def unknown_at_root(r: dict[str, Any], last: bool = False) -> str | None:
 
 
 def unknown_nested(r: dict[str, Any], last: bool = False) -> str | None:
-    site = _pick(r, lambda s: not _is_primitive(s) and s.type not in ("Resource",) and _holds_objects(s), last)
+    site = _pick(
+        r, lambda s: not _is_primitive(s) and s.type not in ("Resource",) and _holds_objects(s), last
+    )
     if site is None:
         return None
     expression, item = site.items()[0]
@@ -175,7 +177,9 @@ def single_for_array(r: dict[str, Any], last: bool = False) -> str | None:
 
 
 def remove_required(r: dict[str, Any], last: bool = False) -> str | None:
-    site = _pick(r, lambda s: s.element.min > 0 and not s.element.choice and "_" + s.key not in s.holder, last)
+    site = _pick(
+        r, lambda s: s.element.min > 0 and not s.element.choice and "_" + s.key not in s.holder, last
+    )
     if site is None:
         return None
     del site.holder[site.key]

@@ -137,7 +137,6 @@ class _Issuer:
     def phone(self) -> str:
         return self._unique(lambda: self.rng.choice(_MOBILE_PREFIXES) + f"{self.rng.randrange(10**8):08d}")
 
-
     def number(self, prefix: str, digits: int) -> str:
         return self._unique(lambda: prefix + f"{self.rng.randrange(10**digits):0{digits}d}")
 

@@ -100,12 +100,21 @@ def test_a_model_learned_from_a_sample_runs_on_another_list(tmp_path: Path) -> N
     strict = model.read_text(encoding="utf-8").replace('"certain": 0.99', '"certain": 0.999999')
     (tmp_path / "strict.json").write_text(strict, encoding="utf-8")
     third = tmp_path / "c.csv"
-    assert _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "strict.json"))[0] == 0
+    assert (
+        _mpi(
+            "dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "strict.json")
+        )[0]
+        == 0
+    )
     assert third.read_bytes() != first.read_bytes()
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
-    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "bad.json"))
+    code, output = _mpi(
+        "dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "bad.json")
+    )
     assert code == 2 and "bad.json is not a model file" in output, output
-    code, output = _mpi("dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "none.json"))
+    code, output = _mpi(
+        "dedupe", str(FEBRL1), "-c", "febrl", "-o", str(third), "--model", str(tmp_path / "none.json")
+    )
     assert code == 2 and "cannot read the model" in output, output
 
 

@@ -244,7 +244,10 @@ def test_dead_letters_and_replay_commands(db: Database, monkeypatch: pytest.Monk
     first, second = audits(db, "hl7-replay")
     one, two = letters["CLI-DL-1"].dead_id, letters["CLI-DL-2"].dead_id
     assert by_the_operator(first, "E") == f"replayed dead letters {one}: 1 stored"
-    assert by_the_operator(second, "E", outcome=4) == f"replayed dead letters {two}: 0 stored, 1 still failing ({two})"
+    assert (
+        by_the_operator(second, "E", outcome=4)
+        == f"replayed dead letters {two}: 0 stored, 1 still failing ({two})"
+    )
     assert first.entity == "HL7 v2 inbox"
 
 

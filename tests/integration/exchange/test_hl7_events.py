@@ -273,7 +273,10 @@ def test_a_repeated_result_value_keeps_every_repetition(db: Database, port: int)
     systolic = found["8480-6"]
     assert "valueQuantity" not in systolic
     assert [c["valueQuantity"]["value"] for c in systolic["component"]] == [128, 131, 125]
-    assert all(c["code"] == systolic["code"] and c["valueQuantity"]["code"] == "mm[Hg]" for c in systolic["component"])
+    assert all(
+        c["code"] == systolic["code"] and c["valueQuantity"]["code"] == "mm[Hg]"
+        for c in systolic["component"]
+    )
     findings = [c["valueCodeableConcept"]["coding"][0]["code"] for c in found["29308-4"]["component"]]
     assert findings == ["I10", "E11"]
     assert found["8867-4"]["valueQuantity"]["value"] == 72 and "component" not in found["8867-4"]

@@ -68,9 +68,7 @@ def test_a_withheld_notification_disclosed_nothing_and_is_not_audited(
     t = tag()
     hospital = org_client(db, f"org-w-{t}")
     patient_treated_at(db, f"pw-{t}", f"org-w-{t}")
-    subscribe(
-        db, f"Observation?code={LOINC}|{t}", receiver.url, hospital, payload="application/fhir+json"
-    )
+    subscribe(db, f"Observation?code={LOINC}|{t}", receiver.url, hospital, payload="application/fhir+json")
     put(db, observation(f"ow-{t}", f"pw-{t}", t))
     # The reason goes before delivery: the treating encounter is deleted.
     assert write(db, "DELETE", f"Encounter/enc-pw-{t}").status in (200, 204)

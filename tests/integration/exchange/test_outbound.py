@@ -682,7 +682,9 @@ def test_deliver_stopped_by_sigterm_gives_up_its_lease(db: Database) -> None:
     silent.listen(8)
     try:
         put(db, {"resourceType": "Patient", "id": f"p-{t}"})
-        sub = subscribe(db, f"Observation?code={LOINC}|{t}", f"http://127.0.0.1:{silent.getsockname()[1]}/hook")
+        sub = subscribe(
+            db, f"Observation?code={LOINC}|{t}", f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        )
         put(db, observation(f"o-{t}", f"p-{t}", t))
         keep = ("YILIAN_DATA_KEYS", "YILIAN_INDEX_KEY")
         env = {k: v for k, v in os.environ.items() if not k.startswith("YILIAN_") or k in keep}
@@ -700,7 +702,9 @@ def test_deliver_stopped_by_sigterm_gives_up_its_lease(db: Database) -> None:
             while owner is None and time.monotonic() < deadline and proc.poll() is None:
                 with db.engine.connect() as conn:
                     owner = conn.execute(
-                        select(destination.c.lease_owner).where(destination.c.dest_id == f"Subscription/{sub}")
+                        select(destination.c.lease_owner).where(
+                            destination.c.dest_id == f"Subscription/{sub}"
+                        )
                     ).scalar()
                 time.sleep(0.1)
             assert owner is not None, "the deliverer never claimed the subscriber"

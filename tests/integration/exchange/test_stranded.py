@@ -119,9 +119,12 @@ def test_recover_command(db: Database) -> None:
     assert run.returncode == 0, run.stderr
     assert landed in run.stdout and "stored (AA)" in run.stdout and "1 stored, 0 failed, 0 left" in run.stdout
     assert _states(db, landed) == ["stored"]
-    assert ack_fields(receive(db, _registration(fac, "CS-1", "J1"), settings=SETTINGS, client_id=gateway).ack)[
-        "MSA"
-    ][1] == "AA"  # the sender's late resend gets the ACK the recovered message earned
+    assert (
+        ack_fields(receive(db, _registration(fac, "CS-1", "J1"), settings=SETTINGS, client_id=gateway).ack)[
+            "MSA"
+        ][1]
+        == "AA"
+    )  # the sender's late resend gets the ACK the recovered message earned
     assert _yilian("exchange", "recover", "--database", url).stdout.strip() == "no stranded messages"
     # The operator who set the recovery going is on record, once (the run that found nothing
     # changed nothing and recorded nothing); the message itself was audited as its sender.

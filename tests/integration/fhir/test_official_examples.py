@@ -87,7 +87,13 @@ def _queries(resource: dict[str, Any]) -> Iterator[tuple[str, str]]:
             if kind == "string":
                 value = row["value_exact"].replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$")
             elif kind == "token" and row["code"]:
-                code_v = row["code"].replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
+                code_v = (
+                    row["code"]
+                    .replace("\\", "\\\\")
+                    .replace(",", "\\,")
+                    .replace("|", "\\|")
+                    .replace("$", "\\$")
+                )
                 value = f"{row['system']}|{code_v}" if row["system"] else code_v
             elif kind == "reference" and row["target_id"]:
                 value = f"{row['target_type']}/{row['target_id']}"
@@ -136,7 +142,9 @@ def test_found_by_its_search_parameters(db: Database, loaded: dict[str, tuple[st
         ("Patient?_has:Observation:patient:code=29463-7&_id=example", {"example"}),
     ],
 )
-def test_spec_searches(db: Database, loaded: dict[str, tuple[str, str]], query: str, expected: set[str]) -> None:
+def test_spec_searches(
+    db: Database, loaded: dict[str, tuple[str, str]], query: str, expected: set[str]
+) -> None:
     with UnitOfWork(db) as uow:
         got = call(uow, CTX, "GET", query)
     assert got.status == 200, got

@@ -102,7 +102,9 @@ def test_transaction_rolls_back_when_a_read_fails(uow: UnitOfWork, ctx: FhirCont
         ("Normative/Bundle-InvalidBundleType.json", (400, 405)),
     ],
 )
-def test_bad_bundles_are_refused(uow: UnitOfWork, ctx: FhirContext, name: str, statuses_ok: tuple[int, ...]) -> None:
+def test_bad_bundles_are_refused(
+    uow: UnitOfWork, ctx: FhirContext, name: str, statuses_ok: tuple[int, ...]
+) -> None:
     r = call(uow, ctx, "POST", "", fixture(name))
     assert r.status in statuses_ok and r.json["resourceType"] == "OperationOutcome"
 
@@ -116,7 +118,9 @@ def test_bad_bundles_are_refused(uow: UnitOfWork, ctx: FhirContext, name: str, s
         ("Normative/PatientWithUnknownElements.json", "Patient."),
     ],
 )
-def test_invalid_resources_rejected_naming_the_element(uow: UnitOfWork, ctx: FhirContext, name: str, path: str) -> None:
+def test_invalid_resources_rejected_naming_the_element(
+    uow: UnitOfWork, ctx: FhirContext, name: str, path: str
+) -> None:
     body = fixture(name)
     rtype = "Observation" if "Observation" in name else "Patient"
     r = call(uow, ctx, "POST", rtype, body)
@@ -152,13 +156,17 @@ def test_search_data_and_includes(uow: UnitOfWork, lenient_ctx: FhirContext) -> 
     patients = call(uow, ctx, "GET", "Patient?_id=searchpatient1,searchpatient2,searchpatient3").json
     assert patients["total"] == 3
     gp = call(uow, ctx, "GET", "Patient?_id=searchpatient2&_include=Patient:general-practitioner").json
-    assert any(e["search"]["mode"] == "include" and e["resource"]["resourceType"] == "Practitioner" for e in gp["entry"])
+    assert any(
+        e["search"]["mode"] == "include" and e["resource"]["resourceType"] == "Practitioner"
+        for e in gp["entry"]
+    )
     obs = call(uow, ctx, "GET", "Observation?_include=Observation:patient&_count=200").json
     included = {e["resource"]["id"] for e in obs.get("entry", []) if e["search"]["mode"] == "include"}
     referenced = {
         e["resource"]["subject"]["reference"].split("/")[-1]
         for e in obs.get("entry", [])
-        if e["search"]["mode"] == "match" and e["resource"].get("subject", {}).get("reference", "").startswith("Patient/")
+        if e["search"]["mode"] == "match"
+        and e["resource"].get("subject", {}).get("reference", "").startswith("Patient/")
     }
     existing = ids(call(uow, ctx, "GET", "Patient?_count=500").json)
     assert included == referenced & existing
@@ -180,7 +188,11 @@ def test_chaining_sort_and_has_data(uow: UnitOfWork, lenient_ctx: FhirContext) -
     desc = call(uow, ctx, "GET", "HealthcareService?_sort=-name&_count=100").json
     assert [e["resource"].get("name", "").lower() for e in desc["entry"]] == sorted(names, reverse=True)
     # Reverse chain: services that some PractitionerRole offers, and the chain the other way.
-    has = ids(call(uow, ctx, "GET", "HealthcareService?_has:PractitionerRole:service:_id=" + _first_role(uow, ctx)).json)
+    has = ids(
+        call(
+            uow, ctx, "GET", "HealthcareService?_has:PractitionerRole:service:_id=" + _first_role(uow, ctx)
+        ).json
+    )
     assert len(has) >= 1
     role = call(uow, ctx, "GET", "PractitionerRole?_id=" + _first_role(uow, ctx)).json["entry"][0]["resource"]
     svc_ids = {ref["reference"].split("/")[-1] for ref in role.get("healthcareService", [])}
@@ -194,8 +206,14 @@ def _first_role(uow: UnitOfWork, ctx: FhirContext) -> str:
 
 def test_reference_in_resource_body_transaction(uow: UnitOfWork, ctx: FhirContext) -> None:
     made = call(
-        uow, ctx, "POST", "Patient",
-        {"resourceType": "Patient", "identifier": [{"system": "http:/example.org/fhir/ids", "value": "234234"}]},
+        uow,
+        ctx,
+        "POST",
+        "Patient",
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "http:/example.org/fhir/ids", "value": "234234"}],
+        },
     )
     r = call(uow, ctx, "POST", "", fixture("R4/Bundle-TransactionWithReferenceInResourceBody.json"))
     assert r.status == 200, r
@@ -204,10 +222,14 @@ def test_reference_in_resource_body_transaction(uow: UnitOfWork, ctx: FhirContex
     assert b"urn:uuid:" not in orjson.dumps([e.get("resource") for e in r.json["entry"]])
 
 
-def test_conditional_reference_matching_nothing_fails_the_transaction(uow: UnitOfWork, ctx: FhirContext) -> None:
+def test_conditional_reference_matching_nothing_fails_the_transaction(
+    uow: UnitOfWork, ctx: FhirContext
+) -> None:
     r = call(uow, ctx, "POST", "", fixture("R4/Bundle-TransactionWithReferenceInResourceBody.json"))
     assert r.status == 412
-    assert call(uow, ctx, "GET", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|420").json["total"] == 0
+    assert (
+        call(uow, ctx, "GET", "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|420").json["total"] == 0
+    )
 
 
 def test_document_reference_index_values_match_peer() -> None:
@@ -225,21 +247,29 @@ def test_document_reference_index_values_match_peer() -> None:
             continue  # a column of the resource table, not an index row
         if kind == "Token":
             ok = any(
-                r["param"] == code and r["code"] == value["code"] and (value["system"] is None or r["system"] == value["system"])
+                r["param"] == code
+                and r["code"] == value["code"]
+                and (value["system"] is None or r["system"] == value["system"])
                 for r in rows.get("token", [])
             )
         elif kind == "Reference":
             ok = any(
-                r["param"] == code and r["target_type"] == value["resourceType"] and r["target_id"] == value["resourceId"]
+                r["param"] == code
+                and r["target_type"] == value["resourceType"]
+                and r["target_id"] == value["resourceId"]
                 for r in rows.get("reference", [])
             )
         elif kind == "String":
-            ok = any(r["param"] == code and r["value_exact"] == value["string"] for r in rows.get("string", []))
+            ok = any(
+                r["param"] == code and r["value_exact"] == value["string"] for r in rows.get("string", [])
+            )
         elif kind == "Uri":
             ok = any(r["param"] == code and r["uri"] == value["uri"] for r in rows.get("uri", []))
         elif kind == "Date":
             start = date_range(value["start"])
-            ok = start is not None and any(r["param"] == code and r["low"] == start[0] for r in rows.get("date", []))
+            ok = start is not None and any(
+                r["param"] == code and r["low"] == start[0] for r in rows.get("date", [])
+            )
         elif kind == "Composite":
             ref, tok = value["components"][0][0], value["components"][1][0]
             ok = any(

@@ -57,7 +57,9 @@ def refused(uow: UnitOfWork, ctx: FhirContext, url: str) -> str:
 
 def reading(oid: str, subject: str, code: str, value: float) -> dict[str, Any]:
     return {
-        "resourceType": "Observation", "id": oid, "status": "final",
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": subject},
         "valueQuantity": {"value": value, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"},
@@ -67,40 +69,117 @@ def reading(oid: str, subject: str, code: str, value: float) -> dict[str, Any]:
 @pytest.fixture
 def record(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, {"resourceType": "Organization", "id": "org-top", "name": "国家卫生健康委员会"})
-    put(uow, ctx, {"resourceType": "Organization", "id": "org-commission", "name": "北京市卫生健康委员会",
-                   "partOf": {"reference": "Organization/org-top"}})
-    put(uow, ctx, {"resourceType": "Organization", "id": "org-hospital", "name": "北京协和医院",
-                   "partOf": {"reference": "Organization/org-commission"}})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Organization",
+            "id": "org-commission",
+            "name": "北京市卫生健康委员会",
+            "partOf": {"reference": "Organization/org-top"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Organization",
+            "id": "org-hospital",
+            "name": "北京协和医院",
+            "partOf": {"reference": "Organization/org-commission"},
+        },
+    )
     put(uow, ctx, {"resourceType": "Organization", "id": "org-ruijin", "name": "Shanghai Ruijin Hospital"})
     put(uow, ctx, {"resourceType": "Organization", "id": "org-pharma", "name": "华北制药"})
-    put(uow, ctx, {"resourceType": "Practitioner", "id": "pr-li", "name": [{"family": "李", "given": ["明"]}]})
-    put(uow, ctx, {"resourceType": "Practitioner", "id": "pr-smith", "name": [{"family": "Smith", "given": ["Jane"]}]})
-    put(uow, ctx, {"resourceType": "Patient", "id": "pat-wang", "name": [{"family": "王", "given": ["芳"]}],
-                   "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110105197509214321"}],
-                   "managingOrganization": {"reference": "Organization/org-hospital"},
-                   "generalPractitioner": [{"reference": "Practitioner/pr-li"}]})
-    put(uow, ctx, {"resourceType": "Patient", "id": "pat-zhao", "name": [{"family": "Zhao", "given": ["Lei"]}], "gender": "male",
-                   "managingOrganization": {"reference": "Organization/org-ruijin"},
-                   "generalPractitioner": [{"reference": "Practitioner/pr-smith"}]})
-    put(uow, ctx, {"resourceType": "Group", "id": "grp", "type": "person", "actual": True, "name": "王氏家族随访组"})
+    put(
+        uow, ctx, {"resourceType": "Practitioner", "id": "pr-li", "name": [{"family": "李", "given": ["明"]}]}
+    )
+    put(
+        uow,
+        ctx,
+        {"resourceType": "Practitioner", "id": "pr-smith", "name": [{"family": "Smith", "given": ["Jane"]}]},
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "pat-wang",
+            "name": [{"family": "王", "given": ["芳"]}],
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110105197509214321"}],
+            "managingOrganization": {"reference": "Organization/org-hospital"},
+            "generalPractitioner": [{"reference": "Practitioner/pr-li"}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "pat-zhao",
+            "name": [{"family": "Zhao", "given": ["Lei"]}],
+            "gender": "male",
+            "managingOrganization": {"reference": "Organization/org-ruijin"},
+            "generalPractitioner": [{"reference": "Practitioner/pr-smith"}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {"resourceType": "Group", "id": "grp", "type": "person", "actual": True, "name": "王氏家族随访组"},
+    )
     put(uow, ctx, {"resourceType": "Location", "id": "loc", "name": "王府井社区卫生服务站"})
     put(uow, ctx, reading("obs-wang-sys", "Patient/pat-wang", "8480-6", 150))
     put(uow, ctx, reading("obs-wang-dia", "Patient/pat-wang", "8462-4", 95))
     put(uow, ctx, reading("obs-zhao", "Patient/pat-zhao", "8480-6", 118))
     put(uow, ctx, reading("obs-group", "Group/grp", "8480-6", 130))
     put(uow, ctx, reading("obs-loc", "Location/loc", "8480-6", 125))
-    put(uow, ctx, {"resourceType": "Medication", "id": "med-1",
-                   "code": {"coding": [{"system": SNOMED, "code": "387458008", "display": "Aspirin"}]},
-                   "manufacturer": {"reference": "Organization/org-pharma"}})
-    put(uow, ctx, {"resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",
-                   "medicationReference": {"reference": "Medication/med-1"},
-                   "subject": {"reference": "Patient/pat-wang"}, "requester": {"reference": "Practitioner/pr-li"}})
-    put(uow, ctx, {"resourceType": "MedicationRequest", "id": "mr-2", "status": "active", "intent": "order",
-                   "medicationCodeableConcept": {"coding": [{"system": SNOMED, "code": "387458008"}]},
-                   "subject": {"reference": "Patient/pat-zhao"}})
-    put(uow, ctx, {"resourceType": "Provenance", "id": "prov-1", "recorded": "2024-03-01T08:00:00+08:00",
-                   "target": [{"reference": "Observation/obs-wang-sys"}],
-                   "agent": [{"who": {"reference": "Practitioner/pr-li"}}]})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Medication",
+            "id": "med-1",
+            "code": {"coding": [{"system": SNOMED, "code": "387458008", "display": "Aspirin"}]},
+            "manufacturer": {"reference": "Organization/org-pharma"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr-1",
+            "status": "active",
+            "intent": "order",
+            "medicationReference": {"reference": "Medication/med-1"},
+            "subject": {"reference": "Patient/pat-wang"},
+            "requester": {"reference": "Practitioner/pr-li"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr-2",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": SNOMED, "code": "387458008"}]},
+            "subject": {"reference": "Patient/pat-zhao"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Provenance",
+            "id": "prov-1",
+            "recorded": "2024-03-01T08:00:00+08:00",
+            "target": [{"reference": "Observation/obs-wang-sys"}],
+            "agent": [{"who": {"reference": "Practitioner/pr-li"}}],
+        },
+    )
 
 
 # --- chains ---------------------------------------------------------------------------------
@@ -114,8 +193,10 @@ def record(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("Observation?patient.name=zhao", {"obs-zhao"}),
         ("Observation?subject:Patient.name=王,zhao", {"obs-wang-sys", "obs-wang-dia", "obs-zhao"}),
         ("Observation?subject:Patient.name:exact=王芳", {"obs-wang-sys", "obs-wang-dia"}),
-        ("Observation?subject:Patient.identifier=urn:oid:2.16.156.10011.1.3|110105197509214321",
-         {"obs-wang-sys", "obs-wang-dia"}),
+        (
+            "Observation?subject:Patient.identifier=urn:oid:2.16.156.10011.1.3|110105197509214321",
+            {"obs-wang-sys", "obs-wang-dia"},
+        ),
         ("Observation?subject:Patient._id=pat-zhao", {"obs-zhao"}),
         ("MedicationRequest?medication.code=387458008", {"mr-1"}),  # mr-2 names the drug inline
         # subject may be a Patient, Group, Device or Location: name is a string parameter of
@@ -126,15 +207,24 @@ def record(uow: UnitOfWork, ctx: FhirContext) -> None:
         # two, three and four levels
         ("Observation?subject:Patient.organization.name=北京协和", {"obs-wang-sys", "obs-wang-dia"}),
         ("Observation?patient.general-practitioner.name=smith", {"obs-zhao"}),
-        ("Observation?subject:Patient.general-practitioner:Practitioner.family=李", {"obs-wang-sys", "obs-wang-dia"}),
+        (
+            "Observation?subject:Patient.general-practitioner:Practitioner.family=李",
+            {"obs-wang-sys", "obs-wang-dia"},
+        ),
         ("Observation?subject:Patient.organization.partof.name=北京市卫生", {"obs-wang-sys", "obs-wang-dia"}),
-        ("Observation?subject:Patient.organization.partof.partof.name=国家", {"obs-wang-sys", "obs-wang-dia"}),
+        (
+            "Observation?subject:Patient.organization.partof.partof.name=国家",
+            {"obs-wang-sys", "obs-wang-dia"},
+        ),
         ("Observation?subject:Patient.organization.partof.name=国家", set()),
         # modifiers at the end of a chain
         ("Observation?subject:Patient.gender:missing=true", {"obs-wang-sys", "obs-wang-dia"}),
         ("Observation?patient.gender:not=male", {"obs-wang-sys", "obs-wang-dia"}),
         ("Observation?patient._id:not=pat-wang", {"obs-zhao"}),
-        ("Observation?subject:Patient.organization:missing=false", {"obs-wang-sys", "obs-wang-dia", "obs-zhao"}),
+        (
+            "Observation?subject:Patient.organization:missing=false",
+            {"obs-wang-sys", "obs-wang-dia", "obs-zhao"},
+        ),
         # chains and plain parameters together
         ("Observation?subject:Patient.name=王&code=8462-4", {"obs-wang-dia"}),
         ("Observation?subject:Patient.name=王&subject:Patient.organization.name=shanghai", set()),
@@ -161,7 +251,9 @@ def test_chain_errors(uow: UnitOfWork, ctx: FhirContext, record: None, url: str,
     assert says in refused(uow, ctx, url)
 
 
-def test_ambiguous_chain_is_answered_once_the_type_is_named(uow: UnitOfWork, ctx: FhirContext, record: None) -> None:
+def test_ambiguous_chain_is_answered_once_the_type_is_named(
+    uow: UnitOfWork, ctx: FhirContext, record: None
+) -> None:
     assert found(uow, ctx, "Observation?focus:Patient.name=王") == set()
 
 
@@ -177,21 +269,37 @@ def test_ambiguous_chain_is_answered_once_the_type_is_named(uow: UnitOfWork, ctx
         ("Patient?_has:Observation:patient:code=8462-4,1234-5", {"pat-wang"}),
         ("Patient?_has:Observation:patient:code=9999-9", set()),
         # each _has is matched on its own: here by two different observations of pat-wang
-        ("Patient?_has:Observation:patient:code=8462-4&_has:Observation:patient:value-quantity=gt140", {"pat-wang"}),
-        ("Patient?_has:Observation:patient:code=8480-6&_has:Observation:patient:value-quantity=lt120",
-         {"pat-wang", "pat-zhao"}),
+        (
+            "Patient?_has:Observation:patient:code=8462-4&_has:Observation:patient:value-quantity=gt140",
+            {"pat-wang"},
+        ),
+        (
+            "Patient?_has:Observation:patient:code=8480-6&_has:Observation:patient:value-quantity=lt120",
+            {"pat-wang", "pat-zhao"},
+        ),
         ("Group?_has:Observation:subject:code=8480-6", {"grp"}),
-        ("Patient?_has:MedicationRequest:subject:medication.code=387458008", {"pat-wang"}),  # with a chain inside
+        (
+            "Patient?_has:MedicationRequest:subject:medication.code=387458008",
+            {"pat-wang"},
+        ),  # with a chain inside
         # nested: practitioners who are the GP of a patient with a diastolic reading
         ("Practitioner?_has:Patient:general-practitioner:_has:Observation:patient:code=8462-4", {"pr-li"}),
-        ("Organization?_has:Patient:organization:_has:Observation:patient:value-quantity=118", {"org-ruijin"}),
+        (
+            "Organization?_has:Patient:organization:_has:Observation:patient:value-quantity=118",
+            {"org-ruijin"},
+        ),
         ("Observation?_has:Provenance:target:agent=Practitioner/pr-li", {"obs-wang-sys"}),
         ("Patient?_has:Observation:patient:_id=obs-zhao", {"pat-zhao"}),
-        ("Patient?_has:Observation:patient:code:not=8480-6", {"pat-wang"}),  # has a reading that is not systolic
+        (
+            "Patient?_has:Observation:patient:code:not=8480-6",
+            {"pat-wang"},
+        ),  # has a reading that is not systolic
         ("Practitioner?_has:Patient:general-practitioner:gender:missing=true", {"pr-li"}),
     ],
 )
-def test_reverse_chains(uow: UnitOfWork, ctx: FhirContext, record: None, url: str, expected: set[str]) -> None:
+def test_reverse_chains(
+    uow: UnitOfWork, ctx: FhirContext, record: None, url: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, url) == expected
 
 
@@ -202,28 +310,55 @@ def test_reverse_chains(uow: UnitOfWork, ctx: FhirContext, record: None, url: st
     ("url", "expected"),
     [
         ("Observation?_id=obs-wang-sys&_include=Observation:subject", ["Patient/pat-wang"]),
-        ("Observation?code=8480-6&_include=Observation:subject:Patient", ["Patient/pat-wang", "Patient/pat-zhao"]),
+        (
+            "Observation?code=8480-6&_include=Observation:subject:Patient",
+            ["Patient/pat-wang", "Patient/pat-zhao"],
+        ),
         ("Observation?_id=obs-group&_include=Observation:subject:Patient", []),
         ("Observation?_id=obs-group,obs-loc&_include=Observation:subject", ["Group/grp", "Location/loc"]),
-        ("MedicationRequest?_id=mr-1&_include=*", ["Medication/med-1", "Patient/pat-wang", "Practitioner/pr-li"]),
-        ("MedicationRequest?_id=mr-1&_include=MedicationRequest:*", ["Medication/med-1", "Patient/pat-wang", "Practitioner/pr-li"]),
+        (
+            "MedicationRequest?_id=mr-1&_include=*",
+            ["Medication/med-1", "Patient/pat-wang", "Practitioner/pr-li"],
+        ),
+        (
+            "MedicationRequest?_id=mr-1&_include=MedicationRequest:*",
+            ["Medication/med-1", "Patient/pat-wang", "Practitioner/pr-li"],
+        ),
         ("MedicationRequest?_id=mr-2&_include=MedicationRequest:medication", []),  # an inline medication
-        ("Patient?_id=pat-wang&_revinclude=Observation:subject", ["Observation/obs-wang-dia", "Observation/obs-wang-sys"]),
-        ("Patient?_id=pat-wang&_revinclude=Observation:subject&_revinclude=MedicationRequest:subject",
-         ["MedicationRequest/mr-1", "Observation/obs-wang-dia", "Observation/obs-wang-sys"]),
+        (
+            "Patient?_id=pat-wang&_revinclude=Observation:subject",
+            ["Observation/obs-wang-dia", "Observation/obs-wang-sys"],
+        ),
+        (
+            "Patient?_id=pat-wang&_revinclude=Observation:subject&_revinclude=MedicationRequest:subject",
+            ["MedicationRequest/mr-1", "Observation/obs-wang-dia", "Observation/obs-wang-sys"],
+        ),
         ("Observation?_id=obs-wang-sys&_revinclude=Provenance:target", ["Provenance/prov-1"]),
-        ("Practitioner?_id=pr-li&_revinclude=*", ["MedicationRequest/mr-1", "Patient/pat-wang", "Provenance/prov-1"]),
+        (
+            "Practitioner?_id=pr-li&_revinclude=*",
+            ["MedicationRequest/mr-1", "Patient/pat-wang", "Provenance/prov-1"],
+        ),
         # :iterate follows includes from what was included
-        ("MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include:iterate=Medication:manufacturer",
-         ["Medication/med-1", "Organization/org-pharma"]),
-        ("MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include=Medication:manufacturer",
-         ["Medication/med-1"]),  # without :iterate it applies to the matches only
-        ("Observation?_id=obs-wang-sys&_include=Observation:subject&_include:iterate=Patient:general-practitioner",
-         ["Patient/pat-wang", "Practitioner/pr-li"]),
-        ("Organization?_id=org-hospital&_include:iterate=Organization:partof",
-         ["Organization/org-commission", "Organization/org-top"]),
-        ("Patient?_id=pat-wang&_revinclude=Observation:subject&_revinclude:iterate=Provenance:target",
-         ["Observation/obs-wang-dia", "Observation/obs-wang-sys", "Provenance/prov-1"]),
+        (
+            "MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include:iterate=Medication:manufacturer",
+            ["Medication/med-1", "Organization/org-pharma"],
+        ),
+        (
+            "MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include=Medication:manufacturer",
+            ["Medication/med-1"],
+        ),  # without :iterate it applies to the matches only
+        (
+            "Observation?_id=obs-wang-sys&_include=Observation:subject&_include:iterate=Patient:general-practitioner",
+            ["Patient/pat-wang", "Practitioner/pr-li"],
+        ),
+        (
+            "Organization?_id=org-hospital&_include:iterate=Organization:partof",
+            ["Organization/org-commission", "Organization/org-top"],
+        ),
+        (
+            "Patient?_id=pat-wang&_revinclude=Observation:subject&_revinclude:iterate=Provenance:target",
+            ["Observation/obs-wang-dia", "Observation/obs-wang-sys", "Provenance/prov-1"],
+        ),
     ],
 )
 def test_includes(uow: UnitOfWork, ctx: FhirContext, record: None, url: str, expected: list[str]) -> None:
@@ -242,7 +377,9 @@ def test_no_duplicates_between_matches_and_includes(uow: UnitOfWork, ctx: FhirCo
     assert ids(bundle) == {"org-hospital", "org-commission"}
     assert included(bundle) == ["Organization/org-top"]
     # A match that an included resource refers back to is not included either.
-    bundle = search(uow, ctx, "Patient?_id=pat-wang&_revinclude=Observation:subject&_include:iterate=Observation:subject")
+    bundle = search(
+        uow, ctx, "Patient?_id=pat-wang&_revinclude=Observation:subject&_include:iterate=Observation:subject"
+    )
     assert sorted(included(bundle)) == ["Observation/obs-wang-dia", "Observation/obs-wang-sys"]
 
 
@@ -262,7 +399,9 @@ def test_deleted_resources_are_neither_included_nor_chained_through(
     for path in ("Organization/org-pharma", "Observation/obs-wang-dia", "Organization/org-ruijin"):
         assert call(uow, lenient_ctx, "DELETE", path).status == 204
     bundle = search(
-        uow, ctx, "MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include:iterate=Medication:manufacturer"
+        uow,
+        ctx,
+        "MedicationRequest?_id=mr-1&_include=MedicationRequest:medication&_include:iterate=Medication:manufacturer",
     )
     assert included(bundle) == ["Medication/med-1"]
     bundle = search(uow, ctx, "Patient?_id=pat-wang&_revinclude=Observation:subject")

@@ -19,7 +19,9 @@ def put(uow: UnitOfWork, ctx: FhirContext, resource: dict[str, Any]) -> None:
     assert r.status in (200, 201), r
 
 
-def search(uow: UnitOfWork, ctx: FhirContext, url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def search(
+    uow: UnitOfWork, ctx: FhirContext, url: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     r = call(uow, ctx, "GET", url, headers=headers)
     assert r.status == 200, (url, r)
     body: dict[str, Any] = r.json
@@ -30,7 +32,9 @@ def found(uow: UnitOfWork, ctx: FhirContext, url: str) -> set[str]:
     return ids(search(uow, ctx, url))
 
 
-def refused(uow: UnitOfWork, ctx: FhirContext, url: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def refused(
+    uow: UnitOfWork, ctx: FhirContext, url: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     r = call(uow, ctx, "GET", url, headers=headers)
     assert r.status == 400, (url, r)
     assert r.json["resourceType"] == "OperationOutcome"
@@ -46,25 +50,87 @@ def outcome_entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.fixture
 def records(uow: UnitOfWork, ctx: FhirContext) -> None:
     """One resource with every element the searches below look at, and one with none of them."""
-    put(uow, ctx, {"resourceType": "Patient", "id": "full", "gender": "female", "birthDate": "1975-09-21",
-                   "name": [{"family": "Smith", "given": ["John", "Quincy"]}],
-                   "identifier": [{"system": "urn:example:ids", "value": "A|B"},
-                                  {"system": "urn:example:ids", "value": "C\\D"}],
-                   "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Smith</div>"}})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "full",
+            "gender": "female",
+            "birthDate": "1975-09-21",
+            "name": [{"family": "Smith", "given": ["John", "Quincy"]}],
+            "identifier": [
+                {"system": "urn:example:ids", "value": "A|B"},
+                {"system": "urn:example:ids", "value": "C\\D"},
+            ],
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Smith</div>'},
+        },
+    )
     put(uow, ctx, {"resourceType": "Patient", "id": "empty"})
-    put(uow, ctx, {"resourceType": "Patient", "id": "muller", "gender": "male", "birthDate": "1980-01-02",
-                   "name": [{"family": "Müller", "given": ["Anne"]}]})
-    put(uow, ctx, {"resourceType": "Observation", "id": "o-full", "status": "final",
-                   "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-                   "subject": {"reference": "Patient/full"},
-                   "valueQuantity": {"value": 120, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}})
-    put(uow, ctx, {"resourceType": "Observation", "id": "o-empty", "status": "final",
-                   "code": {"coding": [{"system": LOINC, "code": "8462-4"}]}})
-    put(uow, ctx, {"resourceType": "RiskAssessment", "id": "r-full", "status": "final",
-                   "subject": {"reference": "Patient/full"}, "prediction": [{"probabilityDecimal": 0.3}]})
-    put(uow, ctx, {"resourceType": "RiskAssessment", "id": "r-empty", "status": "final",
-                   "subject": {"reference": "Patient/full"}})
-    put(uow, ctx, {"resourceType": "ValueSet", "id": "v-full", "status": "active", "url": "http://example.org/fhir/ValueSet/a"})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "muller",
+            "gender": "male",
+            "birthDate": "1980-01-02",
+            "name": [{"family": "Müller", "given": ["Anne"]}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Observation",
+            "id": "o-full",
+            "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+            "subject": {"reference": "Patient/full"},
+            "valueQuantity": {"value": 120, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Observation",
+            "id": "o-empty",
+            "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "RiskAssessment",
+            "id": "r-full",
+            "status": "final",
+            "subject": {"reference": "Patient/full"},
+            "prediction": [{"probabilityDecimal": 0.3}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "RiskAssessment",
+            "id": "r-empty",
+            "status": "final",
+            "subject": {"reference": "Patient/full"},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "ValueSet",
+            "id": "v-full",
+            "status": "active",
+            "url": "http://example.org/fhir/ValueSet/a",
+        },
+    )
     put(uow, ctx, {"resourceType": "ValueSet", "id": "v-empty", "status": "draft"})
     put(uow, ctx, {"resourceType": "Organization", "id": "org-comma", "name": "Smith,Jones"})
     put(uow, ctx, {"resourceType": "Organization", "id": "org-smith", "name": "Smith"})
@@ -124,7 +190,9 @@ def test_missing_takes_true_or_false(uow: UnitOfWork, ctx: FhirContext, records:
         ("Patient?identifier=C\\\\D", {"full"}),  # \\ is one backslash
     ],
 )
-def test_several_values_and_escapes(uow: UnitOfWork, ctx: FhirContext, records: None, url: str, expected: set[str]) -> None:
+def test_several_values_and_escapes(
+    uow: UnitOfWork, ctx: FhirContext, records: None, url: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, url) == expected
 
 
@@ -187,14 +255,18 @@ def test_unknown_parameter_is_ignored_and_reported(uow: UnitOfWork, ctx: FhirCon
     assert all("colour" not in link["url"] for link in bundle["link"])
 
 
-def test_unknown_parameter_is_reported_with_a_count_only(uow: UnitOfWork, ctx: FhirContext, records: None) -> None:
+def test_unknown_parameter_is_reported_with_a_count_only(
+    uow: UnitOfWork, ctx: FhirContext, records: None
+) -> None:
     for url in ("Patient?colour=red&_summary=count", "Patient?colour=red&_count=0"):
         bundle = search(uow, ctx, url)
         assert bundle["total"] == 3
         assert [e["search"]["mode"] for e in bundle["entry"]] == ["outcome"]
 
 
-def test_parameter_of_another_type_is_ignored_and_reported(uow: UnitOfWork, ctx: FhirContext, records: None) -> None:
+def test_parameter_of_another_type_is_ignored_and_reported(
+    uow: UnitOfWork, ctx: FhirContext, records: None
+) -> None:
     bundle = search(uow, ctx, "Patient?code=8480-6")  # code is an Observation parameter
     assert ids(bundle) == {"full", "empty", "muller"}
     assert "code" in outcome_entries(bundle)[0]["issue"][0]["diagnostics"]
@@ -210,5 +282,7 @@ def test_strict_handling_refuses_unknown_parameters(uow: UnitOfWork, ctx: FhirCo
     assert ids(lenient) == {"full"} and outcome_entries(lenient)
 
 
-def test_no_outcome_entry_when_everything_was_understood(uow: UnitOfWork, ctx: FhirContext, records: None) -> None:
+def test_no_outcome_entry_when_everything_was_understood(
+    uow: UnitOfWork, ctx: FhirContext, records: None
+) -> None:
     assert outcome_entries(search(uow, ctx, "Patient?family=smith")) == []

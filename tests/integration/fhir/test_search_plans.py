@@ -93,7 +93,9 @@ def edge_names(uow: UnitOfWork, ctx: FhirContext) -> None:
         put(uow, ctx, {"resourceType": "Patient", "id": pid, "name": [{"family": family}]})
 
 
-@pytest.mark.parametrize("prefix", ["ab", "a", "ab\U0010ffff", "\U0010ffff", "张", "弡", "\ud7ff", "\ue000", "aa"])
+@pytest.mark.parametrize(
+    "prefix", ["ab", "a", "ab\U0010ffff", "\U0010ffff", "张", "弡", "\ud7ff", "\ue000", "aa"]
+)
 def test_prefix_search_finds_exactly_the_names_that_start_with_it(
     uow: UnitOfWork, ctx: FhirContext, edge_names: None, prefix: str
 ) -> None:
@@ -115,13 +117,24 @@ def residents(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("r6", "司马", "芝", "1991-06-04", "female"),
     ]
     for pid, family, given, born, gender in people:
-        put(uow, ctx, {
-            "resourceType": "Patient", "id": pid, "gender": gender, "birthDate": born,
-            "name": [{"family": family, "given": [given]}, {"family": family, "given": [given, "小名"]}],
-        })
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Patient",
+                "id": pid,
+                "gender": gender,
+                "birthDate": born,
+                "name": [{"family": family, "given": [given]}, {"family": family, "given": [given, "小名"]}],
+            },
+        )
     # Enough women for gender to be the least selective filter by far.
     for i in range(40):
-        put(uow, ctx, {"resourceType": "Patient", "id": f"w{i}", "gender": "female", "name": [{"family": "王"}]})
+        put(
+            uow,
+            ctx,
+            {"resourceType": "Patient", "id": f"w{i}", "gender": "female", "name": [{"family": "王"}]},
+        )
 
 
 PDQ = ["family=司马", "given=娜", "birthdate=1991-06-04", "gender=female"]
@@ -137,7 +150,9 @@ def test_the_answer_does_not_depend_on_which_filter_drives(
     assert total(uow, ctx, f"Patient?{query}&_summary=count") == 2
 
 
-def test_counts_leave_out_deleted_and_updated_away_resources(uow: UnitOfWork, ctx: FhirContext, residents: None) -> None:
+def test_counts_leave_out_deleted_and_updated_away_resources(
+    uow: UnitOfWork, ctx: FhirContext, residents: None
+) -> None:
     assert total(uow, ctx, "Patient?gender=female&_summary=count") == 45
     assert call(uow, ctx, "DELETE", "Patient/w0").status in (200, 204)
     put(uow, ctx, {"resourceType": "Patient", "id": "w1", "gender": "male", "name": [{"family": "王"}]})
@@ -147,15 +162,31 @@ def test_counts_leave_out_deleted_and_updated_away_resources(uow: UnitOfWork, ct
     assert "w0" not in found(uow, ctx, "Patient?family=王&_count=100")
 
 
-def test_a_period_that_ends_before_it_starts_is_searched_as_the_span_between(uow: UnitOfWork, ctx: FhirContext) -> None:
+def test_a_period_that_ends_before_it_starts_is_searched_as_the_span_between(
+    uow: UnitOfWork, ctx: FhirContext
+) -> None:
     put(uow, ctx, {"resourceType": "Patient", "id": "pp"})
-    put(uow, ctx, {
-        "resourceType": "Encounter", "id": "backwards", "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": "Patient/pp"}, "period": {"start": "2024-03-20", "end": "2024-03-10"},
-    })
-    for query, hit in (("2024-03", True), ("ge2024-03-15", True), ("le2024-03-15", True), ("gt2024-04-01", False),
-                       ("lt2024-03-01", False), ("sa2024-03-05", True), ("eb2024-03-25", True)):
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Encounter",
+            "id": "backwards",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/pp"},
+            "period": {"start": "2024-03-20", "end": "2024-03-10"},
+        },
+    )
+    for query, hit in (
+        ("2024-03", True),
+        ("ge2024-03-15", True),
+        ("le2024-03-15", True),
+        ("gt2024-04-01", False),
+        ("lt2024-03-01", False),
+        ("sa2024-03-05", True),
+        ("eb2024-03-25", True),
+    ):
         assert (found(uow, ctx, f"Encounter?date={query}") == {"backwards"}) is hit, query
 
 
@@ -181,7 +212,9 @@ def test_statements_use_the_index_ranges_and_probes_they_were_shaped_for(
     plan = _explain(uow, page, params)
     if uow.conn.dialect.name == "sqlite":
         # The string prefix is a range on the (type, param, value) index…
-        assert re.search(r"ix_idx_string_0 \(res_type=\? AND param=\? AND value_norm>\? AND value_norm<\?\)", plan), plan
+        assert re.search(
+            r"ix_idx_string_0 \(res_type=\? AND param=\? AND value_norm>\? AND value_norm<\?\)", plan
+        ), plan
         # …and the other filters probe each candidate's own rows.
         assert "ix_idx_token_resource (resource_pk=?)" in plan, plan
         assert "ix_idx_token_0" not in plan, plan
@@ -189,7 +222,9 @@ def test_statements_use_the_index_ranges_and_probes_they_were_shaped_for(
         assert re.search(r"Index Cond: .*value_norm >= ", plan), plan
 
 
-def test_a_first_page_holding_the_whole_result_is_its_own_count(uow: UnitOfWork, ctx: FhirContext, residents: None) -> None:
+def test_a_first_page_holding_the_whole_result_is_its_own_count(
+    uow: UnitOfWork, ctx: FhirContext, residents: None
+) -> None:
     with statements(uow) as seen:
         r = call(uow, ctx, "GET", "Patient?family=司马&_count=50")
     assert r.status == 200 and r.json["total"] == len(r.json["entry"]) == 5  # r1 r2 r3 r4 r6
@@ -201,14 +236,24 @@ def test_a_first_page_holding_the_whole_result_is_its_own_count(uow: UnitOfWork,
     assert rest.json["total"] == 5 and len(rest.json["entry"]) == 2  # later pages count too
 
 
-def test_a_compartment_search_reads_the_patients_resources_not_the_whole_type(uow: UnitOfWork, ctx: FhirContext) -> None:
+def test_a_compartment_search_reads_the_patients_resources_not_the_whole_type(
+    uow: UnitOfWork, ctx: FhirContext
+) -> None:
     for p in ("cp-1", "cp-2"):
         put(uow, ctx, {"resourceType": "Patient", "id": p})
         for k in range(4):
-            put(uow, ctx, {
-                "resourceType": "Observation", "id": f"{p}-o{k}", "status": "final", "code": {"text": "体温"},
-                "subject": {"reference": f"Patient/{p}"}, "effectiveDateTime": f"2024-05-0{k + 1}",
-            })
+            put(
+                uow,
+                ctx,
+                {
+                    "resourceType": "Observation",
+                    "id": f"{p}-o{k}",
+                    "status": "final",
+                    "code": {"text": "体温"},
+                    "subject": {"reference": f"Patient/{p}"},
+                    "effectiveDateTime": f"2024-05-0{k + 1}",
+                },
+            )
     with statements(uow) as seen:
         assert found(uow, ctx, "Patient/cp-1/Observation?_sort=-date") == {f"cp-1-o{k}" for k in range(4)}
     page = next(sql for sql, _ in seen if "ORDER BY" in sql)

@@ -33,7 +33,9 @@ def search(uow: UnitOfWork, ctx: FhirContext, url: str, method: str = "GET") -> 
 
 
 def order(uow: UnitOfWork, ctx: FhirContext, url: str) -> list[str]:
-    return [e["resource"]["id"] for e in search(uow, ctx, url).get("entry", []) if e["search"]["mode"] == "match"]
+    return [
+        e["resource"]["id"] for e in search(uow, ctx, url).get("entry", []) if e["search"]["mode"] == "match"
+    ]
 
 
 def refused(uow: UnitOfWork, ctx: FhirContext, url: str) -> None:
@@ -49,7 +51,7 @@ def link(bundle: dict[str, Any], relation: str) -> str | None:
 def relative(ctx: FhirContext, url: str) -> str:
     """A link as the in-process caller takes it: relative to the base."""
     assert url.startswith(ctx.base_url), url
-    return url[len(ctx.base_url):].lstrip("/")
+    return url[len(ctx.base_url) :].lstrip("/")
 
 
 def walk(
@@ -86,34 +88,96 @@ def ticking_clock() -> Iterator[None]:
 
 @pytest.fixture
 def sortable(uow: UnitOfWork, ctx: FhirContext, ticking_clock: None) -> None:
-    put(uow, ctx, {"resourceType": "Patient", "id": "s1", "gender": "female", "birthDate": "1990-01-01",
-                   "name": [{"family": "Adams", "given": ["Zoe"]}]})
-    put(uow, ctx, {"resourceType": "Patient", "id": "s2", "gender": "male", "birthDate": "1985-06-15",
-                   "name": [{"family": "白", "given": ["雪"]}]})
-    put(uow, ctx, {"resourceType": "Patient", "id": "s3", "gender": "male", "birthDate": "1990-01-01",
-                   "name": [{"family": "Chen", "given": ["Hao"]}]})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "s1",
+            "gender": "female",
+            "birthDate": "1990-01-01",
+            "name": [{"family": "Adams", "given": ["Zoe"]}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "s2",
+            "gender": "male",
+            "birthDate": "1985-06-15",
+            "name": [{"family": "白", "given": ["雪"]}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "s3",
+            "gender": "male",
+            "birthDate": "1990-01-01",
+            "name": [{"family": "Chen", "given": ["Hao"]}],
+        },
+    )
     put(uow, ctx, {"resourceType": "Patient", "id": "s4", "gender": "female", "name": [{"family": "Baker"}]})
     put(uow, ctx, {"resourceType": "Patient", "id": "s5", "birthDate": "1970"})
 
     def obs(oid: str, code: str, **extra: Any) -> None:
-        put(uow, ctx, {"resourceType": "Observation", "id": oid, "status": "final",
-                       "code": {"coding": [{"system": LOINC, "code": code}]}, **extra})
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Observation",
+                "id": oid,
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]},
+                **extra,
+            },
+        )
 
     def mmhg(value: float) -> dict[str, Any]:
         return {"value": value, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}
 
-    obs("ob-a", "8480-6", subject={"reference": "Patient/s2"}, valueQuantity=mmhg(150), effectiveDateTime="2024-01-03")
-    obs("ob-b", "2339-0", subject={"reference": "Patient/s1"}, effectiveDateTime="2024-01-01",
-        valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"})
-    obs("ob-c", "8462-4", subject={"reference": "Patient/s3"}, valueQuantity=mmhg(95), effectiveDateTime="2024-01-02")
+    obs(
+        "ob-a",
+        "8480-6",
+        subject={"reference": "Patient/s2"},
+        valueQuantity=mmhg(150),
+        effectiveDateTime="2024-01-03",
+    )
+    obs(
+        "ob-b",
+        "2339-0",
+        subject={"reference": "Patient/s1"},
+        effectiveDateTime="2024-01-01",
+        valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"},
+    )
+    obs(
+        "ob-c",
+        "8462-4",
+        subject={"reference": "Patient/s3"},
+        valueQuantity=mmhg(95),
+        effectiveDateTime="2024-01-02",
+    )
     obs("ob-d", "8480-6")
     for rid, probability in (("ra-1", 0.8), ("ra-2", 0.1), ("ra-3", None)):
-        ra: dict[str, Any] = {"resourceType": "RiskAssessment", "id": rid, "status": "final", "subject": {"reference": "Patient/s1"}}
+        ra: dict[str, Any] = {
+            "resourceType": "RiskAssessment",
+            "id": rid,
+            "status": "final",
+            "subject": {"reference": "Patient/s1"},
+        }
         if probability is not None:
             ra["prediction"] = [{"probabilityDecimal": probability}]
         put(uow, ctx, ra)
-    for vid, url in (("vs-b", "http://example.org/fhir/ValueSet/b"), ("vs-a", "http://example.org/fhir/ValueSet/a"),
-                     ("vs-none", None), ("vs-c", "http://example.org/fhir/ValueSet/c")):
+    for vid, url in (
+        ("vs-b", "http://example.org/fhir/ValueSet/b"),
+        ("vs-a", "http://example.org/fhir/ValueSet/a"),
+        ("vs-none", None),
+        ("vs-c", "http://example.org/fhir/ValueSet/c"),
+    ):
         vs: dict[str, Any] = {"resourceType": "ValueSet", "id": vid, "status": "active"}
         if url:
             vs["url"] = url
@@ -166,7 +230,9 @@ def test_sort_is_stable_across_pages(uow: UnitOfWork, ctx: FhirContext, sortable
         assert list(itertools.chain.from_iterable(walk(uow, ctx, f"{url}&_count={count}"))) == whole
 
 
-def test_sort_by_a_parameter_that_cannot_be_sorted_is_400(uow: UnitOfWork, ctx: FhirContext, sortable: None) -> None:
+def test_sort_by_a_parameter_that_cannot_be_sorted_is_400(
+    uow: UnitOfWork, ctx: FhirContext, sortable: None
+) -> None:
     refused(uow, ctx, "Observation?_sort=code-value-quantity")
     refused(uow, ctx, "Patient?_sort=_content")
 
@@ -177,7 +243,11 @@ def test_sort_by_a_parameter_that_cannot_be_sorted_is_400(uow: UnitOfWork, ctx: 
 @pytest.fixture
 def seven(uow: UnitOfWork, ctx: FhirContext) -> None:
     for n in range(1, 8):
-        put(uow, ctx, {"resourceType": "Patient", "id": f"pg-{n}", "name": [{"family": "Page", "given": [f"G{n}"]}]})
+        put(
+            uow,
+            ctx,
+            {"resourceType": "Patient", "id": f"pg-{n}", "name": [{"family": "Page", "given": [f"G{n}"]}]},
+        )
     put(uow, ctx, {"resourceType": "Patient", "id": "other", "name": [{"family": "Other"}]})
 
 
@@ -194,7 +264,9 @@ def test_count(uow: UnitOfWork, ctx: FhirContext, seven: None) -> None:
 
 
 def test_page_sizes_come_from_the_deployment(uow: UnitOfWork, seven: None) -> None:
-    small = FhirContext(base_url="http://testserver/fhir", settings=FhirSettings(default_page_size=2, max_page_size=3))
+    small = FhirContext(
+        base_url="http://testserver/fhir", settings=FhirSettings(default_page_size=2, max_page_size=3)
+    )
     assert len(search(uow, small, "Patient?family=page")["entry"]) == 2
     capped = search(uow, small, "Patient?family=page&_count=10")
     assert len(capped["entry"]) == 3
@@ -224,19 +296,42 @@ def test_paging_has_no_gaps_or_duplicates_while_resources_are_created(
 ) -> None:
     def create(page: int) -> None:
         # One new match that sorts before everything already paged and one that sorts after.
-        put(uow, ctx, {"resourceType": "Patient", "id": f"new-a{page}", "name": [{"family": "Page", "given": [f"A{page}"]}]})
-        put(uow, ctx, {"resourceType": "Patient", "id": f"new-z{page}", "name": [{"family": "Page", "given": [f"Z{page}"]}]})
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Patient",
+                "id": f"new-a{page}",
+                "name": [{"family": "Page", "given": [f"A{page}"]}],
+            },
+        )
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Patient",
+                "id": f"new-z{page}",
+                "name": [{"family": "Page", "given": [f"Z{page}"]}],
+            },
+        )
 
-    for url in ("Patient?family=page&_count=3", "Patient?family=page&_sort=given&_count=3",
-                "Patient?family=page&_sort=-given&_count=2"):
+    for url in (
+        "Patient?family=page&_count=3",
+        "Patient?family=page&_sort=given&_count=3",
+        "Patient?family=page&_sort=-given&_count=2",
+    ):
         flat = list(itertools.chain.from_iterable(walk(uow, ctx, url, between=create)))
         assert len(flat) == len(set(flat)), flat  # no duplicates
         assert {f"pg-{n}" for n in range(1, 8)} <= set(flat)  # no gaps
-        for pid in [p for p in ids(search(uow, ctx, "Patient?_id:not=other&_count=1000")) if p.startswith("new-")]:
+        for pid in [
+            p for p in ids(search(uow, ctx, "Patient?_id:not=other&_count=1000")) if p.startswith("new-")
+        ]:
             call(uow, ctx, "DELETE", f"Patient/{pid}")
 
 
-def test_paging_skips_resources_deleted_before_their_page(uow: UnitOfWork, ctx: FhirContext, seven: None) -> None:
+def test_paging_skips_resources_deleted_before_their_page(
+    uow: UnitOfWork, ctx: FhirContext, seven: None
+) -> None:
     def delete(page: int) -> None:
         if page == 1:
             assert call(uow, ctx, "DELETE", "Patient/pg-7").status == 204
@@ -247,7 +342,11 @@ def test_paging_skips_resources_deleted_before_their_page(uow: UnitOfWork, ctx: 
 
 def test_links(uow: UnitOfWork, ctx: FhirContext, seven: None) -> None:
     first_page = search(uow, ctx, "Patient?family=page&_count=3")
-    self_url, first_url, next_url = link(first_page, "self"), link(first_page, "first"), link(first_page, "next")
+    self_url, first_url, next_url = (
+        link(first_page, "self"),
+        link(first_page, "first"),
+        link(first_page, "next"),
+    )
     assert self_url and first_url and next_url
     assert self_url.startswith("http://testserver/fhir/Patient?")
     assert dict(parse_qsl(urlsplit(self_url).query)) == {"family": "page", "_count": "3"}
@@ -276,23 +375,42 @@ def test_tampered_or_foreign_cursor_is_400(uow: UnitOfWork, ctx: FhirContext, se
 
 @pytest.fixture
 def detailed(uow: UnitOfWork, ctx: FhirContext) -> None:
-    put(uow, ctx, {
-        "resourceType": "Patient", "id": "rich",
-        "meta": {"tag": [{"system": "http://example.org/tags", "code": "vip"}]},
-        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">刘洋</div>"},
-        "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "310104198203153218"}],
-        "name": [{"family": "刘", "given": ["洋"]}], "gender": "male", "birthDate": "1982-03-15",
-        "maritalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]},
-        "contact": [{"name": {"family": "刘", "given": ["梅"]}}],
-        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}],
-    })
-    put(uow, ctx, {
-        "resourceType": "Observation", "id": "rich-obs", "status": "final",
-        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">血糖 97 mg/dL</div>"},
-        "code": {"coding": [{"system": LOINC, "code": "2339-0"}]}, "subject": {"reference": "Patient/rich"},
-        "valueQuantity": {"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"},
-        "note": [{"text": "空腹"}],
-    })
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "rich",
+            "meta": {"tag": [{"system": "http://example.org/tags", "code": "vip"}]},
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">刘洋</div>'},
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "310104198203153218"}],
+            "name": [{"family": "刘", "given": ["洋"]}],
+            "gender": "male",
+            "birthDate": "1982-03-15",
+            "maritalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]
+            },
+            "contact": [{"name": {"family": "刘", "given": ["梅"]}}],
+            "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}],
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Observation",
+            "id": "rich-obs",
+            "status": "final",
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">血糖 97 mg/dL</div>',
+            },
+            "code": {"coding": [{"system": LOINC, "code": "2339-0"}]},
+            "subject": {"reference": "Patient/rich"},
+            "valueQuantity": {"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"},
+            "note": [{"text": "空腹"}],
+        },
+    )
 
 
 def first_resource(uow: UnitOfWork, ctx: FhirContext, url: str) -> dict[str, Any]:
@@ -302,7 +420,9 @@ def first_resource(uow: UnitOfWork, ctx: FhirContext, url: str) -> dict[str, Any
 
 
 def subsetted(resource: dict[str, Any]) -> bool:
-    return SUBSETTED in [{"system": t.get("system"), "code": t.get("code")} for t in resource.get("meta", {}).get("tag", [])]
+    return SUBSETTED in [
+        {"system": t.get("system"), "code": t.get("code")} for t in resource.get("meta", {}).get("tag", [])
+    ]
 
 
 def test_summary_true(uow: UnitOfWork, ctx: FhirContext, detailed: None) -> None:
@@ -314,7 +434,9 @@ def test_summary_true(uow: UnitOfWork, ctx: FhirContext, detailed: None) -> None
     assert res["meta"]["versionId"] == "1"
 
 
-def test_summary_text_keeps_narrative_and_mandatory_elements(uow: UnitOfWork, ctx: FhirContext, detailed: None) -> None:
+def test_summary_text_keeps_narrative_and_mandatory_elements(
+    uow: UnitOfWork, ctx: FhirContext, detailed: None
+) -> None:
     patient = first_resource(uow, ctx, "Patient?_id=rich&_summary=text")
     assert set(patient) == {"resourceType", "id", "meta", "text"} and subsetted(patient)
     obs = first_resource(uow, ctx, "Observation?_id=rich-obs&_summary=text")
@@ -343,7 +465,10 @@ def test_summary_count_and_false(uow: UnitOfWork, ctx: FhirContext, detailed: No
         ("Patient?_id=rich&_elements=name,gender", {"name", "gender"}),
         ("Patient?_id=rich&_elements=birthDate", {"birthDate"}),
         ("Observation?_id=rich-obs&_elements=subject", {"subject", "status", "code"}),  # mandatory kept
-        ("Observation?_id=rich-obs&_elements=value", {"valueQuantity", "status", "code"}),  # choice by its name
+        (
+            "Observation?_id=rich-obs&_elements=value",
+            {"valueQuantity", "status", "code"},
+        ),  # choice by its name
         ("Observation?_id=rich-obs&_elements=valueQuantity", {"valueQuantity", "status", "code"}),
     ],
 )
@@ -367,9 +492,19 @@ def test_system_search(uow: UnitOfWork, ctx: FhirContext, sortable: None) -> Non
     assert ids(search(uow, ctx, "?_id=s1,ob-a,ra-1")) == {"s1", "ob-a", "ra-1"}
     # ticking_clock: s1 was written at 00:00:00, s2 at 00:00:01, ... ob-a (the sixth write) at 00:00:05.
     assert ids(search(uow, ctx, "?_type=Patient,Observation&_lastUpdated=le2024-01-01T00:00:05Z")) == {
-        "s1", "s2", "s3", "s4", "s5", "ob-a"}
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+        "s5",
+        "ob-a",
+    }
     assert ids(search(uow, ctx, "?_lastUpdated=2024-01-01T00:00:05Z")) == {"ob-a"}
-    assert order(uow, ctx, "?_type=Patient,Observation&_sort=-_lastUpdated&_count=3") == ["ob-d", "ob-c", "ob-b"]
+    assert order(uow, ctx, "?_type=Patient,Observation&_sort=-_lastUpdated&_count=3") == [
+        "ob-d",
+        "ob-c",
+        "ob-b",
+    ]
     assert ids(search(uow, ctx, "?_type=Patient&family=adams")) == {"s1"}
     bundle = search(uow, ctx, "?_type=Patient,Observation&_id=s1")
     assert link(bundle, "self") == "http://testserver/fhir?_type=Patient%2CObservation&_id=s1"
@@ -401,25 +536,83 @@ def test_post_search_takes_parameters_like_get(uow: UnitOfWork, ctx: FhirContext
 def chart(uow: UnitOfWork, ctx: FhirContext, ticking_clock: None) -> None:
     """ev-p's record, the things it refers to, and ev-q's record next to it."""
     put(uow, ctx, {"resourceType": "Organization", "id": "ev-org", "name": "上海市第六人民医院"})
-    put(uow, ctx, {"resourceType": "Practitioner", "id": "ev-pr", "name": [{"family": "周", "given": ["静"]}]})
-    put(uow, ctx, {"resourceType": "Medication", "id": "ev-med",
-                   "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387458008"}]}})
-    put(uow, ctx, {"resourceType": "Patient", "id": "ev-p", "name": [{"family": "孙", "given": ["丽"]}],
-                   "managingOrganization": {"reference": "Organization/ev-org"}})
+    put(
+        uow, ctx, {"resourceType": "Practitioner", "id": "ev-pr", "name": [{"family": "周", "given": ["静"]}]}
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Medication",
+            "id": "ev-med",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387458008"}]},
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Patient",
+            "id": "ev-p",
+            "name": [{"family": "孙", "given": ["丽"]}],
+            "managingOrganization": {"reference": "Organization/ev-org"},
+        },
+    )
     put(uow, ctx, {"resourceType": "Patient", "id": "ev-q", "name": [{"family": "Qian"}]})
-    put(uow, ctx, {"resourceType": "Encounter", "id": "ev-e", "status": "finished",
-                   "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                   "subject": {"reference": "Patient/ev-p"}, "serviceProvider": {"reference": "Organization/ev-org"}})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Encounter",
+            "id": "ev-e",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/ev-p"},
+            "serviceProvider": {"reference": "Organization/ev-org"},
+        },
+    )
     for oid, subject, code, extra in (
-        ("ev-o1", "Patient/ev-p", "8480-6", {"performer": [{"reference": "Practitioner/ev-pr"}],
-                                            "encounter": {"reference": "Encounter/ev-e"}}),
+        (
+            "ev-o1",
+            "Patient/ev-p",
+            "8480-6",
+            {
+                "performer": [{"reference": "Practitioner/ev-pr"}],
+                "encounter": {"reference": "Encounter/ev-e"},
+            },
+        ),
         ("ev-o2", "Patient/ev-p", "8462-4", {}),
-        ("ev-q-o", "Patient/ev-q", "8480-6", {"performer": [{"reference": "Patient/ev-p"}]}),  # ev-p measured ev-q
+        (
+            "ev-q-o",
+            "Patient/ev-q",
+            "8480-6",
+            {"performer": [{"reference": "Patient/ev-p"}]},
+        ),  # ev-p measured ev-q
     ):
-        put(uow, ctx, {"resourceType": "Observation", "id": oid, "status": "final",
-                       "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": subject}, **extra})
-    put(uow, ctx, {"resourceType": "MedicationRequest", "id": "ev-mr", "status": "active", "intent": "order",
-                   "medicationReference": {"reference": "Medication/ev-med"}, "subject": {"reference": "Patient/ev-p"}})
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Observation",
+                "id": oid,
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": code}]},
+                "subject": {"reference": subject},
+                **extra,
+            },
+        )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "MedicationRequest",
+            "id": "ev-mr",
+            "status": "active",
+            "intent": "order",
+            "medicationReference": {"reference": "Medication/ev-med"},
+            "subject": {"reference": "Patient/ev-p"},
+        },
+    )
 
 
 EV_P = {"ev-p", "ev-e", "ev-o1", "ev-o2", "ev-q-o", "ev-mr"}  # the compartment
@@ -441,11 +634,15 @@ EV_REFERRED = {"ev-org", "ev-pr", "ev-med", "ev-q"}  # what it refers to
         ("Practitioner/ev-pr/Observation", {"ev-o1"}),
     ],
 )
-def test_compartment_search(uow: UnitOfWork, ctx: FhirContext, chart: None, url: str, expected: set[str]) -> None:
+def test_compartment_search(
+    uow: UnitOfWork, ctx: FhirContext, chart: None, url: str, expected: set[str]
+) -> None:
     assert ids(search(uow, ctx, url)) == expected
 
 
-def test_compartment_search_of_a_type_outside_the_compartment(uow: UnitOfWork, ctx: FhirContext, chart: None) -> None:
+def test_compartment_search_of_a_type_outside_the_compartment(
+    uow: UnitOfWork, ctx: FhirContext, chart: None
+) -> None:
     # Organizations are not in any patient's compartment: nothing matches.
     assert ids(search(uow, ctx, "Patient/ev-p/Organization")) == set()
 
@@ -459,13 +656,23 @@ def test_everything(uow: UnitOfWork, ctx: FhirContext, chart: None) -> None:
     assert ids(bundle) == EV_P | EV_REFERRED
     assert bundle["total"] == len(EV_P | EV_REFERRED)
     assert ids(search(uow, ctx, "Patient/ev-q/$everything")) == {"ev-q", "ev-q-o", "ev-p"}
-    assert ids(search(uow, ctx, "Patient/ev-p/$everything?_type=Observation,Patient")) == {"ev-p", "ev-o1", "ev-o2", "ev-q-o", "ev-q"}
+    assert ids(search(uow, ctx, "Patient/ev-p/$everything?_type=Observation,Patient")) == {
+        "ev-p",
+        "ev-o1",
+        "ev-o2",
+        "ev-q-o",
+        "ev-q",
+    }
     assert ids(search(uow, ctx, "Patient/ev-p/$everything?_type=Organization")) == {"ev-org"}
 
 
 def test_everything_since(uow: UnitOfWork, ctx: FhirContext, chart: None) -> None:
     # ticking_clock: the ten writes of the chart happened at 00:00:00 ... 00:00:09; ev-o2 was the 8th.
-    assert ids(search(uow, ctx, "Patient/ev-p/$everything?_since=2024-01-01T00:00:07Z")) == {"ev-o2", "ev-q-o", "ev-mr"}
+    assert ids(search(uow, ctx, "Patient/ev-p/$everything?_since=2024-01-01T00:00:07Z")) == {
+        "ev-o2",
+        "ev-q-o",
+        "ev-mr",
+    }
     put(uow, ctx, {"resourceType": "Organization", "id": "ev-org", "name": "上海市第六人民医院（新院区）"})
     assert ids(search(uow, ctx, "Patient/ev-p/$everything?_since=2024-01-01T00:00:10Z")) == {"ev-org"}
 
@@ -478,7 +685,9 @@ def test_everything_pages_without_duplicates(uow: UnitOfWork, ctx: FhirContext, 
 
 
 def test_everything_page_sizes_come_from_the_deployment(uow: UnitOfWork, chart: None) -> None:
-    small = FhirContext(base_url="http://testserver/fhir", settings=FhirSettings(default_page_size=4, max_page_size=6))
+    small = FhirContext(
+        base_url="http://testserver/fhir", settings=FhirSettings(default_page_size=4, max_page_size=6)
+    )
     assert [len(p) for p in walk(uow, small, "Patient/ev-p/$everything")] == [4, 4, 2]
     assert [len(p) for p in walk(uow, small, "Patient/ev-p/$everything?_count=100")] == [6, 4]
 

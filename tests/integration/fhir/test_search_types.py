@@ -48,11 +48,19 @@ def patient(pid: str, **elements: Any) -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid, **elements}
 
 
-def observation(oid: str, code: str = "8480-6", system: str | None = LOINC, **elements: Any) -> dict[str, Any]:
+def observation(
+    oid: str, code: str = "8480-6", system: str | None = LOINC, **elements: Any
+) -> dict[str, Any]:
     coding: dict[str, Any] = {"code": code}
     if system:
         coding["system"] = system
-    return {"resourceType": "Observation", "id": oid, "status": "final", "code": {"coding": [coding]}, **elements}
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [coding]},
+        **elements,
+    }
 
 
 # --- string ---------------------------------------------------------------------------------
@@ -60,23 +68,68 @@ def observation(oid: str, code: str = "8480-6", system: str | None = LOINC, **el
 
 @pytest.fixture
 def people(uow: UnitOfWork, ctx: FhirContext) -> None:
-    put(uow, ctx, patient(
-        "zhang-wei",
-        name=[{"family": "张", "given": ["伟"]}, {"family": "Zhāng", "given": ["Wěi"]}],
-        address=[{"line": ["朝阳区建国路88号"], "city": "北京市", "district": "朝阳区", "state": "北京市",
-                  "postalCode": "100022", "country": "CN"}],
-    ))
-    put(uow, ctx, patient("li-na", name=[{"family": "李", "given": ["娜"]}, {"family": "Li", "given": ["Na"]}],
-                          address=[{"city": "上海市", "postalCode": "200030", "country": "CN"}]))
+    put(
+        uow,
+        ctx,
+        patient(
+            "zhang-wei",
+            name=[{"family": "张", "given": ["伟"]}, {"family": "Zhāng", "given": ["Wěi"]}],
+            address=[
+                {
+                    "line": ["朝阳区建国路88号"],
+                    "city": "北京市",
+                    "district": "朝阳区",
+                    "state": "北京市",
+                    "postalCode": "100022",
+                    "country": "CN",
+                }
+            ],
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        patient(
+            "li-na",
+            name=[{"family": "李", "given": ["娜"]}, {"family": "Li", "given": ["Na"]}],
+            address=[{"city": "上海市", "postalCode": "200030", "country": "CN"}],
+        ),
+    )
     put(uow, ctx, patient("ouyang", name=[{"family": "欧阳", "given": ["娜娜"]}]))
-    put(uow, ctx, patient(
-        "smith",
-        name=[{"text": "John  Quincy Smith", "family": "Smith", "given": ["John", "Quincy"], "prefix": ["Mr."]}],
-        address=[{"line": ["1 Main St"], "city": "Boston", "state": "MA", "postalCode": "02115", "country": "US"}],
-    ))
+    put(
+        uow,
+        ctx,
+        patient(
+            "smith",
+            name=[
+                {
+                    "text": "John  Quincy Smith",
+                    "family": "Smith",
+                    "given": ["John", "Quincy"],
+                    "prefix": ["Mr."],
+                }
+            ],
+            address=[
+                {
+                    "line": ["1 Main St"],
+                    "city": "Boston",
+                    "state": "MA",
+                    "postalCode": "02115",
+                    "country": "US",
+                }
+            ],
+        ),
+    )
     put(uow, ctx, patient("smithson", name=[{"family": "Smithson", "given": ["Anne"]}]))
-    put(uow, ctx, patient("muller", name=[{"family": "Müller", "given": ["Jürgen"]}],
-                          address=[{"city": "München", "country": "DE"}]))
+    put(
+        uow,
+        ctx,
+        patient(
+            "muller",
+            name=[{"family": "Müller", "given": ["Jürgen"]}],
+            address=[{"city": "München", "country": "DE"}],
+        ),
+    )
     put(uow, ctx, patient("nameless"))
 
 
@@ -133,40 +186,85 @@ def test_string(uow: UnitOfWork, ctx: FhirContext, people: None, query: str, exp
 
 @pytest.fixture
 def coded(uow: UnitOfWork, ctx: FhirContext) -> None:
-    put(uow, ctx, patient(
-        "t-male",
-        gender="male",
-        active=True,
-        identifier=[
-            {"system": RESIDENT_ID, "value": "110101199003074512"},
-            {"type": {"coding": [{"system": V2_0203, "code": "MR"}], "text": "病案号"},
-             "system": "urn:oid:2.16.156.10011.1.12.1", "value": "MRN-0001"},
-        ],
-        telecom=[{"system": "phone", "value": "13800138000"}, {"system": "email", "value": "wei@example.cn"}],
-        deceasedBoolean=False,
-    ))
-    put(uow, ctx, patient(
-        "t-female",
-        gender="female",
-        active=False,
-        identifier=[{"type": {"coding": [{"system": V2_0203, "code": "MR"}]},
-                     "system": "urn:oid:2.16.156.10011.1.12.2", "value": "MRN-0002"}],
-        telecom=[{"system": "phone", "value": "13900139000"}],
-        deceasedDateTime="2023-06-01",
-    ))
+    put(
+        uow,
+        ctx,
+        patient(
+            "t-male",
+            gender="male",
+            active=True,
+            identifier=[
+                {"system": RESIDENT_ID, "value": "110101199003074512"},
+                {
+                    "type": {"coding": [{"system": V2_0203, "code": "MR"}], "text": "病案号"},
+                    "system": "urn:oid:2.16.156.10011.1.12.1",
+                    "value": "MRN-0001",
+                },
+            ],
+            telecom=[
+                {"system": "phone", "value": "13800138000"},
+                {"system": "email", "value": "wei@example.cn"},
+            ],
+            deceasedBoolean=False,
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        patient(
+            "t-female",
+            gender="female",
+            active=False,
+            identifier=[
+                {
+                    "type": {"coding": [{"system": V2_0203, "code": "MR"}]},
+                    "system": "urn:oid:2.16.156.10011.1.12.2",
+                    "value": "MRN-0002",
+                }
+            ],
+            telecom=[{"system": "phone", "value": "13900139000"}],
+            deceasedDateTime="2023-06-01",
+        ),
+    )
     put(uow, ctx, patient("t-bare"))
-    systolic = observation("sys", "8480-6", category=[{"coding": [{
-        "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}])
+    systolic = observation(
+        "sys",
+        "8480-6",
+        category=[
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+    )
     systolic["code"]["coding"][0]["display"] = "Systolic blood pressure"
     put(uow, ctx, systolic)
     put(uow, ctx, observation("nosys", "8480-6", system=None))
-    put(uow, ctx, {
-        "resourceType": "Observation", "id": "bp", "status": "amended",
-        "code": {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"},
-                            {"system": SNOMED, "code": "75367002", "display": "Blood pressure"}],
-                 "text": "血压 Blood pressure"},
-    })
-    put(uow, ctx, {"resourceType": "Observation", "id": "text-only", "status": "final", "code": {"text": "Headache"}})
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "Observation",
+            "id": "bp",
+            "status": "amended",
+            "code": {
+                "coding": [
+                    {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"},
+                    {"system": SNOMED, "code": "75367002", "display": "Blood pressure"},
+                ],
+                "text": "血压 Blood pressure",
+            },
+        },
+    )
+    put(
+        uow,
+        ctx,
+        {"resourceType": "Observation", "id": "text-only", "status": "final", "code": {"text": "Headache"}},
+    )
 
 
 @pytest.mark.parametrize(
@@ -218,15 +316,39 @@ def diagnoses(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, patient("dx-p"))
 
     def condition(cid: str, codings: list[dict[str, str]], **extra: Any) -> None:
-        put(uow, ctx, {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/dx-p"},
-                       "code": {"coding": codings}, **extra})
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Condition",
+                "id": cid,
+                "subject": {"reference": "Patient/dx-p"},
+                "code": {"coding": codings},
+                **extra,
+            },
+        )
 
-    condition("c-htn", [{"system": ICD10, "code": "I10", "display": "原发性高血压"}],
-              clinicalStatus={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-              onsetAge={"value": 52, "unit": "a", "system": UCUM, "code": "a"}, recordedDate="2024-05-01")
-    condition("c-dm", [{"system": ICD10, "code": "E11.9", "display": "2型糖尿病"}], onsetPeriod={"start": "2019-03-01"})
-    condition("c-flu", [{"system": ICD10, "code": "J10.1"}, {"system": SNOMED, "code": "6142004", "display": "Influenza"}],
-              onsetDateTime="2024-01-10T09:00:00+08:00")
+    condition(
+        "c-htn",
+        [{"system": ICD10, "code": "I10", "display": "原发性高血压"}],
+        clinicalStatus={
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+            ]
+        },
+        onsetAge={"value": 52, "unit": "a", "system": UCUM, "code": "a"},
+        recordedDate="2024-05-01",
+    )
+    condition(
+        "c-dm",
+        [{"system": ICD10, "code": "E11.9", "display": "2型糖尿病"}],
+        onsetPeriod={"start": "2019-03-01"},
+    )
+    condition(
+        "c-flu",
+        [{"system": ICD10, "code": "J10.1"}, {"system": SNOMED, "code": "6142004", "display": "Influenza"}],
+        onsetDateTime="2024-01-10T09:00:00+08:00",
+    )
 
 
 @pytest.mark.parametrize(
@@ -249,7 +371,9 @@ def diagnoses(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("subject=dx-p", {"c-htn", "c-dm", "c-flu"}),
     ],
 )
-def test_condition_with_icd10(uow: UnitOfWork, ctx: FhirContext, diagnoses: None, query: str, expected: set[str]) -> None:
+def test_condition_with_icd10(
+    uow: UnitOfWork, ctx: FhirContext, diagnoses: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Condition?{query}") == expected
 
 
@@ -257,7 +381,9 @@ def test_token_of_type_needs_three_parts(uow: UnitOfWork, ctx: FhirContext, code
     refused(uow, ctx, f"Patient?identifier:of-type={V2_0203}|MR")
 
 
-def test_token_computed_boolean_false_for_absent_element(uow: UnitOfWork, ctx: FhirContext, coded: None) -> None:
+def test_token_computed_boolean_false_for_absent_element(
+    uow: UnitOfWork, ctx: FhirContext, coded: None
+) -> None:
     # Patient-deceased: "Patient.deceased.exists() and Patient.deceased != false".
     assert found(uow, ctx, "Patient?deceased=false") == {"t-male", "t-bare"}
 
@@ -272,17 +398,37 @@ def referring(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, {"resourceType": "Group", "id": "g1", "type": "person", "actual": True})
     put(uow, ctx, observation("o-p1", subject={"reference": "Patient/p1"}))
     put(uow, ctx, observation("o-p2-abs", subject={"reference": "http://testserver/fhir/Patient/p2"}))
-    put(uow, ctx, observation("o-ident", subject={"identifier": {"system": RESIDENT_ID, "value": "440301198811110021"}}))
+    put(
+        uow,
+        ctx,
+        observation(
+            "o-ident", subject={"identifier": {"system": RESIDENT_ID, "value": "440301198811110021"}}
+        ),
+    )
     put(uow, ctx, observation("o-none"))
     put(uow, ctx, observation("o-g1", subject={"reference": "Group/g1"}))
     put(uow, ctx, observation("o-ext", subject={"reference": "http://other.example.org/fhir/Patient/9"}))
     for qid, canonical in (("qr-2", "|2.0"), ("qr-1", "|1.0"), ("qr-plain", "")):
-        put(uow, ctx, {
-            "resourceType": "QuestionnaireResponse", "id": qid, "status": "completed",
-            "questionnaire": f"http://example.org/fhir/Questionnaire/phq-9{canonical}",
-        })
-    put(uow, ctx, {"resourceType": "QuestionnaireResponse", "id": "qr-gad", "status": "completed",
-                   "questionnaire": "http://example.org/fhir/Questionnaire/gad-7"})
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "QuestionnaireResponse",
+                "id": qid,
+                "status": "completed",
+                "questionnaire": f"http://example.org/fhir/Questionnaire/phq-9{canonical}",
+            },
+        )
+    put(
+        uow,
+        ctx,
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": "qr-gad",
+            "status": "completed",
+            "questionnaire": "http://example.org/fhir/Questionnaire/gad-7",
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -302,7 +448,10 @@ def referring(uow: UnitOfWork, ctx: FhirContext) -> None:
         (f"Observation?subject:identifier={RESIDENT_ID}|440301198811110021", {"o-ident"}),
         ("Observation?subject:identifier=440301198811110021", {"o-ident"}),
         ("Observation?subject:missing=true", {"o-none"}),
-        ("QuestionnaireResponse?questionnaire=http://example.org/fhir/Questionnaire/phq-9", {"qr-2", "qr-1", "qr-plain"}),
+        (
+            "QuestionnaireResponse?questionnaire=http://example.org/fhir/Questionnaire/phq-9",
+            {"qr-2", "qr-1", "qr-plain"},
+        ),
         ("QuestionnaireResponse?questionnaire=http://example.org/fhir/Questionnaire/phq-9|2.0", {"qr-2"}),
         ("QuestionnaireResponse?questionnaire=http://example.org/fhir/Questionnaire/gad-7|2.0", set()),
     ],
@@ -311,13 +460,17 @@ def test_reference(uow: UnitOfWork, ctx: FhirContext, referring: None, url: str,
     assert found(uow, ctx, url) == expected
 
 
-def test_reference_to_a_version_matches_the_resource(uow: UnitOfWork, ctx: FhirContext, referring: None) -> None:
+def test_reference_to_a_version_matches_the_resource(
+    uow: UnitOfWork, ctx: FhirContext, referring: None
+) -> None:
     put(uow, ctx, observation("o-versioned", subject={"reference": "Patient/p1/_history/1"}))
     assert found(uow, ctx, "Observation?subject=Patient/p1") == {"o-p1", "o-versioned"}
     assert found(uow, ctx, "Observation?subject:Patient.name=王") == {"o-p1", "o-versioned"}
 
 
-def test_reference_type_modifier_must_agree_with_the_value(uow: UnitOfWork, ctx: FhirContext, referring: None) -> None:
+def test_reference_type_modifier_must_agree_with_the_value(
+    uow: UnitOfWork, ctx: FhirContext, referring: None
+) -> None:
     refused(uow, ctx, "Observation?subject:Group=Patient/p1")
     refused(uow, ctx, "Observation?subject:Organization=o1")  # not a target of Observation.subject
 
@@ -327,8 +480,13 @@ def test_reference_type_modifier_must_agree_with_the_value(uow: UnitOfWork, ctx:
 
 @pytest.fixture
 def born(uow: UnitOfWork, ctx: FhirContext) -> None:
-    for pid, birth in (("d-day", "1980-05-03"), ("d-month", "1980-05"), ("d-year", "1980"),
-                       ("d-before", "1979-12-31"), ("d-after", "1981-01-01")):
+    for pid, birth in (
+        ("d-day", "1980-05-03"),
+        ("d-month", "1980-05"),
+        ("d-year", "1980"),
+        ("d-before", "1979-12-31"),
+        ("d-after", "1981-01-01"),
+    ):
         put(uow, ctx, patient(pid, birthDate=birth))
     put(uow, ctx, patient("d-none"))
 
@@ -356,7 +514,9 @@ def born(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("ge1980-05-03T00:00:00Z", {"d-day", "d-month", "d-year", "d-after"}),
     ],
 )
-def test_date_prefixes_on_dates(uow: UnitOfWork, ctx: FhirContext, born: None, query: str, expected: set[str]) -> None:
+def test_date_prefixes_on_dates(
+    uow: UnitOfWork, ctx: FhirContext, born: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Patient?birthdate={query}") == expected
 
 
@@ -366,7 +526,11 @@ def timed(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, observation("t-beijing", effectiveDateTime="2024-03-01T08:30:00+08:00"))
     put(uow, ctx, observation("t-newyork", effectiveDateTime="2024-03-01T23:30:00-05:00"))
     put(uow, ctx, observation("t-instant", effectiveInstant="2024-03-01T12:00:00.250Z"))
-    put(uow, ctx, observation("t-period", effectivePeriod={"start": "2024-02-28", "end": "2024-03-01T06:00:00Z"}))
+    put(
+        uow,
+        ctx,
+        observation("t-period", effectivePeriod={"start": "2024-02-28", "end": "2024-03-01T06:00:00Z"}),
+    )
     put(uow, ctx, observation("t-near", effectiveDateTime="2023-12-03"))
     put(uow, ctx, observation("t-far", effectiveDateTime="2023-12-10"))
 
@@ -412,11 +576,18 @@ def stays(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("e-open-end", {"start": "2024-01-20"}),  # still in hospital
         ("e-open-start", {"end": "2024-01-05"}),
     ):
-        put(uow, ctx, {
-            "resourceType": "Encounter", "id": eid, "status": "in-progress",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-            "subject": {"reference": "Patient/ep"}, "period": period,
-        })
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "Encounter",
+                "id": eid,
+                "status": "in-progress",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                "subject": {"reference": "Patient/ep"},
+                "period": period,
+            },
+        )
 
 
 @pytest.mark.parametrize(
@@ -436,13 +607,24 @@ def stays(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("gt9999", set()),
     ],
 )
-def test_date_prefixes_on_periods(uow: UnitOfWork, ctx: FhirContext, stays: None, query: str, expected: set[str]) -> None:
+def test_date_prefixes_on_periods(
+    uow: UnitOfWork, ctx: FhirContext, stays: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Encounter?date={query}") == expected
 
 
 @pytest.mark.parametrize(
     "query",
-    ["1980-13", "1980-02-30", "notadate", "gt", "19800503", "1980-05-03T25:00:00Z", "1980-05-03T10:61:00Z", "xx1980"],
+    [
+        "1980-13",
+        "1980-02-30",
+        "notadate",
+        "gt",
+        "19800503",
+        "1980-05-03T25:00:00Z",
+        "1980-05-03T10:61:00Z",
+        "xx1980",
+    ],
 )
 def test_invalid_dates_are_400(uow: UnitOfWork, ctx: FhirContext, query: str) -> None:
     body = refused(uow, ctx, f"Patient?birthdate={query}")
@@ -456,10 +638,17 @@ def test_invalid_dates_are_400(uow: UnitOfWork, ctx: FhirContext, query: str) ->
 def risks(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, patient("rp"))
     for rid, probability in (("r-025", 0.25), ("r-05", 0.5), ("r-08", 0.8), ("r-100", 100), ("r-996", 99.6)):
-        put(uow, ctx, {
-            "resourceType": "RiskAssessment", "id": rid, "status": "final", "subject": {"reference": "Patient/rp"},
-            "prediction": [{"probabilityDecimal": probability}],
-        })
+        put(
+            uow,
+            ctx,
+            {
+                "resourceType": "RiskAssessment",
+                "id": rid,
+                "status": "final",
+                "subject": {"reference": "Patient/rp"},
+                "prediction": [{"probabilityDecimal": probability}],
+            },
+        )
 
 
 @pytest.mark.parametrize(
@@ -493,9 +682,31 @@ def test_number_not_a_number_is_400(uow: UnitOfWork, ctx: FhirContext) -> None:
 @pytest.fixture
 def measured(uow: UnitOfWork, ctx: FhirContext) -> None:
     glucose = "2339-0"  # Glucose [Mass/volume] in Blood
-    put(uow, ctx, observation("q-54", "15074-8", valueQuantity={"value": 5.4, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"}))
-    put(uow, ctx, observation("q-61", "15074-8", valueQuantity={"value": 6.1, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"}))
-    put(uow, ctx, observation("q-97", glucose, valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}))
+    put(
+        uow,
+        ctx,
+        observation(
+            "q-54",
+            "15074-8",
+            valueQuantity={"value": 5.4, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"},
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        observation(
+            "q-61",
+            "15074-8",
+            valueQuantity={"value": 6.1, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"},
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        observation(
+            "q-97", glucose, valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}
+        ),
+    )
     put(uow, ctx, observation("q-unit-only", "15074-8", valueQuantity={"value": 5.4, "unit": "mmol/L"}))
     put(uow, ctx, observation("q-none", "15074-8"))
 
@@ -571,10 +782,14 @@ def blood_pressure(oid: str, systolic: float, diastolic: float) -> dict[str, Any
         }
 
     return {
-        "resourceType": "Observation", "id": oid, "status": "final",
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
         "code": {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}]},
-        "component": [component("8480-6", "Systolic blood pressure", systolic),
-                      component("8462-4", "Diastolic blood pressure", diastolic)],
+        "component": [
+            component("8480-6", "Systolic blood pressure", systolic),
+            component("8462-4", "Diastolic blood pressure", diastolic),
+        ],
     }
 
 
@@ -582,10 +797,29 @@ def blood_pressure(oid: str, systolic: float, diastolic: float) -> dict[str, Any
 def pressures(uow: UnitOfWork, ctx: FhirContext) -> None:
     put(uow, ctx, blood_pressure("bp-high", 150, 95))
     put(uow, ctx, blood_pressure("bp-normal", 118, 76))
-    put(uow, ctx, observation("glucose", "2339-0", valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}))
-    put(uow, ctx, observation("systolic-alone", "8480-6",
-                              valueQuantity={"value": 142, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}))
-    put(uow, ctx, observation("smoker", "72166-2", valueCodeableConcept={"coding": [{"system": SNOMED, "code": "77176002"}]}))
+    put(
+        uow,
+        ctx,
+        observation(
+            "glucose", "2339-0", valueQuantity={"value": 97, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        observation(
+            "systolic-alone",
+            "8480-6",
+            valueQuantity={"value": 142, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"},
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        observation(
+            "smoker", "72166-2", valueCodeableConcept={"coding": [{"system": SNOMED, "code": "77176002"}]}
+        ),
+    )
     put(uow, ctx, observation("note", "8251-1", valueString="pays $5, twice"))
 
 
@@ -609,7 +843,9 @@ def pressures(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("code-value-string=8251-1$twice", set()),
     ],
 )
-def test_composite(uow: UnitOfWork, ctx: FhirContext, pressures: None, query: str, expected: set[str]) -> None:
+def test_composite(
+    uow: UnitOfWork, ctx: FhirContext, pressures: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Observation?{query}") == expected
 
 
@@ -622,21 +858,41 @@ def test_composite_needs_every_component(uow: UnitOfWork, ctx: FhirContext, pres
 
 @pytest.fixture
 def labelled(uow: UnitOfWork, ctx: FhirContext) -> None:
-    put(uow, ctx, patient(
-        "m-vip",
-        meta={"tag": [{"system": "http://example.org/tags", "code": "vip"}],
-              "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
-              "profile": ["http://hl7.org/fhir/StructureDefinition/bp", "http://example.org/fhir/StructureDefinition/cn-patient"],
-              "source": "http://his.hospital-a.cn/fhir#a1b2"},
-        text={"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">患者有<b>高血压</b>病史 Hypertension</div>"},
-        name=[{"family": "陈", "given": ["静"]}],
-    ))
-    put(uow, ctx, patient(
-        "m-plain",
-        meta={"tag": [{"system": "http://example.org/tags", "code": "research"}],
-              "source": "http://lis.hospital-b.cn"},
-        name=[{"family": "Chen", "given": ["Jing"], "text": "hypertension clinic patient"}],
-    ))
+    put(
+        uow,
+        ctx,
+        patient(
+            "m-vip",
+            meta={
+                "tag": [{"system": "http://example.org/tags", "code": "vip"}],
+                "security": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+                ],
+                "profile": [
+                    "http://hl7.org/fhir/StructureDefinition/bp",
+                    "http://example.org/fhir/StructureDefinition/cn-patient",
+                ],
+                "source": "http://his.hospital-a.cn/fhir#a1b2",
+            },
+            text={
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">患者有<b>高血压</b>病史 Hypertension</div>',
+            },
+            name=[{"family": "陈", "given": ["静"]}],
+        ),
+    )
+    put(
+        uow,
+        ctx,
+        patient(
+            "m-plain",
+            meta={
+                "tag": [{"system": "http://example.org/tags", "code": "research"}],
+                "source": "http://lis.hospital-b.cn",
+            },
+            name=[{"family": "Chen", "given": ["Jing"], "text": "hypertension clinic patient"}],
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -661,7 +917,9 @@ def labelled(uow: UnitOfWork, ctx: FhirContext) -> None:
         ("_id=m-vip", {"m-vip"}),
     ],
 )
-def test_common_parameters(uow: UnitOfWork, ctx: FhirContext, labelled: None, query: str, expected: set[str]) -> None:
+def test_common_parameters(
+    uow: UnitOfWork, ctx: FhirContext, labelled: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Patient?{query}") == expected
 
 
@@ -673,8 +931,11 @@ def test_content_covers_nested_text_elements(uow: UnitOfWork, ctx: FhirContext, 
 @pytest.fixture
 def dated_writes(uow: UnitOfWork, ctx: FhirContext) -> Iterator[None]:
     try:
-        for pid, when in (("lu-2023", "2023-06-01T12:00:00"), ("lu-2024a", "2024-01-01T00:00:00"),
-                          ("lu-2024b", "2024-01-01T08:00:00")):
+        for pid, when in (
+            ("lu-2023", "2023-06-01T12:00:00"),
+            ("lu-2024a", "2024-01-01T00:00:00"),
+            ("lu-2024b", "2024-01-01T08:00:00"),
+        ):
             stamp = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
             clock.set_clock(lambda stamp=stamp: stamp)
             put(uow, ctx, patient(pid))
@@ -698,5 +959,7 @@ def dated_writes(uow: UnitOfWork, ctx: FhirContext) -> Iterator[None]:
         ("2023-06-01T20:00:00%2B08:00", {"lu-2023"}),
     ],
 )
-def test_last_updated(uow: UnitOfWork, ctx: FhirContext, dated_writes: None, query: str, expected: set[str]) -> None:
+def test_last_updated(
+    uow: UnitOfWork, ctx: FhirContext, dated_writes: None, query: str, expected: set[str]
+) -> None:
     assert found(uow, ctx, f"Patient?_lastUpdated={query}") == expected

@@ -17,7 +17,16 @@ from yilian.fhir import FhirContext, FhirRequest, FhirSettings, dispatch
 SYNTHEA = SHARED / "synthea-fhir-r4"
 MANIFEST = list(csv.DictReader((SYNTHEA / "MANIFEST.csv").open(encoding="utf-8")))
 CTX = FhirContext(base_url="http://testserver/fhir", settings=FhirSettings())
-COUNTED = ("Encounter", "Observation", "Immunization", "Condition", "Procedure", "Claim", "ExplanationOfBenefit", "MedicationRequest")
+COUNTED = (
+    "Encounter",
+    "Observation",
+    "Immunization",
+    "Condition",
+    "Procedure",
+    "Claim",
+    "ExplanationOfBenefit",
+    "MedicationRequest",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +39,17 @@ def loaded(db: Database) -> dict[str, dict[str, Any]]:
         assert resp.status == 200
         body = orjson.loads(resp.body or b"{}")
         patient_loc = next(
-            e["response"]["location"] for e, src in zip(body["entry"], bundle["entry"], strict=True)
+            e["response"]["location"]
+            for e, src in zip(body["entry"], bundle["entry"], strict=True)
             if src["resource"]["resourceType"] == "Patient"
         )
         out[row["file"]] = {"patient": patient_loc.split("/")[1], "response": body, "bundle": bundle}
     return out
 
 
-@pytest.mark.parametrize("row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST])
+@pytest.mark.parametrize(
+    "row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST]
+)
 def test_bundle_loads_with_every_entry_created(loaded: dict[str, Any], row: dict[str, str]) -> None:
     info = loaded[row["file"]]
     entries = info["response"]["entry"]
@@ -46,7 +58,9 @@ def test_bundle_loads_with_every_entry_created(loaded: dict[str, Any], row: dict
     assert all(e["response"]["location"].count("/") == 3 for e in entries)  # Type/id/_history/1
 
 
-@pytest.mark.parametrize("row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST])
+@pytest.mark.parametrize(
+    "row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST]
+)
 def test_compartment_counts_match_manifest(db: Database, loaded: dict[str, Any], row: dict[str, str]) -> None:
     pid = loaded[row["file"]]["patient"]
     with UnitOfWork(db) as uow:
@@ -57,13 +71,19 @@ def test_compartment_counts_match_manifest(db: Database, loaded: dict[str, Any],
             assert compartment["total"] == int(row[rtype]), rtype
 
 
-@pytest.mark.parametrize("row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST])
-def test_no_urn_uuid_left_and_identity_searches(db: Database, loaded: dict[str, Any], row: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST]
+)
+def test_no_urn_uuid_left_and_identity_searches(
+    db: Database, loaded: dict[str, Any], row: dict[str, str]
+) -> None:
     pid = loaded[row["file"]]["patient"]
     with UnitOfWork(db) as uow:
         patient = call(uow, CTX, "GET", f"Patient/{pid}").json
         assert patient["name"][0]["family"] == row["family"]
-        by_mr = call(uow, CTX, "GET", f"Patient?identifier=http://hospital.smarthealthit.org|{row['MR']}").json
+        by_mr = call(
+            uow, CTX, "GET", f"Patient?identifier=http://hospital.smarthealthit.org|{row['MR']}"
+        ).json
         assert [e["resource"]["id"] for e in by_mr["entry"]] == [pid]
         by_demo = call(uow, CTX, "GET", f"Patient?family={row['family']}&birthdate={row['birthDate']}").json
         assert pid in {e["resource"]["id"] for e in by_demo["entry"]}
@@ -84,8 +104,12 @@ def _everything(uow: UnitOfWork, pid: str) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST])
-def test_everything_returns_every_resource_of_the_bundle(db: Database, loaded: dict[str, Any], row: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "row", MANIFEST, ids=[r["file"].split("_")[0] + "_" + r["file"].split("_")[1] for r in MANIFEST]
+)
+def test_everything_returns_every_resource_of_the_bundle(
+    db: Database, loaded: dict[str, Any], row: dict[str, str]
+) -> None:
     info = loaded[row["file"]]
     created = {e["response"]["location"].rsplit("/_history", 1)[0] for e in info["response"]["entry"]}
     with UnitOfWork(db) as uow:

@@ -101,7 +101,11 @@ def base(fhir_server: RunningServer) -> str:
 
 
 def _put_known_patient(client: httpx.Client, base: str) -> None:
-    resp = client.put(f"{base}/Patient/example", content=KNOWN_PATIENT.read_bytes(), headers={"Content-Type": "application/fhir+json"})
+    resp = client.put(
+        f"{base}/Patient/example",
+        content=KNOWN_PATIENT.read_bytes(),
+        headers={"Content-Type": "application/fhir+json"},
+    )
     assert resp.status_code in (200, 201), resp.text
 
 
@@ -117,7 +121,11 @@ def test_testscript(path: Path, client: httpx.Client, base: str) -> None:
     print(report)  # the whole account, shown with -s or -rA
     errata = {(s, n): why for (sid, s, n), why in ERRATA.items() if sid == report.script}
 
-    wrong = [r for r in report.with_outcome(FAIL) + report.with_outcome(WARNING) if (r.section, r.number) not in errata]
+    wrong = [
+        r
+        for r in report.with_outcome(FAIL) + report.with_outcome(WARNING)
+        if (r.section, r.number) not in errata
+    ]
     assert not wrong, "asserts that did not pass:\n" + "\n".join(map(str, wrong)) + f"\n\n{report}"
 
     for (section, number), why in errata.items():
@@ -154,7 +162,12 @@ def test_erratum_ids_with_capitals_are_valid(client: httpx.Client, base: str) ->
     client.delete(url)
     assert client.get(url).status_code in (404, 410)
     patient = {**orjson.loads(KNOWN_PATIENT.read_bytes()), "id": CAPITALS_ID}
-    assert client.put(url, content=orjson.dumps(patient), headers={"Content-Type": "application/fhir+json"}).status_code == 201
+    assert (
+        client.put(
+            url, content=orjson.dumps(patient), headers={"Content-Type": "application/fhir+json"}
+        ).status_code
+        == 201
+    )
     assert client.get(url).json()["id"] == CAPITALS_ID
     assert client.delete(url).status_code in (200, 204)
 
@@ -172,23 +185,45 @@ def test_runner_reports_what_fails(client: httpx.Client, base: str) -> None:
     script: dict[str, Any] = {
         "resourceType": "TestScript",
         "id": "runner-self-test",
-        "contained": [{"resourceType": "Patient", "id": "p1", "name": [{"family": "Nobody"}], "gender": "other"}],
-        "fixture": [{"id": "other", "autocreate": False, "autodelete": False, "resource": {"reference": "#p1"}}],
+        "contained": [
+            {"resourceType": "Patient", "id": "p1", "name": [{"family": "Nobody"}], "gender": "other"}
+        ],
+        "fixture": [
+            {"id": "other", "autocreate": False, "autodelete": False, "resource": {"reference": "#p1"}}
+        ],
         "profile": [{"id": "bundle", "reference": "http://hl7.org/fhir/StructureDefinition/Bundle"}],
         "variable": [{"name": "known", "defaultValue": "example"}],
         "test": [
             {
                 "id": "wrong",
                 "action": [
-                    {"operation": {"type": {"system": op, "code": "read"}, "resource": "Patient", "params": "/${known}"}},
+                    {
+                        "operation": {
+                            "type": {"system": op, "code": "read"},
+                            "resource": "Patient",
+                            "params": "/${known}",
+                        }
+                    },
                     {"assert": {"description": "response", "response": "notFound"}},
                     {"assert": {"description": "responseCode", "responseCode": "201,204", "operator": "in"}},
                     {"assert": {"description": "resource", "resource": "Observation"}},
                     {"assert": {"description": "profile", "validateProfileId": "bundle"}},
                     {"assert": {"description": "header", "headerField": "ETag", "operator": "empty"}},
-                    {"assert": {"description": "contentType", "contentType": "json", "operator": "notEquals"}},
+                    {
+                        "assert": {
+                            "description": "contentType",
+                            "contentType": "json",
+                            "operator": "notEquals",
+                        }
+                    },
                     {"assert": {"description": "expression", "expression": "Patient.gender = 'other'"}},
-                    {"assert": {"description": "path", "path": "fhir:Patient/fhir:name/fhir:family/@value", "value": "Nobody"}},
+                    {
+                        "assert": {
+                            "description": "path",
+                            "path": "fhir:Patient/fhir:name/fhir:family/@value",
+                            "value": "Nobody",
+                        }
+                    },
                     {
                         "assert": {
                             "description": "compareToSource",
@@ -199,7 +234,13 @@ def test_runner_reports_what_fails(client: httpx.Client, base: str) -> None:
                     {"assert": {"description": "minimum", "minimumId": "other"}},
                     {"assert": {"description": "links", "navigationLinks": True}},
                     {"assert": {"description": "warning only", "response": "gone", "warningOnly": True}},
-                    {"operation": {"type": {"system": op, "code": "read"}, "resource": "Patient", "params": "/${unknown}"}},
+                    {
+                        "operation": {
+                            "type": {"system": op, "code": "read"},
+                            "resource": "Patient",
+                            "params": "/${unknown}",
+                        }
+                    },
                 ],
             }
         ],
@@ -235,7 +276,14 @@ def test_runner_finds_fixtures_in_every_form(client: httpx.Client, base: str, tm
     script: dict[str, Any] = {
         "resourceType": "TestScript",
         "id": "missing-fixture",
-        "fixture": [{"id": "f", "autocreate": False, "autodelete": False, "resource": {"reference": "Patient/no-such-example"}}],
+        "fixture": [
+            {
+                "id": "f",
+                "autocreate": False,
+                "autodelete": False,
+                "resource": {"reference": "Patient/no-such-example"},
+            }
+        ],
     }
     (result,) = runner.run(script, folder=tmp_path).results
     assert result.outcome == FAIL and "not among the official examples" in result.detail
@@ -250,7 +298,14 @@ def _read_script(accept: str) -> dict[str, Any]:
             {
                 "id": "t",
                 "action": [
-                    {"operation": {"type": op, "resource": "Patient", "accept": accept, "params": "/example"}},
+                    {
+                        "operation": {
+                            "type": op,
+                            "resource": "Patient",
+                            "accept": accept,
+                            "params": "/example",
+                        }
+                    },
                     {"assert": {"label": "status", "response": "okay"}},
                     {"assert": {"label": "format", "contentType": accept}},
                 ],
@@ -264,7 +319,9 @@ def test_runner_skips_only_what_the_server_does_not_claim(client: httpx.Client, 
     actual = client.get(f"{base}/metadata").json()
 
     runner = TestScriptRunner(client, base, examples=EXAMPLES)
-    outcomes = {r.label: (r.outcome, r.feature) for r in runner.run(_read_script("xml"), folder=TESTSCRIPTS).results}
+    outcomes = {
+        r.label: (r.outcome, r.feature) for r in runner.run(_read_script("xml"), folder=TESTSCRIPTS).results
+    }
     assert outcomes == {"status": (PASS, None), "format": (SKIP, Feature("format", "xml"))}
 
     # Were XML claimed, nothing about it would be skipped: the request asks for XML and fails.

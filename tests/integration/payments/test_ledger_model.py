@@ -235,7 +235,9 @@ def test_ledger_matches_the_model(uow: UnitOfWork, desk: CardDesk, pinned: list[
         @rule(line=consumes(unpaid))
         def payout(self, line: tuple[dt.date, int, str, int]) -> None:
             day, line_id, account, amount = line
-            paid = payments.record_payout(uow, day=day, line_id=line_id, reference=f"T-{line_id}", paid_by="test")
+            paid = payments.record_payout(
+                uow, day=day, line_id=line_id, reference=f"T-{line_id}", paid_by="test"
+            )
             assert paid.amount_fen == amount
             self.owed[account] -= amount
             with pytest.raises(PaymentError, match="already paid"):

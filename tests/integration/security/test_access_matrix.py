@@ -22,15 +22,29 @@ SETTINGS = FhirSettings(observers=(GrantDeriver(),))
 def ctx_for(uow: UnitOfWork, principal: Principal | None) -> FhirContext:
     if principal is None:
         return FhirContext(base_url="http://testserver/fhir", settings=SETTINGS)
-    return FhirContext(base_url="http://testserver/fhir", settings=SETTINGS, policy=SecurityPolicy(principal, uow.db))
+    return FhirContext(
+        base_url="http://testserver/fhir", settings=SETTINGS, policy=SecurityPolicy(principal, uow.db)
+    )
 
 
 def org_principal(org: str, scopes: str = "system/*.cruds") -> Principal:
-    return Principal(kind=SYSTEM, subject=f"client-{org}", scopes=parse_scopes(scopes), org_id=org, client_id=f"client-{org}")
+    return Principal(
+        kind=SYSTEM,
+        subject=f"client-{org}",
+        scopes=parse_scopes(scopes),
+        org_id=org,
+        client_id=f"client-{org}",
+    )
 
 
 def resident(patient: str, *more: str) -> Principal:
-    return Principal(kind=RESIDENT, subject=f"user-{patient}", scopes=parse_scopes("patient/*.rs"), org_id=None, patient_keys=frozenset({patient, *more}))
+    return Principal(
+        kind=RESIDENT,
+        subject=f"user-{patient}",
+        scopes=parse_scopes("patient/*.rs"),
+        org_id=None,
+        patient_keys=frozenset({patient, *more}),
+    )
 
 
 def seed(uow: UnitOfWork) -> dict[str, str]:
@@ -45,27 +59,53 @@ def seed(uow: UnitOfWork) -> dict[str, str]:
     put({"resourceType": "Organization", "id": "org-b", "name": "城东社区卫生服务中心"})
     put({"resourceType": "Practitioner", "id": "dr-li", "name": [{"family": "李", "given": ["明"]}]})
     for pid, org in (("pa", "org-a"), ("pb", "org-b")):
-        put({
-            "resourceType": "Patient", "id": pid, "name": [{"family": "王", "given": ["芳"]}], "gender": "female",
-            "birthDate": "1980-05-12", "identifier": [{"system": "urn:test:mrn", "value": f"mrn-{pid}"}],
-            "generalPractitioner": [{"reference": "Practitioner/dr-li"}],
-        })
-        put({
-            "resourceType": "Encounter", "id": f"enc-{pid}", "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-            "subject": {"reference": f"Patient/{pid}"}, "serviceProvider": {"reference": f"Organization/{org}"},
-        })
-        put({
-            "resourceType": "Observation", "id": f"obs-{pid}", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-            "subject": {"reference": f"Patient/{pid}"}, "encounter": {"reference": f"Encounter/enc-{pid}"},
-            "valueQuantity": {"value": 150, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
-            "performer": [{"reference": "Practitioner/dr-li"}],
-        })
-        put({
-            "resourceType": "Provenance", "id": f"prov-{pid}", "target": [{"reference": f"Observation/obs-{pid}"}],
-            "recorded": "2026-01-01T00:00:00Z", "agent": [{"who": {"reference": "Practitioner/dr-li"}}],
-        })
+        put(
+            {
+                "resourceType": "Patient",
+                "id": pid,
+                "name": [{"family": "王", "given": ["芳"]}],
+                "gender": "female",
+                "birthDate": "1980-05-12",
+                "identifier": [{"system": "urn:test:mrn", "value": f"mrn-{pid}"}],
+                "generalPractitioner": [{"reference": "Practitioner/dr-li"}],
+            }
+        )
+        put(
+            {
+                "resourceType": "Encounter",
+                "id": f"enc-{pid}",
+                "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": f"Patient/{pid}"},
+                "serviceProvider": {"reference": f"Organization/{org}"},
+            }
+        )
+        put(
+            {
+                "resourceType": "Observation",
+                "id": f"obs-{pid}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "subject": {"reference": f"Patient/{pid}"},
+                "encounter": {"reference": f"Encounter/enc-{pid}"},
+                "valueQuantity": {
+                    "value": 150,
+                    "unit": "mmHg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+                "performer": [{"reference": "Practitioner/dr-li"}],
+            }
+        )
+        put(
+            {
+                "resourceType": "Provenance",
+                "id": f"prov-{pid}",
+                "target": [{"reference": f"Observation/obs-{pid}"}],
+                "recorded": "2026-01-01T00:00:00Z",
+                "agent": [{"who": {"reference": "Practitioner/dr-li"}}],
+            }
+        )
     return {"a": "org-a", "b": "org-b"}
 
 
@@ -78,7 +118,9 @@ def ids_in(body: dict[str, Any] | None) -> set[str]:
     for e in body.get("entry", []):
         res = e.get("resource")
         if isinstance(res, dict):
-            out |= ids_in(res) if res.get("resourceType") == "Bundle" else {f"{res['resourceType']}/{res['id']}"}
+            out |= (
+                ids_in(res) if res.get("resourceType") == "Bundle" else {f"{res['resourceType']}/{res['id']}"}
+            )
     return out
 
 
@@ -120,14 +162,28 @@ def test_institution_without_reason_sees_nothing(uow: UnitOfWork, method: str, u
     r = call(uow, b, method, url)
     assert r.status in (200, 404), r
     assert not (ids_in(r.json) & PA_DATA), f"{url} leaked {ids_in(r.json) & PA_DATA}"
-    if r.status == 200 and r.json and r.json.get("resourceType") == "Bundle" and "total" in r.json and "_summary=count" in url:
+    if (
+        r.status == 200
+        and r.json
+        and r.json.get("resourceType") == "Bundle"
+        and "total" in r.json
+        and "_summary=count" in url
+    ):
         assert r.json["total"] == 1  # only clinic B's own observation is counted
     # And the institution with the reason does see pa's data on the same path.
     a = ctx_for(uow, org_principal("org-a"))
     mine = call(uow, a, method, url)
     assert mine.status in (200, 404)
-    if method == "GET" and "pb" not in url and "org-b" not in url and mine.status == 200 and "_summary" not in url:
-        assert ids_in(mine.json) & PA_DATA or url.startswith(("Encounter?service-provider=Organization/org-b",)), url
+    if (
+        method == "GET"
+        and "pb" not in url
+        and "org-b" not in url
+        and mine.status == 200
+        and "_summary" not in url
+    ):
+        assert ids_in(mine.json) & PA_DATA or url.startswith(
+            ("Encounter?service-provider=Organization/org-b",)
+        ), url
 
 
 def test_paging_never_crosses_into_another_institution(uow: UnitOfWork) -> None:
@@ -158,17 +214,36 @@ def test_a_cursor_from_another_caller_does_not_work(uow: UnitOfWork) -> None:
 def test_writes_to_another_institutions_record_are_refused(uow: UnitOfWork) -> None:
     seed(uow)
     b = ctx_for(uow, org_principal("org-b"))
-    assert call(uow, b, "PUT", "Observation/obs-pa", {"resourceType": "Observation", "id": "obs-pa", "status": "final", "code": {"text": "x"}}).status in (403, 404)
-    assert call(uow, b, "PATCH", "Observation/obs-pa", [{"op": "replace", "path": "/status", "value": "amended"}], content_type="application/json-patch+json").status == 404
+    assert call(
+        uow,
+        b,
+        "PUT",
+        "Observation/obs-pa",
+        {"resourceType": "Observation", "id": "obs-pa", "status": "final", "code": {"text": "x"}},
+    ).status in (403, 404)
+    assert (
+        call(
+            uow,
+            b,
+            "PATCH",
+            "Observation/obs-pa",
+            [{"op": "replace", "path": "/status", "value": "amended"}],
+            content_type="application/json-patch+json",
+        ).status
+        == 404
+    )
     assert call(uow, b, "DELETE", "Observation/obs-pa").status == 204
-    assert call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Observation/obs-pa").status == 200  # untouched
+    assert (
+        call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Observation/obs-pa").status == 200
+    )  # untouched
 
 
 def test_batch_and_transaction_entries_are_checked_each(uow: UnitOfWork) -> None:
     seed(uow)
     b = ctx_for(uow, org_principal("org-b"))
     bundle = {
-        "resourceType": "Bundle", "type": "batch",
+        "resourceType": "Bundle",
+        "type": "batch",
         "entry": [
             {"request": {"method": "GET", "url": "Patient/pa"}},
             {"request": {"method": "GET", "url": "Patient?name=王芳"}},
@@ -187,9 +262,12 @@ def test_treatment_at_b_gives_b_a_reason(uow: UnitOfWork) -> None:
     b = ctx_for(uow, org_principal("org-b"))
     assert call(uow, b, "GET", "Patient/pa").status == 404
     enc = {
-        "resourceType": "Encounter", "id": "enc-pa-at-b", "status": "in-progress",
+        "resourceType": "Encounter",
+        "id": "enc-pa-at-b",
+        "status": "in-progress",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": "Patient/pa"}, "serviceProvider": {"reference": "Organization/org-b"},
+        "subject": {"reference": "Patient/pa"},
+        "serviceProvider": {"reference": "Organization/org-b"},
     }
     # The registration desk at B records the visit through a trusted channel (the patient is in front of them).
     assert call(uow, ctx_for(uow, None), "PUT", "Encounter/enc-pa-at-b", enc).status == 201
@@ -206,14 +284,33 @@ def test_resident_sees_own_and_childs_record_only(uow: UnitOfWork) -> None:
     assert ids_in(call(uow, me, "GET", "Observation?code=8480-6").json) == {"Observation/obs-pb"}
     assert not (ids_in(call(uow, me, "GET", "Patient?name=王芳").json) & PA_DATA)
     # A resident may not write through patient/*.rs scopes.
-    assert call(uow, me, "POST", "Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/pb"}}).status == 403
+    assert (
+        call(
+            uow,
+            me,
+            "POST",
+            "Observation",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": "Patient/pb"},
+            },
+        ).status
+        == 403
+    )
     parent = ctx_for(uow, resident("pb", "pa"))
     assert call(uow, parent, "GET", "Patient/pa").status == 200
 
 
 def test_platform_operator_sees_the_region(uow: UnitOfWork) -> None:
     seed(uow)
-    op = ctx_for(uow, Principal(kind=SYSTEM, subject="operator", scopes=parse_scopes("system/*.rs"), org_id=None, client_id="op"))
+    op = ctx_for(
+        uow,
+        Principal(
+            kind=SYSTEM, subject="operator", scopes=parse_scopes("system/*.rs"), org_id=None, client_id="op"
+        ),
+    )
     assert ids_in(call(uow, op, "GET", "Patient?name=王芳").json) == {"Patient/pa", "Patient/pb"}
 
 
@@ -242,7 +339,9 @@ SCOPE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("scopes", "method", "url", "status"), SCOPE_CASES, ids=[f"{c[0]} {c[1]} {c[2]}" for c in SCOPE_CASES])
+@pytest.mark.parametrize(
+    ("scopes", "method", "url", "status"), SCOPE_CASES, ids=[f"{c[0]} {c[1]} {c[2]}" for c in SCOPE_CASES]
+)
 def test_scope_matrix(uow: UnitOfWork, scopes: str, method: str, url: str, status: int) -> None:
     seed(uow)
     ctx = ctx_for(uow, org_principal("org-b", scopes))
@@ -265,15 +364,39 @@ def test_consent_denying_an_institution_overrides_treatment(uow: UnitOfWork) -> 
     a = ctx_for(uow, org_principal("org-a"))
     assert call(uow, a, "GET", "Patient/pa").status == 200
     consent = {
-        "resourceType": "Consent", "id": "c-pa", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "resourceType": "Consent",
+        "id": "c-pa",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+            ]
+        },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": "Patient/pa"},
-        "provision": {"type": "deny", "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}, "reference": {"reference": "Organization/org-a"}}]},
+        "provision": {
+            "type": "deny",
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "PRCP",
+                            }
+                        ]
+                    },
+                    "reference": {"reference": "Organization/org-a"},
+                }
+            ],
+        },
     }
     assert call(uow, trusted, "PUT", "Consent/c-pa", consent).status == 201
     assert call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Patient/pa").status == 404
-    assert not (ids_in(call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Observation?code=8480-6").json) & PA_DATA)
+    assert not (
+        ids_in(call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Observation?code=8480-6").json)
+        & PA_DATA
+    )
     # Revoked: takes effect on the next request.
     consent["status"] = "inactive"
     assert call(uow, trusted, "PUT", "Consent/c-pa", consent).status == 200
@@ -283,18 +406,45 @@ def test_consent_denying_an_institution_overrides_treatment(uow: UnitOfWork) -> 
 def test_consent_deny_all_but_some(uow: UnitOfWork) -> None:
     seed(uow)
     consent = {
-        "resourceType": "Consent", "id": "c-all", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "resourceType": "Consent",
+        "id": "c-all",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+            ]
+        },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": "Patient/pa"},
         "provision": {
             "type": "deny",
-            "provision": [{"type": "permit", "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]}, "reference": {"reference": "Organization/org-b"}}]}],
+            "provision": [
+                {
+                    "type": "permit",
+                    "actor": [
+                        {
+                            "role": {
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                        "code": "PRCP",
+                                    }
+                                ]
+                            },
+                            "reference": {"reference": "Organization/org-b"},
+                        }
+                    ],
+                }
+            ],
         },
     }
     assert call(uow, ctx_for(uow, None), "PUT", "Consent/c-all", consent).status == 201
-    assert call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Patient/pa").status == 404  # treated there, but denied
-    assert call(uow, ctx_for(uow, org_principal("org-b")), "GET", "Patient/pa").status == 200  # permitted by consent
+    assert (
+        call(uow, ctx_for(uow, org_principal("org-a")), "GET", "Patient/pa").status == 404
+    )  # treated there, but denied
+    assert (
+        call(uow, ctx_for(uow, org_principal("org-b")), "GET", "Patient/pa").status == 200
+    )  # permitted by consent
 
 
 def test_query_strings_cannot_smuggle_other_rows(uow: UnitOfWork) -> None:

@@ -50,7 +50,9 @@ def loaded(db: Database) -> tuple[set[str], str]:
     bundles = region.bundles()
     values = secrets_of(bundles)
     assert len(values) > 2 * RESIDENTS
-    patient_ids = secrets_of([e["resource"] for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == "Patient"])
+    patient_ids = secrets_of(
+        [e["resource"] for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == "Patient"]
+    )
     some_id = next(v for v in sorted(patient_ids) if len(v) == 18)
     ctx = FhirContext(base_url="urn:test")
     for b in build_demo_region(residents=RESIDENTS).bundles():  # a fresh copy: requests own their bodies
@@ -63,7 +65,9 @@ def _scan(blob: bytes, values: set[str]) -> set[str]:
     return {v for v in values if v.encode() in blob}
 
 
-def test_nothing_sensitive_in_the_database_files_or_a_backup(db: Database, loaded: tuple[set[str], str], tmp_path: Path) -> None:
+def test_nothing_sensitive_in_the_database_files_or_a_backup(
+    db: Database, loaded: tuple[set[str], str], tmp_path: Path
+) -> None:
     values, _ = loaded
     if db.is_sqlite:
         path = Path(str(db.url.database))
@@ -86,18 +90,26 @@ def test_nothing_sensitive_in_the_database_files_or_a_backup(db: Database, loade
         pg_dump = shutil.which("pg_dump")
         assert pg_dump, "pg_dump is needed to check a PostgreSQL backup"
         schema = str(db.url.query.get("options", "")).split("search_path=")[-1]
-        dump = subprocess.run([pg_dump, "--schema", schema, PG_URL.replace("postgresql+psycopg", "postgresql")], capture_output=True, check=True).stdout
+        dump = subprocess.run(
+            [pg_dump, "--schema", schema, PG_URL.replace("postgresql+psycopg", "postgresql")],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert schema and len(dump) > 10_000
         assert not _scan(dump, values), "plain values in pg_dump output"
 
 
-def test_still_searchable_and_read_back_in_clear(db: Database, loaded: tuple[set[str], str], tmp_path: Path) -> None:
+def test_still_searchable_and_read_back_in_clear(
+    db: Database, loaded: tuple[set[str], str], tmp_path: Path
+) -> None:
     values, some_id = loaded
     log = tmp_path / "server.log"
     token = system_token(db, scopes="system/*.rs")
     with RunningServer(database_url(db), log=log) as srv:
         h = bearer(token)
-        found = httpx.get(f"{srv.base}/fhir/Patient?identifier={PRC_RESIDENT_ID}|{some_id}", headers=h, timeout=30).json()
+        found = httpx.get(
+            f"{srv.base}/fhir/Patient?identifier={PRC_RESIDENT_ID}|{some_id}", headers=h, timeout=30
+        ).json()
         patients = [e["resource"] for e in found.get("entry", []) if e["search"]["mode"] == "match"]
         assert patients, f"a patient is found by the exact ID number: {found}"
         assert any(i.get("value") == some_id for p in patients for i in p.get("identifier", []))
@@ -108,5 +120,8 @@ def test_still_searchable_and_read_back_in_clear(db: Database, loaded: tuple[set
         related = httpx.get(f"{srv.base}/fhir/RelatedPerson?phone={phone}", headers=h, timeout=30).json()
         assert by_phone.get("total", 0) + related.get("total", 0) >= 1
         # Prefix search cannot work on a blind index, and must not leak through _content either.
-        assert httpx.get(f"{srv.base}/fhir/Patient?_content={some_id}", headers=h, timeout=30).json()["total"] == 0
+        assert (
+            httpx.get(f"{srv.base}/fhir/Patient?_content={some_id}", headers=h, timeout=30).json()["total"]
+            == 0
+        )
     assert not _scan(log.read_bytes(), values), "plain values in the server log"

@@ -13,7 +13,14 @@ from yilian.fhir.search.registry import registry
 
 def test_shipped_definitions_are_up_to_date(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_definitions.py"), "--source", str(SHARED / "fhir-r4-definitions"), "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gen_definitions.py"),
+            "--source",
+            str(SHARED / "fhir-r4-definitions"),
+            "--out",
+            str(tmp_path),
+        ],
         check=True,
         capture_output=True,
     )
@@ -21,7 +28,9 @@ def test_shipped_definitions_are_up_to_date(tmp_path: Path) -> None:
     generated = sorted(p.name for p in tmp_path.iterdir())
     assert generated == sorted(p.name for p in shipped.glob("*.json.gz"))
     for name in generated:
-        assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), f"re-run scripts/gen_definitions.py ({name})"
+        assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), (
+            f"re-run scripts/gen_definitions.py ({name})"
+        )
 
 
 def test_model_covers_every_r4_resource_type() -> None:
@@ -31,4 +40,6 @@ def test_model_covers_every_r4_resource_type() -> None:
 
 def test_every_type_has_the_common_search_parameters() -> None:
     for rtype, tp in registry().items():
-        assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_content"} <= set(tp.params), rtype
+        assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_content"} <= set(
+            tp.params
+        ), rtype

@@ -64,7 +64,12 @@ KNOWN_ERRATA = {
 def test_official_example_is_valid(path: Path) -> None:
     resource = read_json(path)
     assert error_paths(resource) == set()
-    warned = {e for i in validate(resource) if i.severity == "warning" and "is not allowed here" in i.message for e in i.expression}
+    warned = {
+        e
+        for i in validate(resource)
+        if i.severity == "warning" and "is not allowed here" in i.message
+        for e in i.expression
+    }
     assert warned == KNOWN_ERRATA.get(path.name, set())
 
 
@@ -206,7 +211,9 @@ def test_every_microsoft_json_fixture_is_classified() -> None:
     assert resources == classified
 
 
-@pytest.mark.parametrize("name", ["Import-Observation.ndjson", "Import-Patient.ndjson", "Import-SinglePatientTemplate.ndjson"])
+@pytest.mark.parametrize(
+    "name", ["Import-Observation.ndjson", "Import-Patient.ndjson", "Import-SinglePatientTemplate.ndjson"]
+)
 def test_microsoft_import_templates_are_valid_once_filled_in(name: str) -> None:
     text = (MICROSOFT / "Normative" / name).read_text(encoding="utf-8-sig")
     filled = re.sub(r"##(\w+)##", lambda m: m.group(1).lower(), text)
@@ -267,7 +274,9 @@ def test_invalid_ids(res_id: str) -> None:
 
 
 def test_unknown_elements_at_any_depth() -> None:
-    resource = patient(foo=1, name=[{"family": "Chalmers", "bar": 2}], contact=[{"baz": {}, "gender": "male"}])
+    resource = patient(
+        foo=1, name=[{"family": "Chalmers", "bar": 2}], contact=[{"baz": {}, "gender": "male"}]
+    )
     assert error_paths(resource) == {"Patient.foo", "Patient.name[0].bar", "Patient.contact[0].baz"}
 
 
@@ -320,7 +329,11 @@ def test_required_elements() -> None:
 
 
 def test_required_primitive_may_be_present_as_extensions_only() -> None:
-    absent = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}
+    absent = {
+        "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+        ]
+    }
     resource = observation()
     del resource["status"]
     resource["_status"] = absent
@@ -348,8 +361,12 @@ def test_numbers() -> None:
     check(observation(valueQuantity={"value": 1}))
     check(observation(valueQuantity={"value": 1.5e3}))
     check(observation(valueInteger=-5))
-    assert error_paths(observation(valueQuantity={"value": "1.5"})) == {"Observation.value.ofType(Quantity).value"}
-    assert error_paths(observation(valueQuantity={"value": float("nan")})) == {"Observation.value.ofType(Quantity).value"}
+    assert error_paths(observation(valueQuantity={"value": "1.5"})) == {
+        "Observation.value.ofType(Quantity).value"
+    }
+    assert error_paths(observation(valueQuantity={"value": float("nan")})) == {
+        "Observation.value.ofType(Quantity).value"
+    }
     assert error_paths(observation(component=[{"code": {"text": "x"}, "valueInteger": True}])) == {
         "Observation.component[0].value.ofType(integer)"
     }
@@ -413,10 +430,15 @@ def test_instants_need_a_full_time() -> None:
 
 
 def test_primitive_extension_siblings() -> None:
-    birth_time = {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1974-12-25T14:35:45-05:00"}
+    birth_time = {
+        "url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime",
+        "valueDateTime": "1974-12-25T14:35:45-05:00",
+    }
     check(patient(birthDate="1974-12-25", _birthDate={"extension": [birth_time]}))
     check(patient(_birthDate={"id": "b", "extension": [birth_time]}))
-    assert error_paths(patient(_birthDate={"extension": [{"valueString": "x"}]})) == {"Patient.birthDate.extension[0].url"}
+    assert error_paths(patient(_birthDate={"extension": [{"valueString": "x"}]})) == {
+        "Patient.birthDate.extension[0].url"
+    }
     assert error_paths(patient(_birthDate={})) == {"Patient.birthDate"}
     assert error_paths(patient(_birthDate="x")) == {"Patient.birthDate"}
     assert error_paths(patient(_name={"extension": [birth_time]})) == {"Patient._name"}
@@ -428,25 +450,45 @@ def test_repeating_primitives_align_with_their_extensions() -> None:
     check(patient(name=[{"given": ["Peter", None], "_given": [None, ext]}]))
     check(patient(name=[{"_given": [ext]}]))
     assert error_paths(patient(name=[{"given": ["Peter", None]}])) == {"Patient.name[0].given[1]"}
-    assert error_paths(patient(name=[{"given": ["Peter", None], "_given": [ext, None]}])) == {"Patient.name[0].given[1]"}
-    assert error_paths(patient(name=[{"given": ["Peter"], "_given": [None, ext]}])) == {"Patient.name[0].given"}
+    assert error_paths(patient(name=[{"given": ["Peter", None], "_given": [ext, None]}])) == {
+        "Patient.name[0].given[1]"
+    }
+    assert error_paths(patient(name=[{"given": ["Peter"], "_given": [None, ext]}])) == {
+        "Patient.name[0].given"
+    }
 
 
 def test_choice_types() -> None:
     issue = only_error(observation(valueString="a", valueBoolean=True))
     assert issue.expression == ("Observation.value",)
-    assert error_paths(observation(valueString="a", _valueInteger={"id": "1", "extension": [{"url": "u", "valueString": "x"}]})) == {
-        "Observation.value"
-    }
-    check(observation(valueString="a", _valueString={"extension": [{"url": "http://example.org/x", "valueString": "y"}]}))
+    assert error_paths(
+        observation(
+            valueString="a", _valueInteger={"id": "1", "extension": [{"url": "u", "valueString": "x"}]}
+        )
+    ) == {"Observation.value"}
+    check(
+        observation(
+            valueString="a", _valueString={"extension": [{"url": "http://example.org/x", "valueString": "y"}]}
+        )
+    )
     assert error_paths(observation(valueMoney={"value": 1})) == {"Observation.valueMoney"}
     assert error_paths(observation(value="a")) == {"Observation.value"}
 
 
 def test_extensions() -> None:
     check(patient(extension=[{"url": "http://example.org/a", "valueString": "x"}]))
-    check(patient(extension=[{"url": "http://example.org/a", "extension": [{"url": "b", "valueInteger": 1}]}]))
-    both = patient(extension=[{"url": "http://example.org/a", "valueString": "x", "extension": [{"url": "b", "valueInteger": 1}]}])
+    check(
+        patient(extension=[{"url": "http://example.org/a", "extension": [{"url": "b", "valueInteger": 1}]}])
+    )
+    both = patient(
+        extension=[
+            {
+                "url": "http://example.org/a",
+                "valueString": "x",
+                "extension": [{"url": "b", "valueInteger": 1}],
+            }
+        ]
+    )
     neither = patient(extension=[{"url": "http://example.org/a"}])
     no_url = patient(modifierExtension=[{"valueString": "x"}])
     assert error_paths(both) == {"Patient.extension[0]"}
@@ -464,14 +506,32 @@ def test_narrative() -> None:
 
 def test_required_binding_on_codeable_concept() -> None:
     def condition(clinical_status: dict[str, Any]) -> dict[str, Any]:
-        return {"resourceType": "Condition", "subject": {"reference": "Patient/1"}, "clinicalStatus": clinical_status}
+        return {
+            "resourceType": "Condition",
+            "subject": {"reference": "Patient/1"},
+            "clinicalStatus": clinical_status,
+        }
 
     system = "http://terminology.hl7.org/CodeSystem/condition-clinical"
     check(condition({"coding": [{"system": system, "code": "active"}]}))
-    check(condition({"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}, {"system": system, "code": "active"}]}))
-    assert error_paths(condition({"coding": [{"system": system, "code": "bad"}]})) == {"Condition.clinicalStatus.coding[0].code"}
+    check(
+        condition(
+            {
+                "coding": [
+                    {"system": "http://snomed.info/sct", "code": "55561003"},
+                    {"system": system, "code": "active"},
+                ]
+            }
+        )
+    )
+    assert error_paths(condition({"coding": [{"system": system, "code": "bad"}]})) == {
+        "Condition.clinicalStatus.coding[0].code"
+    }
     # Only text, or only another system: not an error the server can prove, but said.
-    for concept in ({"text": "active"}, {"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]}):
+    for concept in (
+        {"text": "active"},
+        {"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]},
+    ):
         issues = validate(condition(concept))
         assert [(i.severity, i.expression) for i in issues] == [("warning", ("Condition.clinicalStatus",))]
         check(condition(concept))  # warnings do not raise
@@ -523,15 +583,25 @@ def test_any_target_and_declared_type() -> None:
     check(observation(focus=[{"reference": "Practitioner/1"}]))  # Reference(Any)
     check(observation(subject={"reference": "Patient/1", "type": "Patient"}))
     check(observation(subject={"type": "http://hl7.org/fhir/StructureDefinition/Patient", "display": "x"}))
-    assert error_paths(observation(subject={"reference": "Patient/1", "type": "Group"})) == {"Observation.subject.type"}
-    assert error_paths(observation(subject={"type": "Practitioner", "display": "x"})) == {"Observation.subject.type"}
+    assert error_paths(observation(subject={"reference": "Patient/1", "type": "Group"})) == {
+        "Observation.subject.type"
+    }
+    assert error_paths(observation(subject={"type": "Practitioner", "display": "x"})) == {
+        "Observation.subject.type"
+    }
 
 
 def test_local_references_and_contained_resources() -> None:
     contained = [{"resourceType": "Patient", "id": "p1"}]
     check(observation(contained=contained, subject={"reference": "#p1"}))
-    assert error_paths(observation(contained=contained, subject={"reference": "#p2"})) == {"Observation.subject.reference"}
-    bad_contained = [{"resourceType": "Patient", "id": "p1", "gender": "x"}, {"resourceType": "Nope"}, {"id": "x"}]
+    assert error_paths(observation(contained=contained, subject={"reference": "#p2"})) == {
+        "Observation.subject.reference"
+    }
+    bad_contained = [
+        {"resourceType": "Patient", "id": "p1", "gender": "x"},
+        {"resourceType": "Nope"},
+        {"id": "x"},
+    ]
     assert error_paths(observation(contained=bad_contained)) == {
         "Observation.contained[0].gender",
         "Observation.contained[1].resourceType",
@@ -546,14 +616,28 @@ def test_nested_resources_are_validated_by_their_own_type_with_paths() -> None:
         "entry": [
             {"resource": {"resourceType": "Patient", "id": "a"}},
             {"resource": observation(subject={"reference": "Practitioner/1"})},
-            {"resource": {"resourceType": "Patient", "contained": [{"resourceType": "Patient", "id": "c"}], "link": [{"other": {"reference": "#c"}, "type": "seealso"}]}},
-            {"resource": {"resourceType": "Patient", "link": [{"other": {"reference": "#c"}, "type": "seealso"}]}},
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "contained": [{"resourceType": "Patient", "id": "c"}],
+                    "link": [{"other": {"reference": "#c"}, "type": "seealso"}],
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "link": [{"other": {"reference": "#c"}, "type": "seealso"}],
+                }
+            },
         ],
     }
     assert error_paths(bundle) == {"Bundle.entry[3].resource.link[0].other.reference"}
     warned = {e for i in validate(bundle) if i.severity == "warning" for e in i.expression}
     assert "Bundle.entry[1].resource.subject.reference" in warned
-    parameters = {"resourceType": "Parameters", "parameter": [{"name": "r", "resource": {"resourceType": "Patient", "bad": 1}}]}
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "r", "resource": {"resourceType": "Patient", "bad": 1}}],
+    }
     assert error_paths(parameters) == {"Parameters.parameter[0].resource.bad"}
 
 
@@ -649,7 +733,23 @@ def _fast(type_name: str) -> Any:
     return namespace["fast"]
 
 
-_STRING_TYPES = ["string", "markdown", "code", "uri", "url", "canonical", "id", "oid", "uuid", "date", "dateTime", "instant", "time", "base64Binary", "xhtml"]
+_STRING_TYPES = [
+    "string",
+    "markdown",
+    "code",
+    "uri",
+    "url",
+    "canonical",
+    "id",
+    "oid",
+    "uuid",
+    "date",
+    "dateTime",
+    "instant",
+    "time",
+    "base64Binary",
+    "xhtml",
+]
 
 _date_like = st.from_regex(
     r"\A[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,4})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?\Z"
@@ -731,7 +831,13 @@ def test_regexes_read_with_xml_schema_semantics() -> None:
     assert xsd_regex(r"[^\s]+(\s[^\s]+)*") == r"[^ \t\n\r]+(?:[ \t\n\r][^ \t\n\r]+)*"
     base64 = rules()["base64Binary"]
     assert base64.matcher is not None
-    for value, valid in [("QUJD", True), ("QUJD RA==", True), ("QUJ DRA==", False), ("QUJD\u00e9", False), ("", False)]:
+    for value, valid in [
+        ("QUJD", True),
+        ("QUJD RA==", True),
+        ("QUJ DRA==", False),
+        ("QUJD\u00e9", False),
+        ("", False),
+    ]:
         assert bool(base64.matcher(value)) == valid
         assert bool(re.fullmatch(xsd_regex(r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+"), value)) == valid
 
@@ -740,13 +846,21 @@ def test_regexes_read_with_xml_schema_semantics() -> None:
     ("resource", "path"),
     [
         ({"resourceType": "Patient", "name": [{"family": "王\x00"}]}, "Patient.name[0].family"),  # string
-        ({"resourceType": "Patient", "telecom": [{"system": "url", "value": "x\x00"}]}, "Patient.telecom[0].value"),
+        (
+            {"resourceType": "Patient", "telecom": [{"system": "url", "value": "x\x00"}]},
+            "Patient.telecom[0].value",
+        ),
         ({"resourceType": "Patient", "implicitRules": "http://a\x00b"}, "Patient.implicitRules"),  # uri
         ({"resourceType": "Patient", "language": "zh\x00"}, "Patient.language"),  # code
         ({"resourceType": "Patient", "id": "a\x00"}, "Patient.id"),  # id
-        ({"resourceType": "Patient", "text": {"status": "generated", "div": "<div>\x00</div>"}}, "Patient.text.div"),
-        ({"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "valueString": "\x00"},
-         "Observation.value.ofType(string)"),
+        (
+            {"resourceType": "Patient", "text": {"status": "generated", "div": "<div>\x00</div>"}},
+            "Patient.text.div",
+        ),
+        (
+            {"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "valueString": "\x00"},
+            "Observation.value.ofType(string)",
+        ),
     ],
 )
 def test_a_nul_character_is_refused_in_every_kind_of_string(resource: dict[str, Any], path: str) -> None:

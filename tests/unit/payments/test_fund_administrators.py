@@ -13,7 +13,9 @@ FUNDS = {"fund:ncms:330500", "aid:medical-aid:330500", "fund:urban-resident:3305
 
 
 def test_the_mapping_names_each_funds_administrator() -> None:
-    env = {ENV: " fund:ncms:330500=Organization/ybj , aid:medical-aid:330500=mz,fund:urban-resident:330500=ybj"}
+    env = {
+        ENV: " fund:ncms:330500=Organization/ybj , aid:medical-aid:330500=mz,fund:urban-resident:330500=ybj"
+    }
     assert fund_administrators(env) == {
         "fund:ncms:330500": "ybj",
         "aid:medical-aid:330500": "mz",

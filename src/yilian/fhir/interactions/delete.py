@@ -18,7 +18,11 @@ def delete(uow: UnitOfWork, ctx: FhirContext, *, res_type: str, res_id: str) -> 
     check_type(res_type)
     require(ctx.policy, DELETE, res_type)
     current = repo.get_current(uow.conn, res_type, res_id, for_update=True)
-    if current is None or current.deleted or not ctx.policy.can_see(uow, res_type, current.patient_key, res_id):
+    if (
+        current is None
+        or current.deleted
+        or not ctx.policy.can_see(uow, res_type, current.patient_key, res_id)
+    ):
         return None
     return writes.store_next(uow, ctx, current, None, method="DELETE")
 
