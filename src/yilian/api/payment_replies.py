@@ -84,6 +84,16 @@ class ChargeReply(_Reply):
     explanation: Explanation
 
 
+class EstimateReply(_Reply):
+    total_fen: int
+    insurer_fen: int = Field(description="what the insurance fund would pay at once")
+    aid_fen: int = Field(description="what medical aid would pay on what insurance leaves")
+    self_pay_fen: int = Field(description="what the wallet would pay")
+    wallet_available_fen: int = Field(description="the wallet's balance less its deposits held, now")
+    wallet_covers: bool = Field(description="whether the available balance pays the patient's part")
+    explanation: Explanation
+
+
 class ChargedItem(_Reply):
     code: str
     name: str

@@ -91,7 +91,9 @@ class ItemBody(BaseModel):
     )
 
 
-class ChargeBody(BaseModel):
+class EstimateBody(BaseModel):
+    """A charge as the desk would make it (pre-settlement takes this much of it)."""
+
     card_no: str = Field(min_length=1, max_length=64)
     org: Point
     department: Point = Field(
@@ -103,13 +105,32 @@ class ChargeBody(BaseModel):
         default_factory=list, max_length=20, description="ICD-10 codes"
     )
     items: list[ItemBody] = Field(min_length=1, max_length=500)
-    hold_id: str | None = Field(
-        default=None, max_length=36, description="pay the patient's share from this deposit hold"
-    )
     self_pay: StrictBool = Field(
         default=False,
         description="the patient chooses to pay it all (自费): no reimbursement is computed, they may "
         "claim it afterwards; also the way to take a charge refused with no-policy-in-force",
+    )
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments ``payments.charge`` and ``payments.estimate`` both take."""
+        return {
+            "card_no": self.card_no,
+            "org": self.org,
+            "department": self.department,
+            "encounter": self.encounter,
+            "setting": self.setting,
+            "diagnoses": self.diagnoses,
+            "self_pay": self.self_pay,
+            "items": [
+                payments.Item(i.code, i.name, i.category, i.unit_price_fen, i.quantity, i.charge_item)
+                for i in self.items
+            ],
+        }
+
+
+class ChargeBody(EstimateBody):
+    hold_id: str | None = Field(
+        default=None, max_length=36, description="pay the patient's share from this deposit hold"
     )
 
 
@@ -249,22 +270,18 @@ def _charge(uow: UnitOfWork, call: Call[ChargeBody]) -> Reply:
     all in one ledger transaction, or nothing."""
     body = call.require_body()
     _own_org(call.principal, body.org)
-    result = payments.charge(
-        uow,
-        card_no=body.card_no,
-        org=body.org,
-        department=body.department,
-        encounter=body.encounter,
-        setting=body.setting,
-        diagnoses=body.diagnoses,
-        hold_id=body.hold_id,
-        self_pay=body.self_pay,
-        items=[
-            payments.Item(i.code, i.name, i.category, i.unit_price_fen, i.quantity, i.charge_item)
-            for i in body.items
-        ],
-    )
+    result = payments.charge(uow, hold_id=body.hold_id, **body.arguments())
     return Reply(result.as_json(), status=201, entity=f"ChargeItem/{result.charge_id}")
+
+
+def _estimate(uow: UnitOfWork, call: Call[EstimateBody]) -> Reply:
+    """Pre-settlement (预结算): each payer's share of a charge of these items made now, with the
+    reasons, and whether the wallet pays the patient's part; nothing is posted, locked or counted,
+    and no Idempotency-Key is needed. The charge itself is adjudicated again when it is made."""
+    body = call.require_body()
+    _own_org(call.principal, body.org)
+    result = payments.estimate(uow, **body.arguments())
+    return Reply(result.as_json(), patients=[result.patient_id], entity="ChargeItem/$estimate")
 
 
 def _charge_view(row: Any) -> dict[str, Any]:
@@ -481,6 +498,28 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
                 ("no-items", C.INVALID),
                 ("bad-item", C.INVALID),
                 ("hold-mismatch", C.CONFLICT),
+                ("institution-unclassified", C.INVALID),
+                ("unknown-charge-item", C.NOT_FOUND),
+                ("charge-item-mismatch", C.CONFLICT),
+                ("no-policy-in-force", C.CONFLICT),
+            ),
+        ),
+        api.route(
+            "/api/charge-estimates",
+            _estimate,
+            method="POST",
+            permission=WRITE_CHARGE,
+            body=EstimateBody,
+            subtype="payment-estimate",
+            reply=replies.EstimateReply,
+            check=_mover,
+            changes=False,
+            reasons=CARD
+            + PLACE
+            + (
+                ("bad-amount", C.INVALID),
+                ("no-items", C.INVALID),
+                ("bad-item", C.INVALID),
                 ("institution-unclassified", C.INVALID),
                 ("unknown-charge-item", C.NOT_FOUND),
                 ("charge-item-mismatch", C.CONFLICT),

@@ -142,14 +142,17 @@ class ApiRoutes:
         content_type: str | None = None,
         idempotent: bool = False,
         reasons: Sequence[tuple[str, Category]] = (),
+        changes: bool | None = None,
     ) -> Route:
         """``check`` is an extra access decision on the caller (e.g. operator-only), made after the
         scope check and before the body is read. The rest describe the route for the OpenAPI
         document: ``reply`` the model of a successful reply (sent with ``status``), ``summary``
         (default: the handler's docstring), ``query`` the query parameters it reads, ``content_type``
         a non-JSON body, ``idempotent`` whether it takes an Idempotency-Key, ``reasons`` its
-        refusals' codes."""
-        writes = method != "GET"
+        refusals' codes. ``changes=False`` marks a POST that computes and changes nothing (a
+        pre-settlement): it runs in a read transaction and is audited as an execute ('E'), after
+        it answers, like a read."""
+        writes = method != "GET" if changes is None else changes
         doc = summary or (handler.__doc__ or "").strip().split("\n\n")[0]
         self.specs.append(
             RouteSpec(
@@ -173,7 +176,7 @@ class ApiRoutes:
             headers = headers_of(request.scope)
             principal: Principal | None = None
             base = AuditRecord(
-                action=_action(method),
+                action=_action(method) if writes or method == "GET" else "E",
                 subtype=subtype,
                 agent_kind="system",
                 agent_id="anonymous",

@@ -1,7 +1,8 @@
 """Card payments and settlement (一卡通 结算): the double-entry ledger, charges, reimbursement, daily clearing.
 
 Public surface (every use case takes the unit of work first and keyword arguments; the caller
-commits): ``top_up``, ``wallet``, ``statement``, ``charge``, ``refund``, ``hold_deposit``,
+commits): ``top_up``, ``wallet``, ``statement``, ``charge`` (and ``estimate``, its pre-settlement:
+nothing posted), ``refund``, ``hold_deposit``,
 ``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``record_payout``
 (a closed day's batch line paid by transfer), ``read_statement`` and ``match_statement`` (a
 bank statement's rows matched to the lines they pay), ``trial_balance``;
@@ -31,7 +32,9 @@ from yilian.payments.publication import queue_status as publication_status
 from yilian.payments.publication import retry_now as retry_publication
 from yilian.payments.service import (
     ChargeResult,
+    Estimate,
     charge,
+    estimate,
     expire_holds,
     get_charge,
     get_hold,
@@ -71,6 +74,7 @@ def policy_warnings(today: dt.date | None = None) -> list[policy_files.Ending]:
 
 __all__ = [
     "ChargeResult",
+    "Estimate",
     "Item",
     "Match",
     "Party",
@@ -87,6 +91,7 @@ __all__ = [
     "clearing_party",
     "close_day",
     "day_report",
+    "estimate",
     "expire_holds",
     "fund_administrators",
     "get_charge",

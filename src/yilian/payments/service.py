@@ -270,6 +270,24 @@ def _lock_usage(
     return {key: found[key] for key in sorted(set(keys))}
 
 
+_READ_USAGE = Statement(
+    lambda _: (
+        select(_u.c.fund, _u.c.bucket, _u.c.amount_fen).where(*_PERSON_YEAR).order_by(_u.c.fund, _u.c.bucket)
+    )
+)
+
+
+def _read_usage(
+    conn: Connection, person: str, year: int, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The person's usage counters as they stand, unlocked (a counter not used yet is zero)."""
+    found = {
+        (fund, bucket): int(amount)
+        for fund, bucket, amount in _READ_USAGE.all(conn, {"person": person, "year": year})
+    }
+    return {key: found.get(key, 0) for key in sorted(set(keys))}
+
+
 def _add_usage(batch: Batch, person: str, year: int, deltas: dict[tuple[str, str], int]) -> None:
     """Add to the counters (locked and created by :func:`_lock_usage`), all in one statement, sent
     with the charge's other last writes."""
@@ -301,14 +319,48 @@ class ChargeResult:
             "aid_fen": s.aid_fen,
             "self_pay_fen": s.self_pay_fen,
             "wallet_balance_fen": self.wallet.balance_fen,
-            "explanation": {
-                "insurer_policy": s.insurer_policy,
-                "aid_policy": s.aid_policy,
-                "coverage": self.coverage,
-                "steps": [step.as_json() for step in s.steps],
-                "text": "; ".join(step.detail for step in s.steps),
-                "self_pay": self.self_pay,
-            },
+            "explanation": _explanation(s, self.coverage, self.self_pay),
+        }
+
+
+def _explanation(s: Shares, enrolled: list[dict[str, Any]], self_pay: bool) -> dict[str, Any]:
+    return {
+        "insurer_policy": s.insurer_policy,
+        "aid_policy": s.aid_policy,
+        "coverage": enrolled,
+        "steps": [step.as_json() for step in s.steps],
+        "text": "; ".join(step.detail for step in s.steps),
+        "self_pay": self_pay,
+    }
+
+
+def _enrolled(enrolments: Sequence[coverage.Enrolment]) -> list[dict[str, Any]]:
+    return [
+        {"scheme": e.scheme, "region": e.region, "coverage": f"Coverage/{e.coverage_id}", "payor": e.payor}
+        for e in enrolments
+    ]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a charge would cost each payer now (预结算): nothing posted, locked or counted."""
+
+    shares: Shares
+    wallet: WalletView
+    coverage: list[dict[str, Any]]
+    self_pay: bool
+    patient_id: str  # whose record was read (for the audit), not in the reply
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.shares
+        return {
+            "total_fen": s.total_fen,
+            "insurer_fen": s.insurer_fen,
+            "aid_fen": s.aid_fen,
+            "self_pay_fen": s.self_pay_fen,
+            "wallet_available_fen": self.wallet.available_fen,
+            "wallet_covers": self.wallet.available_fen >= s.self_pay_fen,
+            "explanation": _explanation(s, self.coverage, self.self_pay),
         }
 
 
@@ -329,6 +381,79 @@ def _require_policies(found: Sequence[coverage.Enrolment], known: Sequence[Polic
             f"platform operator adds the policy ({policy_files.ENV}, docs/payments.md); until then the "
             "patient may choose to pay it all themselves (self_pay)",
         )
+
+
+def _checked(items: Sequence[Item], setting: str, org: str, department: str) -> tuple[list[Item], str, str]:
+    """A charge's request, checked before anything is read: its lines, setting and place."""
+    lines = list(items)
+    check_items(lines)
+    if setting not in SETTINGS:
+        raise refuse(Category.INVALID, "bad-request", f"setting must be one of {', '.join(SETTINGS)}")
+    return lines, _point(org, "org"), _point(department, "department")
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """A charge adjudicated, before anything is posted."""
+
+    day: dt.date
+    person: str
+    claim: Claim
+    insurance: Policy | None
+    aid: Policy | None
+    enrolments: list[coverage.Enrolment]
+    shares: Shares
+
+
+def _price(
+    uow: UnitOfWork,
+    *,
+    card: cards.CardView,
+    org: str,
+    items: Sequence[Item],
+    visit: str,
+    setting: str,
+    diagnoses: Sequence[str],
+    self_pay: bool,
+    day: dt.date,
+    lock: bool,
+) -> _Priced:
+    """Adjudicate ``items`` for ``card`` at ``org`` on ``day``: the coverage in force, the policies,
+    the person's year-to-date usage (locked when a charge follows: see the lock order above)."""
+    place, coverages = coverage.charge_facts(uow, org_id=org, patient_id=card.patient_id)
+    for item in items:
+        if item.charge_item:
+            coverage.check_charge_item(uow, charge_item=item.charge_item, patient_id=card.patient_id)
+    known = policies()
+    found = coverage.enrolments_in(coverages, on=day, policies=known)
+    if self_pay:
+        insurance = aid = None
+        used_enrolments: list[coverage.Enrolment] = []
+    else:
+        _require_policies(found, known, day)
+        insurance, aid, used_enrolments = coverage.policies_for(found, known, day)
+    person = card.person_id or card.patient_id
+    used: dict[tuple[str, str], int] = {}
+    claim = Claim(
+        setting=setting,
+        level=place.level or "city",
+        institution_region=place.region or "",
+        visit=visit,
+        diagnoses=tuple(diagnoses),
+    )
+    if insurance is not None or aid is not None:
+        if place.level is None or place.region is None:
+            raise refuse(
+                Category.INVALID,
+                "institution-unclassified",
+                f"Organization/{org} has no institution level or county code: reimbursement cannot be computed",
+            )
+        keys = [k for p in (insurance, aid) if p is not None for k in usage_buckets(p, claim)]
+        used = (_lock_usage if lock else _read_usage)(uow.conn, person, day.year, keys)
+    shares = adjudicate(
+        items, claim, insurance=insurance, aid=aid, used=used, no_cover=SELF_PAY_CHOSEN if self_pay else None
+    )
+    return _Priced(day, person, claim, insurance, aid, used_enrolments, shares)
 
 
 def charge(
@@ -356,11 +481,7 @@ def charge(
     With ``hold_id`` (an inpatient's discharge bill) the patient's share is paid out of that
     deposit: the hold is released and posted by this charge, exactly once; whatever the share
     exceeds the deposit by comes from the rest of the wallet."""
-    items = list(items)
-    check_items(items)
-    if setting not in SETTINGS:
-        raise refuse(Category.INVALID, "bad-request", f"setting must be one of {', '.join(SETTINGS)}")
-    org, department = _point(org, "org"), _point(department, "department")
+    items, org, department = _checked(items, setting, org, department)
     card = _usable(uow, card_no)
     deposit = None
     if hold_id is not None:
@@ -371,42 +492,22 @@ def charge(
                 "hold-mismatch",
                 f"hold {hold_id} is not this card's deposit at Organization/{org}",
             )
-    place, coverages = coverage.charge_facts(uow, org_id=org, patient_id=card.patient_id)
-    for item in items:
-        if item.charge_item:
-            coverage.check_charge_item(uow, charge_item=item.charge_item, patient_id=card.patient_id)
     now = clock.now()
-    day = business_date(now)
     charge_id = new_id()
-    known = policies()
-    found = coverage.enrolments_in(coverages, on=day, policies=known)
-    if self_pay:
-        insurance = aid = None
-        used_enrolments: list[coverage.Enrolment] = []
-    else:
-        _require_policies(found, known, day)
-        insurance, aid, used_enrolments = coverage.policies_for(found, known, day)
-    person = card.person_id or card.patient_id
-    used: dict[tuple[str, str], int] = {}
-    claim = Claim(
-        setting=setting,
-        level=place.level or "city",
-        institution_region=place.region or "",
+    priced = _price(
+        uow,
+        card=card,
+        org=org,
+        items=items,
         visit=encounter or charge_id,
-        diagnoses=tuple(diagnoses),
+        setting=setting,
+        diagnoses=diagnoses,
+        self_pay=self_pay,
+        day=business_date(now),
+        lock=True,
     )
-    if insurance is not None or aid is not None:
-        if place.level is None or place.region is None:
-            raise refuse(
-                Category.INVALID,
-                "institution-unclassified",
-                f"Organization/{org} has no institution level or county code: reimbursement cannot be computed",
-            )
-        keys = [k for p in (insurance, aid) if p is not None for k in usage_buckets(p, claim)]
-        used = _lock_usage(uow.conn, person, day.year, keys)
-    shares = adjudicate(
-        items, claim, insurance=insurance, aid=aid, used=used, no_cover=SELF_PAY_CHOSEN if self_pay else None
-    )
+    insurance, aid, shares, day = priced.insurance, priced.aid, priced.shares, priced.day
+    person, claim, used_enrolments = priced.person, priced.claim, priced.enrolments
     postings: list[tuple[AccountSpec, int]] = [(_merchant(org, department), shares.total_fen)]
     postings.append((_wallet(card.patient_id), -shares.self_pay_fen))
     if insurance is not None:
@@ -441,10 +542,7 @@ def charge(
             posted = post(memo + " from deposit")
         _finish_hold(uow, deposit, "posted", posted_fen=shares.self_pay_fen, txn_id=posted.txn_id)
     _add_usage(batch, person, day.year, shares.usage)
-    enrolled = [
-        {"scheme": e.scheme, "region": e.region, "coverage": f"Coverage/{e.coverage_id}", "payor": e.payor}
-        for e in used_enrolments
-    ]
+    enrolled = _enrolled(used_enrolments)
     _CHARGE.defer(
         batch,
         {
@@ -497,6 +595,48 @@ def charge(
     balance, held = ledger.balance_after(uow, posted, wallet_account(card.patient_id))
     return ChargeResult(
         charge_id, posted.txn_id, shares, WalletView(card.card_no, balance, held), enrolled, self_pay
+    )
+
+
+def estimate(
+    uow: UnitOfWork,
+    *,
+    card_no: str,
+    org: str,
+    department: str,
+    items: Sequence[Item],
+    encounter: str | None = None,
+    setting: str = "outpatient",
+    diagnoses: Sequence[str] = (),
+    self_pay: bool = False,
+) -> Estimate:
+    """Pre-settlement (预结算): each payer's share of a charge of ``items`` made now, with the
+    reasons, and whether the wallet's available balance pays the patient's part — what the desk
+    shows before the patient confirms. Nothing is posted, locked or counted toward the year's
+    usage; the same refusals as a charge (an unusable card, no policy in force…). The charge
+    itself can come out differently if the person's usage changes in between (a charge
+    elsewhere), as it is adjudicated again when it is made."""
+    items, org, department = _checked(items, setting, org, department)
+    card = _usable(uow, card_no)
+    priced = _price(
+        uow,
+        card=card,
+        org=org,
+        items=items,
+        visit=encounter or new_id(),  # without an encounter, a visit of its own, as a charge would be
+        setting=setting,
+        diagnoses=diagnoses,
+        self_pay=self_pay,
+        day=business_date(clock.now()),
+        lock=False,
+    )
+    balance, held = ledger.balance(uow, wallet_account(card.patient_id))
+    return Estimate(
+        priced.shares,
+        WalletView(card.card_no, balance, held),
+        _enrolled(priced.enrolments),
+        self_pay,
+        card.patient_id,
     )
 
 
