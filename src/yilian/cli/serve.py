@@ -78,10 +78,10 @@ def serve(
     # would be refused from that day, so say it at every start (docs/payments.md).
     from rich.markup import escape
 
-    from yilian.payments import policy_warnings
+    from yilian.payments import policy_files, policy_warnings
 
-    for warning in policy_warnings():
-        console.print(f"[yellow]warning:[/] {escape(warning.message)}", soft_wrap=True)
+    for line in policy_files.summary(policy_warnings()):
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
     publisher = None
     if publish:

@@ -74,6 +74,10 @@ def load(env: Mapping[str, str] | None = None) -> tuple[Policy, ...]:
     return tuple(sorted(seen.values(), key=lambda p: (p.scheme, p.region, p.valid_from, p.version)))
 
 
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
+
+
 @dataclass(frozen=True)
 class Ending:
     """A scheme and region whose last policy ends soon (or has ended) with none after it."""
@@ -88,9 +92,9 @@ class Ending:
     @property
     def message(self) -> str:
         if self.days_left < 0:
-            when = f"ended on {self.valid_to} ({-self.days_left} days ago)"
+            when = f"ended on {self.valid_to} ({_days(-self.days_left)} ago)"
         else:
-            when = f"ends on {self.valid_to} (in {self.days_left} days)"
+            when = f"ends on {self.valid_to} (in {_days(self.days_left)})"
         return (
             f"{self.name} ({self.scheme}, region {self.region}): the last policy, {self.last}, {when}, and none "
             f"follows: from then on the charges of the residents it covers are refused (no-policy-in-force) "
@@ -125,3 +129,25 @@ def ending(policies: Sequence[Policy], *, today: dt.date, within_days: int = WAR
         if covered_to <= horizon:
             out.append(Ending(scheme, region, last.name, last.key, covered_to, (covered_to - today).days))
     return out
+
+
+def summary(endings: Sequence[Ending]) -> list[str]:
+    """One line per end date, for a server's start: which schemes stop, and where to look."""
+    by_day: dict[dt.date, list[Ending]] = {}
+    for e in endings:
+        by_day.setdefault(e.valid_to, []).append(e)
+    lines = []
+    for day, group in sorted(by_day.items()):
+        days_left = group[0].days_left
+        when = (
+            f"ended on {day} ({_days(-days_left)} ago)"
+            if days_left < 0
+            else f"end on {day} (in {_days(days_left)})"
+        )
+        plans = ", ".join(f"{e.scheme} {e.region}" for e in group)
+        lines.append(
+            f"the reimbursement policies of {plans} {when} with none after them: from then on the charges "
+            f"of the residents they cover are refused (no-policy-in-force). Add next year's files to "
+            f"{ENV}; `yilian payments policies` lists them"
+        )
+    return lines

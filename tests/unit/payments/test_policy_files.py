@@ -115,3 +115,19 @@ def test_ending_reports_a_scheme_already_without_policy_and_not_one_yet_to_start
     assert "ended on 2026-12-31 (60 days ago)" in gap[0].message
     only_future = [p for p in policies if p.year == 2029]
     assert policy_files.ending(only_future, today=dt.date(2027, 3, 1)) == []
+
+
+def test_the_servers_start_gets_one_line_per_end_date(tmp_path: Path) -> None:
+    write(tmp_path, "ncms-next.yaml", next_year("ncms-330500-2026.yaml"))
+    policies = policy_files.load({policy_files.ENV: str(tmp_path)})
+    lines = policy_files.summary(policy_files.ending(policies, today=dt.date(2026, 12, 20)))
+    assert len(lines) == 1
+    assert "end on 2026-12-31 (in 11 days)" in lines[0] and "ncms" not in lines[0]
+    assert all(f"{s} 330500" in lines[0] for s in ("medical-aid", "urban-employee", "urban-resident"))
+    late = policy_files.summary(policy_files.ending(policies, today=dt.date(2027, 12, 30)))
+    assert [line.split(" end")[0] for line in late] == [
+        "the reimbursement policies of medical-aid 330500, urban-employee 330500, urban-resident 330500",
+        "the reimbursement policies of ncms 330500",
+    ]
+    assert "ended on 2026-12-31 (364 days ago)" in late[0] and "end on 2027-12-31 (in 1 day)" in late[1]
+    assert policy_files.summary([]) == []
