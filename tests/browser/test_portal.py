@@ -19,7 +19,9 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 
+from tests.integration.payments.conftest import CardDesk
 from tests.support.server import RunningServer
+from yilian import payments
 from yilian.db import Database, UnitOfWork
 from yilian.db.uow import transact
 from yilian.fhir import FhirContext, FhirRequest, dispatch
@@ -49,6 +51,16 @@ def people(db: Database) -> dict[str, str]:
             uow, username="sun.yue", kind="resident", password="sun yue record 2026", patient_id="pat-b1"
         )
         add_user(uow, username="li.hua", kind="resident", password="li hua record 2026", patient_id="pat-b2")
+        # Sun Yue's card has been topped up and used once (a self-paid lunch at the canteen).
+        card_no = CardDesk().issue(uow, "pat-b1")
+        payments.top_up(uow, card_no=card_no, amount_fen=20_000, channel="wechat", org="hosp-b")
+        payments.charge(
+            uow,
+            card_no=card_no,
+            org="hosp-b",
+            department="canteen",
+            items=[payments.Item("ST-01", "职工食堂午餐", "canteen", 1_850, 1)],
+        )
         app, _ = register_client(
             uow,
             name="掌上医院",
@@ -121,6 +133,15 @@ def test_a_resident_signs_in_sees_only_their_record_and_signs_out(
     assert page.get_by_role("heading").inner_text() == "已登录 sun.yue"
     assert page.get_by_text("居民").is_visible()
     fits_the_screen(page)
+    # Their card wallet, one tap away: the balance and what moved it, on the phone's width.
+    page.get_by_role("link", name="我的一卡通").click()
+    assert urlsplit(page.url).path == "/portal/wallet"
+    assert page.get_by_role("heading", level=1).inner_text() == "我的一卡通"
+    assert page.locator(".balance strong").inner_text() == "¥181.50"
+    assert page.locator(".movements tbody tr").count() == 2
+    assert "-¥18.50" in page.locator(".movements").inner_text()
+    fits_the_screen(page)
+    page.go_back()
     # The session cookie is the browser's key to the record: their own, and nobody else's.
     own = phone.request.get("/fhir/Patient/pat-b1")
     assert own.status == 200 and own.json()["id"] == "pat-b1"

@@ -29,6 +29,7 @@ from yilian.api.systems import system_routes
 from yilian.db import Database
 from yilian.fhir.interactions.context import FhirSettings
 from yilian.portal.login import routes as login_routes
+from yilian.portal.wallet import routes as wallet_routes
 from yilian.security.audit import AuditWriter, Sealer
 
 
@@ -121,6 +122,7 @@ def create_app(
             Route("/auth/token", token_endpoint(db, writer), methods=["POST"]),
             Route("/.well-known/smart-configuration", smart_config),
             *login_routes(db, writer),
+            *wallet_routes(db, writer),
             Route(openapi.PATH, openapi_json),
             *api_routes,
             Mount(

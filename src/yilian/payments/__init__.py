@@ -4,7 +4,7 @@ Public surface (every use case takes the unit of work first and keyword argument
 commits): ``top_up``, ``wallet``, ``statement``, ``charge`` (and ``estimate``, its pre-settlement:
 nothing posted), ``refund``, ``hold_deposit``,
 ``post_hold``, ``void_hold``, ``expire_holds``, ``close_day``, ``day_report``, ``record_payout``
-(a closed day's batch line paid by transfer), ``read_statement`` and ``match_statement`` (a
+(a closed day's batch line paid by transfer), ``own_wallet`` (a resident's wallet by their Patient, for the portal), ``read_statement`` and ``match_statement`` (a
 bank statement's rows matched to the lines they pay), ``trial_balance``;
 ``Item`` (a charge line) and ``PaymentError`` (a refusal with a machine-readable ``reason``);
 ``idempotency`` for entry points that replay a keyed request's first reply; ``Party`` and
@@ -39,6 +39,7 @@ from yilian.payments.service import (
     get_charge,
     get_hold,
     hold_deposit,
+    own_wallet,
     post_hold,
     refund,
     statement,
@@ -99,6 +100,7 @@ __all__ = [
     "hold_deposit",
     "idempotency",
     "match_statement",
+    "own_wallet",
     "parse_day",
     "policy_files",
     "policy_warnings",

@@ -183,18 +183,32 @@ def statement(
     card = _usable(uow, card_no, patients)
     balance, held = ledger.balance(uow, wallet_account(card.patient_id))
     view = WalletView(card.card_no, balance, held)
+    return view, _movements(uow, card.patient_id, balance, limit, org)
+
+
+def own_wallet(uow: UnitOfWork, *, patient_id: str, limit: int = 20) -> tuple[int, int, list[StatementLine]]:
+    """A resident's own wallet, for the portal: (balance, held, newest movements with the balance
+    each left). By the Patient, not by a card: the wallet is the resident's whichever card they
+    carry, and a resident who has lost theirs can still see it. The caller decides whose."""
+    balance, held = ledger.balance(uow, wallet_account(patient_id))
+    return balance, held, _movements(uow, patient_id, balance, limit, None)
+
+
+def _movements(
+    uow: UnitOfWork, patient_id: str, balance: int, limit: int, org: str | None
+) -> list[StatementLine]:
     p, x = t.posting, t.txn
     stmt = (
         select(p.c.amount, x.c.txn_id, x.c.at, x.c.kind, x.c.org, x.c.ref, x.c.memo)
         .join(x, x.c.txn_id == p.c.txn_id)
-        .where(p.c.account_id == wallet_account(card.patient_id))
+        .where(p.c.account_id == wallet_account(patient_id))
         .order_by(p.c.posting_id.desc())
         .limit(max(1, min(limit, 1000)))
     )
     if org is not None:
         stmt = stmt.where(x.c.org == org)
     lines = []
-    after = view.balance_fen
+    after = balance
     for row in uow.conn.execute(stmt):  # walk back from the current balance
         shown = None if org is not None else after
         lines.append(
@@ -203,7 +217,7 @@ def statement(
             )
         )
         after -= int(row.amount)
-    return view, lines
+    return lines
 
 
 # --------------------------------------------------------------------------- charges

@@ -34,6 +34,24 @@ MESSAGES: dict[str, dict[str, str]] = {
     "institution": {"zh": "机构", "en": "Institution"},
     "operator": {"zh": "平台运营（卫健委）", "en": "Platform operator (health commission)"},
     "resident": {"zh": "居民", "en": "Resident"},
+    "wallet": {"zh": "我的一卡通", "en": "My health card wallet"},
+    "wallet_residents_only": {
+        "zh": "此页面仅供居民本人查看自己（及子女）的一卡通余额。",
+        "en": "This page shows residents their own (and their children's) card balance only.",
+    },
+    "available": {"zh": "可用余额", "en": "Available"},
+    "balance": {"zh": "账户余额", "en": "Balance"},
+    "held": {"zh": "预交金冻结", "en": "Held for deposits"},
+    "when": {"zh": "时间", "en": "When"},
+    "what": {"zh": "项目", "en": "What"},
+    "amount": {"zh": "金额", "en": "Amount"},
+    "after": {"zh": "余额", "en": "Balance after"},
+    "no_movements": {"zh": "暂无交易记录", "en": "No movements yet"},
+    "kind_top_up": {"zh": "充值", "en": "Top-up"},
+    "kind_charge": {"zh": "诊间支付", "en": "Payment"},
+    "kind_refund": {"zh": "退费", "en": "Refund"},
+    "kind_hold": {"zh": "预交金结算", "en": "Deposit settled"},
+    "back": {"zh": "返回", "en": "Back"},
 }
 
 

@@ -55,15 +55,17 @@ AUTHORIZE_FIELDS = (
 )
 
 
-def _lang(request: Request) -> str:
+def lang_of(request: Request) -> str:
+    """The person's language: asked for (``?lang=``), remembered (cookie), or the browser's."""
     return language(
         request.headers.get("accept-language"),
         request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
     )
 
 
-def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    lang = _lang(request)
+def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A portal page in the person's language, with the form token and language cookies."""
+    lang = lang_of(request)
     csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
     query = urlencode([(k, v) for k, v in request.query_params.items() if k != "lang"])
     html = TEMPLATES.get_template(template).render(
@@ -121,14 +123,20 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         if cookie:
             principal = await run_in_threadpool(session_principal, db, cookie)
             if principal is not None:
-                t = translator(_lang(request))
+                t = translator(lang_of(request))
                 role = (
                     t("resident")
                     if principal.kind == RESIDENT
                     else f"{t('institution')}: {principal.org_id or t('operator')}"
                 )
-                return _page(request, "signed_in.html", who=who(principal), role=role)
-        return _page(
+                return page(
+                    request,
+                    "signed_in.html",
+                    who=who(principal),
+                    role=role,
+                    resident=principal.kind == RESIDENT,
+                )
+        return page(
             request,
             "login.html",
             action="/auth/login",
@@ -136,11 +144,11 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         )
 
     async def login(request: Request) -> Response:
-        t = translator(_lang(request))
+        t = translator(lang_of(request))
         try:
             form = await _form(request)
         except YilianError:
-            return _page(request, "login.html", 403, action="/auth/login", hidden=[], error=t("form_expired"))
+            return page(request, "login.html", 403, action="/auth/login", hidden=[], error=t("form_expired"))
 
         def work(uow: UnitOfWork) -> str | YilianError:
             principal = attempt_login(
@@ -155,7 +163,7 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         await audit(_login_record(form.get("username", ""), token, request))
         if isinstance(token, YilianError):
             message = t("failed", n=str(MAX_FAILURES), minutes=str(LOCKOUT_S // 60))
-            return _page(
+            return page(
                 request,
                 "login.html",
                 401,
@@ -202,7 +210,7 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         )
 
     def _refused(request: Request, err: OAuthError) -> HTMLResponse:
-        return _page(
+        return page(
             request,
             "error.html",
             err.status,
@@ -216,8 +224,8 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
             req = await run_in_threadpool(_checked, params)
         except OAuthError as err:
             return _refused(request, err)
-        t = translator(_lang(request))
-        return _page(
+        t = translator(lang_of(request))
+        return page(
             request,
             "login.html",
             action="/auth/authorize",
@@ -227,11 +235,11 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         )
 
     async def authorize(request: Request) -> Response:
-        t = translator(_lang(request))
+        t = translator(lang_of(request))
         try:
             form = await _form(request)
         except YilianError:
-            return _page(request, "error.html", 403, message=t("form_expired"))
+            return page(request, "error.html", 403, message=t("form_expired"))
         params = {k: form.get(k, "") for k in AUTHORIZE_FIELDS}
         try:
             req = await run_in_threadpool(_checked, params)
@@ -250,7 +258,7 @@ def routes(db: Database, writer: AuditWriter | None = None) -> list[Route]:
         code = await run_in_threadpool(transact, db, work)
         await audit(_login_record(form.get("username", ""), code, request))
         if isinstance(code, YilianError):
-            return _page(
+            return page(
                 request,
                 "login.html",
                 401,
