@@ -86,6 +86,8 @@ def test_a_resident_sees_their_own_wallet_and_movements(
         # ¥500.00 in, ¥100.00 charged, NCMS paid ¥60.00 at a township centre: ¥40.00 out.
         assert "¥460.00" in text and "+¥500.00" in text and "-¥40.00" in text
         assert "充值" in text and "诊间支付" in text
+        # Where, and what the whole bill was and who paid the rest of it.
+        assert "织里镇卫生院 · pharmacy" in text and "费用 ¥100.00 · 医保支付 ¥60.00" in text
         assert "李强" not in text and "¥777.00" not in text  # another resident's wallet
         english = browser.get("/portal/wallet?lang=en")
         assert "My health card wallet" in english.text and "Top-up" in english.text

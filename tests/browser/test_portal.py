@@ -139,7 +139,8 @@ def test_a_resident_signs_in_sees_only_their_record_and_signs_out(
     assert page.get_by_role("heading", level=1).inner_text() == "我的一卡通"
     assert page.locator(".balance strong").inner_text() == "¥181.50"
     assert page.locator(".movements tbody tr").count() == 2
-    assert "-¥18.50" in page.locator(".movements").inner_text()
+    movements = page.locator(".movements").inner_text()
+    assert "-¥18.50" in movements and "湖州市第一人民医院 · canteen" in movements
     fits_the_screen(page)
     page.go_back()
     # The session cookie is the browser's key to the record: their own, and nobody else's.

@@ -33,6 +33,7 @@ from yilian.payments.publication import retry_now as retry_publication
 from yilian.payments.service import (
     ChargeResult,
     Estimate,
+    StatementLine,
     charge,
     estimate,
     expire_holds,
@@ -84,6 +85,7 @@ __all__ = [
     "PublicationWorker",
     "PublishResult",
     "QueueStatus",
+    "StatementLine",
     "StatementRow",
     "TrialBalance",
     "WalletView",

@@ -52,6 +52,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "kind_refund": {"zh": "退费", "en": "Refund"},
     "kind_hold": {"zh": "预交金结算", "en": "Deposit settled"},
     "back": {"zh": "返回", "en": "Back"},
+    "bill": {"zh": "费用", "en": "Bill"},
+    "insurer_paid": {"zh": "医保支付", "en": "insurance paid"},
+    "aid_paid": {"zh": "医疗救助", "en": "medical aid paid"},
 }
 
 

@@ -47,6 +47,8 @@ KIND_KEYS = {
 class Movement:
     at: str
     what: str
+    where: str  # the institution's name (and department, for a payment)
+    detail: str  # a payment's whole bill and what insurance and aid paid of it
     amount: str
     after: str
     credit: bool
@@ -61,40 +63,61 @@ class Wallet:
     movements: list[Movement]
 
 
-def _name(uow: UnitOfWork, patient_id: str) -> str:
+def _name(uow: UnitOfWork, reference: str) -> str:
+    """A Patient's or an Organization's name as the record gives it (the id when it has none)."""
     try:
-        body = dispatch(uow, _CTX, FhirRequest("GET", f"Patient/{patient_id}")).body
+        body = dispatch(uow, _CTX, FhirRequest("GET", reference)).body
     except YilianError:
-        return patient_id
-    names: list[dict[str, Any]] = orjson.loads(body or b"{}").get("name") or [{}]
-    first = names[0]
-    return str(
-        first.get("text") or (first.get("family", "") + "".join(first.get("given") or [])) or patient_id
+        return reference.split("/")[-1]
+    doc: dict[str, Any] = orjson.loads(body or b"{}")
+    name = doc.get("name")
+    if isinstance(name, str):
+        return name
+    first: dict[str, Any] = (name or [{}])[0]
+    given = "".join(first.get("given") or [])
+    return str(first.get("text") or (first.get("family", "") + given) or reference.split("/")[-1])
+
+
+def _movement(uow: UnitOfWork, line: payments.StatementLine, t: Any, places: dict[str, str]) -> Movement:
+    where = ""
+    if line.org:
+        if line.org not in places:
+            places[line.org] = _name(uow, f"Organization/{line.org}")
+        where = places[line.org]
+    detail = ""
+    if line.kind == "charge" and line.ref:
+        bill = payments.get_charge(uow, charge_id=line.ref)
+        where = f"{where} · {bill.department}" if where else str(bill.department)
+        parts = [f"{t('bill')} {format_fen(bill.total_fen)}"]
+        if bill.insurer_fen:
+            parts.append(f"{t('insurer_paid')} {format_fen(bill.insurer_fen)}")
+        if bill.aid_fen:
+            parts.append(f"{t('aid_paid')} {format_fen(bill.aid_fen)}")
+        detail = " · ".join(parts)
+    return Movement(
+        at=line.at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
+        what=t(KIND_KEYS[line.kind]) if line.kind in KIND_KEYS else line.kind,
+        where=where,
+        detail=detail,
+        amount=("+" if line.amount_fen > 0 else "") + format_fen(line.amount_fen),
+        after=format_fen(line.balance_after_fen or 0),
+        credit=line.amount_fen > 0,
     )
 
 
 def _wallets(db: Database, patient_ids: list[str], t: Any) -> list[Wallet]:
     out = []
+    places: dict[str, str] = {}
     with UnitOfWork(db) as uow:
         for pid in patient_ids:
             balance, held, lines = payments.own_wallet(uow, patient_id=pid, limit=MOVEMENTS)
-            movements = [
-                Movement(
-                    at=line.at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
-                    what=t(KIND_KEYS[line.kind]) if line.kind in KIND_KEYS else line.kind,
-                    amount=("+" if line.amount_fen > 0 else "") + format_fen(line.amount_fen),
-                    after=format_fen(line.balance_after_fen or 0),
-                    credit=line.amount_fen > 0,
-                )
-                for line in lines
-            ]
             out.append(
                 Wallet(
-                    _name(uow, pid),
+                    _name(uow, f"Patient/{pid}"),
                     format_fen(balance),
                     format_fen(held),
                     format_fen(balance - held),
-                    movements,
+                    [_movement(uow, line, t, places) for line in lines],
                 )
             )
     return out
