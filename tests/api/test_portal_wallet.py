@@ -16,6 +16,8 @@ import pytest
 
 from tests.integration.payments.builders import make_coverage, make_patient, make_region
 from tests.integration.payments.conftest import CardDesk
+from tests.integration.security.lookalikes import ID_M, patient, put
+from tests.integration.security.test_parent_links import related
 from tests.support.audit import audits
 from tests.support.server import RunningServer
 from yilian import payments
@@ -33,27 +35,45 @@ def residents(db: Database) -> dict[str, str]:
     # In the year of the shipped policies, so that the charge is reimbursed.
     with clock.running_from(dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)), UnitOfWork(db, write=True) as uow:
         region = make_region(uow)
-        mine = make_patient(uow, family="孙", given="丽")
         theirs = make_patient(uow, family="李", given="强")
-        make_coverage(uow, patient_id=mine, payor_org=region.insurer, scheme="ncms")
-        card = desk.issue(uow, mine)
         other_card = desk.issue(uow, theirs)
-        payments.top_up(uow, card_no=card, amount_fen=50_000, channel="wechat", org=region.township_centre)
         payments.top_up(uow, card_no=other_card, amount_fen=77_700, channel="cash", org=region.city_hospital)
+        # A son on her record (a link the hospital wrote): his card too, topped up by her.
+        put(
+            uow,
+            {**patient("sun-mother", ID_M, birth="1985-03-01"), "name": [{"family": "孙", "given": ["丽"]}]},
+        )
+        put(
+            uow,
+            {**patient("sun-son", None, birth="2019-09-01"), "name": [{"family": "孙", "given": ["小宝"]}]},
+        )
+        put(uow, related("rp-son", "sun-son", ID_M))
+        son_card = desk.issue(uow, "sun-son")
+        payments.top_up(uow, card_no=son_card, amount_fen=3_300, channel="cash", org=region.township_centre)
+        add_user(uow, username="sun.li", kind="resident", password=PASSWORD, patient_id="sun-mother")
+        make_coverage(uow, patient_id="sun-mother", payor_org=region.insurer, scheme="ncms")
+        mine_card = desk.issue(uow, "sun-mother")
+        payments.top_up(
+            uow, card_no=mine_card, amount_fen=50_000, channel="wechat", org=region.township_centre
+        )
         payments.charge(
             uow,
-            card_no=card,
+            card_no=mine_card,
             org=region.township_centre,
             department="pharmacy",
             items=[payments.Item("YP-0001", "阿莫西林胶囊", "drug", 10_000, 1)],  # NCMS pays 60% there
         )
-        add_user(uow, username="sun.li", kind="resident", password=PASSWORD, patient_id=mine)
         add_user(uow, username="li.qiang", kind="resident", password=PASSWORD, patient_id=theirs)
         _, uri = add_user(
             uow, username="dr.wu", kind="staff", password=PASSWORD, org_id=region.township_centre
         )
     assert uri is not None
-    return {"mine": mine, "theirs": theirs, "totp": parse_qs(urlsplit(uri).query)["secret"][0]}
+    return {
+        "mine": "sun-mother",
+        "son": "sun-son",
+        "theirs": theirs,
+        "totp": parse_qs(urlsplit(uri).query)["secret"][0],
+    }
 
 
 @contextmanager
@@ -89,10 +109,13 @@ def test_a_resident_sees_their_own_wallet_and_movements(
         # Where, and what the whole bill was and who paid the rest of it.
         assert "织里镇卫生院 · pharmacy" in text and "费用 ¥100.00 · 医保支付 ¥60.00" in text
         assert "李强" not in text and "¥777.00" not in text  # another resident's wallet
+        # Her son's wallet, from the link on his record.
+        assert "孙小宝" in text and "¥33.00" in text
         english = browser.get("/portal/wallet?lang=en")
         assert "My health card wallet" in english.text and "Top-up" in english.text
     rows = [r for r in audits(db, "payment-statement") if r.agent_kind == "patient"]
-    assert rows and rows[-1].patient_keys == (residents["mine"],) and rows[-1].action == "R"
+    assert rows and set(rows[-1].patient_keys) == {residents["mine"], residents["son"]}
+    assert rows[-1].action == "R"
 
 
 def test_without_a_session_the_page_asks_to_sign_in_and_staff_get_no_wallet(
