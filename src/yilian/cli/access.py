@@ -482,7 +482,7 @@ def print_demo_logins(info: dict[str, Any], base: str) -> None:
             "居民 resident (portal)",
             DEMO_RESIDENT[0],
             DEMO_RESIDENT[1],
-            f"own record (Patient/{info['patient']}) and children's",
+            f"own record (Patient/{info['patient']}) and children's; card wallet (我的一卡通) at /portal/wallet",
         )
     console.print(table)
     console.print(
@@ -492,7 +492,7 @@ def print_demo_logins(info: dict[str, Any], base: str) -> None:
         "一卡通 The demo day's card payments and their clearing (same token):\n"
         f"  curl -H 'Authorization: Bearer <access_token>' {base}/api/settlement/days/{DEMO_AS_OF}\n"
         f"  curl -H 'Authorization: Bearer <access_token>' {base}/fhir/ClaimResponse?_count=5\n"
-        f"Sign in to the portal: {base}/auth/login",
+        f"Sign in to the portal: {base}/auth/login (a resident's card wallet: {base}/portal/wallet)",
         soft_wrap=True,
     )
 
