@@ -104,7 +104,12 @@ def test_the_platforms_ids_are_left_whole_numbers_anywhere_else_are_masked() -> 
         "issued card 01a249cc-a1b9-7db5-8891-e8807dc23e4a to Patient/01a249cc-a153-7452-9389-2335b10f6c87"
     )
     assert scrub(uuid_text) == uuid_text
+    # The users' and clients' ids the platform draws, whose random hex can spell a number too
+    # (a CLI test once failed on "u-17659336060f").
+    drawn = "revoked user he.ping (u-17659336060f); client yl-13912345678abcd0 revoked"
+    assert scrub(drawn) == drawn
     for text, masked in (
+        ("user u-13912345678", "user u-139****5678"),  # not one the platform drew: too short
         ("Patient/p13912345678", "Patient/p139****5678"),
         (
             "Patient/13912345678-0000-0000-0000-000000000000",

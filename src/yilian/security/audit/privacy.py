@@ -42,7 +42,12 @@ _MOBILE = re.compile(rf"(?<!\d)(?:(?:\+|%2[Bb])?86{_SEP})?(1[3-9]\d){_SEP}(\d{{4
 # The platform's ids (time-ordered UUIDs): their hex groups can spell a mobile number
 # ("…-a153-7452-9389-…"), and the patient an audit row names must stay readable. Only these are
 # spared: a number inside any other text (an id a client chose, "tel13912345678") is masked.
-_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])")
+# The users' and system clients' ids the platform draws ("u-" and "yl-" and random hex, see
+# people.add_user and clients.register_client) are spared likewise: "u-17659336060f" is a user.
+_UUID = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}|u-[0-9a-f]{12}|yl-[0-9a-f]{16})"
+    r"(?![0-9A-Za-z])"
+)
 _MOBILE_ONLY = re.compile(r"1[3-9]\d{9}")
 
 # One character of a value in a query: unreserved, '+' (an encoded space), or a percent escape
