@@ -88,9 +88,12 @@ class EstimateReply(_Reply):
     total_fen: int
     insurer_fen: int = Field(description="what the insurance fund would pay at once")
     aid_fen: int = Field(description="what medical aid would pay on what insurance leaves")
-    self_pay_fen: int = Field(description="what the wallet would pay")
+    self_pay_fen: int = Field(description="the patient's part")
+    from_deposit_fen: int = Field(description="of it, what the inpatient deposit (hold_id) would pay first")
     wallet_available_fen: int = Field(description="the wallet's balance less its deposits held, now")
-    wallet_covers: bool = Field(description="whether the available balance pays the patient's part")
+    wallet_covers: bool = Field(
+        description="whether the available balance pays the patient's part (after the deposit's)"
+    )
     explanation: Explanation
 
 

@@ -92,7 +92,7 @@ class ItemBody(BaseModel):
 
 
 class EstimateBody(BaseModel):
-    """A charge as the desk would make it (pre-settlement takes this much of it)."""
+    """A charge as the desk would make it: what a pre-settlement is asked about."""
 
     card_no: str = Field(min_length=1, max_length=64)
     org: Point
@@ -110,6 +110,9 @@ class EstimateBody(BaseModel):
         description="the patient chooses to pay it all (自费): no reimbursement is computed, they may "
         "claim it afterwards; also the way to take a charge refused with no-policy-in-force",
     )
+    hold_id: str | None = Field(
+        default=None, max_length=36, description="pay the patient's share from this deposit hold first"
+    )
 
     def arguments(self) -> dict[str, Any]:
         """The keyword arguments ``payments.charge`` and ``payments.estimate`` both take."""
@@ -121,6 +124,7 @@ class EstimateBody(BaseModel):
             "setting": self.setting,
             "diagnoses": self.diagnoses,
             "self_pay": self.self_pay,
+            "hold_id": self.hold_id,
             "items": [
                 payments.Item(i.code, i.name, i.category, i.unit_price_fen, i.quantity, i.charge_item)
                 for i in self.items
@@ -129,9 +133,7 @@ class EstimateBody(BaseModel):
 
 
 class ChargeBody(EstimateBody):
-    hold_id: str | None = Field(
-        default=None, max_length=36, description="pay the patient's share from this deposit hold"
-    )
+    """A charge: the estimate's body, made."""
 
 
 class RefundBody(BaseModel):
@@ -270,7 +272,7 @@ def _charge(uow: UnitOfWork, call: Call[ChargeBody]) -> Reply:
     all in one ledger transaction, or nothing."""
     body = call.require_body()
     _own_org(call.principal, body.org)
-    result = payments.charge(uow, hold_id=body.hold_id, **body.arguments())
+    result = payments.charge(uow, **body.arguments())
     return Reply(result.as_json(), status=201, entity=f"ChargeItem/{result.charge_id}")
 
 
@@ -516,7 +518,9 @@ def routes(api: ApiRoutes) -> list[BaseRoute]:
             changes=False,
             reasons=CARD
             + PLACE
+            + HOLD
             + (
+                ("hold-mismatch", C.CONFLICT),
                 ("bad-amount", C.INVALID),
                 ("no-items", C.INVALID),
                 ("bad-item", C.INVALID),

@@ -364,16 +364,20 @@ class Estimate:
     coverage: list[dict[str, Any]]
     self_pay: bool
     patient_id: str  # whose record was read (for the audit), not in the reply
+    deposit_fen: int = 0  # the inpatient deposit the bill would be paid from first (hold_id)
 
     def as_json(self) -> dict[str, Any]:
         s = self.shares
+        from_deposit = min(s.self_pay_fen, self.deposit_fen)
         return {
             "total_fen": s.total_fen,
             "insurer_fen": s.insurer_fen,
             "aid_fen": s.aid_fen,
             "self_pay_fen": s.self_pay_fen,
+            "from_deposit_fen": from_deposit,
             "wallet_available_fen": self.wallet.available_fen,
-            "wallet_covers": self.wallet.available_fen >= s.self_pay_fen,
+            # The deposit is released by the charge: the rest comes from the available balance.
+            "wallet_covers": s.self_pay_fen - from_deposit <= self.wallet.available_fen,
             "explanation": _explanation(s, self.coverage, self.self_pay),
         }
 
@@ -497,15 +501,7 @@ def charge(
     exceeds the deposit by comes from the rest of the wallet."""
     items, org, department = _checked(items, setting, org, department)
     card = _usable(uow, card_no)
-    deposit = None
-    if hold_id is not None:
-        deposit = _open_hold(uow, hold_id)
-        if deposit.patient_id != card.patient_id or deposit.org != org:
-            raise refuse(
-                Category.CONFLICT,
-                "hold-mismatch",
-                f"hold {hold_id} is not this card's deposit at Organization/{org}",
-            )
+    deposit = _deposit(uow, hold_id, card, org, lock=True)
     now = clock.now()
     charge_id = new_id()
     priced = _price(
@@ -622,16 +618,19 @@ def estimate(
     encounter: str | None = None,
     setting: str = "outpatient",
     diagnoses: Sequence[str] = (),
+    hold_id: str | None = None,
     self_pay: bool = False,
 ) -> Estimate:
     """Pre-settlement (预结算): each payer's share of a charge of ``items`` made now, with the
     reasons, and whether the wallet's available balance pays the patient's part — what the desk
-    shows before the patient confirms. Nothing is posted, locked or counted toward the year's
+    shows before the patient confirms; with ``hold_id`` (a discharge bill), how much of that part
+    the inpatient deposit pays first. Nothing is posted, locked or counted toward the year's
     usage; the same refusals as a charge (an unusable card, no policy in force…). The charge
     itself can come out differently if the person's usage changes in between (a charge
     elsewhere), as it is adjudicated again when it is made."""
     items, org, department = _checked(items, setting, org, department)
     card = _usable(uow, card_no)
+    deposit = _deposit(uow, hold_id, card, org, lock=False)
     priced = _price(
         uow,
         card=card,
@@ -651,6 +650,7 @@ def estimate(
         _enrolled(priced.enrolments),
         self_pay,
         card.patient_id,
+        int(deposit.amount_fen) if deposit is not None else 0,
     )
 
 
@@ -871,10 +871,25 @@ def hold_deposit(
     return get_hold(uow, hold_id=hold_id)
 
 
-def _open_hold(uow: UnitOfWork, hold_id: str) -> Any:
+def _deposit(uow: UnitOfWork, hold_id: str | None, card: cards.CardView, org: str, *, lock: bool) -> Any:
+    """The open deposit a discharge bill is paid from (None without ``hold_id``): this card's, at
+    this institution."""
+    if hold_id is None:
+        return None
+    deposit = _open_hold(uow, hold_id, lock=lock)
+    if deposit.patient_id != card.patient_id or deposit.org != org:
+        raise refuse(
+            Category.CONFLICT,
+            "hold-mismatch",
+            f"hold {hold_id} is not this card's deposit at Organization/{org}",
+        )
+    return deposit
+
+
+def _open_hold(uow: UnitOfWork, hold_id: str, *, lock: bool = True) -> Any:
     h = t.hold
     stmt = select(h).where(h.c.hold_id == hold_id)
-    if uow.conn.dialect.name == "postgresql":
+    if lock and uow.conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = uow.conn.execute(stmt).first()
     if row is None:

@@ -170,3 +170,50 @@ def desk_patient(uow: UnitOfWork, card_no: str) -> str:
     from yilian import card
 
     return card.require_usable(uow, card_no).patient_id
+
+
+def test_a_discharge_estimate_shows_what_the_deposit_pays_first(
+    uow: UnitOfWork, desk: CardDesk, region: Region, pinned: list[dt.datetime]
+) -> None:
+    """出院预结算: an inpatient's bill, their ¥1,000 deposit paying the patient's part first."""
+    card = insured(uow, desk, region, "ncms", top_up=150_000)
+    deposit = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward-3", amount_fen=100_000
+    )
+    bill = [
+        EXAM,
+        payments.Item("CW-01", "床位费", "bed", 8_000, 10),
+        payments.Item("ZL-01", "换药", "treatment", 20_000, 3),
+    ]
+    args: dict[str, Any] = {
+        "card_no": card,
+        "org": region.county_hospital,
+        "department": "ward-3",
+        "items": bill,
+        "setting": "inpatient",
+        "hold_id": deposit.hold_id,
+    }
+    before = counts(uow)
+    shown = payments.estimate(uow, **args).as_json()
+    assert counts(uow) == before
+    assert payments.get_hold(uow, hold_id=deposit.hold_id).status == "held"  # untouched
+    # County hospital, inpatient NCMS: ¥1,900 less the ¥500 deductible, 75% of the rest = ¥1,050.
+    assert (shown["total_fen"], shown["insurer_fen"], shown["self_pay_fen"]) == (190_000, 105_000, 85_000)
+    assert shown["from_deposit_fen"] == 85_000  # all of the patient's part, from the deposit
+    # ¥500 of the wallet is free (¥1,500 less the ¥1,000 held); the deposit is released for the bill.
+    assert shown["wallet_available_fen"] == 50_000 and shown["wallet_covers"] is True
+    share = shown["self_pay_fen"]
+    done = payments.charge(uow, **args)
+    assert done.shares.self_pay_fen == share and done.shares.insurer_fen == shown["insurer_fen"]
+    assert done.wallet.balance_fen == 150_000 - share
+    # Someone else's deposit, or one already settled, is refused as the charge would be.
+    with pytest.raises(PaymentError) as finished:
+        payments.estimate(uow, **args)
+    assert finished.value.reason == "hold-finished"
+    second = payments.hold_deposit(
+        uow, card_no=card, org=region.county_hospital, department="ward-3", amount_fen=10_000
+    )
+    other = insured(uow, desk, region, top_up=10_000)
+    with pytest.raises(PaymentError) as mismatch:
+        payments.estimate(uow, **{**args, "card_no": other, "hold_id": second.hold_id})
+    assert mismatch.value.reason == "hold-mismatch"
