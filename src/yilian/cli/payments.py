@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from yilian.payments import Match, Payout
 
 payments_app = typer.Typer(
-    help="Card payments and settlement (一卡通 结算): close a day, wallets, statements, trial balance. Contract: docs/payments.md.",
+    help="Card payments and settlement (一卡通 结算): close a day, wallets, statements, trial balance, reimbursement policies. Contract: docs/payments.md.",
     no_args_is_help=True,
 )
 
@@ -341,9 +341,10 @@ def policy_list(
         False, "--check", help="exit with status 1 when a warning is printed (for a monitoring job)"
     ),
 ) -> None:
-    """The reimbursement policies the platform settles by (shipped, and YILIAN_POLICY_DIR's), and
-    each scheme whose last policy runs out within --within days: from then on its insured
-    residents' charges are refused (no-policy-in-force) until next year's file is added."""
+    """The reimbursement policies loaded (shipped, and YILIAN_POLICY_DIR's); warns of each scheme whose last one runs out soon.
+
+    From the day a scheme's last policy ends, its enrolled residents' charges are refused (no-policy-in-force) until next year's file is added to YILIAN_POLICY_DIR and the server restarted.
+    """
     from yilian.kernel import clock
     from yilian.payments import parse_day, policy_files
     from yilian.payments.model import business_date
