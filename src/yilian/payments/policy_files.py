@@ -36,10 +36,10 @@ def directories(env: Mapping[str, str] | None = None) -> list[Path]:
     configured = (os.environ if env is None else env).get(ENV, "").strip()
     if not configured:
         return [POLICY_DIR]
-    extra = Path(configured).expanduser()
+    extra = Path(configured).expanduser().resolve()  # absolute: a source names its file wherever it is read
     if not extra.is_dir():
         raise YilianError(Category.INVALID, f"{ENV}={configured}: no such directory")
-    if extra.resolve() == POLICY_DIR.resolve():
+    if extra == POLICY_DIR.resolve():
         return [POLICY_DIR]
     return [POLICY_DIR, extra]
 

@@ -131,3 +131,12 @@ def test_the_servers_start_gets_one_line_per_end_date(tmp_path: Path) -> None:
     ]
     assert "ended on 2026-12-31 (364 days ago)" in late[0] and "end on 2027-12-31 (in 1 day)" in late[1]
     assert policy_files.summary([]) == []
+
+
+def test_a_relative_directory_names_its_files_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "ncms-next.yaml", next_year("ncms-330500-2026.yaml"))
+    monkeypatch.chdir(tmp_path)
+    added = [p for p in policy_files.load({policy_files.ENV: "."}) if p.year == 2027]
+    assert [p.source for p in added] == [str((tmp_path / "ncms-next.yaml").resolve())]
