@@ -20,6 +20,7 @@ from yilian.fhir.store.tables import resource
 from yilian.kernel import clock
 from yilian.kernel.errors import Category, YilianError
 from yilian.kernel.money import format_fen
+from yilian.payments.model import BEIJING
 from yilian.security.audit import record
 
 
@@ -34,7 +35,6 @@ CARDS_PER_TRANSACTION = 50
 DEMO_PAYMENTS = "payment-demo-day"  # the AuditEvent subtype of the demo's use of its cards
 FIRST_THING = dt.time(7, 30)  # the card office opens on the demo's day (Beijing time)
 NIGHTLY_CLOSE = dt.time(1, 0)  # and the day is cleared after midnight
-BEIJING = dt.timezone(dt.timedelta(hours=8))
 
 
 def _created_ids(bundle: dict[str, Any], resp: FhirResponse) -> dict[str, str]:

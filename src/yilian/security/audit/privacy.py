@@ -44,7 +44,7 @@ _MOBILE = re.compile(rf"(?<!\d)(?:(?:\+|%2[Bb])?86{_SEP})?(1[3-9]\d){_SEP}(\d{{4
 # spared: a number inside any other text (an id a client chose, "tel13912345678") is masked.
 # The users' and system clients' ids the platform draws ("u-" and "yl-" and random hex, see
 # people.add_user and clients.register_client) are spared likewise: "u-17659336060f" is a user.
-_UUID = re.compile(
+_PLATFORM_ID = re.compile(
     r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}|u-[0-9a-f]{12}|yl-[0-9a-f]{16})"
     r"(?![0-9A-Za-z])"
 )
@@ -137,7 +137,7 @@ def _outside_ids(text: str) -> str:
     """:func:`_loose_numbers` on every stretch of ``text`` between the platform's ids."""
     out: list[str] = []
     start = 0
-    for m in _UUID.finditer(text):
+    for m in _PLATFORM_ID.finditer(text):
         out.append(_loose_numbers(text[start : m.start()]))
         out.append(m[0])
         start = m.end()
