@@ -423,6 +423,89 @@ def test_a_row_the_database_refuses_fails_only_its_own_caller(
     assert sorted(r["id"] for r in rows_of(db, agent)) == sorted(ids)
 
 
+def test_a_refused_row_fails_its_waiting_caller_whether_thread_or_coroutine(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = f"refused-wait-{tag()}"
+    real = to_row
+
+    def broken(rec: AuditRecord) -> dict[str, Any]:
+        row = real(rec)
+        if rec.entity == "Patient/bad":
+            row["action"] = None
+        return row
+
+    monkeypatch.setattr("yilian.security.audit.writer.to_row", broken)
+    with AuditWriter(db, backoff=(0.01, 0.02)) as writer:
+        with pytest.raises(YilianError) as in_thread:
+            writer.record_sync(make_record(agent, entity="Patient/bad"))
+
+        async def main() -> tuple[BaseException | int, int]:
+            bad, good = await asyncio.gather(
+                writer.record(make_record(agent, entity="Patient/bad")),
+                writer.record(make_record(agent, entity="Patient/ok")),
+                return_exceptions=True,
+            )
+            assert isinstance(good, int)
+            return bad, good
+
+        bad, good = asyncio.run(main())
+    assert in_thread.value.category is Category.INTERNAL
+    assert isinstance(bad, YilianError) and bad.category is Category.INTERNAL
+    assert [r["id"] for r in rows_of(db, agent)] == [good]
+
+
+def test_a_coroutine_that_stops_waiting_leaves_its_row_written_and_the_writer_working(db: Database) -> None:
+    agent = f"cancelled-{tag()}"
+    release = threading.Event()
+
+    class Slow(AuditWriter):
+        def _commit(self, rows: list[dict[str, Any]]) -> list[int]:
+            release.wait(30)
+            return super()._commit(rows)
+
+    with Slow(db) as writer:
+
+        async def main() -> int:
+            waiting = asyncio.ensure_future(writer.record(make_record(agent, entity="Patient/gone")))
+            await asyncio.sleep(0.05)
+            waiting.cancel()  # the client hung up while its row was being committed
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            release.set()
+            return await writer.record(make_record(agent, entity="Patient/next"))
+
+        after = asyncio.run(main())
+    assert [r["entity"] for r in rows_of(db, agent)] == ["Patient/gone", "Patient/next"]
+    assert rows_of(db, agent)[1]["id"] == after
+
+
+def test_a_caller_gives_up_on_a_writer_that_never_answers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database call that never returns: the writer cannot meet any deadline, and its callers
+    # must not wait forever (they answer 503 rather than unaudited).
+    monkeypatch.setattr("yilian.security.audit.writer._STUCK_S", 0.1)
+    release = threading.Event()
+
+    class Hung(AuditWriter):
+        def _commit(self, rows: list[dict[str, Any]]) -> list[int]:
+            release.wait(30)
+            return super()._commit(rows)
+
+    writer = Hung(db, timeout=0.1)
+    try:
+        with pytest.raises(YilianError) as in_thread:
+            writer.record_sync(make_record(f"hung-{tag()}"))
+        with pytest.raises(YilianError) as in_loop:
+            asyncio.run(writer.record(make_record(f"hung-{tag()}")))
+    finally:
+        release.set()
+        writer.close()
+    for err in (in_thread.value, in_loop.value):
+        assert err.category is Category.UNAVAILABLE and "did not answer in time" in err.message
+
+
 def test_insert_rows_reports_a_refused_row_as_an_integrity_error(db: Database) -> None:
     # The writer tells a row the database refuses (fail that caller) from a failed commit (retry)
     # by SQLAlchemy's error classes, whichever way the rows reach the driver.

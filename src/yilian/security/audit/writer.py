@@ -4,7 +4,7 @@ A read changes nothing, so it has no transaction of its own to carry its audit r
 read one would cost a commit (an fsync) per request. Instead requests hand their row to the
 :class:`AuditWriter` and wait: one background thread takes everything queued (up to
 ``max_batch`` rows), inserts it in one transaction, commits, and only then resolves each
-caller's future with its row id — a read is never answered unaudited. While a commit is in
+caller's wait with its row id — a read is never answered unaudited. While a commit is in
 flight the next batch queues up, so the batch size follows the load by itself.
 
 Failures: a batch that fails is retried with exponential backoff; a caller whose row could not
@@ -25,7 +25,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -57,10 +56,77 @@ def _brief(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0][:200]}" if lines else type(cause).__name__
 
 
+class _Waiter:
+    """How a caller learns its row's fate: told once, from the writer's thread."""
+
+    def settle(self, result: int, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class _FutureWaiter(_Waiter):
+    """For :meth:`AuditWriter.submit`: a ``concurrent.futures.Future``."""
+
+    def __init__(self) -> None:
+        self.future: Future[int] = Future()
+
+    def settle(self, result: int, error: BaseException | None) -> None:
+        try:
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+        except InvalidStateError:
+            pass  # the caller cancelled its wait; the row is written all the same
+
+
+class _ThreadWaiter(_Waiter):
+    """For :meth:`AuditWriter.record_sync`: one lock, held until settled. Cheaper than a Future's
+    condition variable, and this is paid on every audited request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.result = -1
+        self.error: BaseException | None = None
+
+    def settle(self, result: int, error: BaseException | None) -> None:
+        self.result, self.error = result, error
+        self.lock.release()
+
+    def wait(self, timeout: float) -> int:
+        if not self.lock.acquire(timeout=timeout):
+            raise _stuck()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _LoopWaiter(_Waiter):
+    """For :meth:`AuditWriter.record`: an asyncio future, set on its own loop's thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[int] = self.loop.create_future()
+
+    def settle(self, result: int, error: BaseException | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._set, result, error)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    def _set(self, result: int, error: BaseException | None) -> None:
+        if self.future.done():
+            return  # the caller stopped waiting (cancelled, or timed out)
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+
 @dataclass(eq=False)
 class _Item:
     row: dict[str, Any]
-    future: Future[int]
+    waiter: _Waiter
     deadline: float  # time.monotonic()
     unsure: bool = False  # a commit of unknown outcome may have written it
     done: bool = False
@@ -68,13 +134,7 @@ class _Item:
 
 def _resolve(item: _Item, result: int | None = None, error: BaseException | None = None) -> None:
     item.done = True
-    try:
-        if error is not None:
-            item.future.set_exception(error)
-        else:
-            item.future.set_result(result if result is not None else -1)
-    except InvalidStateError:
-        pass  # the caller cancelled its wait; the row is written all the same
+    item.waiter.settle(result if result is not None else -1, error)
 
 
 class AuditWriter:
@@ -109,28 +169,31 @@ class AuditWriter:
 
     def submit(self, record: AuditRecord, *, timeout: float | None = None) -> Future[int]:
         """Queue ``record``; the future resolves with its id after commit, or fails after ``timeout``."""
+        waiter = _FutureWaiter()
+        self._enqueue(record, waiter, timeout)
+        return waiter.future
+
+    def record_sync(self, record: AuditRecord, *, timeout: float | None = None) -> int:
+        waiter = _ThreadWaiter()
+        self._enqueue(record, waiter, timeout)
+        return waiter.wait((self.timeout if timeout is None else timeout) + _STUCK_S)
+
+    async def record(self, record: AuditRecord, *, timeout: float | None = None) -> int:
+        waiter = _LoopWaiter()
+        self._enqueue(record, waiter, timeout)
+        try:
+            async with asyncio.timeout((self.timeout if timeout is None else timeout) + _STUCK_S):
+                return await waiter.future
+        except TimeoutError:
+            raise _stuck() from None
+
+    def _enqueue(self, record: AuditRecord, waiter: _Waiter, timeout: float | None) -> None:
         row = to_row(record)  # a malformed record fails in the caller
-        future: Future[int] = Future()
-        item = _Item(row, future, time.monotonic() + (self.timeout if timeout is None else timeout))
+        item = _Item(row, waiter, time.monotonic() + (self.timeout if timeout is None else timeout))
         with self._lock:
             if self._closed:
                 raise YilianError(Category.UNAVAILABLE, "the audit writer is closed")
             self._queue.put(item)
-        return future
-
-    def record_sync(self, record: AuditRecord, *, timeout: float | None = None) -> int:
-        wait = (self.timeout if timeout is None else timeout) + _STUCK_S
-        try:
-            return self.submit(record, timeout=timeout).result(wait)
-        except FutureTimeout:
-            raise _stuck() from None
-
-    async def record(self, record: AuditRecord, *, timeout: float | None = None) -> int:
-        wait = (self.timeout if timeout is None else timeout) + _STUCK_S
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(record, timeout=timeout)), wait)
-        except TimeoutError:
-            raise _stuck() from None
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued (retrying until each row's deadline), then stop the thread."""
