@@ -399,10 +399,9 @@ def test_writer_answers_each_caller_with_its_own_row(db: Database) -> None:
     assert {r["id"]: r["entity"] for r in rows_of(db, agent)} == {i: e for e, i in answered.items()}
 
 
-def test_a_row_the_database_refuses_fails_only_its_own_caller(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    agent = f"refused-{tag()}"
+@pytest.fixture
+def refusing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer builds the row of a record of ``Patient/bad`` so that the database refuses it."""
     real = to_row
 
     def broken(rec: AuditRecord) -> dict[str, Any]:
@@ -412,6 +411,11 @@ def test_a_row_the_database_refuses_fails_only_its_own_caller(
         return row
 
     monkeypatch.setattr("yilian.security.audit.writer.to_row", broken)
+
+
+@pytest.mark.usefixtures("refusing")
+def test_a_row_the_database_refuses_fails_only_its_own_caller(db: Database) -> None:
+    agent = f"refused-{tag()}"
     with AuditWriter(db, backoff=(0.01, 0.02)) as writer:
         futures = [writer.submit(make_record(agent, entity=f"Patient/ok{i}")) for i in range(5)]
         bad = writer.submit(make_record(agent, entity="Patient/bad"))
@@ -423,19 +427,9 @@ def test_a_row_the_database_refuses_fails_only_its_own_caller(
     assert sorted(r["id"] for r in rows_of(db, agent)) == sorted(ids)
 
 
-def test_a_refused_row_fails_its_waiting_caller_whether_thread_or_coroutine(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("refusing")
+def test_a_refused_row_fails_its_waiting_caller_whether_thread_or_coroutine(db: Database) -> None:
     agent = f"refused-wait-{tag()}"
-    real = to_row
-
-    def broken(rec: AuditRecord) -> dict[str, Any]:
-        row = real(rec)
-        if rec.entity == "Patient/bad":
-            row["action"] = None
-        return row
-
-    monkeypatch.setattr("yilian.security.audit.writer.to_row", broken)
     with AuditWriter(db, backoff=(0.01, 0.02)) as writer:
         with pytest.raises(YilianError) as in_thread:
             writer.record_sync(make_record(agent, entity="Patient/bad"))
