@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-from sqlalchemy import Connection, Integer, Select, bindparam, func, select, update
+from sqlalchemy import Connection, Integer, Select, bindparam, func, select, text, update
 
 from yilian.db import Database, UnitOfWork
 from yilian.db.statements import Statement
@@ -229,6 +229,20 @@ _SEAL = Statement(
 )
 
 
+# PostgreSQL: the whole batch in one statement, its values as four arrays. An UPDATE a row sent
+# through the driver's pipeline cost ~30 µs of the driver's Python a row, on the sealer's thread
+# (which shares the interpreter lock with the requests being audited); SQLite's executemany
+# loops in C and stays as it is.
+_SEAL_ARRAYS = Statement(
+    lambda _: text(
+        f"UPDATE {audit_event.name} SET seq = v.seq, prev_hash = v.prev, chain_hash = v.hash"
+        " FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),"
+        " CAST(:hashes AS text[])) AS v(id, seq, prev, hash)"
+        f" WHERE {audit_event.name}.id = v.id AND {audit_event.name}.seq IS NULL"
+    )
+)
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A batch chained from ``head``: the rows' seals and the head after them."""
@@ -286,7 +300,18 @@ def _apply(uow: UnitOfWork, plan: _Plan) -> bool:
     head = lock_head(conn)
     if any(head[k] != plan.head[k] for k in _HEAD_STATE):
         return False
-    _SEAL.run_many(conn, plan.sealed)
+    if conn.dialect.name == "postgresql":
+        _SEAL_ARRAYS.run(
+            conn,
+            {
+                "ids": [r["b_id"] for r in plan.sealed],
+                "seqs": [r["b_seq"] for r in plan.sealed],
+                "prevs": [r["b_prev"] for r in plan.sealed],
+                "hashes": [r["b_hash"] for r in plan.sealed],
+            },
+        )
+    else:
+        _SEAL.run_many(conn, plan.sealed)
     if any(head[k] != v for k, v in plan.changed.items()):
         conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == HEAD_ID).values(**plan.changed))
     return True
