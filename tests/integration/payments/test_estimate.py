@@ -149,6 +149,8 @@ def test_over_http_an_estimate_needs_no_key_and_is_audited_as_a_read_of_the_pati
     assert again.json() == shown.json()
     made = call(app, "POST", "/api/charges", headers=his, key=uuid.uuid4().hex, json=body)
     assert made.status_code == 201 and made.json()["self_pay_fen"] == reply.self_pay_fen
+    with UnitOfWork(db) as uow:
+        posted_after_charge = counts(uow)[0]
     rows = [r for r in audits(db, "payment-estimate") if r.org_id == region.city_hospital]
     assert len(rows) == 2 and all(r.action == "E" and r.outcome == 0 for r in rows)
     assert all(r.patient_keys == (patient,) for r in rows)
@@ -162,8 +164,19 @@ def test_over_http_an_estimate_needs_no_key_and_is_audited_as_a_read_of_the_pati
     assert call(app, "POST", "/api/charge-estimates", headers=other, json=body).status_code == 403
     mine = resident_token(db, patient, scopes="patient/*.cruds")
     assert call(app, "POST", "/api/charge-estimates", headers=mine, json=body).status_code == 403
-    bad = call(app, "POST", "/api/charge-estimates", headers=his, json={**body, "items": []})
-    assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+    before = len(audits(db, "payment-estimate"))
+    for wrong in ({**body, "items": []}, {**body, "self_pay": "yes"}, {**body, "card_no": 7}):
+        bad = call(app, "POST", "/api/charge-estimates", headers=his, json=wrong)
+        assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+    unknown = call(
+        app, "POST", "/api/charge-estimates", headers=his, json={**body, "hold_id": "no-such-hold"}
+    )
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown-hold"
+    with UnitOfWork(db) as uow:
+        assert counts(uow)[0] == posted_after_charge
+    # Each refusal is on record as a refused execute by the hospital.
+    refused = audits(db, "payment-estimate")[before:]
+    assert [(r.action, r.outcome, r.org_id) for r in refused] == [("E", 4, region.city_hospital)] * 4
 
 
 def desk_patient(uow: UnitOfWork, card_no: str) -> str:
