@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import Connection, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from typer.testing import CliRunner
 
 from tests.support.databases import BACKENDS, drop_database, new_database
@@ -502,10 +502,61 @@ def test_a_caller_gives_up_on_a_writer_that_never_answers(
 
 def test_insert_rows_reports_a_refused_row_as_an_integrity_error(db: Database) -> None:
     # The writer tells a row the database refuses (fail that caller) from a failed commit (retry)
-    # by SQLAlchemy's error classes, whichever way the rows reach the driver.
-    row = {**to_row(make_record(f"bad-{tag()}")), "agent_id": None}
+    # by SQLAlchemy's error classes, whichever way the rows reach the driver: in a unit of work,
+    # and on an autocommit connection like the writer's (straight to libpq on PostgreSQL).
+    agent = f"bad-{tag()}"
+    row = {**to_row(make_record(agent)), "agent_id": None}
     with UnitOfWork(db, write=True) as uow, pytest.raises(IntegrityError):
-        insert_rows(uow.conn, [to_row(make_record("fine")), row])
+        insert_rows(uow.conn, [to_row(make_record(agent)), row])
+    with writer_connection(db) as conn:
+        with pytest.raises(IntegrityError):
+            insert_rows(conn, [to_row(make_record(agent)), row])
+        if not db.is_sqlite:
+            # PostgreSQL's text has no NUL, and libpq would cut the value at it. (A record's own
+            # text never has one: the model replaces it.)
+            cut = {**to_row(make_record(agent)), "entity": "Patient/a\x00cut"}
+            with pytest.raises(DataError):
+                insert_rows(conn, [to_row(make_record(agent)), cut])
+    assert rows_of(db, agent) == []
+
+
+def writer_connection(db: Database) -> Connection:
+    """A connection as the audit writer holds one: each statement a transaction of its own."""
+    conn = db.engine.connect()
+    return conn if db.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def test_insert_rows_stays_inside_the_callers_transaction(db: Database) -> None:
+    # On a connection with a transaction of its own, the rows go with it: rolled back, nothing.
+    agent = f"rolled-{tag()}"
+    with db.engine.connect() as conn, conn.begin() as trans:
+        ids = insert_rows(conn, [to_row(make_record(agent)) for _ in range(3)])
+        assert len(ids) == 3 == len(set(ids))
+        trans.rollback()
+    assert rows_of(db, agent) == []
+    with writer_connection(db) as conn:
+        ids = insert_rows(conn, [to_row(make_record(agent, entity=f"Patient/p{i}")) for i in range(3)])
+    assert [(r["id"], r["entity"]) for r in rows_of(db, agent)] == [
+        (row_id, f"Patient/p{i}") for i, row_id in enumerate(ids)
+    ]
+
+
+def test_writer_reconnects_when_its_connection_is_lost(concurrent_db: Database) -> None:
+    # The server closes the writer's connection (a restart, an administrator, a failover): the
+    # next rows are written on a new one, each once.
+    db = concurrent_db
+    agent = f"reconnect-{tag()}"
+    with AuditWriter(db, backoff=(0.01, 0.02)) as writer:
+        first = writer.record_sync(make_record(agent, entity="Patient/before"))
+        assert writer._conn is not None
+        pid = writer._conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        with db.engine.begin() as admin:
+            assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        after = [writer.record_sync(make_record(agent, entity=f"Patient/after{i}")) for i in range(3)]
+    assert [(r["id"], r["entity"]) for r in rows_of(db, agent)] == [
+        (first, "Patient/before"),
+        *[(row_id, f"Patient/after{i}") for i, row_id in enumerate(after)],
+    ]
 
 
 def test_writer_writes_a_row_once_when_a_commit_outcome_is_unknown(
