@@ -331,8 +331,10 @@ class AuditWriter:
         interval, 5 ms), while every audited request waits for this thread. Measured on
         PostgreSQL: a batch took 22 ms with BEGIN/INSERT/COMMIT through the pool, 15 ms like
         this, at 16 busy threads; on SQLite a unit of work (BEGIN IMMEDIATE, INSERT, COMMIT)
-        cost a compartment search's audit about twice what this does. The outcome is unknown
-        only if the connection fails while the statement runs.
+        cost a compartment search's audit about twice what this does. On PostgreSQL the
+        statement goes to libpq in one call (``db/libpq``, decision 0020): psycopg's cursor
+        gives the GIL up and takes it back at every step of the protocol. The outcome is
+        unknown only if the connection fails while the statement runs.
         """
         if self._conn is None:
             conn = self.db.engine.connect()
