@@ -124,6 +124,10 @@ def test_it_applies_only_to_postgresql_in_autocommit_mode(table: Database) -> No
         assert libpq.direct(conn) is not None
     with table.engine.connect() as plain:  # psycopg opens a transaction before its first statement
         assert libpq.direct(plain) is None
+    with autocommit_on(table) as conn:  # text is sent as UTF-8: another client encoding, no
+        conn.exec_driver_sql("SET client_encoding TO 'LATIN1'")
+        assert libpq.direct(conn) is None
+        conn.invalidate()  # not back into the pool with that setting
 
 
 def test_values_are_stored_as_psycopgs_own_path_stores_them(pg: Database, autocommit: Connection) -> None:

@@ -474,6 +474,52 @@ def test_a_coroutine_that_stops_waiting_leaves_its_row_written_and_the_writer_wo
     assert rows_of(db, agent)[1]["id"] == after
 
 
+def test_coroutines_on_several_loops_in_one_batch_each_get_their_own_row(db: Database) -> None:
+    # One commit answers the coroutines of one event loop together: each must still get the id
+    # of its own row, a coroutine that stopped waiting must not hold the others up, and another
+    # loop's coroutines in the same batch are answered on their own loop.
+    agent = f"loops-{tag()}"
+    release = threading.Event()
+    queued = {name: threading.Event() for name in ("a", "b")}
+    results: dict[str, list[Any]] = {}
+
+    class Gated(AuditWriter):  # the first commit waits, so the rest queue up into one batch
+        def _commit(self, rows: list[dict[str, Any]]) -> list[int]:
+            release.wait(30)
+            return super()._commit(rows)
+
+    def on_its_own_loop(writer: AuditWriter, name: str) -> None:
+        async def main() -> list[Any]:
+            tasks = [
+                asyncio.ensure_future(writer.record(make_record(agent, entity=f"Patient/{name}{i}")))
+                for i in range(20)
+            ]
+            await asyncio.sleep(0.05)
+            tasks[3].cancel()  # this client hung up
+            queued[name].set()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        results[name] = asyncio.run(main())
+
+    with Gated(db) as writer:
+        loops = [threading.Thread(target=on_its_own_loop, args=(writer, name)) for name in queued]
+        for thread in loops:
+            thread.start()
+        assert all(event.wait(30) for event in queued.values())
+        release.set()
+        for thread in loops:
+            thread.join(30)
+    assert writer.batches <= 3  # the first row or two, then the rest together
+    stored = {r["entity"]: r["id"] for r in rows_of(db, agent)}
+    assert len(stored) == 40  # the cancelled callers' rows too
+    for name, answers in results.items():
+        for i, answer in enumerate(answers):
+            if i == 3:
+                assert isinstance(answer, asyncio.CancelledError)
+            else:
+                assert answer == stored[f"Patient/{name}{i}"]
+
+
 def test_a_caller_gives_up_on_a_writer_that_never_answers(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
