@@ -19,10 +19,21 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, literal, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.expression import FromClause
 
@@ -297,12 +308,29 @@ def _row_filter(
     return Prebuilt(cond, r)
 
 
+def _constant(value: str) -> ColumnElement[Any]:
+    """The platform's own constant (a resource type, a rule's effect, ``*``) written into the
+    SQL: a bound value costs SQLAlchemy work on every execution (an expanding ``IN`` list most of
+    all), and these never change. Never a caller's value: only these characters get through."""
+    if not _CONSTANT.fullmatch(value):
+        raise ValueError(f"not a constant that may be written into SQL: {value!r}")
+    return literal_column(f"'{value}'")
+
+
+_CONSTANT = re.compile(r"[A-Za-z*_-]+")
+_ONE: ColumnElement[Any] = literal_column("1")
+_ZERO: ColumnElement[Any] = literal_column("0")
+
+
 def _owned_filter(r: FromClause, owner_key: str) -> ColumnElement[bool]:
     """Rows of an owned type only when the caller owns them; every other row as it is."""
     mine = select(resource_owner.c.res_type, resource_owner.c.res_id).where(
         resource_owner.c.owner == owner_key
     )
-    return or_(r.c.res_type.not_in(sorted(OWNED_TYPES)), tuple_(r.c.res_type, r.c.res_id).in_(mine))
+    return or_(
+        r.c.res_type.not_in([_constant(t) for t in sorted(OWNED_TYPES)]),
+        tuple_(r.c.res_type, r.c.res_id).in_(mine),
+    )
 
 
 def _patient_filter(r: FromClause, org: str | None) -> ColumnElement[bool]:
@@ -319,19 +347,22 @@ def _patient_filter(r: FromClause, org: str | None) -> ColumnElement[bool]:
     key = r.c.patient_key
 
     def probe(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
-        return select(literal(1)).where(*conds).offset(0).exists()
+        return select(_ONE).where(*conds).offset(_ZERO).exists()
 
-    def rule(org_id: str | None, effect: str) -> ColumnElement[bool]:
+    def rule(org_id: ColumnElement[Any] | str | None, effect: str) -> ColumnElement[bool]:
         return probe(
             consent_rule.c.org_id == org_id,
-            consent_rule.c.effect == effect,
+            consent_rule.c.effect == _constant(effect),
             consent_rule.c.patient_key == key,
         )
 
     granted = probe(access_grant.c.org_id == org, access_grant.c.patient_key == key)
     return or_(
         key.is_(None),
-        and_(~rule(org, "deny"), or_(rule(org, "permit"), and_(granted, ~rule(ALL_ORGS, "deny")))),
+        and_(
+            ~rule(org, "deny"),
+            or_(rule(org, "permit"), and_(granted, ~rule(_constant(ALL_ORGS), "deny"))),
+        ),
     )
 
 
