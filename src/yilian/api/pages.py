@@ -27,7 +27,7 @@ code{{background:#eef2f5;padding:0 .3em;border-radius:3px}}
 <div>区域卫生信息平台 · 版本 {esc(__version__)}</div></header>
 <main>
 <section><h2>运行状态 <span class="en">Status</span></h2>
-<table><tr><th>数据库 <span class="en">database</span></th><td>{esc(db.dialect)} — {esc(db.describe())}</td></tr>{rows}</table>
+<table><tr><th>数据库 <span class="en">database</span></th><td>{esc(db.dialect)}</td></tr>{rows}</table>
 </section>
 <section><h2>接口 <span class="en">APIs</span></h2>
 <ul>
