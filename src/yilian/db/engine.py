@@ -91,7 +91,7 @@ class Database:
         return engine.connect()
 
     def describe(self) -> str:
-        """The URL with any password hidden, for logs and the front page."""
+        """The URL with any password hidden, for logs and the console (not for open pages)."""
         return self.url.render_as_string(hide_password=True)
 
 

@@ -308,6 +308,9 @@ def _row_filter(
     return Prebuilt(cond, r)
 
 
+_CONSTANT = re.compile(r"[A-Za-z*_-]+")
+
+
 def _constant(value: str) -> ColumnElement[Any]:
     """The platform's own constant (a resource type, a rule's effect, ``*``) written into the
     SQL: a bound value costs SQLAlchemy work on every execution (an expanding ``IN`` list most of
@@ -317,7 +320,6 @@ def _constant(value: str) -> ColumnElement[Any]:
     return literal_column(f"'{value}'")
 
 
-_CONSTANT = re.compile(r"[A-Za-z*_-]+")
 _ONE: ColumnElement[Any] = literal_column("1")
 _ZERO: ColumnElement[Any] = literal_column("0")
 

@@ -91,14 +91,9 @@ def pg(pg_db: Database) -> Iterator[Database]:
     yield from with_table(pg_db)
 
 
-def autocommit_on(db: Database) -> Connection:
-    conn = db.engine.connect()
-    return conn if db.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
-
-
 @pytest.fixture
 def autocommit(pg: Database) -> Iterator[Connection]:
-    with autocommit_on(pg) as conn:
+    with pg.connect_autocommit() as conn:
         yield conn
 
 
@@ -117,14 +112,14 @@ def run(conn: Connection, row: dict[str, Any]) -> list[int]:
 
 
 def test_it_applies_only_to_postgresql_in_autocommit_mode(table: Database) -> None:
-    with autocommit_on(table) as conn:
+    with table.connect_autocommit() as conn:
         if table.is_sqlite:
             assert libpq.direct(conn) is None
             return
         assert libpq.direct(conn) is not None
     with table.engine.connect() as plain:  # psycopg opens a transaction before its first statement
         assert libpq.direct(plain) is None
-    with autocommit_on(table) as conn:  # text is sent as UTF-8: another client encoding, no
+    with table.connect_autocommit() as conn:  # text is sent as UTF-8: another client encoding, no
         conn.exec_driver_sql("SET client_encoding TO 'LATIN1'")
         assert libpq.direct(conn) is None
         conn.invalidate()  # not back into the pool with that setting

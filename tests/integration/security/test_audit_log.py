@@ -554,7 +554,7 @@ def test_insert_rows_reports_a_refused_row_as_an_integrity_error(db: Database) -
     row = {**to_row(make_record(agent)), "agent_id": None}
     with UnitOfWork(db, write=True) as uow, pytest.raises(IntegrityError):
         insert_rows(uow.conn, [to_row(make_record(agent)), row])
-    with writer_connection(db) as conn:
+    with db.connect_autocommit() as conn:  # as the audit writer holds one
         with pytest.raises(IntegrityError):
             insert_rows(conn, [to_row(make_record(agent)), row])
         if not db.is_sqlite:
@@ -566,12 +566,6 @@ def test_insert_rows_reports_a_refused_row_as_an_integrity_error(db: Database) -
     assert rows_of(db, agent) == []
 
 
-def writer_connection(db: Database) -> Connection:
-    """A connection as the audit writer holds one: each statement a transaction of its own."""
-    conn = db.engine.connect()
-    return conn if db.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
-
-
 def test_insert_rows_stays_inside_the_callers_transaction(db: Database) -> None:
     # On a connection with a transaction of its own, the rows go with it: rolled back, nothing.
     agent = f"rolled-{tag()}"
@@ -580,7 +574,7 @@ def test_insert_rows_stays_inside_the_callers_transaction(db: Database) -> None:
         assert len(ids) == 3 == len(set(ids))
         trans.rollback()
     assert rows_of(db, agent) == []
-    with writer_connection(db) as conn:
+    with db.connect_autocommit() as conn:  # as the audit writer holds one
         ids = insert_rows(conn, [to_row(make_record(agent, entity=f"Patient/p{i}")) for i in range(3)])
     assert [(r["id"], r["entity"]) for r in rows_of(db, agent)] == [
         (row_id, f"Patient/p{i}") for i, row_id in enumerate(ids)

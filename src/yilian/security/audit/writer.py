@@ -362,11 +362,7 @@ class AuditWriter:
         unknown only if the connection fails while the statement runs.
         """
         if self._conn is None:
-            conn = self.db.engine.connect()
-            # SQLite's driver connections are in autocommit mode already (the engine emits BEGIN
-            # itself, which a statement sent to the driver never triggers); SQLAlchemy's
-            # AUTOCOMMIT option there would reset the connection's mode when it is given back.
-            self._conn = conn if self.db.is_sqlite else conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = self.db.connect_autocommit()  # held until it fails or the writer closes
         self._committing = True
         return insert_rows(self._conn, rows)
 
